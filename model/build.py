@@ -1,0 +1,73 @@
+"""Build Omni-Emotion checkpoints.
+
+    python -m model.build --preset tiny --out DIR                 # random tiny model
+    python -m model.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
+    python -m model.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from .config import FUSIONS
+from .presets import HUB_SOURCES, PRESETS
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.build", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=PRESETS, required=True)
+    ap.add_argument("--out", help="checkpoint folder to write")
+    ap.add_argument("--describe", action="store_true", help="print parameter counts (meta device)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--from-pretrained", action="store_true", help="compose from public checkpoints")
+    ap.add_argument("--base", help="LLaVA-OneVision hub id or folder (default: the preset's)")
+    ap.add_argument("--audio", help="Whisper hub id or folder (default: openai/whisper-large-v3)")
+    ap.add_argument("--face", help="FaceXFormer model.pt (omitted: random face encoder)")
+    ap.add_argument("--fusion", choices=FUSIONS, default="video_concat")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from . import loading
+
+    try:
+        if args.describe:
+            counts = loading.describe(args.preset, fusion=args.fusion)
+            print(json.dumps(counts) if args.json else "\n".join(f"{k:>10}: {v:,}" for k, v in counts.items()))
+            return 0
+        if not args.out:
+            ap.error("--out is required unless --describe")
+        if args.from_pretrained:
+            if args.preset == "tiny" and not (args.base and args.audio):
+                ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
+            src = HUB_SOURCES.get(args.preset, {})
+            model, processor = loading.compose_from_pretrained(
+                args.preset,
+                base=args.base or src["base"],
+                audio=args.audio or src["audio"],
+                face=args.face,
+                dtype=DTYPES[args.dtype],
+                fusion=args.fusion,
+            )
+            loading.save(model, processor, args.out)
+        elif args.preset == "tiny":
+            loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
+        else:
+            ap.error(f"--preset {args.preset} has no random build; use --from-pretrained or --describe")
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"out": args.out, "preset": args.preset}))
+    else:
+        print(f"wrote {args.preset} checkpoint to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

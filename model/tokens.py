@@ -1,0 +1,96 @@
+"""Token counts and the placeholder layout: the one place each number is computed.
+
+The processor lays placeholders out with these functions, the model checks its features
+against them, and the tests assert them. Nobody else recomputes a count.
+
+Layout of the user turn (paper §4.4, "modality special tokens"):
+
+    <vi_start> VISUAL <vi_end> <au_start> <audio>×A <au_end>
+
+VISUAL depends on the fusion (paper Fig. 6), with v = visual tokens per frame, f = face
+tokens per frame, T frames and one trailing `<video>` for LLaVA-OneVision's newline:
+
+    video_concat     <video>×(v·T) <face>×(f·T) <video>
+    frame_concat     (<video>×v <face>×f)×T <video>
+    cross_attention  (<video>×v <face>×f)×T <video>   (face slots hold the attended tokens)
+
+`masked_scatter` fills placeholders in order, so per-frame interleaving needs nothing more
+than this layout.
+"""
+from __future__ import annotations
+
+import math
+
+# Whisper front end: 16 kHz, 10 ms hop → 100 mel frames/s; conv2 has stride 2.
+SAMPLE_RATE = 16000
+MEL_HOP_SAMPLES = 160
+ENCODER_CONV_STRIDE = 2
+
+
+def visual_tokens_per_frame(config) -> int:
+    """SigLIP patches per side, pooled 2×2 the way LLaVA-OneVision pools video frames
+    (bilinear to ceil(side/2)): 384/14 → 27×27 = 729 → 14×14 = 196."""
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    pooled = math.ceil(side / 2)
+    return pooled * pooled
+
+
+def visual_token_count(config, num_frames: int | None = None) -> int:
+    """All `<video>` placeholders of one clip: frames × per-frame + 1 newline token."""
+    frames = config.num_frames if num_frames is None else num_frames
+    return frames * visual_tokens_per_frame(config) + 1
+
+
+def face_tokens_per_frame(config) -> int:
+    """FaceXFormer's fused 56×56 map average-pooled to pool_size² (default 7×7 = 49)."""
+    return config.face_config.pool_size**2
+
+
+def face_token_count(config, num_frames: int | None = None) -> int:
+    frames = config.num_frames if num_frames is None else num_frames
+    return frames * face_tokens_per_frame(config)
+
+
+def audio_tokens_total(config) -> int:
+    """Tokens of the full padded Whisper window: 1500 states / stride 3 = 500."""
+    return config.audio_config.max_source_positions // config.audio_pool_stride
+
+
+def audio_window_samples(config) -> int:
+    """Samples the Whisper encoder sees (30 s at 16 kHz for large-v3)."""
+    return config.audio_config.max_source_positions * ENCODER_CONV_STRIDE * MEL_HOP_SAMPLES
+
+
+def audio_token_count(config, num_samples: int | None) -> int:
+    """Audio tokens for a clip of `num_samples` at 16 kHz; None means the track is absent.
+
+    With `trim_audio` only the tokens covering real audio are kept: samples → mel frames
+    (÷160) → encoder states (÷2, ceil) → tokens (÷stride, ceil): 4 s → 400 → 200 → 67.
+    An absent track is given `absent_audio_seconds` worth of (zero) tokens so a live
+    window's layout is the same with and without a microphone.
+    """
+    total = audio_tokens_total(config)
+    if not config.trim_audio:
+        return total
+    if num_samples is None:
+        num_samples = int(round(config.absent_audio_seconds * SAMPLE_RATE))
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    mel_frames = max(1, num_samples // MEL_HOP_SAMPLES)
+    states = math.ceil(mel_frames / ENCODER_CONV_STRIDE)
+    return min(total, math.ceil(states / config.audio_pool_stride))
+
+
+def modality_layout(config, audio_tokens: int, num_frames: int | None = None) -> list[str]:
+    """The token strings of the modality block, in order (see module docstring)."""
+    frames = config.num_frames if num_frames is None else num_frames
+    video, face, audio = "<video>", "<face>", "<audio>"
+    v, f = visual_tokens_per_frame(config), face_tokens_per_frame(config)
+    block = ["<vi_start>"]
+    if config.fusion == "video_concat":
+        block += [video] * (v * frames) + [face] * (f * frames)
+    else:
+        for _ in range(frames):
+            block += [video] * v + [face] * f
+    block += [video, "<vi_end>", "<au_start>"] + [audio] * audio_tokens + ["<au_end>"]
+    return block
