@@ -165,7 +165,11 @@ def compose_from_pretrained(
         state["model.language_model.embed_tokens.weight"] = _pad_rows(embed, config.text_config.vocab_size)
         if "lm_head.weight" in state:
             state["lm_head.weight"] = _pad_rows(state["lm_head.weight"], config.text_config.vocab_size)
-    result = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as err:  # size mismatches: say which parts, without the wall of text
+        first = str(err).split("size mismatch for ", 1)[-1].split("\n")[0]
+        raise ValueError(f"public checkpoints do not fit the {preset} config: {first}") from None
     if result.unexpected_keys:
         raise ValueError(f"unexpected keys from the public checkpoints: {result.unexpected_keys[:5]}")
 

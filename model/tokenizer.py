@@ -91,9 +91,10 @@ def apply_token_ids(config, tokenizer) -> None:
         raise ValueError(f"decoder vocab_size {text.vocab_size} < tokenizer size {len(tokenizer)}; resize embeddings")
 
 
-def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB, omni_tokens: bool = True) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained here on a few sentences, with Qwen2's chat tokens and
-    template: a real fast tokenizer for tests, built with no download."""
+    template: a real fast tokenizer for tests, built with no download. Without
+    `omni_tokens` it stands in for LLaVA-OneVision's own tokenizer."""
     base_special = [PAD, IM_START, IM_END, IMAGE, VIDEO]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -113,5 +114,6 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB) -> PreTrainedTokenizerFas
         padding_side="left",
     )
     fast.chat_template = CHAT_TEMPLATE
-    add_omni_special_tokens(fast)
+    if omni_tokens:
+        add_omni_special_tokens(fast)
     return fast

@@ -1,0 +1,112 @@
+"""Analyse one video file with Omni-Emotion.
+
+    python -m model.infer --model DIR --video FILE [--json] [--prompt TEXT]
+
+Decodes 8 uniform frames and the 16 kHz audio with `av`, crops the primary face with
+`live/`'s BlazeFace tracker, runs one analysis and prints the answer (streamed) or, with
+`--json`, one object: {"text", "label", "labels", "tokens": {"visual", "face", "audio",
+"text"}, "face": "present"|"absent", "seconds"}. Bad input → one line on stderr, exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR = 1
+
+
+def _probe(video: Path, audio_required: bool) -> None:
+    """Check the streams before any heavy work, so bad input fails fast and quietly."""
+    import av
+
+    try:
+        with av.open(str(video)) as container:
+            has_video, has_audio = bool(container.streams.video), bool(container.streams.audio)
+    except (av.error.FFmpegError, OSError) as err:
+        raise ValueError(f"cannot read video: {video}: {err}") from None
+    if not has_video:
+        raise ValueError(f"{video} has no video stream")
+    if audio_required and not has_audio:
+        raise ValueError(f"{video} has no audio stream (pass --no-audio to analyse the picture alone)")
+
+
+def _decode(video: Path, faces: bool, audio_required: bool):
+    """File → Clip, failing loudly on a missing, unreadable or audio-less file."""
+    from .data.preprocess import DecodeError, default_face_cropper, preprocess_sample
+    from .processor import Clip
+
+    if not video.is_file():
+        raise ValueError(f"no such file: {video}")
+    _probe(video, audio_required)
+
+    def no_faces(frames, times):
+        import numpy as np
+
+        return np.zeros((len(frames), 224, 224, 3), np.uint8), np.zeros(len(frames), bool)
+
+    try:
+        arrays = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
+                                   default_face_cropper if faces else no_faces)
+    except DecodeError as err:
+        raise ValueError(f"cannot read video: {err}") from None
+    if audio_required and not bool(arrays["has_audio"]):
+        raise ValueError(f"{video}: the audio stream holds no samples (pass --no-audio)")
+    present = arrays["face_present"]
+    return Clip(
+        frames=arrays["frames"],
+        faces=arrays["faces"] if present.any() else None,
+        face_mask=present if present.any() else None,
+        audio=arrays["audio"] if bool(arrays["has_audio"]) else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.infer", description="Analyse one video file.")
+    ap.add_argument("--model", required=True, help="Omni-Emotion checkpoint folder")
+    ap.add_argument("--video", required=True, help="video file (mp4, mkv, webm, ...)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--prompt", help="instruction (default: the paper's multimodal analysis prompt)")
+    ap.add_argument("--options", help="comma-separated label options to choose from")
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--no-audio", action="store_true", help="accept a file without an audio track")
+    ap.add_argument("--no-faces", action="store_true", help="skip face detection (face branch absent)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    started = time.perf_counter()
+    try:
+        model_dir = Path(args.model)
+        if not (model_dir / "config.json").is_file():
+            raise ValueError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
+        clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
+        from .analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+
+        options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
+        analyser = OmniEmotionAnalyser.load(model_dir, device=args.device, prompt=args.prompt or DEFAULT_PROMPT,
+                                            options=options, max_new_tokens=args.max_new_tokens)
+        printed = [0]
+
+        def stream(text: str) -> None:
+            sys.stdout.write(text[printed[0]:])
+            sys.stdout.flush()
+            printed[0] = len(text)
+
+        result = analyser.analyse(clip, on_text=None if args.json else stream)
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    result["face"] = "present" if result["face_frames"] else "absent"
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if args.json:
+        keep = ("text", "label", "labels", "tokens", "face", "face_frames", "audio", "seconds", "model")
+        print(json.dumps({k: result[k] for k in keep}))
+    else:
+        print(f"\n\nlabel: {result['label']}  words: {', '.join(result['labels'])}  ({result['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`python -m model.build`: tiny checkpoints, meta-device descriptions, composing from parts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    WhisperConfig,
+    WhisperForConditionalGeneration,
+)
+
+from model.build import main as build_main
+from model.config import FaceEncoderConfig
+from model.face_encoder import CHECKPOINT_KEY, FaceXFormerEncoder
+from model.loading import compose_from_pretrained, load
+from model.presets import TINY_AUDIO, TINY_FACE, TINY_TEXT, TINY_VISION
+from model.processor import Clip
+from model.tokenizer import build_tiny_tokenizer
+from tests.test_face_encoder import to_torchvision_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "model.build", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_build_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
+    assert build_main(["--preset", "tiny", "--out", str(tmp_path / "ck")]) == 0
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert (tmp_path / "ck" / name).is_file(), name
+    model, processor = load(tmp_path / "ck")
+    assert processor.tokenizer.convert_tokens_to_ids("<au_start>") == model.config.au_start_token_id
+
+
+def test_describe_counts_published_sizes():
+    out = run_cli("--preset", "7b", "--describe", "--json")
+    assert out.returncode == 0, out.stderr
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(counts) == {"llm", "vision", "audio", "face", "projectors", "total"}
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+    assert 7.5e9 < counts["llm"] < 7.7e9  # Qwen2-7B + untied lm_head
+    assert 3.9e8 < counts["vision"] < 4.1e8  # SigLIP-so400m, 26 layers
+    assert 6.3e8 < counts["audio"] < 6.4e8  # Whisper-large-v3 encoder
+    assert 8.6e7 < counts["face"] < 8.9e7  # Swin-B + fusion
+    small = json.loads(run_cli("--preset", "0.5b", "--describe", "--json").stdout.strip().splitlines()[-1])
+    assert 4.9e8 < small["llm"] < 5.0e8  # Qwen2-0.5B, tied embeddings
+    assert small["vision"] == counts["vision"] and small["audio"] == counts["audio"]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    out = run_cli("--preset", "7b", "--out", str(tmp_path))
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    out = run_cli("--preset", "tiny", "--from-pretrained", "--out", str(tmp_path), "--base", str(tmp_path / "no"),
+                  "--audio", str(tmp_path / "no"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.startswith("error:")
+
+
+@pytest.fixture(scope="module")
+def public_parts(tmp_path_factory):
+    """Tiny stand-ins for the hub checkpoints, saved in their real formats."""
+    root = tmp_path_factory.mktemp("parts")
+    tok = build_tiny_tokenizer(omni_tokens=False)  # like LLaVA-OV's: has <image>, <video>
+    llava_cfg = LlavaOnevisionConfig(
+        vision_config={"model_type": "siglip_vision_model", **TINY_VISION},
+        text_config={"model_type": "qwen2", **TINY_TEXT, "vocab_size": len(tok)},
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    torch.manual_seed(1)
+    llava = LlavaOnevisionForConditionalGeneration(llava_cfg)
+    llava.save_pretrained(root / "llava")
+    tok.save_pretrained(root / "llava")
+    whisper = WhisperForConditionalGeneration(WhisperConfig(**TINY_AUDIO))
+    whisper.save_pretrained(root / "whisper")
+    face = FaceXFormerEncoder(FaceEncoderConfig(**TINY_FACE))
+    torch.save({CHECKPOINT_KEY: to_torchvision_names(face.state_dict())}, root / "model.pt")
+    return root, llava, whisper, face
+
+
+def test_compose_from_pretrained_keeps_every_public_weight(public_parts):
+    root, llava, whisper, face = public_parts
+    model, processor = compose_from_pretrained("tiny", str(root / "llava"), str(root / "whisper"), root / "model.pt")
+    ours = model.state_dict()
+    for k, v in llava.state_dict().items():
+        if k.endswith(("embed_tokens.weight",)) or k == "lm_head.weight":
+            assert torch.equal(ours[k][: v.shape[0]], v), k  # grown by the 6 new tokens
+        else:
+            assert torch.equal(ours[k], v), k
+    for k, v in whisper.model.encoder.state_dict().items():
+        assert torch.equal(ours[f"model.audio_encoder.{k}"], v), k
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model.model.face_encoder(x), face(x))
+    assert len(processor.tokenizer) == model.config.text_config.vocab_size == len(build_tiny_tokenizer())
+    assert not any(p.device.type == "meta" for p in model.parameters())
+    assert model.model.frame_embeddings.abs().sum() == 0
+
+
+def test_compose_cli_round_trip(public_parts, tmp_path):
+    root = public_parts[0]
+    out = run_cli("--preset", "tiny", "--from-pretrained", "--base", str(root / "llava"), "--audio",
+                  str(root / "whisper"), "--face", str(root / "model.pt"), "--out", str(tmp_path / "oe"))
+    assert out.returncode == 0, out.stderr
+    model, processor = load(tmp_path / "oe")
+    batch = processor([{"role": "user", "content": "How does she feel?"}], Clip(audio=torch.zeros(16000).numpy()))
+    with torch.no_grad():
+        ids = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert ids.shape[1] > batch["input_ids"].shape[1]
+
+
+def test_compose_rejects_a_face_checkpoint_of_another_size(public_parts, tmp_path):
+    root = public_parts[0]
+    big = FaceXFormerEncoder(FaceEncoderConfig(**{**TINY_FACE, "embed_dim": 16}))
+    torch.save({CHECKPOINT_KEY: to_torchvision_names(big.state_dict())}, tmp_path / "big.pt")
+    with pytest.raises(ValueError, match="do not fit the tiny config: model.face_encoder"):
+        compose_from_pretrained("tiny", str(root / "llava"), str(root / "whisper"), tmp_path / "big.pt")
