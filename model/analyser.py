@@ -48,13 +48,17 @@ class OmniEmotionAnalyser:
         options: if given, the label is matched against these (classification).
         max_new_tokens: generation budget per window.
         name: shown in results and the app (default: the model folder's name).
+        use_faces, use_audio: False feeds that branch as a missing modality (zeros) —
+            for a model whose face/audio projectors are not trained yet.
     """
 
     def __init__(self, model, processor, prompt: str = DEFAULT_PROMPT, options: list[str] | None = None,
-                 max_new_tokens: int = MAX_NEW_TOKENS, name: str | None = None):
+                 max_new_tokens: int = MAX_NEW_TOKENS, name: str | None = None,
+                 use_faces: bool = True, use_audio: bool = True):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model, self.processor = model, processor
+        self.use_faces, self.use_audio = use_faces, use_audio
         self.prompt, self.options, self.max_new_tokens = prompt, options, max_new_tokens
         self.name = name or Path(str(getattr(model.config, "_name_or_path", "") or "omni-emotion")).name
 
@@ -79,6 +83,10 @@ class OmniEmotionAnalyser:
         on_text: called with the text so far as tokens are generated (streaming UI).
         """
         started = time.perf_counter()
+        if not self.use_faces:
+            clip = Clip(frames=clip.frames, audio=clip.audio)
+        if not self.use_audio:
+            clip = Clip(frames=clip.frames, faces=clip.faces, face_mask=clip.face_mask)
         batch = self.processor([{"role": "user", "content": self.prompt}], clip)
         device = next(p for p in self.model.parameters() if p.device.type != "meta").device
         batch = {k: v.to(device) for k, v in batch.items()}
