@@ -1,0 +1,100 @@
+"""Model benchmark: tokens per live window for each preset, and measured CPU speed of the
+tiny model (prefill seconds, decode tokens/s). Prints one JSON object.
+
+    python bench/model.py [--window-s 4] [--repeats 3]
+
+The tiny model's numbers measure the pipeline's overhead (processor, encoders, merging),
+not a real model's latency; on a noisy machine compare ratios, not absolutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import tokens  # noqa: E402
+from model.loading import build_tiny  # noqa: E402
+from model.presets import PRESETS, preset_config  # noqa: E402
+from model.processor import Clip  # noqa: E402
+
+SAMPLE_RATE = 16000  # Hz
+NEW_TOKENS = 32
+
+
+def window_tokens(window_s: float) -> dict:
+    out = {}
+    for name in PRESETS:
+        cfg = preset_config(name)
+        for trim in (True, False):
+            cfg.trim_audio = trim
+            counts = {
+                "visual": tokens.visual_token_count(cfg),
+                "face": tokens.face_token_count(cfg),
+                "audio": tokens.audio_token_count(cfg, int(window_s * SAMPLE_RATE)),
+            }
+            counts["modalities_total"] = sum(counts.values())
+            out[f"{name}{'' if trim else '_untrimmed'}"] = counts
+    return out
+
+
+def tiny_speed(window_s: float, repeats: int) -> dict:
+    model, processor = build_tiny()
+    rng = np.random.default_rng(0)
+    clip = Clip(
+        frames=rng.integers(0, 256, (int(window_s * 30), 480, 640, 3), dtype=np.uint8),
+        faces=rng.integers(0, 256, (int(window_s * 30), 224, 224, 3), dtype=np.uint8),
+        audio=(rng.standard_normal(int(window_s * SAMPLE_RATE)) * 0.1).astype(np.float32),
+    )
+    chat = [{"role": "user", "content": "What emotion does the person show? Explain."}]
+    m = model.model
+
+    def timed(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first round warms up
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:])
+
+    batch = processor(chat, clip)
+    gen = lambda n: model.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False)  # noqa: E731
+    one, many = timed(lambda: gen(1)), timed(lambda: gen(NEW_TOKENS))
+    return {
+        "prompt_tokens": int(batch["input_ids"].shape[1]),
+        "processor_s": round(timed(lambda: processor(chat, clip)), 4),
+        "vision_s": round(timed(lambda: m.visual_features(batch["pixel_values_videos"])), 4),
+        "face_s": round(timed(lambda: m.face_features(batch["face_pixel_values"])), 4),
+        "audio_s": round(timed(lambda: m.audio_features(batch["input_features"])), 4),
+        "prefill_s": round(timed(lambda: model(**batch)), 4),
+        "generate_1_token_s": round(one, 4),
+        f"generate_{NEW_TOKENS}_tokens_s": round(many, 4),
+        # None when the machine was too noisy to separate decode from prefill.
+        "decode_tokens_per_s": round((NEW_TOKENS - 1) / (many - one), 1) if many > one else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--window-s", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(json.dumps({
+        "machine": f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        "window_s": args.window_s,
+        "tokens_per_window": window_tokens(args.window_s),
+        "tiny_cpu": tiny_speed(args.window_s, args.repeats),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Turn generated text into ``{label, labels, explanation}`` (pure text, no model).
+
+The answer formats are the training ones (``model.data.templates``):
+
+* classification (phase 2): ``"neutral."`` — one option, a full stop;
+* analysis (phase 3): ``"<explanation> Open-vocabulary labels: worried, tense, sad."``
+
+A model does not always answer in format, so parsing is lenient in what it reads but
+never invents: when no option can be found, ``label`` is None (a wrong answer for the
+metrics), not a guess.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from model.data.templates import OV_LABELS_MARKER
+
+# Word forms that name the same class. Option lists mix forms (DFEW "angry", MAFW
+# "anger", the paper's prompts "anxious"/"helpless"), and a model may answer in either.
+_FORMS: dict[str, tuple[str, ...]] = {
+    "happy": ("happy", "happiness", "joy", "joyful"),
+    "sad": ("sad", "sadness"),
+    "angry": ("angry", "anger"),
+    "surprise": ("surprise", "surprised"),
+    "disgust": ("disgust", "disgusted"),
+    "fear": ("fear", "fearful", "afraid", "scared"),
+    "neutral": ("neutral",),
+    "contempt": ("contempt", "contemptuous"),
+    "anxiety": ("anxiety", "anxious"),
+    "helplessness": ("helplessness", "helpless"),
+    "disappointment": ("disappointment", "disappointed"),
+    "worried": ("worried", "worry"),
+}
+# form → canonical key, for every form above
+_FORM_KEY = {form: key for key, forms in _FORMS.items() for form in forms}
+
+# "labels: a, b" written without the exact marker (case, "open vocabulary", "emotion labels")
+_MARKER_RE = re.compile(
+    r"(?:open[\s-]*vocabulary\s+(?:emotion\s+)?labels?|emotion\s+labels?)\s*[:：]", re.I
+)
+# The training format's marker must stay readable by the lenient pattern above.
+if not _MARKER_RE.fullmatch(OV_LABELS_MARKER):
+    raise ImportError(f"_MARKER_RE does not match the answer marker {OV_LABELS_MARKER!r}")
+
+# An answer this short without a sentence in it is read as a bare label list.
+BARE_LIST_MAX_WORDS = 12
+LABEL_MAX_WORDS = 3  # "looking forward to" is 3; a longer item is a sentence, not a label
+
+
+@dataclass
+class ParsedAnswer:
+    """What a generated answer says.
+
+    label: the chosen option (exactly as spelled in ``options``), or, without options,
+        the first open-vocabulary label / the short answer itself; None if none found.
+    labels: open-vocabulary labels, lower-cased, de-duplicated, in order.
+    explanation: the text before the label list (the whole text when there is none).
+    """
+
+    label: str | None
+    labels: list[str] = field(default_factory=list)
+    explanation: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("_", " ").split()).strip(" .!?;:\"'")
+
+
+def split_labels(text: str) -> list[str]:
+    """``"Worried, tense and sad."`` → ``["worried", "tense", "sad"]``.
+
+    Splits on commas, semicolons, slashes and a final "and"; strips list brackets and
+    quotes; lower-cases; drops empties and repeats.
+    """
+    text = text.strip().strip("[]")
+    parts = re.split(r"[,;/\n]|\band\b", text)
+    out: list[str] = []
+    for part in parts:
+        lab = _norm(part).strip("[]'\" ")
+        if lab and lab not in out:
+            out.append(lab)
+    return out
+
+
+def split_explanation(text: str) -> tuple[str, list[str]]:
+    """Split an analysis answer into (explanation, open-vocab labels).
+
+    Uses the last label marker (``Open-vocabulary labels:``, case-insensitive, variants
+    allowed); the label list ends at the first full stop or line break after it.
+    Without a marker the labels are empty and the explanation is the whole text.
+    """
+    matches = list(_MARKER_RE.finditer(text))
+    if not matches:
+        return text.strip(), []
+    m = matches[-1]
+    tail = text[m.end():]
+    # the list ends at ". " / newline / end (a bare "." inside a label is not expected)
+    end = re.search(r"\.(?:\s|$)|\n", tail)
+    label_text = tail[: end.start()] if end else tail
+    return text[: m.start()].strip(), split_labels(label_text)
+
+
+def _option_keys(option: str) -> set[str]:
+    """All normalised spellings that select this option."""
+    o = _norm(option)
+    keys = {o}
+    if o in _FORM_KEY:
+        keys.update(_FORMS[_FORM_KEY[o]])
+    return keys
+
+
+def match_option(text: str, options: Sequence[str]) -> str | None:
+    """The option ``text`` names, or None.
+
+    1. the whole (normalised) text is an option or one of its word forms;
+    2. else the option mentioned earliest in the text (whole words; word forms count);
+       options that are never mentioned are ignored. Ties (two options at the same
+       place, e.g. "surprise" inside "pleasant surprise") go to the longer spelling.
+    """
+    if not options:
+        raise ValueError("empty option list")
+    keyed = [(opt, _option_keys(opt)) for opt in options]
+    whole = _norm(text)
+    for opt, keys in keyed:
+        if whole in keys:
+            return opt
+    low = text.lower()
+    best: tuple[int, int, str] | None = None  # (position, -length, option)
+    for opt, keys in keyed:
+        for key in keys:
+            m = re.search(rf"(?<![a-z]){re.escape(key)}(?![a-z])", low)
+            if m and (best is None or (m.start(), -len(key)) < best[:2]):
+                best = (m.start(), -len(key), opt)
+    return best[2] if best else None
+
+
+def parse_answer(text: str, options: Sequence[str] | None = None) -> ParsedAnswer:
+    """Parse a generated answer.
+
+    Args:
+        text: the model's answer.
+        options: the class names offered in the prompt (phase-2 style); None for an
+            open-vocabulary answer.
+
+    Returns:
+        ParsedAnswer. A short answer without a marker (``"Neutral."``, ``"worried,
+        tense"``) is read as the label list itself. With options, ``label`` is one of
+        them or None: the option the label list names first, else the option the
+        explanation names first. Without options, ``label`` is the first
+        open-vocabulary label, else None.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"answer must be a string, got {type(text).__name__}")
+    explanation, labels = split_explanation(text)
+    if not labels and _is_bare_list(text):
+        # "Neutral." or "worried, tense" with no marker: the answer is the label list
+        labels, explanation = split_labels(text), ""
+    if options is not None:
+        label = None
+        for lab in labels:
+            label = match_option(lab, options)
+            if label is not None:
+                break
+        if label is None:
+            label = match_option(explanation, options) if explanation else None
+        return ParsedAnswer(label, labels, explanation)
+    return ParsedAnswer(labels[0] if labels else None, labels, explanation)
+
+
+def _is_bare_list(text: str) -> bool:
+    """A short answer with no sentence inside it: no full stop except a final one, at
+    most BARE_LIST_MAX_WORDS words, and no item longer than LABEL_MAX_WORDS words."""
+    body = text.strip().rstrip(".!")
+    if not body or re.search(r"[.!?]", body) or len(body.split()) > BARE_LIST_MAX_WORDS:
+        return False
+    return all(len(item.split()) <= LABEL_MAX_WORDS for item in split_labels(body))

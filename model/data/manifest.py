@@ -1,0 +1,209 @@
+"""The one training/evaluation manifest format: JSONL, one sample a line.
+
+A line::
+
+    {"id": "dfew/00017",
+     "video": "videos/00017.mp4",          # null for audio-only samples (phase 1)
+     "audio": "audio/00017.wav",           # optional; absent → the video's own track
+     "task": "emotion_cls",
+     "conversations": [{"role": "user", "content": "<instruction>"},
+                       {"role": "assistant", "content": "<answer>"}]}
+
+Relative media paths are kept as written; ``resolve_media`` resolves them against the
+manifest's folder, so a manifest and its media can move together.
+
+Every reader here fails loudly with ``file:line`` in the message: a malformed line is
+a data bug that must be fixed at the source, never skipped quietly.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+# Tasks the builders emit (one per training phase, ASR and captioning both phase 1).
+TASK_AUDIO_CAPTION = "audio_caption"
+TASK_ASR = "asr"
+TASK_EMOTION_CLS = "emotion_cls"
+TASK_EMOTION_REASON = "emotion_reason"
+TASKS = (TASK_AUDIO_CAPTION, TASK_ASR, TASK_EMOTION_CLS, TASK_EMOTION_REASON)
+
+ROLES = ("user", "assistant")
+_KEYS = {"id", "video", "audio", "task", "conversations"}
+# Extra keys a builder may keep for evaluation (gold label, options, open-vocab labels).
+_OPTIONAL_KEYS = {"label", "labels", "options"}
+
+
+class ManifestError(ValueError):
+    """A manifest/JSONL file is malformed; the message names file and line."""
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of objects.
+
+    Args:
+        path: file to read; blank lines are allowed and skipped.
+
+    Returns:
+        One dict per non-blank line, in file order.
+
+    Raises:
+        FileNotFoundError: the file does not exist (message names it).
+        ManifestError: a line is not valid JSON or not a JSON object ("file:line: why").
+    """
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Lazy version of :func:`read_jsonl` yielding ``(line_number, object)`` (same
+    errors, raised when the line is reached)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ManifestError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield lineno, obj
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write dicts as JSONL (UTF-8, one compact object a line); returns the row count.
+
+    Written to a temporary name and renamed, so a crash never leaves half a manifest.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def validate_sample(obj: dict[str, Any], where: str = "sample") -> dict[str, Any]:
+    """Check one manifest sample and return a clean copy (without bookkeeping keys).
+
+    Args:
+        obj: the parsed line.
+        where: prefix for error messages, e.g. ``"train.jsonl:12"``.
+
+    Raises:
+        ManifestError: a key is missing/unknown or has the wrong type or value.
+    """
+    obj = dict(obj)
+    unknown = set(obj) - _KEYS - _OPTIONAL_KEYS
+    if unknown:
+        raise ManifestError(f"{where}: unknown keys {sorted(unknown)}")
+    sid = obj.get("id")
+    if not isinstance(sid, str) or not sid:
+        raise ManifestError(f"{where}: 'id' must be a non-empty string, got {sid!r}")
+    video, audio = obj.get("video"), obj.get("audio")
+    for key, val in (("video", video), ("audio", audio)):
+        if val is not None and (not isinstance(val, str) or not val):
+            raise ManifestError(f"{where} ({sid}): {key!r} must be a path string, got {val!r}")
+    if video is None and audio is None:
+        raise ManifestError(f"{where} ({sid}): needs a 'video' or an 'audio' path")
+    if "video" not in obj:
+        raise ManifestError(f"{where} ({sid}): 'video' key missing (use null for audio-only)")
+    task = obj.get("task")
+    if task not in TASKS:
+        raise ManifestError(f"{where} ({sid}): 'task' must be one of {TASKS}, got {task!r}")
+    conv = obj.get("conversations")
+    if not isinstance(conv, list) or len(conv) < 2 or len(conv) % 2:
+        raise ManifestError(
+            f"{where} ({sid}): 'conversations' must be a list of user/assistant pairs"
+        )
+    for i, turn in enumerate(conv):
+        want = ROLES[i % 2]
+        if not isinstance(turn, dict) or turn.get("role") != want:
+            raise ManifestError(f"{where} ({sid}): turn {i} must have role {want!r}")
+        if not isinstance(turn.get("content"), str) or not turn["content"].strip():
+            raise ManifestError(f"{where} ({sid}): turn {i} has empty 'content'")
+    return obj
+
+
+def read_manifest(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a manifest; ids must be unique.
+
+    Raises:
+        FileNotFoundError, ManifestError (with ``file:line``).
+    """
+    path = Path(path)
+    out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for lineno, obj in iter_jsonl(path):
+        sample = validate_sample(obj, f"{path}:{lineno}")
+        if sample["id"] in seen:
+            raise ManifestError(
+                f"{path}:{lineno}: duplicate id {sample['id']!r} (first on line {seen[sample['id']]})"
+            )
+        seen[sample["id"]] = lineno
+        out.append(sample)
+    return out
+
+
+def write_manifest(samples: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Validate and write samples as a manifest; returns the count written.
+
+    Raises:
+        ManifestError: a sample is invalid or an id repeats (nothing is written then).
+    """
+    clean: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, s in enumerate(samples):
+        s = validate_sample(s, f"sample #{i}")
+        if s["id"] in seen:
+            raise ManifestError(f"sample #{i}: duplicate id {s['id']!r}")
+        seen.add(s["id"])
+        clean.append(s)
+    return write_jsonl(clean, path)
+
+
+def resolve_media(sample: dict[str, Any], base: str | Path) -> tuple[Path | None, Path | None]:
+    """(video, audio) of a sample as paths, relative ones resolved against ``base``
+    (normally the manifest's folder). ``audio`` is None when the video's own track is
+    meant."""
+    base = Path(base)
+
+    def _res(p: str | None) -> Path | None:
+        if p is None:
+            return None
+        q = Path(p)
+        return q if q.is_absolute() else base / q
+
+    return _res(sample.get("video")), _res(sample.get("audio"))
+
+
+def make_sample(
+    sample_id: str,
+    task: str,
+    instruction: str,
+    answer: str,
+    video: str | None,
+    audio: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Build one validated single-turn sample (``extra``: label/labels/options)."""
+    s: dict[str, Any] = {"id": sample_id, "video": video}
+    if audio is not None:
+        s["audio"] = audio
+    s["task"] = task
+    s["conversations"] = [
+        {"role": "user", "content": instruction},
+        {"role": "assistant", "content": answer},
+    ]
+    s.update(extra)
+    return validate_sample(s, f"sample {sample_id!r}")

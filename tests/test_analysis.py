@@ -1,0 +1,66 @@
+"""Parsing generated answers back into label / labels / explanation."""
+import random
+
+import pytest
+
+from model.analysis import match_option, parse_answer, split_explanation, split_labels
+from model.data.templates import (
+    DFEW_CLASSES, MAFW_CLASSES, classification_answer, classification_prompt, reasoning_answer,
+)
+
+
+def test_round_trip_reasoning_answer():
+    expl = "The man frowns and his voice trembles while he talks about the exam."
+    text = reasoning_answer(expl, ["Worried", "tense", "looking forward to", "worried"])
+    assert text.endswith("Open-vocabulary labels: worried, tense, looking forward to.")
+    p = parse_answer(text)
+    assert p.explanation == expl
+    assert p.labels == ["worried", "tense", "looking forward to"]
+    assert p.label == "worried"
+
+
+def test_round_trip_classification_answer_for_every_class():
+    rng = random.Random(0)
+    for classes in (DFEW_CLASSES, MAFW_CLASSES):
+        for c in classes:
+            _, shown = classification_prompt(classes, rng)
+            assert parse_answer(classification_answer(c), shown).label == c
+
+
+def test_word_forms_map_to_the_offered_spelling():
+    assert parse_answer("Anger.", DFEW_CLASSES).label == "angry"
+    assert parse_answer("happy", MAFW_CLASSES).label == "happiness"
+    assert parse_answer("The speaker sounds anxious.", ["anxiety", "neutral"]).label == "anxiety"
+    assert parse_answer("helpless", ["helplessness", "sadness"]).label == "helplessness"
+
+
+def test_labels_before_explanation_and_earliest_mention():
+    text = "She smiles at first but then cries. Open-vocabulary labels: sad, moved."
+    assert parse_answer(text, ["happy", "sad"]).label == "sad"  # the label list wins
+    # no list: the option mentioned first
+    assert parse_answer("He looks sad, not happy at all", ["happy", "sad"]).label == "sad"
+    assert match_option("a pleasant surprise", ["surprise", "happy"]) == "surprise"
+    assert match_option("unhappy", ["happy"]) is None  # whole words only
+
+
+def test_nothing_recognised_is_none_not_a_guess():
+    p = parse_answer("I cannot tell from this video what is going on here today.", DFEW_CLASSES)
+    assert p.label is None and p.labels == []
+    assert parse_answer("", DFEW_CLASSES).label is None
+    with pytest.raises(ValueError):
+        parse_answer(None)
+
+
+def test_bare_lists_and_marker_variants():
+    assert parse_answer("worried, tense and sad").labels == ["worried", "tense", "sad"]
+    assert parse_answer("Neutral.").label == "neutral"
+    e, labels = split_explanation("Calm voice.\nopen vocabulary labels: calm; relaxed\nThanks.")
+    assert (e, labels) == ("Calm voice.", ["calm", "relaxed"])
+    assert split_labels("['Happy', 'Excited']") == ["happy", "excited"]
+    # a long sentence is not a label list
+    assert parse_answer("The person looks quite sad and tired, perhaps after a long day.").labels == []
+
+
+def test_to_dict():
+    assert parse_answer("sad.", ["sad", "happy"]).to_dict() == {
+        "label": "sad", "labels": ["sad"], "explanation": ""}

@@ -1,0 +1,229 @@
+"""Judge client and judge-based evaluation against a fake OpenAI-compatible server."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from model import evaluate
+from model.judge import (
+    JudgeAnswerError, JudgeClient, JudgeError, chat_url, group_synonyms, parse_groups_answer,
+    parse_scores_answer, score_reasoning,
+)
+
+
+class FakeJudge:
+    """A chat-completions endpoint on 127.0.0.1. ``answer(prompt) -> str`` makes the
+    reply; the first ``fail`` requests get HTTP ``fail_status``."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.fail, self.fail_status = 0, 503
+        self.prompts: list[str] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.prompts.append(body["messages"][0]["content"])
+                    failing = fake.fail > 0
+                    fake.fail -= failing
+                if self.path != "/v1/chat/completions":
+                    self.send_error(404)
+                    return
+                if failing:
+                    self.send_error(fake.fail_status)
+                    return
+                data = json.dumps({"choices": [{"message": {
+                    "role": "assistant", "content": fake.answer(body["messages"][0]["content"])}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def synonym_answer(prompt: str) -> str:
+    """Groups happy/joyful/glad and sad/down; every other label alone."""
+    labels = eval(prompt.rsplit("Input: ", 1)[1].rsplit(" Output:", 1)[0])  # noqa: S307 - our own prompt
+    groups = [[w for w in labels if w in ("happy", "joyful", "glad")],
+              [w for w in labels if w in ("sad", "down")]]
+    groups += [[w] for w in labels if w not in ("happy", "joyful", "glad", "sad", "down")]
+    return "Output: " + str([g for g in groups if g])
+
+
+@pytest.fixture
+def judge():
+    servers = []
+
+    def make(answer=synonym_answer):
+        s = FakeJudge(answer)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_chat_url():
+    assert chat_url("http://h:1") == "http://h:1/v1/chat/completions"
+    assert chat_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
+    assert chat_url("https://h/v1/chat/completions") == "https://h/v1/chat/completions"
+    with pytest.raises(ValueError):
+        chat_url("h:1")
+
+
+def test_grouping_and_disk_cache(judge, tmp_path):
+    j = judge()
+    client = JudgeClient(j.url, cache_dir=tmp_path)
+    groups = group_synonyms(client, ["Happy", "sad"], ["joyful", "tired"])
+    assert sorted(map(sorted, groups)) == [["happy", "joyful"], ["sad"], ["tired"]]
+    assert len(j.prompts) == 1
+    # same label set in another order → same prompt → cache, no new request
+    client2 = JudgeClient(j.url, cache_dir=tmp_path)
+    assert group_synonyms(client2, ["tired", "joyful"], ["sad", "happy"]) == groups
+    assert len(j.prompts) == 1 and client2.requests == 0
+
+
+def test_retries_with_backoff_then_succeeds(judge):
+    j = judge()
+    j.fail = 2
+    waits = []
+    client = JudgeClient(j.url, retries=3, backoff_s=0.5, sleep=waits.append)
+    assert group_synonyms(client, ["happy"], ["glad"]) == [["glad", "happy"]]
+    assert waits == [0.5, 1.0]
+    assert len(j.prompts) == 3
+
+
+def test_gives_up_after_retries_and_does_not_retry_client_errors(judge):
+    j = judge()
+    j.fail = 100
+    waits = []
+    client = JudgeClient(j.url, retries=2, backoff_s=0.1, sleep=waits.append)
+    with pytest.raises(JudgeError, match="3 attempts"):
+        client.complete("hi")
+    assert waits == [0.1, 0.2]
+    j.fail, j.fail_status = 100, 400
+    n = len(j.prompts)
+    with pytest.raises(JudgeError, match="HTTP 400"):
+        client.complete("hi")
+    assert len(j.prompts) == n + 1  # no retry on a 4xx that is not 429
+
+
+def test_unreachable_endpoint_is_a_judge_error():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = JudgeClient(f"http://127.0.0.1:{port}", retries=1, sleep=lambda s: None)
+    with pytest.raises(JudgeError, match="2 attempts"):
+        client.complete("hi")
+
+
+def test_malformed_answer_reported_not_cached(judge, tmp_path):
+    j = judge(lambda p: "I think they are all similar emotions.")
+    client = JudgeClient(j.url, cache_dir=tmp_path)
+    with pytest.raises(JudgeAnswerError) as e:
+        group_synonyms(client, ["a"], ["b"])
+    assert e.value.answer == "I think they are all similar emotions."
+    with pytest.raises(JudgeAnswerError):
+        group_synonyms(client, ["a"], ["b"])
+    assert len(j.prompts) == 2  # asked again: nothing cached
+    assert not list(tmp_path.iterdir())
+
+
+def test_parse_answers():
+    assert parse_groups_answer("```python\n[['a', 'b'], ['c']]\n```") == [["a", "b"], ["c"]]
+    assert parse_groups_answer("[[a, b], [c]]") == [["a", "b"], ["c"]]  # MERTools-style
+    for bad in ("['a', 'b']", "no", "[]", "[1, 2]"):
+        with pytest.raises(ValueError):
+            parse_groups_answer(bad)
+    assert parse_scores_answer('Sure! {"clue_overlap": 7, "label_overlap": 6.0}') == (7, 6)
+    for bad in ('{"clue_overlap": 11, "label_overlap": 5}', '{"clue_overlap": 5}',
+                '{"clue_overlap": true, "label_overlap": 5}', "7 and 6",
+                '{"clue_overlap": 5, "label_overlap": 5} {"clue_overlap": 1, "label_overlap": 1}'):
+        with pytest.raises(ValueError):
+            parse_scores_answer(bad)
+
+
+def test_score_reasoning(judge):
+    j = judge(lambda p: '{"clue_overlap": 8, "label_overlap": 5}')
+    client = JudgeClient(j.url)
+    assert score_reasoning(client, "He frowns. Angry.", "He smiles. Happy.") == (8, 5)
+    assert "Reference: He frowns. Angry." in j.prompts[0]
+    with pytest.raises(ValueError):
+        score_reasoning(client, " ", "x")
+
+
+# ------------------------------------------------------------------ CLI with judge
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cli_emer_ov_with_judge(judge, tmp_path, capsys):
+    j = judge()
+    gold = _jsonl(tmp_path / "g.jsonl", [{"id": "1", "labels": ["happy", "worried"]},
+                                        {"id": "2", "labels": ["sad"]},
+                                        {"id": "3", "labels": ["angry"]}])
+    pred = _jsonl(tmp_path / "p.jsonl", [{"id": "1", "labels": ["joyful", "calm"]},
+                                        {"id": "2", "labels": ["down"]},
+                                        {"id": "3", "labels": []}])
+    rc = evaluate.main(["emer-ov", "--pred", str(pred), "--gold", str(gold), "--judge", j.url,
+                        "--judge-cache", str(tmp_path / "cache"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    # 1: G={happy, worried}, P={happy, calm} → 1/2, 1/2; 2: down→sad → 1, 1; 3: empty → 0, 0
+    assert out["precision"] == pytest.approx(100 * 1.5 / 3)
+    assert out["recall"] == pytest.approx(100 * 1.5 / 3)
+    assert out["n"] == 3 and rc == 0
+    assert len(j.prompts) == 2  # no call for the empty prediction
+
+
+def test_cli_emer_reason_reports_malformed(judge, tmp_path, capsys):
+    answers = {"A": '{"clue_overlap": 8, "label_overlap": 6}',
+               "B": '{"clue_overlap": 4, "label_overlap": 2}',
+               "C": "Scores: clue 5, label 5"}
+
+    def answer(prompt):
+        return answers[prompt.split("Prediction: ")[1][0]]
+
+    j = judge(answer)
+    gold = _jsonl(tmp_path / "g.jsonl", [{"id": i, "explanation": f"ref {i}"} for i in "123"]
+                  + [{"id": "4", "explanation": "ref 4"}])
+    pred = _jsonl(tmp_path / "p.jsonl", [{"id": "1", "text": "A."}, {"id": "2", "text": "B."},
+                                        {"id": "3", "text": "C."}])
+    rc = evaluate.main(["emer-reason", "--pred", str(pred), "--gold", str(gold), "--judge", j.url,
+                        "--judge-cache", str(tmp_path / "c"), "--json"])
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
+    assert rc == 0
+    assert out == {"clue_overlap": 6.0, "label_overlap": 4.0, "n": 2, "missing": 1, "malformed": 1}
+    assert "malformed judge answer for 3" in cap.err
+    assert "1 gold ids have no prediction" in cap.err and "4" in cap.err
+
+
+def test_cli_judge_unreachable_is_one_line_error(tmp_path, capsys):
+    gold = _jsonl(tmp_path / "g.jsonl", [{"id": "1", "explanation": "x"}])
+    pred = _jsonl(tmp_path / "p.jsonl", [{"id": "1", "text": "y"}])
+    rc = evaluate.main(["emer-reason", "--pred", str(pred), "--gold", str(gold),
+                        "--judge", "http://127.0.0.1:9", "--judge-retries", "0",
+                        "--judge-cache", str(tmp_path / "c"), "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].split("\r")[-1].startswith("error: ")
