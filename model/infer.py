@@ -35,7 +35,7 @@ def _probe(video: Path, audio_required: bool) -> None:
 
 def _decode(video: Path, faces: bool, audio_required: bool):
     """File → Clip, failing loudly on a missing, unreadable or audio-less file."""
-    from .data.preprocess import DecodeError, default_face_cropper, preprocess_sample
+    from .data.preprocess import DecodeError, clip_arrays, default_face_cropper, preprocess_sample
     from .processor import Clip
 
     if not video.is_file():
@@ -54,13 +54,7 @@ def _decode(video: Path, faces: bool, audio_required: bool):
         raise ValueError(f"cannot read video: {err}") from None
     if audio_required and not bool(arrays["has_audio"]):
         raise ValueError(f"{video}: the audio stream holds no samples (pass --no-audio)")
-    present = arrays["face_present"]
-    return Clip(
-        frames=arrays["frames"],
-        faces=arrays["faces"] if present.any() else None,
-        face_mask=present if present.any() else None,
-        audio=arrays["audio"] if bool(arrays["has_audio"]) else None,
-    )
+    return Clip(**clip_arrays(arrays))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .data.manifest import read_manifest
-from .data.preprocess import DecodeError, default_face_cropper, load_cached, preprocess_sample
+from .data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
 from .processor import Clip
 
 MAX_NEW_TOKENS = 256  # the phase-3 answers are a paragraph and a label list
@@ -24,17 +24,9 @@ def _clip(sample: dict, base_dir: Path, cache_dir: Path | None) -> Clip:
     if cache_dir is not None:
         return Clip(**load_cached(cache_dir, sample["id"]))
     try:
-        arrays = preprocess_sample(sample, base_dir, default_face_cropper)
+        return Clip(**clip_arrays(preprocess_sample(sample, base_dir, default_face_cropper)))
     except DecodeError as err:
         raise ValueError(f"sample {sample['id']!r}: {err}") from None
-    has_video, has_audio = bool(arrays["has_video"]), bool(arrays["has_audio"])
-    present = arrays["face_present"]
-    return Clip(
-        frames=arrays["frames"] if has_video else None,
-        faces=arrays["faces"] if has_video and present.any() else None,
-        face_mask=present if has_video and present.any() else None,
-        audio=arrays["audio"] if has_audio else None,
-    )
 
 
 def predict_manifest(

@@ -237,12 +237,18 @@ def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, np.ndarray |
             d = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"sample {sample_id!r}: damaged cache file {path}: {e}") from None
-    has_video, has_audio = bool(d["has_video"]), bool(d["has_audio"])
+    return clip_arrays(d)
+
+
+def clip_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """``preprocess_sample``'s arrays (or a cache file's) → ``model.processor.Clip``
+    keyword arguments, None where the sample has no such modality."""
+    has_video, has_audio = bool(arrays["has_video"]), bool(arrays["has_audio"])
     return {
-        "frames": d["frames"] if has_video else None,
-        "faces": d["faces"] if has_video else None,
-        "face_mask": d["face_present"] if has_video else None,
-        "audio": d["audio"] if has_audio else None,
+        "frames": arrays["frames"] if has_video else None,
+        "faces": arrays["faces"] if has_video else None,
+        "face_mask": arrays["face_present"] if has_video else None,
+        "audio": arrays["audio"] if has_audio else None,
     }
 
 
