@@ -1,0 +1,160 @@
+"""The analyser seam: a ``Protocol`` any model implements, two stand-ins, and the
+worker that runs one on its own thread with a newest-wins queue of one.
+
+An analyser is ``__call__(window: live.window.Window) -> dict`` (JSON-able). It may
+be slow; the worker makes sure the live loop never waits for it: while it works on
+one window, at most one more waits, and a newer window replaces the waiting one (the
+replaced window is counted as dropped). An exception inside the analyser is logged
+and counted, and the worker goes on with the next window.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Protocol, runtime_checkable
+
+from .window import Window
+
+log = logging.getLogger(__name__)
+
+FAKE_DELAY_S = 0.5  # s the fake analyser takes per window
+
+
+@runtime_checkable
+class Analyser(Protocol):
+    def __call__(self, window: Window) -> dict:
+        """Analyse one window; return a JSON-able dict (e.g. label, words, explanation)."""
+        ...
+
+
+class NullAnalyser:
+    """Returns at once; the result only echoes what it was given."""
+
+    def __call__(self, window: Window) -> dict:
+        return {"label": None, "index": window.index}
+
+
+class FakeAnalyser:
+    """Sleeps ``delay_s`` (a stand-in for a model's latency, using no CPU), then
+    returns a fixed-shape result. ``fail_on``: window indices that raise instead."""
+
+    def __init__(self, delay_s: float = FAKE_DELAY_S, fail_on: set[int] | None = None) -> None:
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self.delay_s = delay_s
+        self.fail_on = set(fail_on or ())
+        self.calls = 0
+
+    def __call__(self, window: Window) -> dict:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        if window.index in self.fail_on:
+            raise RuntimeError(f"fake analyser failure on window {window.index}")
+        return {
+            "label": "neutral" if window.speech_ratio < 0.5 else "happy",
+            "words": [],
+            "explanation": f"fake result for {window.start:.2f}-{window.end:.2f} s",
+            "face": bool(window.face_present.any()),
+        }
+
+
+# on_done(window, result or None, error or None, info) with
+# info = {"queue_s": s waiting, "run_s": s in the analyser}
+ResultCallback = Callable[[Window, dict | None, BaseException | None, dict], None]
+
+
+class AnalyserWorker:
+    """Runs ``analyser`` on a daemon thread. ``submit(window)`` never blocks and
+    returns the window it displaced (dropped), if any."""
+
+    def __init__(self, analyser: Analyser, on_done: ResultCallback | None = None) -> None:
+        self.analyser = analyser
+        self.on_done = on_done
+        self._cv = threading.Condition()
+        self._pending: Window | None = None
+        self._busy = False
+        self._closed = False
+        self.submitted = self.analysed = self.dropped = self.errors = 0
+        self.queue_s_total = 0.0
+        self._thread = threading.Thread(target=self._loop, name="analyser", daemon=True)
+        self._started = False
+
+    def start(self) -> "AnalyserWorker":
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
+
+    def submit(self, window: Window) -> Window | None:
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("analyser worker is stopped")
+            old, self._pending = self._pending, window
+            self.submitted += 1
+            if old is not None:
+                self.dropped += 1
+            window.created = time.perf_counter()  # queue time counts from here
+            self._cv.notify_all()
+            return old
+
+    @property
+    def idle(self) -> bool:
+        with self._cv:
+            return not self._busy and self._pending is None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is running or waiting (True) or ``timeout`` (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._busy or self._pending is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._closed:
+                    self._cv.wait()
+                if self._pending is None:  # closed and nothing left
+                    return
+                w, self._pending, self._busy = self._pending, None, True
+            t0 = time.perf_counter()
+            result, error = None, None
+            try:
+                result = self.analyser(w)
+            except Exception as e:  # the live loop must survive any model failure
+                error = e
+                log.exception("analyser failed on window %d (%.2f-%.2f s)", w.index, w.start, w.end)
+            info = {"queue_s": t0 - w.created, "run_s": time.perf_counter() - t0}
+            with self._cv:
+                if error is None:
+                    self.analysed += 1
+                else:
+                    self.errors += 1
+                self.queue_s_total += info["queue_s"]
+            if self.on_done is not None:
+                try:
+                    self.on_done(w, result, error, info)
+                except Exception:
+                    log.exception("result callback failed on window %d", w.index)
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> Window | None:
+        """Stop the worker. ``drain``: finish the waiting window first; otherwise it
+        is returned (dropped, counted) without being analysed."""
+        left = None
+        with self._cv:
+            if not drain and self._pending is not None:
+                left, self._pending = self._pending, None
+                self.dropped += 1
+            self._closed = True
+            self._cv.notify_all()
+        if self._started:
+            self._thread.join(timeout)
+        return left

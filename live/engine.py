@@ -1,0 +1,340 @@
+"""The engine: source → buffers → face tracker + VAD gate → windows → analyser.
+
+Threads (see shared/DESIGN.md):
+
+* capture: a live source (webcam, microphone, push, a file paced in real time) runs
+  on its own thread(s) and only appends to the bounded buffers;
+* processing (the caller's thread, in ``run()``): tracks faces on new frames, runs
+  the VAD on new audio, assembles due windows and hands them to the analyser worker;
+* analyser: ``AnalyserWorker``, newest window wins.
+
+A file read as fast as possible has no capture thread: each decoded chunk is
+appended and processed at once, so no frame is ever skipped and runs are repeatable.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .analyser import Analyser, AnalyserWorker, NullAnalyser
+from .buffers import AUDIO_CAPACITY_S, FRAME_CAPACITY, AudioBuffer, FrameBuffer
+from .faces import DETECT_INTERVAL_S, FaceTracker, TrackedFace
+from .frames import AudioChunk, VideoFrame
+from .sources import Clock, Source
+from .vad import CHUNK, HANGOVER_S, THRESHOLD, Segment, VADGate
+from .window import HOP_S, N_FRAMES, WINDOW_S, Gate, Window, WindowAssembler
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.01  # s the processing loop sleeps when a live source has nothing new
+MAX_WAIT_S = 0.5  # s a live window waits for a late stream before it is built anyway
+VIDEO_SLACK_S = 0.05  # s: a window is complete when a frame this close to its end arrived
+CAPTURE_JOIN_S = 2.0  # s to wait for the capture thread to notice a stop
+DRAIN_TIMEOUT_S = 30.0  # s to wait for the analyser's last window at the end
+
+
+@dataclass
+class EngineConfig:
+    hop_s: float = HOP_S
+    window_s: float = WINDOW_S
+    n_frames: int = N_FRAMES
+    gate: str = "always"  # "always" | "face" | "speech"
+    detect_interval_s: float = DETECT_INTERVAL_S
+    vad_threshold: float = THRESHOLD
+    vad_hangover_s: float = HANGOVER_S
+    frame_capacity: int = FRAME_CAPACITY
+    audio_capacity_s: float = AUDIO_CAPACITY_S
+    # Non-live sources only: wait for the analyser before handing it the next window,
+    # so every window is analysed (offline studies). Live sources always drop stale ones.
+    every_window: bool = False
+
+
+@dataclass
+class WindowEvent:
+    """What happened to a window: ``analysed`` with ``result``, or not (``reason``:
+    "gated", "dropped", "error"). ``info``: timings from the worker."""
+
+    window: Window
+    analysed: bool
+    result: dict | None
+    reason: str | None
+    info: dict
+
+    def to_json(self) -> dict:
+        d = self.window.summary()
+        d.update(analysed=self.analysed, result=self.result)
+        if self.reason:
+            d["reason"] = self.reason
+        if "queue_s" in self.info:
+            d["queue_s"] = round(self.info["queue_s"], 4)
+        return d
+
+
+class _Sink:
+    """What sources write to. Appending is all a capture thread does here."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.e = engine
+
+    def video(self, frame: VideoFrame) -> None:
+        self.e.frames.append(frame)
+        self.e._wake.set()
+        if self.e._inline:
+            self.e._step()
+
+    def audio(self, chunk: AudioChunk) -> None:
+        self.e.audio.append(chunk.t, chunk.samples)
+        self.e._wake.set()
+        if self.e._inline:
+            self.e._step()
+
+
+class Engine:
+    """Wire a source to an analyser. ``run()`` blocks until the end of the media,
+    ``stop()`` (any thread) or Ctrl-C, and returns ``stats()``.
+
+    Callbacks (called on the processing thread, except ``on_window`` for analysed or
+    failed windows, which comes from the analyser thread):
+    ``on_frame(frame, faces)``, ``on_segment(segment)``, ``on_window(WindowEvent)``.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        analyser: Analyser | None = None,
+        config: EngineConfig | None = None,
+        tracker: FaceTracker | None = None,
+        vad: VADGate | None = None,
+        on_frame: Callable[[VideoFrame, list[TrackedFace]], None] | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
+        on_window: Callable[[WindowEvent], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.cfg = cfg = config or EngineConfig()
+        self.source = source
+        self.gate = Gate(cfg.gate)
+        self.tracker = tracker or FaceTracker(detect_interval_s=cfg.detect_interval_s)
+        self.vad = vad or VADGate(threshold=cfg.vad_threshold, hangover_s=cfg.vad_hangover_s)
+        self.frames = FrameBuffer(cfg.frame_capacity)
+        self.audio = AudioBuffer(cfg.audio_capacity_s)
+        self.windows = WindowAssembler(cfg.hop_s, cfg.window_s, cfg.n_frames)
+        self.on_frame, self.on_segment, self.on_window = on_frame, on_segment, on_window
+        self.clock = clock or Clock()
+        self.worker = AnalyserWorker(analyser or NullAnalyser(), self._analysed)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.RLock()  # one _step at a time
+        self._inline = False
+        self._frame_seq = 0
+        self._vad_n = 0
+        self._capture_error: BaseException | None = None
+        self.n_frames = 0
+        self.n_windows = 0
+        self.n_segments = 0
+        self.skipped_frames = 0  # fell out of the buffer before processing (live only)
+        self.window_cpu_s = 0.0  # CPU spent building + submitting windows
+        self.latest: WindowEvent | None = None  # newest analysed window (for a UI)
+        self._cpu0 = self._cpu1 = 0.0
+        self._progress = None
+
+    # -- callbacks ---------------------------------------------------------------
+    def _emit_window(self, ev: WindowEvent) -> None:
+        if self.on_window is not None:
+            self.on_window(ev)
+
+    def _analysed(self, w: Window, result, error, info) -> None:
+        ev = WindowEvent(w, error is None, result, None if error is None else "error", info)
+        if error is not None:
+            ev.result = {"error": f"{type(error).__name__}: {error}"}
+        else:
+            self.latest = ev
+        self._emit_window(ev)
+
+    # -- processing ----------------------------------------------------------------
+    def _ready_until(self, final: bool) -> float | None:
+        """Media time up to which the source's streams are complete (None: nothing yet)."""
+        v = self.frames.last_time()
+        parts = []
+        if self.source.has_video:
+            parts.append(None if v is None else v + VIDEO_SLACK_S)
+        if self.source.has_audio:
+            parts.append(self.vad.processed_until)
+        known = [p for p in parts if p is not None]
+        if not known:
+            return None
+        if final:
+            return max(known)
+        ready = min(known) if len(known) == len(parts) else None
+        if self.source.live:
+            # a live stream may lag or stall (a muted browser microphone): do not let
+            # it hold windows back for more than MAX_WAIT_S
+            cap = self.clock.now() - MAX_WAIT_S
+            ready = cap if ready is None else max(ready, cap)
+            ready = min(ready, max(known))  # never beyond the media we have
+        return ready
+
+    def _step(self, final: bool = False) -> None:
+        with self._lock:
+            new, next_seq = self.frames.since(self._frame_seq)
+            self.skipped_frames += (next_seq - self._frame_seq) - len(new)
+            self._frame_seq = next_seq
+            for frame in new:
+                self.windows.anchor(frame.t)
+                faces = self.tracker(frame)
+                frame.faces, frame.primary = faces, self.tracker.primary
+                self.n_frames += 1
+                if self.on_frame is not None:
+                    self.on_frame(frame, faces)
+            total = self.audio.total
+            if total >= self._vad_n + CHUNK or (final and total > self._vad_n):
+                t_first = self.audio.time_of(self._vad_n)
+                self.windows.anchor(t_first)
+                segs = self.vad(self.audio.samples(self._vad_n, total), t=t_first)
+                self._vad_n = total
+                if final:
+                    segs += self.vad.flush()
+                for s in segs:
+                    self.n_segments += 1
+                    if self.on_segment is not None:
+                        self.on_segment(s)
+            elif final:
+                for s in self.vad.flush():
+                    self.n_segments += 1
+                    if self.on_segment is not None:
+                        self.on_segment(s)
+            ready = self._ready_until(final)
+            if ready is None:
+                return
+            ends = self.windows.due(ready)
+            if final:
+                ends += self.windows.tail(ready)
+            for end in ends:
+                self._window(end)
+            if self._progress is not None:
+                self._progress.update(max(0.0, ready - self._progress.n))
+
+    def _window(self, end: float) -> None:
+        # this thread's CPU only: decoder threads run meanwhile in fast mode
+        c0 = time.thread_time()
+        w = self.windows.build(end, self.frames, self.audio, self.vad,
+                               self.source.has_video, self.source.has_audio,
+                               created=time.perf_counter())
+        self.n_windows += 1
+        if not self.gate(w):
+            self.window_cpu_s += time.thread_time() - c0
+            self._emit_window(WindowEvent(w, False, None, "gated", {}))
+            return
+        if self.cfg.every_window and not self.source.live:
+            self.worker.wait_idle()
+        dropped = self.worker.submit(w)
+        self.window_cpu_s += time.thread_time() - c0
+        if dropped is not None:
+            self._emit_window(WindowEvent(dropped, False, None, "dropped", {}))
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _capture(self, sink: _Sink) -> None:
+        try:
+            self.source.run(sink, self._stop)
+        except BaseException as e:  # reported by run() on the processing thread
+            self._capture_error = e
+        finally:
+            self._capture_done.set()
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish (safe from any thread or a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, progress: bool = False) -> dict:
+        """Open the source, process until it ends or ``stop()``, flush, drain the
+        analyser, close. Ctrl-C stops cleanly too. Returns ``stats()``."""
+        self.clock.start()
+        self.source.open(self.clock)
+        # Load the models now, so stats measure processing rather than start-up.
+        if self.source.has_audio:
+            prob = self.vad.prob
+            if hasattr(prob, "warm_up"):
+                prob.warm_up()
+        if self.source.has_video:
+            self.tracker.detector
+        self._cpu0 = time.process_time()
+        self.worker.start()
+        sink = _Sink(self)
+        self._capture_done = threading.Event()
+        interrupted = False
+        capture: threading.Thread | None = None
+        if progress and not self.source.live and getattr(self.source, "duration", None):
+            from tqdm import tqdm
+
+            self._progress = tqdm(total=round(self.source.duration, 1), unit="s", leave=False,
+                                  bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+        try:
+            if self.source.live:
+                capture = threading.Thread(target=self._capture, args=(sink,), name="capture",
+                                           daemon=True)
+                capture.start()
+                while not self._capture_done.is_set() and not self._stop.is_set():
+                    self._wake.wait(POLL_S)
+                    self._wake.clear()
+                    self._step()
+                self._stop.set()
+                capture.join(CAPTURE_JOIN_S)
+            else:
+                self._inline = True
+                self._capture(sink)
+                self._inline = False
+            if self._capture_error is not None:
+                raise self._capture_error
+            self._step(final=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            self._stop.set()
+            log.info("interrupted: finishing")
+        finally:
+            self._inline = False
+            self._stop.set()
+            if capture is not None:
+                capture.join(CAPTURE_JOIN_S)
+            try:
+                # Closing a decoder another thread still reads from crashes libav:
+                # a capture thread stuck in a device read is left to die with the process.
+                if capture is None or not capture.is_alive():
+                    self.source.close()
+            finally:
+                left = self.worker.stop(drain=not interrupted, timeout=DRAIN_TIMEOUT_S)
+                if left is not None:
+                    self._emit_window(WindowEvent(left, False, None, "dropped", {}))
+                if self._progress is not None:
+                    self._progress.close()
+                self._cpu1 = time.process_time()
+        self.interrupted = interrupted
+        return self.stats()
+
+    def media_seconds(self) -> float:
+        t0 = self.windows.t_first
+        if t0 is None:
+            return 0.0
+        ends = [e for e in (self.frames.last_time(), self.audio.end_time()) if e is not None]
+        if self.frames.last_time() is not None:
+            # the last frame lasts one frame period; estimate it from the buffer
+            fr = self.frames.between(self.frames.last_time() - 1.0, self.frames.last_time())
+            if len(fr) > 1:
+                ends.append(fr[-1].t + (fr[-1].t - fr[0].t) / (len(fr) - 1))
+        return max(ends) - t0 if ends else 0.0
+
+    def stats(self) -> dict:
+        media = self.media_seconds()
+        cpu = (self._cpu1 or time.process_time()) - self._cpu0
+        return {
+            "media_seconds": round(media, 3),
+            "cpu_seconds": round(cpu, 3),
+            "cpu_s_per_media_s": round(cpu / media, 4) if media > 0 else None,
+            "frames": self.n_frames,
+            "windows": self.n_windows,
+            "dropped_windows": self.worker.dropped,
+            "analyser_errors": self.worker.errors,
+        }

@@ -1,0 +1,321 @@
+"""Face tracking and face crops.
+
+``FaceTracker`` is a stateful callable: ``tracker(frame)`` → the faces it holds in
+that frame. It runs the detector only every ``detect_interval_s`` (detection is the
+most expensive step per frame) and carries boxes in between with a constant-velocity
+prediction, matches detections to tracks by IoU so track ids stay stable, smooths
+boxes, forgets a track not seen for ``lost_after_s``, and names a primary face.
+
+``crop_face(rgb, box)`` and ``crop_faces(frames)`` make the 224×224 square crops
+that the model consumes; ``crop_faces`` is the offline entry point (8 decoded
+frames → crops + presence mask) for the model's preprocessing and ``infer`` CLI.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .detector import DETECT_MAX_SIDE, Detection, FaceDetector
+from .frames import VideoFrame
+
+DETECT_INTERVAL_S = 0.2  # s between detector runs; tracking carries boxes in between
+LOST_AFTER_S = 1.0  # s without a matching detection before a track is dropped
+IOU_MATCH = 0.2  # min IoU(predicted track box, detection) to continue a track
+# ...or a centre distance below this many face sides (far-apart frames, fast moves)
+MAX_JUMP = 0.75
+SMOOTH = 0.6  # weight of a new detection vs. the prediction (1 = no smoothing)
+VEL_SMOOTH = 0.5  # weight of the newest velocity estimate
+MAX_SPEED = 3.0  # |velocity| cap, in box sizes per second: damp wild extrapolation
+PRIMARY_SWITCH = 1.3  # another face must score this many times higher to become primary
+CROP_SIZE = 224  # px, side of a face crop
+CROP_MARGIN = 0.25  # extra context on each side, as a fraction of the face box side
+
+
+@dataclass
+class TrackedFace:
+    """A face held by the tracker in one frame.
+
+    ``box``: (4,) float [x0, y0, x1, y1] pixels of the full frame; ``score``: score of
+    the last matched detection; ``detected``: True if a detection matched in this frame
+    (False when the box is carried by prediction)."""
+
+    track: int
+    box: np.ndarray
+    score: float
+    detected: bool
+
+    def to_json(self) -> dict:
+        return {
+            "track": self.track,
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(self.score, 3),
+        }
+
+
+@dataclass
+class _Track:
+    id: int
+    box: np.ndarray  # (4,) at time t
+    t: float
+    score: float
+    last_seen: float
+    vel: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # px/s
+    hits: int = 1
+
+    def predict(self, t: float) -> np.ndarray:
+        return self.box + self.vel * (t - self.t)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class FaceTracker:
+    """Stable face tracks over a stream of frames.
+
+    ``detector``: a ``FaceDetector`` (default: ``MediaPipeFaceDetector()``, built lazily).
+    ``detect_interval_s``: 0 detects on every frame.
+    Call with a ``VideoFrame`` (or ``(t, rgb)`` via :meth:`track_array`).
+    Thread-safety: one tracker per stream; calls are serialised by a lock.
+    """
+
+    def __init__(
+        self,
+        detector: FaceDetector | None = None,
+        detect_interval_s: float = DETECT_INTERVAL_S,
+        lost_after_s: float = LOST_AFTER_S,
+        iou_match: float = IOU_MATCH,
+        smooth: float = SMOOTH,
+        max_jump: float = MAX_JUMP,
+    ) -> None:
+        if detect_interval_s < 0 or lost_after_s <= 0:
+            raise ValueError(
+                f"need detect_interval_s >= 0 and lost_after_s > 0, got "
+                f"{detect_interval_s}, {lost_after_s}"
+            )
+        if not 0.0 < smooth <= 1.0:
+            raise ValueError(f"smooth must be in (0, 1], got {smooth}")
+        self._detector = detector
+        self.detect_interval_s = detect_interval_s
+        self.lost_after_s = lost_after_s
+        self.iou_match = iou_match
+        self.smooth = smooth
+        self.max_jump = max_jump
+        self._lock = threading.Lock()
+        self.detections_run = 0
+        self.reset()
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            from .detector import MediaPipeFaceDetector
+
+            self._detector = MediaPipeFaceDetector()
+        return self._detector
+
+    def reset(self) -> None:
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_detect = -np.inf
+        self._last_t = -np.inf
+        self.primary: int | None = None
+
+    # -- helpers -------------------------------------------------------------------
+    def _detect(self, frame: VideoFrame) -> list[Detection]:
+        small, scale = frame.rgb_scaled(DETECT_MAX_SIDE)
+        frac = None
+        if self._tracks:
+            widths = [t.box[2] - t.box[0] for t in self._tracks]
+            frac = max(widths) / frame.width
+        dets = self.detector(small, face_frac=frac)
+        self.detections_run += 1
+        for d in dets:
+            d.box = np.asarray(d.box, np.float32) * scale
+        return dets
+
+    def _update(self, t: float, dets: list[Detection]) -> set[int]:
+        """Greedy IoU matching of detections to predicted tracks; returns matched ids."""
+        preds = [tr.predict(t) for tr in self._tracks]
+
+        def similarity(p: np.ndarray, b: np.ndarray) -> float:
+            o = iou(p, b)
+            if o >= self.iou_match:
+                return 1.0 + o  # overlap beats any distance-only match
+            side = max(1.0, float(p[2] - p[0]), float(p[3] - p[1]))
+            jump = np.hypot((p[0] + p[2] - b[0] - b[2]) / 2, (p[1] + p[3] - b[1] - b[3]) / 2)
+            return 1.0 - jump / side / self.max_jump  # > 0 only within max_jump sides
+
+        pairs = sorted(
+            ((similarity(p, d.box), i, j) for i, p in enumerate(preds) for j, d in enumerate(dets)),
+            reverse=True,
+        )
+        used_t, used_d, matched = set(), set(), set()
+        for score, i, j in pairs:
+            if score <= 0.0 or i in used_t or j in used_d:
+                continue
+            used_t.add(i)
+            used_d.add(j)
+            tr, d = self._tracks[i], dets[j]
+            dt = t - tr.t
+            new_box = self.smooth * d.box + (1.0 - self.smooth) * preds[i]
+            if dt > 0:
+                v = (new_box - tr.box) / dt
+                side = max(1.0, float(new_box[2] - new_box[0]))
+                v = np.clip(v, -MAX_SPEED * side, MAX_SPEED * side)
+                tr.vel = (VEL_SMOOTH * v + (1.0 - VEL_SMOOTH) * tr.vel).astype(np.float32)
+            tr.box, tr.t, tr.score, tr.last_seen = new_box.astype(np.float32), t, d.score, t
+            tr.hits += 1
+            matched.add(tr.id)
+        for j, d in enumerate(dets):
+            if j not in used_d:
+                self._tracks.append(
+                    _Track(self._next_id, d.box.astype(np.float32), t, d.score, t)
+                )
+                matched.add(self._next_id)
+                self._next_id += 1
+        return matched
+
+    def _pick_primary(self, w: int, h: int, boxes: dict[int, np.ndarray]) -> None:
+        """Largest and most central face; the current one keeps the role unless
+        another clearly beats it, so the primary does not flicker between faces."""
+
+        def score(b: np.ndarray) -> float:
+            area = max(0.0, (b[2] - b[0]) * (b[3] - b[1])) / (w * h)
+            cx, cy = (b[0] + b[2]) / 2 / w - 0.5, (b[1] + b[3]) / 2 / h - 0.5
+            return area * (1.0 - min(1.0, np.hypot(cx, cy)))
+
+        if not boxes:
+            self.primary = None
+            return
+        scores = {tid: score(b) for tid, b in boxes.items()}
+        best = max(scores, key=scores.get)
+        cur = self.primary
+        if cur in scores and scores[best] <= PRIMARY_SWITCH * scores[cur]:
+            return
+        self.primary = best
+
+    # -- public --------------------------------------------------------------------
+    def __call__(self, frame: VideoFrame, detect: bool | None = None) -> list[TrackedFace]:
+        """Faces held in ``frame``. ``detect``: force (True) or skip (False) detection;
+        None follows ``detect_interval_s``."""
+        with self._lock:
+            t = frame.t
+            if t < self._last_t:
+                raise ValueError(f"frames must come in time order: {t} after {self._last_t}")
+            self._last_t = t
+            if detect is None:
+                detect = t - self._last_detect >= self.detect_interval_s - 1e-9
+            matched: set[int] = set()
+            if detect:
+                self._last_detect = t
+                matched = self._update(t, self._detect(frame))
+            self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= self.lost_after_s]
+            out, boxes = [], {}
+            for tr in self._tracks:
+                b = tr.predict(t)
+                # keep carried boxes on the picture (a face leaving the frame stops there)
+                b = np.clip(b, [0, 0, 0, 0], [frame.width, frame.height] * 2).astype(np.float32)
+                if b[2] - b[0] < 2 or b[3] - b[1] < 2:
+                    continue
+                boxes[tr.id] = b
+                out.append(TrackedFace(tr.id, b, tr.score, tr.id in matched))
+            self._pick_primary(frame.width, frame.height, boxes)
+            return out
+
+    def track_array(self, t: float, rgb: np.ndarray, detect: bool | None = None):
+        return self(VideoFrame(t, rgb), detect=detect)
+
+
+def crop_face(
+    rgb: np.ndarray, box, size: int = CROP_SIZE, margin: float = CROP_MARGIN
+) -> np.ndarray:
+    """Square crop around ``box`` ([x0, y0, x1, y1] px) with ``margin`` on each side,
+    zero-padded where it leaves the image, resized to (size, size, 3) uint8 RGB."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"empty face box {box}")
+    side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    s = max(1, int(round(side)))
+    ax, ay = int(round(cx - s / 2)), int(round(cy - s / 2))
+    h, w = rgb.shape[:2]
+    canvas = np.zeros((s, s, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(0, ax), max(0, ay), min(w, ax + s), min(h, ay + s)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - ay : sy1 - ay, sx0 - ax : sx1 - ax] = rgb[sy0:sy1, sx0:sx1]
+    if s == size:
+        return canvas
+    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR))
+
+
+_default_detector = None
+_default_lock = threading.Lock()
+
+
+def default_detector() -> FaceDetector:
+    """One shared ``MediaPipeFaceDetector`` per process (built on first use)."""
+    global _default_detector
+    with _default_lock:
+        if _default_detector is None:
+            from .detector import MediaPipeFaceDetector
+
+            _default_detector = MediaPipeFaceDetector()
+        return _default_detector
+
+
+def crop_faces(
+    frames,
+    times=None,
+    detector: FaceDetector | None = None,
+    size: int = CROP_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offline face crops for a clip's sampled frames.
+
+    ``frames``: (T, H, W, 3) uint8 RGB (typically T = 8); ``times``: (T,) seconds
+    (default 0.5 s apart). Runs detection on every frame, keeps the track present in
+    the most frames (ties: the larger face) and carries it across short misses.
+
+    Returns ``(crops, present)``: crops (T, size, size, 3) uint8, zeros where absent;
+    present (T,) bool.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    n = len(frames)
+    times = np.arange(n) * 0.5 if times is None else np.asarray(times, float)
+    if times.shape != (n,):
+        raise ValueError(f"times must be ({n},), got {times.shape}")
+    gap = float(np.median(np.diff(times))) if n > 1 else 1.0
+    # Sampled frames are far apart: no smoothing, generous matching, and a track
+    # survives one missed frame.
+    tracker = FaceTracker(detector or default_detector(), detect_interval_s=0.0,
+                          lost_after_s=max(1.0, 2.5 * gap), smooth=1.0, max_jump=2.0)
+    per_frame = [
+        {f.track: f.box for f in tracker.track_array(float(t), img)} for t, img in zip(times, frames)
+    ]
+    votes: dict[int, int] = {}
+    for boxes in per_frame:
+        for tid in boxes:
+            votes[tid] = votes.get(tid, 0) + 1
+    crops = np.zeros((n, size, size, 3), np.uint8)
+    present = np.zeros(n, bool)
+    if not votes:
+        return crops, present
+    # largest total presence, then largest mean area
+    def area(tid):
+        bs = [b[tid] for b in per_frame if tid in b]
+        return float(np.mean([(x[2] - x[0]) * (x[3] - x[1]) for x in bs]))
+
+    main = max(votes, key=lambda tid: (votes[tid], area(tid)))
+    for i, boxes in enumerate(per_frame):
+        if main in boxes:
+            crops[i] = crop_face(frames[i], boxes[main], size=size)
+            present[i] = True
+    return crops, present

@@ -1,0 +1,115 @@
+"""Command line: run the live front end on a file, a webcam or a microphone.
+
+    python -m live.run SOURCE --out DIR [--realtime] [--analyser null|fake]
+                              [--model DIR [--plan NAME]] [...]
+
+SOURCE: a file path, ``webcam[:N]`` or ``mic[:DEVICE]``. Writes DIR/frames.jsonl,
+DIR/speech.jsonl, DIR/windows.jsonl and prints, last, one JSON line of stats:
+``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
+"dropped_windows", "analyser_errors"}``.
+
+This is a composition root: with ``--model`` it reaches up to ``model.analyser``
+(lazily, only then), which ``live/`` as a library never does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
+from .face_models import ENV_MODELS, FaceModelError
+from .sources import SourceError, open_source
+from .window import GATES, HOP_S, WINDOW_S
+
+EXIT_USAGE = 2  # bad arguments, missing file/device, missing models
+EXIT_INTERRUPTED = 130  # Ctrl-C (stats are still printed)
+
+
+class CliError(Exception):
+    """An error reported as one line on stderr."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m live.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", help="video file, webcam[:N] or mic[:DEVICE]")
+    p.add_argument("--out", required=True, help="folder for the JSONL logs")
+    p.add_argument("--realtime", action="store_true", help="pace a file in real time")
+    p.add_argument("--analyser", choices=("null", "fake"), default="null")
+    p.add_argument("--fake-delay", type=float, default=FAKE_DELAY_S, help="s per window (fake)")
+    p.add_argument("--model", help="Omni-Emotion model folder: use it as the analyser")
+    p.add_argument("--plan", help="precision plan for --model (see quant/)")
+    p.add_argument("--device", default="cpu", help="device for --model")
+    p.add_argument("--hop", type=float, default=HOP_S, help="s between windows")
+    p.add_argument("--window", type=float, default=WINDOW_S, help="s per window")
+    p.add_argument("--gate", choices=GATES, default="always", help="which windows to analyse")
+    p.add_argument("--every-window", action="store_true",
+                   help="files read as fast as possible: wait for the analyser, drop nothing")
+    p.add_argument("--face-models", help=f"folder with the BlazeFace .tflite files (or ${ENV_MODELS})")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def make_analyser(args) -> Analyser:
+    if args.plan and not args.model:
+        raise CliError("--plan needs --model")
+    if args.model:
+        if not os.path.isdir(args.model):
+            raise CliError(f"model folder not found: {args.model}")
+        try:
+            from model.analyser import OmniEmotionAnalyser
+        except ImportError as e:
+            raise CliError(f"--model needs the model package (model.analyser): {e}") from None
+        loader = None
+        if args.plan:  # composition root: the only place live/ reaches quant/
+            try:
+                from quant.load import load_model as loader
+            except ImportError as e:
+                raise CliError(f"--plan needs the quant package: {e}") from None
+        try:
+            return OmniEmotionAnalyser.load(args.model, plan=args.plan, device=args.device, loader=loader)
+        except (ValueError, OSError) as e:
+            raise CliError(f"cannot load model {args.model}: {e}") from None
+    if args.analyser == "fake":
+        return FakeAnalyser(delay_s=args.fake_delay)
+    return NullAnalyser()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .detector import MediaPipeFaceDetector
+    from .engine import Engine, EngineConfig
+    from .faces import FaceTracker
+    from .session_log import SessionLog
+
+    cfg = EngineConfig(hop_s=args.hop, window_s=args.window, gate=args.gate,
+                       every_window=args.every_window)
+    try:
+        source = open_source(args.source, realtime=args.realtime)
+        source.open()  # fail fast, before loading models; Engine.run reopens
+        source.close()
+        analyser = make_analyser(args)
+        tracker = None
+        if source.has_video:
+            tracker = FaceTracker(MediaPipeFaceDetector(args.face_models),
+                                  detect_interval_s=cfg.detect_interval_s)
+        with SessionLog(args.out) as slog:
+            engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=slog.frame,
+                            on_segment=slog.segment, on_window=slog.window)
+            stats = engine.run(progress=not args.no_progress and not args.realtime
+                               and sys.stderr.isatty())
+    except (SourceError, FaceModelError, CliError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(json.dumps(stats), flush=True)
+    return EXIT_INTERRUPTED if engine.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Media sources: a file, a webcam, a microphone, and a push source fed from outside.
+
+Every source hands ``VideoFrame`` / ``AudioChunk`` objects to a ``Sink`` (the engine's
+buffers), stamped on the session ``Clock``:
+
+* ``FileSource``: media time from the file; with ``realtime=True`` it is paced to the
+  wall clock and stamped ``clock start + media time``.
+* ``WebcamSource``, ``MicSource``, ``PushSource``: stamped on arrival.
+
+``run(sink, stop)`` blocks until the media ends or ``stop`` is set; ``open()`` checks
+the device or file first and raises ``SourceError`` naming it.
+"""
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .frames import AUDIO_RATE, AudioChunk, VideoFrame
+from .resample import Resampler
+
+MIC_BLOCK = 1024  # frames per microphone callback (~21 ms at 48 kHz)
+MIC_RATE = 48_000  # Hz asked of the microphone when it has no preferred rate
+
+
+class SourceError(RuntimeError):
+    """A source cannot be used: missing/busy device, unreadable file, no video stream."""
+
+
+class Clock:
+    """The session clock: monotonic seconds since ``start()`` (or construction)."""
+
+    def __init__(self) -> None:
+        self._origin = time.monotonic()
+
+    def start(self) -> None:
+        self._origin = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self._origin
+
+
+class Sink(Protocol):
+    def video(self, frame: VideoFrame) -> None: ...
+
+    def audio(self, chunk: AudioChunk) -> None: ...
+
+
+class Source(Protocol):
+    name: str
+    has_video: bool
+    has_audio: bool
+    live: bool  # stamped on arrival (needs a capture thread); False: a file read in order
+
+    def open(self, clock: Clock) -> None: ...
+
+    def run(self, sink: Sink, stop: threading.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """A video file (video + optional audio) decoded through ``av``."""
+
+    live = False
+
+    def __init__(self, path: str | Path, realtime: bool = False) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.realtime = realtime
+        self.live = realtime
+        self._c = None
+        self.has_video = self.has_audio = False
+        self.duration: float | None = None
+
+    def open(self, clock: Clock | None = None) -> None:
+        import av
+
+        self.clock = clock or Clock()
+        if not self.path.exists():
+            raise SourceError(f"video file not found: {self.path}")
+        try:
+            self._c = av.open(str(self.path))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise SourceError(f"cannot read video file {self.path}: {e}") from None
+        if not self._c.streams.video:
+            self.close()
+            raise SourceError(f"no video stream in {self.path}")
+        self._v = self._c.streams.video[0]
+        self._a = self._c.streams.audio[0] if self._c.streams.audio else None
+        self.has_video, self.has_audio = True, self._a is not None
+        if self._c.duration:
+            self.duration = self._c.duration / 1e6
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        if self._c is None:
+            raise RuntimeError("FileSource.run before open()")
+        streams = [s for s in (self._v, self._a) if s is not None]
+        origin = None  # media time of the first frame of any stream
+        start_wall = self.clock.now()
+        resampler = Resampler()
+        audio_t0, audio_n = None, 0  # first audio time, 16 kHz samples emitted
+        vfps = float(self._v.average_rate or 30)
+        vcount = 0
+
+        def stamp(media_t: float) -> float:
+            if not self.realtime:
+                return media_t
+            wait = start_wall + media_t - self.clock.now()
+            if wait > 0:
+                stop.wait(wait)
+            return start_wall + media_t
+
+        for packet in self._c.demux(*streams):
+            if stop.is_set():
+                break
+            for frame in packet.decode():
+                ft = frame.time
+                if packet.stream.type == "video":
+                    if ft is None:
+                        ft = vcount / vfps
+                    vcount += 1
+                    if origin is None:
+                        origin = ft
+                    sink.video(VideoFrame(stamp(ft - origin), frame))
+                else:
+                    if origin is None:
+                        origin = ft if ft is not None else 0.0
+                    if audio_t0 is None:
+                        audio_t0 = (ft if ft is not None else origin) - origin
+                    x = resampler(frame)
+                    if len(x):
+                        t = audio_t0 + audio_n / AUDIO_RATE
+                        audio_n += len(x)
+                        sink.audio(AudioChunk(stamp(t), x))
+        if not stop.is_set() and audio_t0 is not None:
+            x = resampler.flush()
+            if len(x):
+                sink.audio(AudioChunk(stamp(audio_t0 + audio_n / AUDIO_RATE), x))
+
+    def close(self) -> None:
+        if self._c is not None:
+            self._c.close()
+            self._c = None
+
+
+def _webcam_spec(index: str) -> tuple[str, str]:
+    """(av format, device string) for webcam ``index`` on this platform."""
+    system = platform.system()
+    if system == "Linux":
+        dev = index if index.startswith("/dev/") else f"/dev/video{index}"
+        return "v4l2", dev
+    if system == "Darwin":
+        return "avfoundation", f"{index}:none"
+    if system == "Windows":
+        return "dshow", index if index.startswith("video=") else f"video={index}"
+    raise SourceError(f"webcam capture is not supported on {system}")
+
+
+class WebcamSource:
+    """A camera through ``av``'s device input (v4l2 / avfoundation / dshow).
+
+    ``index``: ``"0"`` → /dev/video0 on Linux, device 0 on macOS; on Windows a
+    DirectShow device name. ``size`` (w, h) and ``fps`` are requests to the driver.
+    """
+
+    live = True
+    has_video, has_audio = True, False
+
+    def __init__(self, index: str | int = 0, size: tuple[int, int] | None = None,
+                 fps: int | None = None) -> None:
+        self.index = str(index)
+        self.fmt, self.device = _webcam_spec(self.index)
+        self.name = f"webcam {self.index} ({self.device})"
+        self.options = {}
+        if size:
+            self.options["video_size"] = f"{size[0]}x{size[1]}"
+        if fps:
+            self.options["framerate"] = str(fps)
+        self._c = None
+
+    def open(self, clock: Clock | None = None) -> None:
+        import av
+
+        self.clock = clock or Clock()
+        if self.fmt == "v4l2" and not Path(self.device).exists():
+            raise SourceError(f"{self.name}: no such device")
+        try:
+            self._c = av.open(self.device, format=self.fmt, options=self.options)
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise SourceError(f"{self.name}: cannot open (missing or busy?): {e}") from None
+        if not self._c.streams.video:
+            self.close()
+            raise SourceError(f"{self.name}: device has no video stream")
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        import av
+
+        try:
+            for frame in self._c.decode(video=0):
+                if stop.is_set():
+                    break
+                sink.video(VideoFrame(self.clock.now(), frame))
+        except av.FFmpegError as e:
+            if not stop.is_set():
+                raise SourceError(f"{self.name}: capture failed: {e}") from None
+
+    def close(self) -> None:
+        if self._c is not None:
+            self._c.close()
+            self._c = None
+
+
+StreamFactory = Callable[..., object]  # sounddevice.InputStream-like: start/stop/close
+
+
+def _sounddevice_stream(**kw):
+    try:
+        import sounddevice as sd
+    except OSError as e:  # PortAudio library missing
+        raise SourceError(f"microphone: PortAudio is not available ({e})") from None
+    return sd.InputStream(**kw)
+
+
+class MicSource:
+    """A microphone through a ``sounddevice.InputStream`` callback.
+
+    The callback stamps each block on arrival (time of its first sample), mixes to
+    mono, resamples to 16 kHz and appends; nothing else happens on the audio thread.
+    ``stream_factory`` builds the stream (tests pass a fake); it receives
+    ``samplerate, channels, blocksize, device, dtype, callback``.
+    """
+
+    live = True
+    has_video, has_audio = False, True
+
+    def __init__(self, device: str | int | None = None, rate: int | None = None,
+                 channels: int = 1, blocksize: int = MIC_BLOCK,
+                 stream_factory: StreamFactory | None = None) -> None:
+        self.device = device
+        self.rate = rate
+        self.channels = channels
+        self.blocksize = blocksize
+        self.name = f"microphone {device if device is not None else '(default)'}"
+        self._factory = stream_factory
+        self._stream = None
+        self._sink: Sink | None = None
+        self._res = Resampler()
+        self.status_errors = 0  # overflow/underflow flags reported by the driver
+
+    def _resolve_rate(self) -> int:
+        if self.rate:
+            return int(self.rate)
+        if self._factory is not None:
+            return MIC_RATE
+        try:
+            import sounddevice as sd
+
+            info = sd.query_devices(self.device, "input")
+        except OSError as e:
+            raise SourceError(f"microphone: PortAudio is not available ({e})") from None
+        except (ValueError, Exception) as e:  # sd raises ValueError / PortAudioError
+            raise SourceError(f"{self.name}: no such input device ({e})") from None
+        return int(info["default_samplerate"]) or MIC_RATE
+
+    def open(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.rate = self._resolve_rate()
+        factory = self._factory or _sounddevice_stream
+        try:
+            self._stream = factory(
+                samplerate=self.rate, channels=self.channels, blocksize=self.blocksize,
+                device=self.device, dtype="float32", callback=self._callback,
+            )
+        except SourceError:
+            raise
+        except Exception as e:  # PortAudioError, ValueError: missing or busy device
+            raise SourceError(f"{self.name}: cannot open (missing or busy?): {e}") from None
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        t = self.clock.now() - frames / self.rate
+        if status:
+            self.status_errors += 1
+        x = self._res.from_array(np.asarray(indata).copy(), self.rate)
+        if len(x) and self._sink is not None:
+            self._sink.audio(AudioChunk(t, x))
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        self._sink = sink
+        try:
+            self._stream.start()
+        except Exception as e:
+            raise SourceError(f"{self.name}: cannot start (busy?): {e}") from None
+        stop.wait()
+        self._stream.stop()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class PushSource:
+    """Frames and audio handed in from outside (e.g. a Gradio page's webcam and
+    microphone streams), stamped on arrival. Thread-safe: any thread may push.
+
+    ``push_video(rgb)``: (H, W, 3) uint8 RGB. ``push_audio(samples, rate)``: (n,) or
+    (n, ch) int16/float at any rate (a browser gives 48 kHz). ``end()`` finishes the
+    stream (the engine then flushes and stops).
+    """
+
+    live = True
+
+    def __init__(self, has_video: bool = True, has_audio: bool = True, name: str = "push") -> None:
+        self.has_video, self.has_audio, self.name = has_video, has_audio, name
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
+        self._res = Resampler()
+        self._ended = threading.Event()
+        self._audio_next: float | None = None
+
+    def open(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+
+    def _need_sink(self) -> Sink:
+        if self._sink is None:
+            raise RuntimeError("push source is not running: start the engine first")
+        return self._sink
+
+    def push_video(self, rgb: np.ndarray, t: float | None = None) -> None:
+        sink = self._need_sink()
+        with self._lock:
+            sink.video(VideoFrame(self.clock.now() if t is None else t, np.asarray(rgb)))
+
+    def push_audio(self, samples: np.ndarray, rate: int, t: float | None = None) -> None:
+        sink = self._need_sink()
+        n_in = len(np.asarray(samples))
+        now = self.clock.now() if t is None else t
+        with self._lock:
+            x = self._res.from_array(samples, rate)
+            if len(x):
+                # a chunk arrives after it was recorded: its first sample is that much older
+                sink.audio(AudioChunk(now - n_in / rate if t is None else now, x))
+
+    def end(self) -> None:
+        self._ended.set()
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        self._sink = sink
+        while not stop.is_set() and not self._ended.is_set():
+            stop.wait(0.05)
+
+    def close(self) -> None:
+        self._ended.set()
+
+
+def open_source(spec: str, realtime: bool = False) -> Source:
+    """``webcam`` / ``webcam:N`` / ``mic`` / ``mic:DEVICE`` / a file path → a Source
+    (not yet opened)."""
+    if spec == "webcam" or spec.startswith("webcam:"):
+        return WebcamSource(spec.partition(":")[2] or "0")
+    if spec == "mic" or spec.startswith("mic:"):
+        dev = spec.partition(":")[2] or None
+        return MicSource(int(dev) if dev and dev.isdigit() else dev)
+    return FileSource(spec, realtime=realtime)

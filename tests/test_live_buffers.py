@@ -1,0 +1,99 @@
+"""Ring buffers: bounded, time-indexed, safe with several producer threads."""
+import threading
+
+import numpy as np
+import pytest
+
+from live.buffers import AudioBuffer, FrameBuffer
+from live.frames import VideoFrame
+
+
+def frame(t):
+    return VideoFrame(t, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_frame_buffer_bounded_and_indexed():
+    buf = FrameBuffer(capacity=10)
+    for i in range(1000):
+        buf.append(frame(i / 30))
+    assert len(buf) == 10 and buf.dropped == 990 and buf.appended == 1000
+    got, nxt = buf.since(0)
+    assert len(got) == 10 and nxt == 1000 and got[0].t == pytest.approx(990 / 30)
+    assert [f.t for f in buf.between(995 / 30, 997 / 30)] == pytest.approx([995 / 30, 996 / 30, 997 / 30])
+    near = buf.nearest([0.0, 996.4 / 30, 1e9])
+    assert [f.t for f in near] == pytest.approx([990 / 30, 996 / 30, 999 / 30])
+    with pytest.raises(ValueError, match="older"):
+        buf.append(frame(0.0))
+
+
+def test_audio_buffer_bounded_wraps_and_times():
+    buf = AudioBuffer(capacity_s=1.0)
+    x = np.arange(40_000, dtype=np.float32)
+    for i in range(0, len(x), 333):  # odd chunk sizes cross the wrap many times
+        buf.append(5.0 + i / 16000, x[i : i + 333])
+    assert buf._buf.nbytes == 16000 * 4  # memory is the capacity, nothing more
+    assert buf.total == 40_000 and buf.end_time() == pytest.approx(5.0 + 2.5)
+    np.testing.assert_array_equal(buf.samples(30_000, 40_000), x[30_000:])
+    old = buf.samples(0, 100)  # fell out: zeros, not garbage
+    assert not old.any()
+    w = buf.between(7.0, 7.25)
+    np.testing.assert_array_equal(w, x[32_000:36_000])
+    future = buf.samples(39_990, 40_010)
+    np.testing.assert_array_equal(future[:10], x[-10:])
+    assert not future[10:].any()
+
+
+def test_audio_gap_filled_with_silence():
+    buf = AudioBuffer(capacity_s=5.0)
+    buf.append(0.0, np.ones(16000, np.float32))
+    buf.append(1.5, np.ones(16000, np.float32))  # 0.5 s of audio lost
+    assert buf.gap_samples == 8000 and buf.end_time() == pytest.approx(2.5)
+    seg = buf.between(1.0, 1.5)
+    assert not seg.any()
+    buf.append(2.49, np.ones(160, np.float32))  # early stamp: sample clock wins
+    assert buf.end_time() == pytest.approx(2.51)
+
+
+def test_multithreaded_producers_safe():
+    fb, ab = FrameBuffer(capacity=50), AudioBuffer(capacity_s=2.0)
+    lock, clock = threading.Lock(), [0.0]
+    n_threads, per_thread = 4, 500
+
+    def produce(k):
+        for i in range(per_thread):
+            with lock:  # time stamps must be ordered; the appends themselves race
+                clock[0] += 0.001
+                t = clock[0]
+                fb.append(frame(t))
+            ab.append(t, np.full(37, k, np.float32))
+
+    def read():
+        for _ in range(300):
+            got, _ = fb.since(0)
+            ts = [f.t for f in got]
+            assert ts == sorted(ts) and len(got) <= 50
+            assert len(ab.samples(max(0, ab.total - 100), ab.total)) == min(100, ab.total)
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(n_threads)]
+    threads += [threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fb.appended == n_threads * per_thread and len(fb) == 50
+    assert ab.total >= n_threads * per_thread * 37  # plus any gap filling
+    vals = ab.samples(ab.total - 32_000, ab.total)
+    assert set(np.unique(vals)) <= {0.0, 1.0, 2.0, 3.0}
+
+
+def test_video_frame_validation_and_lazy_rgb():
+    with pytest.raises(ValueError, match="uint8"):
+        VideoFrame(0.0, np.zeros((4, 4, 3), np.float32))
+    import av
+
+    src = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24").reformat(format="yuv420p")
+    f = VideoFrame(1.0, src)
+    assert (f.width, f.height) == (64, 48)
+    assert f.rgb().shape == (48, 64, 3) and abs(int(f.rgb()[10, 10, 0]) - 100) < 4
+    small, scale = f.rgb_scaled(32)
+    assert small.shape == (24, 32, 3) and scale == 2.0

@@ -1,0 +1,186 @@
+"""Engine, windows and the analyser worker on real media."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from live.analyser import AnalyserWorker, FakeAnalyser, NullAnalyser
+from live.engine import Engine, EngineConfig
+from live.faces import FaceTracker, default_detector
+from live.sources import FileSource, PushSource
+from live.window import Gate, Window, sample_targets
+from tests.media import cached_clip
+
+
+def run_engine(path, analyser=None, **cfg):
+    events, frames, segs = [], [], []
+    eng = Engine(FileSource(path), analyser or NullAnalyser(), EngineConfig(**cfg),
+                 tracker=FaceTracker(default_detector()),
+                 on_frame=lambda f, faces: frames.append((f.t, faces)),
+                 on_segment=segs.append, on_window=events.append)
+    stats = eng.run()
+    return eng, stats, events, frames, segs
+
+
+@pytest.fixture(scope="module")
+def talk_run():
+    g = cached_clip("talk")
+    return g, run_engine(g["path"])
+
+
+def test_windows_timing_exact(talk_run):
+    g, (eng, stats, events, frames, segs) = talk_run
+    wins = sorted((e.window for e in events), key=lambda w: w.index)
+    assert [(w.start, w.end) for w in wins] == [(0.0, 4.0), (1.0, 5.0), (2.0, 6.0)]
+    times = np.array([t for t, _ in frames])
+    for w in wins:
+        expect = sample_targets(w.start, w.end, 8)
+        nearest = times[np.abs(times[:, None] - expect[None]).argmin(0)]
+        np.testing.assert_allclose(w.frame_times, nearest)
+        assert np.all(np.abs(w.frame_times - expect) <= 0.5 / g["fps"] + 1e-9)
+        assert w.frames.shape == (8, 480, 640, 3) and w.frames.dtype == np.uint8
+        assert w.audio.shape == (64_000,) and w.audio.dtype == np.float32
+        assert w.faces.shape == (8, 224, 224, 3) and w.face_present.all()
+        assert w.face_track == 1
+
+
+def test_window_audio_matches_source_and_speech(talk_run):
+    g, (eng, stats, events, frames, segs) = talk_run
+    w = next(e.window for e in events if e.window.index == 1)
+    truth = g["audio"][16_000:80_000]
+    # AAC is lossy: compare envelopes, aligned within 5 ms
+    assert np.corrcoef(np.abs(w.audio), np.abs(truth))[0, 1] > 0.9
+    (t0, t1), = g["speech"]
+    assert len(segs) == 1 and abs(segs[0].start - t0) < 0.15 and abs(segs[0].end - t1) < 0.15
+    assert w.speech_ratio == pytest.approx((min(t1, 5.0) - t0) / 4.0, abs=0.06)
+    assert stats["frames"] == g["n_frames"] == len(frames)
+    assert stats["windows"] == 3 and stats["analyser_errors"] == 0
+    assert stats["media_seconds"] == pytest.approx(6.0, abs=0.05)
+
+
+def test_no_audio_file_works_and_gates():
+    g = cached_clip("silent_video", audio=False, seconds=5.0)
+    eng, stats, events, frames, segs = run_engine(g["path"], gate="speech")
+    assert not eng.source.has_audio and segs == []
+    assert stats["windows"] == 2 and all(not e.analysed and e.reason == "gated" for e in events)
+    assert all(not e.window.has_audio and not e.window.audio.any() for e in events)
+
+
+def test_gate_face_policy():
+    g = cached_clip("noface", face=False, seconds=2.0, audio=False)
+    eng, stats, events, frames, segs = run_engine(g["path"], gate="face", window_s=1.0, hop_s=0.5)
+    assert [(e.window.start, e.window.end) for e in events] == [(0.0, 1.0), (0.5, 1.5), (1.0, 1.5 + 0.5)]
+    assert all(e.reason == "gated" and e.window.face_track is None for e in events)
+    with pytest.raises(ValueError, match="gate policy"):
+        Gate("sometimes")
+
+
+def test_short_clip_gets_one_tail_window():
+    g = cached_clip("short", seconds=2.0, speech=((0.3, "hi there"),))
+    eng, stats, events, frames, segs = run_engine(g["path"])
+    assert len(events) == 1 and events[0].window.start == 0.0
+    assert events[0].window.end == pytest.approx(2.0, abs=0.05)
+
+
+class Blocking:
+    """Analyser that waits until released; records what it saw."""
+
+    def __init__(self):
+        self.go, self.seen, self.entered = threading.Event(), [], threading.Event()
+
+    def __call__(self, w):
+        self.entered.set()
+        self.go.wait(5)
+        self.seen.append(w.index)
+        return {"i": w.index}
+
+
+def fake_window(i):
+    z = np.zeros(8)
+    return Window(i, i, i + 4, None, z, np.zeros((8, 1, 1, 3), np.uint8), z.astype(bool),
+                  np.zeros((8, 4)), None, np.zeros(10, np.float32), [], 0.0)
+
+
+def test_newest_window_wins():
+    a = Blocking()
+    done = []
+    w = AnalyserWorker(a, lambda win, res, err, info: done.append((win.index, res))).start()
+    w.submit(fake_window(0))
+    assert a.entered.wait(2)
+    dropped = [w.submit(fake_window(i)) for i in range(1, 5)]
+    assert [d.index if d else None for d in dropped] == [None, 1, 2, 3]
+    a.go.set()
+    assert w.wait_idle(5)
+    assert a.seen == [0, 4] and w.dropped == 3 and w.analysed == 2
+    assert done == [(0, {"i": 0}), (4, {"i": 4})]
+    w.stop()
+
+
+def test_analyser_crash_survived(caplog):
+    fake = FakeAnalyser(delay_s=0.0, fail_on={1})
+    got = []
+    w = AnalyserWorker(fake, lambda win, res, err, info: got.append((win.index, err))).start()
+    for i in range(3):
+        w.submit(fake_window(i))
+        assert w.wait_idle(5)
+    w.stop()
+    assert w.errors == 1 and w.analysed == 2
+    assert [i for i, e in got if e is not None] == [1]
+    assert "analyser failed on window 1" in caplog.text
+
+
+def test_engine_counts_crash_and_drops_with_slow_analyser():
+    g = cached_clip("talk")
+    fake = FakeAnalyser(delay_s=0.3, fail_on={0})
+    eng, stats, events, frames, segs = run_engine(g["path"], fake, hop_s=0.25)
+    assert stats["windows"] == 9
+    assert stats["analyser_errors"] == 1
+    assert stats["dropped_windows"] == sum(e.reason == "dropped" for e in events) > 0
+    analysed = [e for e in events if e.analysed]
+    assert len(analysed) + stats["dropped_windows"] + 1 == stats["windows"]
+    assert len(events) == stats["windows"]  # every window is reported exactly once
+
+
+def test_every_window_mode_drops_nothing():
+    g = cached_clip("talk")
+    eng, stats, events, frames, segs = run_engine(g["path"], FakeAnalyser(0.05), hop_s=0.5,
+                                                  every_window=True)
+    assert stats["dropped_windows"] == 0 and all(e.analysed for e in events)
+    assert stats["windows"] == 5
+
+
+def test_push_source_48k_browser_audio_and_frames():
+    g = cached_clip("talk", )
+    from tests.media import clip_frames, AUDIO_RATE
+    from live.resample import Resampler
+
+    frames = clip_frames(g["path"])[::6]  # 5 fps, as a browser stream delivers
+    audio48 = Resampler(48_000).from_array(g["audio"], AUDIO_RATE)
+    pcm = (np.clip(audio48, -1, 1) * 32767).astype(np.int16)
+    src = PushSource()
+    events, segs = [], []
+    eng = Engine(src, NullAnalyser(), EngineConfig(window_s=2.0, hop_s=1.0),
+                 tracker=FaceTracker(default_detector()), on_window=events.append,
+                 on_segment=segs.append)
+    runner = threading.Thread(target=eng.run)
+    runner.start()
+    while src._sink is None:
+        time.sleep(0.01)
+    t0 = eng.clock.now()
+    step = 9600  # 0.2 s chunks at 48 kHz
+    for k, i in enumerate(range(0, len(pcm), step)):
+        due = t0 + (k + 1) * 0.2
+        time.sleep(max(0.0, due - eng.clock.now()))
+        src.push_audio(pcm[i : i + step], 48_000)
+        src.push_video(frames[min(k, len(frames) - 1)])
+    src.end()
+    runner.join(10)
+    stats = eng.stats()
+    assert not runner.is_alive()
+    assert stats["frames"] == 30 and stats["windows"] >= 3
+    (t_start, t_end), = g["speech"]
+    assert len(segs) == 1
+    assert abs((segs[0].end - segs[0].start) - (t_end - t_start)) < 0.2
+    assert any(e.window.face_present.any() for e in events)
+    assert eng.audio.total == pytest.approx(len(g["audio"]), abs=800)

@@ -1,0 +1,141 @@
+"""Faces: real BlazeFace (mediapipe Tasks) on a real face photo moving across frames."""
+import os
+
+import av
+import numpy as np
+import pytest
+
+from live.face_models import FACE_MODELS, FaceModelError, resolve_face_models
+from live.faces import FaceTracker, crop_face, crop_faces, default_detector, iou
+from live.frames import VideoFrame
+from tests.media import cached_clip, clip_frames
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return default_detector()
+
+
+def track_clip(path, detector, **kw):
+    tracker = FaceTracker(detector, **kw)
+    out = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            out.append(tracker(VideoFrame(float(f.time), f)))
+    return tracker, out
+
+
+def test_models_resolved_and_verified():
+    paths = resolve_face_models()
+    for key, (name, _) in FACE_MODELS.items():
+        assert paths[key].name == name and paths[key].stat().st_size > 100_000
+
+
+def test_bad_model_folder_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / FACE_MODELS["short"][0]).write_bytes(b"not a model")
+    with pytest.raises(FaceModelError, match="missing|sha256"):
+        resolve_face_models(tmp_path)
+    monkeypatch.setenv("OMNI_FACE_MODELS", str(tmp_path))
+    with pytest.raises(FaceModelError, match="OMNI_FACE_MODELS"):
+        resolve_face_models()
+
+
+def test_face_tracked_in_every_frame_with_one_stable_id(detector):
+    g = cached_clip("talk")
+    tracker, per_frame = track_clip(g["path"], detector)
+    assert len(per_frame) == g["n_frames"]
+    ious, ids = [], set()
+    for i, faces in enumerate(per_frame):
+        assert len(faces) == 1, f"frame {i}: {len(faces)} faces"
+        ids.add(faces[0].track)
+        ious.append(iou(faces[0].box, np.array(g["face_boxes"][i])))
+    assert ids == {1}
+    assert min(ious) > 0.5, f"worst IoU {min(ious):.2f}"
+    assert np.mean(ious) > 0.7
+    # detection ran a few times a second, tracking carried the rest
+    assert tracker.detections_run <= g["seconds"] * 6
+    assert sum(f[0].detected for f in per_frame) == tracker.detections_run
+
+
+def test_no_face_clip_gives_no_faces(detector):
+    g = cached_clip("noface", face=False, seconds=2.0, audio=False)
+    _, per_frame = track_clip(g["path"], detector)
+    assert all(len(f) == 0 for f in per_frame)
+
+
+def test_small_far_face_found_by_full_range(detector):
+    g = cached_clip("far", face_scale=150, seconds=1.0, audio=False, moving=False)
+    _, per_frame = track_clip(g["path"], detector)
+    assert all(len(f) == 1 for f in per_frame)
+    assert detector.calls["full"] > 0
+
+
+def test_large_near_face_found(detector):
+    g = cached_clip("near", face_scale=420, seconds=1.0, audio=False, moving=False)
+    _, per_frame = track_clip(g["path"], detector)
+    assert all(len(f) == 1 for f in per_frame)
+    assert iou(per_frame[-1][0].box, np.array(g["face_boxes"][29])) > 0.5
+
+
+class ScriptedDetector:
+    """Returns given boxes per call (None = miss); records calls."""
+
+    def __init__(self, script):
+        self.script, self.calls = list(script), 0
+
+    def __call__(self, rgb, face_frac=None):
+        from live.detector import Detection
+
+        boxes = self.script[self.calls] if self.calls < len(self.script) else []
+        self.calls += 1
+        return [Detection(np.array(b, np.float32), 0.9) for b in boxes]
+
+
+def test_tracker_survives_short_miss_and_drops_after_timeout():
+    box = [100, 100, 200, 200]
+    det = ScriptedDetector([[box], [], [], [], [], [], []])
+    tr = FaceTracker(det, detect_interval_s=0.0, lost_after_s=0.5)
+    img = np.zeros((480, 640, 3), np.uint8)
+    seen = [tr.track_array(t, img) for t in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    assert [len(s) for s in seen] == [1, 1, 1, 0, 0]
+    assert seen[2][0].track == 1 and not seen[2][0].detected
+    assert tr.primary is None
+
+
+def test_primary_is_largest_and_sticky():
+    small, big = [20, 20, 80, 80], [250, 150, 400, 300]
+    det = ScriptedDetector([[small, big], [small, big], [[20, 20, 150, 150], big]])
+    tr = FaceTracker(det, detect_interval_s=0.0)
+    img = np.zeros((480, 640, 3), np.uint8)
+    faces = tr.track_array(0.0, img)
+    big_id = next(f.track for f in faces if f.box[0] > 200)
+    assert tr.primary == big_id
+    tr.track_array(0.1, img)
+    tr.track_array(0.2, img)  # the other face grew, but not by enough to take over
+    assert tr.primary == big_id
+    with pytest.raises(ValueError, match="time order"):
+        tr.track_array(0.1, img)
+
+
+def test_crop_face_square_padded():
+    img = np.full((100, 100, 3), 200, np.uint8)
+    crop = crop_face(img, [0, 0, 50, 50])  # margin leaves the image: zero padding
+    assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+    assert crop[0, 0].max() == 0 and crop[112, 112].min() == 200
+    with pytest.raises(ValueError):
+        crop_face(img, [10, 10, 10, 40])
+
+
+def test_crop_faces_offline(detector):
+    g = cached_clip("talk")
+    frames = clip_frames(g["path"])
+    idx = np.linspace(0, len(frames) - 1, 8).round().astype(int)
+    crops, present = crop_faces(frames[idx], detector=detector)
+    assert crops.shape == (8, 224, 224, 3) and present.all()
+    # a face crop is mostly face, not the plain green background
+    bg = np.array([70, 110, 90])
+    assert all(np.abs(c.reshape(-1, 3) - bg).sum(1).mean() > 40 for c in crops)
+    none_crops, none_present = crop_faces(np.zeros((8, 120, 160, 3), np.uint8), detector=detector)
+    assert not none_present.any() and none_crops.max() == 0
+    with pytest.raises(ValueError):
+        crop_faces(np.zeros((8, 10, 10), np.uint8), detector=detector)

@@ -1,0 +1,118 @@
+"""VAD gate with the real silero-vad on espeak-ng speech; exact re-chunking."""
+import numpy as np
+import pytest
+import torch
+
+from live.vad import CHUNK, Rechunker, SileroSpeechProb, VADGate, load_silero
+from tests.media import cached_clip
+
+TOL_S = 0.150  # the issue's tolerance for segment boundaries
+
+
+@pytest.fixture(scope="module")
+def silero():
+    return load_silero()
+
+
+def test_import_restores_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        load_silero()
+        assert torch.get_num_threads() == 2
+        # and a VAD call leaves the caller's setting alone too
+        SileroSpeechProb()(np.zeros(CHUNK, np.float32))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_rechunker_odd_sizes_exact():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=20_000).astype(np.float32)
+    rc, out, i = Rechunker(CHUNK), [], 0
+    for n in [1, 511, 512, 513, 7, 3000, 0, 1023, 1025] * 3:
+        out += rc(x[i : i + n])
+        i += n
+    out += rc(x[i:])
+    assert all(c.shape == (CHUNK,) for c in out)
+    joined = np.concatenate(out)
+    assert len(joined) == len(x) // CHUNK * CHUNK
+    np.testing.assert_array_equal(joined, x[: len(joined)])
+    tail = rc.flush()
+    assert len(tail) == 1 and tail[0].shape == (CHUNK,)
+    np.testing.assert_array_equal(tail[0][: len(x) % CHUNK], x[len(joined):])
+    assert not tail[0][len(x) % CHUNK :].any() and rc.flush() == []
+
+
+class CountingProb:
+    """Records the chunks the gate feeds its model."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def __call__(self, chunk):
+        self.chunks.append(chunk.copy())
+        return 0.0
+
+    def reset(self):
+        pass
+
+
+def test_gate_feeds_model_exact_512_chunks():
+    prob = CountingProb()
+    gate = VADGate(prob)
+    x = np.arange(5000, dtype=np.float32)
+    for a, b in [(0, 3), (3, 700), (700, 701), (701, 4999), (4999, 5000)]:
+        gate(x[a:b], t=0.0)
+    assert len(prob.chunks) == 5000 // CHUNK
+    np.testing.assert_array_equal(np.concatenate(prob.chunks), x[: 5000 // CHUNK * CHUNK])
+    gate.flush()
+    assert gate.processed_until == pytest.approx(5000 / 16000)
+
+
+@pytest.mark.parametrize("chunk", [160, 512, 1000, 4800])
+def test_speech_segments_match_truth(silero, chunk):
+    g = cached_clip("two_phrases", seconds=6.0,
+                    speech=((0.6, "one two three four"), (3.4, "I am very happy today")))
+    gate = VADGate(SileroSpeechProb(silero))
+    a, segs = g["audio"], []
+    for i in range(0, len(a), chunk):
+        segs += gate(a[i : i + chunk], t=0.0)
+    segs += gate.flush()
+    assert len(segs) == len(g["speech"]), (segs, g["speech"])
+    for s, (t0, t1) in zip(segs, g["speech"]):
+        assert abs(s.start - t0) <= TOL_S and abs(s.end - t1) <= TOL_S, (s, (t0, t1))
+
+
+def test_silence_gives_no_segments_and_offsets_apply(silero):
+    gate = VADGate(SileroSpeechProb(silero))
+    rng = np.random.default_rng(0)
+    assert gate(rng.normal(0, 0.003, 48_000).astype(np.float32), t=10.0) == []
+    assert gate.flush() == [] and gate.processed_until == pytest.approx(13.0)
+
+
+def test_threshold_and_hangover_are_honoured(silero):
+    g = cached_clip("two_phrases", seconds=6.0,
+                    speech=((0.6, "one two three four"), (3.4, "I am very happy today")))
+    merged = VADGate(SileroSpeechProb(silero), hangover_s=3.0)
+    segs = merged(g["audio"], t=0.0) + merged.flush()
+    assert len(segs) == 1  # a long hangover bridges the 2 s pause
+    def speech_s(gate):
+        return sum(s.end - s.start for s in gate(g["audio"], t=0.0) + gate.flush())
+
+    normal = speech_s(VADGate(SileroSpeechProb(silero)))
+    strict = speech_s(VADGate(SileroSpeechProb(silero), threshold=0.995))
+    assert strict < normal - 0.1  # a stricter threshold keeps less of the audio
+    with pytest.raises(ValueError, match="threshold"):
+        VADGate(threshold=1.5)
+
+
+def test_speech_ratio_and_segments_between():
+    gate = VADGate(CountingProb())
+    gate(np.zeros(16000, np.float32), t=0.0)
+    from live.vad import Segment
+
+    gate.segments.append(Segment(0.2, 0.6))
+    assert gate.segments_between(0.4, 1.0) == [(0.4, 0.6)]
+    assert gate.speech_ratio(0.0, 1.0) == pytest.approx(0.4)
