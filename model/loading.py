@@ -87,9 +87,16 @@ def save(model: OmniEmotionForConditionalGeneration, processor: OmniEmotionProce
     return out
 
 
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when a GPU is visible, else "cpu"; anything else unchanged."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def load(path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu", **kwargs):
-    """(model, processor) from a checkpoint folder. Errors name the folder."""
+    """(model, processor) from a checkpoint folder ("auto" device: GPU if any). Errors
+    name the folder."""
     path = Path(path)
+    device = resolve_device(device)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no Omni-Emotion checkpoint at {path} (config.json missing)")
     model = OmniEmotionForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
