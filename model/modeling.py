@@ -45,6 +45,15 @@ PHASE_TRAINABLE = {
 }
 
 
+def float_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a module computes in: that of its first floating-point parameter
+    (quantized weights are stored as integers, their norms and biases are not)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
 class ProjectorMLP(nn.Module):
     """Linear(in → H), GELU, Linear(H → H): the audio and face projectors (paper §4.1-4.2)."""
 
@@ -137,13 +146,14 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         """(B, T, 3, S, S) → (B, T, v, H): SigLIP → LLaVA-OV projector → 2×2 pooling."""
         b, t = pixel_values_videos.shape[:2]
         cfg = self.config.base_config
-        frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
+        frames = pixel_values_videos.flatten(0, 1).to(float_dtype(self.vision_tower))
         out = self.vision_tower(frames, output_hidden_states=True, return_dict=True)
         layer = cfg.vision_feature_layer
         feats = out.hidden_states[layer] if isinstance(layer, int) else torch.cat([out.hidden_states[i] for i in layer], -1)
         if cfg.vision_feature_select_strategy == "default":
             feats = feats[:, 1:]
-        feats = self.multi_modal_projector(feats)
+        # Each part may sit in its own precision (quant plans): cast at every boundary.
+        feats = self.multi_modal_projector(feats.to(float_dtype(self.multi_modal_projector)))
         side = self.config.vision_config.image_size // self.config.vision_config.patch_size
         grid = feats.view(b * t, side, side, -1).permute(0, 3, 1, 2)
         pooled_side = int(tokens.visual_tokens_per_frame(self.config) ** 0.5)
@@ -153,16 +163,16 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
     def face_features(self, face_pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, 224, 224) → (B, T, f, H)."""
         b, t = face_pixel_values.shape[:2]
-        crops = face_pixel_values.flatten(0, 1).to(self.face_projector.linear_1.weight.dtype)
-        feats = self.face_projector(self.face_encoder(crops))
+        crops = face_pixel_values.flatten(0, 1).to(float_dtype(self.face_encoder))
+        feats = self.face_projector(self.face_encoder(crops).to(float_dtype(self.face_projector)))
         return feats.view(b, t, feats.shape[1], -1)
 
     def audio_features(self, input_features: torch.Tensor) -> torch.Tensor:
         """(B, 128, 3000) log-mel → (B, 500, H): Whisper encoder → avg-pool /3 → MLP."""
-        states = self.audio_encoder(input_features.to(self.audio_encoder.conv1.weight.dtype)).last_hidden_state
+        states = self.audio_encoder(input_features.to(float_dtype(self.audio_encoder))).last_hidden_state
         stride = self.config.audio_pool_stride
         pooled = F.avg_pool1d(states.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
-        return self.audio_projector(pooled)
+        return self.audio_projector(pooled.to(float_dtype(self.audio_projector)))
 
     # ---- assembling the sequence -----------------------------------------------------
 

@@ -1,0 +1,148 @@
+"""The training dataset: manifest samples → (id, conversation, `Clip`) for one phase.
+
+Media come from the preprocessing cache (`model.data.preprocess.load_cached`, one `.npz`
+per sample) or, without a cache, are decoded on the fly with the same function the
+cache is built with (`preprocess_sample`), so both paths give identical arrays.
+
+What each phase sees (paper §4.4):
+
+    phase 1  audio-text alignment   audio only (vision and faces absent → zero tensors)
+    phase 2  facial alignment       frames + faces only (audio absent → zero tensor)
+    phase 3  instruction tuning     frames + faces + audio
+
+A sample that cannot be loaded, or lacks the modality its phase needs, raises
+`SampleError` naming its id. Nothing is ever skipped or replaced by another sample:
+a silently swapped sample would train on data nobody asked for.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from model.data.manifest import read_manifest
+from model.data.preprocess import DecodeError, default_face_cropper, load_cached, preprocess_sample
+from model.processor import Clip
+
+PHASES = (1, 2, 3)
+# Which modalities each phase feeds the model, and which one it cannot do without.
+PHASE_MODALITIES = {1: ("audio",), 2: ("video",), 3: ("video", "audio")}
+PHASE_REQUIRED = {1: "audio", 2: "video", 3: "video"}
+
+
+class SampleError(ValueError):
+    """A training sample is unusable; the message starts with `sample '<id>':`."""
+
+
+def clip_for_phase(arrays: dict[str, np.ndarray | None], phase: int, max_audio_samples: int | None) -> Clip:
+    """Cached arrays (`load_cached`'s keys: frames, faces, face_mask, audio; None =
+    absent) → the `Clip` phase `phase` trains on.
+
+    Audio longer than the encoder window (`max_audio_samples`, 30 s × 16 kHz for
+    Whisper) keeps its first window: the cache holds up to 60 s so later crops can
+    choose, and the processor refuses anything longer than the encoder sees.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    keep = PHASE_MODALITIES[phase]
+    clip = Clip()
+    if "video" in keep and arrays.get("frames") is not None:
+        clip.frames = arrays["frames"]
+        clip.faces = arrays.get("faces")
+        clip.face_mask = arrays.get("face_mask") if clip.faces is not None else None
+    if "audio" in keep and arrays.get("audio") is not None:
+        audio = arrays["audio"]
+        if max_audio_samples is not None and audio.shape[0] > max_audio_samples:
+            audio = audio[:max_audio_samples]
+        clip.audio = audio
+    return clip
+
+
+def _decoded_as_cached(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """`preprocess_sample`'s arrays in `load_cached`'s form (None where absent)."""
+    has_video, has_audio = bool(arrays["has_video"]), bool(arrays["has_audio"])
+    return {
+        "frames": arrays["frames"] if has_video else None,
+        "faces": arrays["faces"] if has_video else None,
+        "face_mask": arrays["face_present"] if has_video else None,
+        "audio": arrays["audio"] if has_audio else None,
+    }
+
+
+class TrainDataset(Dataset):
+    """Manifest samples of one phase.
+
+    Args:
+        samples: validated manifest samples (`model.data.manifest.read_manifest`).
+        phase: 1, 2 or 3 (decides which modalities are kept, see module docstring).
+        cache_dir: preprocessing cache; None decodes each sample on every access.
+        base_dir: folder relative media paths resolve against (the manifest's folder),
+            only used without a cache.
+        face_cropper: for on-the-fly decoding; default BlazeFace (`live.faces`).
+        max_audio_samples: audio is cut to this many 16 kHz samples (encoder window).
+
+    Item i: {"id": str, "conversation": [{"role", "content"}, ...], "clip": Clip}, with
+    clip.frames (T, H, W, 3) uint8, clip.faces (T, 224, 224, 3) uint8, clip.face_mask
+    (T,) bool, clip.audio (n,) float32 at 16 kHz — each None when absent.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[dict[str, Any]],
+        phase: int,
+        cache_dir: str | Path | None = None,
+        base_dir: str | Path = ".",
+        face_cropper: Callable | None = None,
+        max_audio_samples: int | None = None,
+    ):
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        if not samples:
+            raise ValueError("the manifest has no samples")
+        if cache_dir is not None and not Path(cache_dir).is_dir():
+            raise FileNotFoundError(f"cache folder {cache_dir} does not exist; run the preprocessing first")
+        self.samples = list(samples)
+        self.phase = phase
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.base_dir = Path(base_dir)
+        self.face_cropper = face_cropper
+        self.max_audio_samples = max_audio_samples
+
+    @classmethod
+    def from_manifest(cls, manifest: str | Path, phase: int, cache_dir: str | Path | None = None, **kwargs) -> "TrainDataset":
+        """Read and validate `manifest` (errors name file:line); media resolve against its folder."""
+        manifest = Path(manifest)
+        return cls(read_manifest(manifest), phase, cache_dir=cache_dir, base_dir=manifest.parent, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s["id"] for s in self.samples]
+
+    def _arrays(self, sample: dict[str, Any]) -> dict[str, np.ndarray | None]:
+        sid = sample["id"]
+        try:
+            if self.cache_dir is not None:
+                return load_cached(self.cache_dir, sid)
+            cropper = self.face_cropper or default_face_cropper
+            return _decoded_as_cached(preprocess_sample(sample, self.base_dir, cropper))
+        except (OSError, ValueError, DecodeError) as err:
+            msg = str(err)
+            prefix = f"sample {sid!r}"
+            raise SampleError(msg if msg.startswith(prefix) else f"{prefix}: {msg}") from err
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        sid = sample["id"]
+        clip = clip_for_phase(self._arrays(sample), self.phase, self.max_audio_samples)
+        need = PHASE_REQUIRED[self.phase]
+        if need == "audio" and clip.audio is None:
+            raise SampleError(f"sample {sid!r}: phase {self.phase} trains on audio but the sample has none")
+        if need == "video" and clip.frames is None:
+            raise SampleError(f"sample {sid!r}: phase {self.phase} trains on video but the sample has none")
+        return {"id": sid, "conversation": sample["conversations"], "clip": clip}
