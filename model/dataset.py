@@ -24,7 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from model.data.manifest import read_manifest
-from model.data.preprocess import DecodeError, default_face_cropper, load_cached, preprocess_sample
+from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
 from model.processor import Clip
 
 PHASES = (1, 2, 3)
@@ -59,17 +59,6 @@ def clip_for_phase(arrays: dict[str, np.ndarray | None], phase: int, max_audio_s
             audio = audio[:max_audio_samples]
         clip.audio = audio
     return clip
-
-
-def _decoded_as_cached(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
-    """`preprocess_sample`'s arrays in `load_cached`'s form (None where absent)."""
-    has_video, has_audio = bool(arrays["has_video"]), bool(arrays["has_audio"])
-    return {
-        "frames": arrays["frames"] if has_video else None,
-        "faces": arrays["faces"] if has_video else None,
-        "face_mask": arrays["face_present"] if has_video else None,
-        "audio": arrays["audio"] if has_audio else None,
-    }
 
 
 class TrainDataset(Dataset):
@@ -130,7 +119,7 @@ class TrainDataset(Dataset):
             if self.cache_dir is not None:
                 return load_cached(self.cache_dir, sid)
             cropper = self.face_cropper or default_face_cropper
-            return _decoded_as_cached(preprocess_sample(sample, self.base_dir, cropper))
+            return clip_arrays(preprocess_sample(sample, self.base_dir, cropper))
         except (OSError, ValueError, DecodeError) as err:
             msg = str(err)
             prefix = f"sample {sid!r}"
