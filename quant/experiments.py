@@ -1,0 +1,266 @@
+"""Compare quantization plans on the same windows of a media file.
+
+    python -m quant.experiments --model DIR --plans fp16,int8,nf4,nf4-dq,edge-8gb \\
+        --source FILE --out DIR [--device cpu|cuda] [--max-windows N] [--max-new-tokens N]
+
+Each plan is loaded in turn (one at a time, freed in between) and analyses the same
+windows (`quant.windows`). Per plan: weight bytes (estimated and measured), peak
+memory, load time, prefill time, decode tokens/s, and agreement with the first plan
+that loads (the reference): top-1 label agreement, mean KL(ref || plan) of the
+next-token distributions over the reference's answer (teacher-forced), and word-level
+similarity of the explanations. A plan that fails to load or run is reported as failed
+with its reason; the others still run.
+
+Writes OUT/results.json, OUT/results.md and OUT/results.png. Errors in the arguments:
+one line on stderr, exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+MAX_NEW_TOKENS = 32  # per window: enough for a label and a sentence of explanation
+MAX_WINDOWS = 8  # default cap; windows are spread evenly over the file
+
+
+class _Stamps:
+    """A logits processor that only records when each decoding step's logits arrive:
+    the first stamp ends the prefill (encoders + prompt), the rest are decode steps."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import os
+
+    return f"{name} ({os.cpu_count()} cores, CPU)"
+
+
+def _generate(model, batch: dict, max_new_tokens: int, pad_token_id) -> tuple[torch.Tensor, float, float | None]:
+    """Greedy answer ids (n,), prefill seconds, decode tokens/s (None for one token)."""
+    from transformers import LogitsProcessorList
+
+    stamps = _Stamps()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([stamps]),
+            pad_token_id=pad_token_id,
+        )
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    answer = out[0, batch["input_ids"].shape[1] :].cpu()
+    prefill = stamps.times[0] - start
+    steps = len(stamps.times) - 1
+    decode = steps / (stamps.times[-1] - stamps.times[0]) if steps > 0 else None
+    return answer, prefill, decode
+
+
+def run_plan(plan, model_dir, device, clips, windows, reference, progress, prompt, options, max_new_tokens) -> dict:
+    """Load `plan`, analyse every clip, compare with `reference` (None: this plan becomes
+    it — its per-window answers and log-probs are stored in the returned dict)."""
+    from model.analysis import parse_answer
+
+    from .agreement import answer_log_probs, labels_agree, mean_kl, text_similarity
+    from .estimate import estimate_checkpoint, measure
+    from .load import load_model
+    from .memory import PeakMemory
+
+    record = {"name": plan.name, "plan": plan.to_dict(), "status": "ok"}
+    estimated = estimate_checkpoint(model_dir, plan)
+    record["weights"] = {"estimated": estimated["total"], "estimated_slots": estimated["slots"]}
+    with PeakMemory(device) as peak:
+        t0 = time.perf_counter()
+        model, processor = load_model(model_dir, plan, device)
+        record["load_s"] = time.perf_counter() - t0
+        measured = measure(model)
+        record["weights"].update(
+            measured=measured["total"], footprint=measured["footprint"], measured_slots=measured["slots"]
+        )
+        per_window, ref_state = [], []
+        pad = processor.tokenizer.pad_token_id
+        for i, (clip, window) in enumerate(zip(clips, windows)):
+            batch = processor([{"role": "user", "content": prompt}], clip)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            answer, prefill, decode = _generate(model, batch, max_new_tokens, pad)
+            text = processor.decode(answer).strip()
+            parsed = parse_answer(text, options)
+            row = {
+                "window": window.summary() if hasattr(window, "summary") else {"index": i},
+                "text": text,
+                "label": parsed.label,
+                "tokens": int(answer.numel()),
+                "prefill_s": prefill,
+                "decode_tokens_per_s": decode,
+            }
+            if reference is None:
+                ref_state.append({"answer": answer, "log_probs": answer_log_probs(model, batch, answer),
+                                  "label": parsed.label, "explanation": parsed.explanation})
+                row.update(kl=0.0, label_agrees=True, similarity=1.0)
+            else:
+                ref = reference["state"][i]
+                row["kl"] = mean_kl(ref["log_probs"], answer_log_probs(model, batch, ref["answer"]))
+                row["label_agrees"] = labels_agree(ref["label"], parsed.label)
+                row["similarity"] = text_similarity(ref["explanation"], parsed.explanation)
+            per_window.append(row)
+            progress.update(1)
+        del model, processor
+        gc.collect()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    record["peak_bytes"], record["peak_kind"] = peak.bytes, peak.kind
+    record["windows"] = per_window
+    record.update(summarise(per_window))
+    if reference is None:
+        record["state"] = ref_state
+    return record
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means over windows; decode speed as total steps over total decode time."""
+    n = len(rows)
+    decode = [r["decode_tokens_per_s"] for r in rows if r["decode_tokens_per_s"]]
+    return {
+        "prefill_s": sum(r["prefill_s"] for r in rows) / n,
+        "decode_tokens_per_s": (sum(decode) / len(decode)) if decode else None,
+        "label_agreement": sum(r["label_agrees"] for r in rows) / n,
+        "labels_found": sum(r["label"] is not None for r in rows),
+        "kl_mean": sum(r["kl"] for r in rows) / n,
+        "text_similarity": sum(r["similarity"] for r in rows) / n,
+    }
+
+
+def run_experiments(
+    model_dir,
+    plans,
+    source,
+    out,
+    device: str = "cpu",
+    max_windows: int | None = MAX_WINDOWS,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    hop_s: float | None = None,
+    window_s: float | None = None,
+    faces: bool = True,
+    prompt: str | None = None,
+    options: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run every plan (`QuantPlan`s or specs) and write the three outputs; returns the
+    results dict that results.json holds."""
+    from tqdm import tqdm
+
+    from model.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+
+    from . import windows as win
+    from .plans import get_plan
+    from .report import write_markdown, write_plot
+
+    plans = [get_plan(p) for p in plans]
+    model_dir, out = Path(model_dir), Path(out)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
+    windows, how = win.load_windows(
+        source, hop_s or win.HOP_S, window_s or win.WINDOW_S, max_windows=max_windows, faces=faces
+    )
+    clips = [OmniEmotionAnalyser.clip_from_window(w) for w in windows]
+    prompt = prompt or DEFAULT_PROMPT
+    results = {
+        "model": str(model_dir),
+        "source": str(source),
+        "windows": len(windows),
+        "window_source": how,
+        "device": device,
+        "device_name": _device_name(device),
+        "torch": torch.__version__,
+        "max_new_tokens": max_new_tokens,
+        "prompt": prompt,
+        "reference": None,
+        "plans": [],
+    }
+    reference = None
+    bar = tqdm(total=len(plans) * len(windows), desc="plans x windows", unit="window", disable=not progress)
+    for plan in plans:
+        bar.set_postfix_str(plan.name)
+        done_before = bar.n
+        try:
+            record = run_plan(plan, model_dir, device, clips, windows, reference, bar, prompt, options, max_new_tokens)
+        except Exception as err:  # noqa: BLE001 — a failed plan is a result, not a crash
+            record = {"name": plan.name, "plan": plan.to_dict(), "status": "failed",
+                      "error": f"{type(err).__name__}: {err}".splitlines()[0]}
+            bar.update(len(windows) - (bar.n - done_before))
+            gc.collect()
+        if record["status"] == "ok" and reference is None:
+            reference = record
+            results["reference"] = plan.name
+        results["plans"].append({k: v for k, v in record.items() if k != "state"})
+    bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_markdown(results, out / "results.md")
+    write_plot(results, out / "results.png")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m quant.experiments", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="checkpoint folder")
+    ap.add_argument("--plans", default="fp16,int8,nf4,nf4-dq,edge-8gb", help="comma-separated plans; the first is the reference")
+    ap.add_argument("--source", required=True, help="video file to cut windows from")
+    ap.add_argument("--out", required=True, help="folder for results.json/.md/.png")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--max-windows", type=int, default=MAX_WINDOWS)
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    ap.add_argument("--hop", type=float, default=None, help="s between windows (live's default)")
+    ap.add_argument("--window", type=float, default=None, help="s per window (live's default)")
+    ap.add_argument("--no-faces", action="store_true", help="skip face detection (faces absent)")
+    ap.add_argument("--prompt", default=None, help="instruction (default: the paper's analysis prompt)")
+    ap.add_argument("--options", default=None, help="comma-separated labels to match the answer against")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        from .plans import parse_plans
+
+        plans = parse_plans(args.plans)
+        if args.max_windows < 1 or args.max_new_tokens < 1:
+            raise ValueError("--max-windows and --max-new-tokens must be >= 1")
+        results = run_experiments(
+            args.model, plans, args.source, args.out, device=args.device, max_windows=args.max_windows,
+            max_new_tokens=args.max_new_tokens, hop_s=args.hop, window_s=args.window,
+            faces=not args.no_faces, prompt=args.prompt,
+            options=[o.strip() for o in args.options.split(",")] if args.options else None,
+            progress=not args.no_progress,
+        )
+    except Exception as err:  # noqa: BLE001 — CLI: one line, no traceback
+        msg = str(err) if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
+        print(f"error: {(msg.splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
+        return 1
+    failed = [p["name"] for p in results["plans"] if p["status"] != "ok"]
+    print(json.dumps({"out": args.out, "plans": len(results["plans"]), "failed": failed, "windows": results["windows"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

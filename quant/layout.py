@@ -1,0 +1,109 @@
+"""Which module of the model belongs to which plan slot, and which Linear layers a plan
+quantizes. Shared by the loader (`quant.load`) and the estimator (`quant.estimate`) so
+the two can never disagree about what is quantized.
+
+Only modules whose type is exactly `nn.Linear` are quantized — the rule transformers'
+`replace_with_bnb_linear` uses — so subclasses such as `nn.MultiheadAttention`'s
+`out_proj` (which the attention reads as a raw tensor) stay float.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from model.loading import COMPONENT_PREFIXES, COMPONENTS, component_of
+
+from .plans import QUANT_PRECISIONS, SLOTS, QuantPlan
+
+EMBEDDINGS_PREFIX = "model.language_model.embed_tokens"
+LM_HEAD_PREFIX = "lm_head"
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def slot_of(name: str) -> str:
+    """Plan slot of a parameter/module name (`lm_head.weight` → `lm_head`)."""
+    if _under(name, LM_HEAD_PREFIX):
+        return "lm_head"
+    if _under(name, EMBEDDINGS_PREFIX):
+        return "embeddings"
+    return component_of(name)  # llm (decoder body), vision, audio, face, projectors
+
+
+def component_of_slot(slot: str) -> str:
+    """Plan slot → model component of `model.loading.COMPONENTS`."""
+    return "llm" if slot in ("llm", "lm_head", "embeddings") else slot
+
+
+def slot_prefixes(slot: str) -> tuple[str, ...]:
+    """Top-level module prefixes that make up a slot (for skip lists)."""
+    if slot == "lm_head":
+        return (LM_HEAD_PREFIX,)
+    if slot == "embeddings":
+        return (EMBEDDINGS_PREFIX,)
+    if slot == "llm":
+        return ("model.language_model",)  # its embed_tokens is no Linear, so never converted
+    return COMPONENT_PREFIXES[slot]
+
+
+def effective_precisions(plan: QuantPlan, tied_lm_head: bool) -> dict[str, str]:
+    """The plan's slot precisions as applied to a model.
+
+    A tied `lm_head` shares its weight with the embeddings, which are float: it follows
+    the embeddings' precision (quantizing it would untie or corrupt the embedding)."""
+    precisions = plan.precisions()
+    if tied_lm_head:
+        precisions["lm_head"] = precisions["embeddings"]
+    return precisions
+
+
+def is_tied(model: nn.Module) -> bool:
+    head = model.get_submodule(LM_HEAD_PREFIX)
+    embed = model.get_submodule(EMBEDDINGS_PREFIX)
+    return head.weight is embed.weight or bool(getattr(model.config, "tie_word_embeddings", False))
+
+
+def quant_targets(model: nn.Module, plan: QuantPlan) -> dict[str, str]:
+    """{module name: int8|nf4|fp4} for every `nn.Linear` the plan quantizes (float model)."""
+    precisions = effective_precisions(plan, is_tied(model))
+    targets = {}
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear:
+            precision = precisions[slot_of(name)]
+            if precision in QUANT_PRECISIONS:
+                targets[name] = precision
+    return targets
+
+
+def primary_precision(model: nn.Module, targets: dict[str, str]) -> str | None:
+    """The quantized precision covering the most weight elements: transformers applies it
+    while loading (streamed, so the float weights never sit whole in memory); the rest
+    are converted directly afterwards. None when nothing is quantized."""
+    elements: dict[str, int] = {}
+    for name, precision in targets.items():
+        elements[precision] = elements.get(precision, 0) + model.get_submodule(name).weight.numel()
+    return max(elements, key=elements.get) if elements else None
+
+
+def skip_modules(plan: QuantPlan, precisions: dict[str, str], primary: str) -> list[str]:
+    """Every module prefix transformers must NOT convert to `primary`, listed in full.
+
+    Passing any skip list to transformers replaces its default exclusion of `lm_head`,
+    so `lm_head` is listed here whenever it is not `primary` — never left implicit."""
+    skipped = []
+    for slot in SLOTS:
+        if precisions[slot] != primary:
+            skipped.extend(slot_prefixes(slot))
+    return sorted(set(skipped))
+
+
+def slot_totals(per_name: dict[str, int]) -> dict[str, int]:
+    """{name: bytes} → bytes per slot, per component and the total."""
+    slots = dict.fromkeys(SLOTS, 0)
+    for name, n in per_name.items():
+        slots[slot_of(name)] += n
+    components = dict.fromkeys(COMPONENTS, 0)
+    for slot, n in slots.items():
+        components[component_of_slot(slot)] += n
+    return {"slots": slots, "components": components, "total": sum(slots.values())}

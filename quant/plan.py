@@ -1,0 +1,87 @@
+"""Memory estimate of a quantization plan, on the meta device (no weights, no GPU).
+
+    python -m quant.plan --preset 0.5b|7b --plan NAME [--json]
+    python -m quant.plan --model DIR --plan NAME [--json]
+    python -m quant.plan --list
+
+`--plan` takes a name of `quant.plans.PLANS` or `NAME+key=value+...` overrides.
+Bytes are per plan slot and per component, computed from bitsandbytes' storage rules
+(`quant.estimate`). Errors: one line on stderr, exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+GB = 1e9  # decimal gigabytes, as cards are sold
+
+
+def _table(result: dict) -> str:
+    lines = [f"plan {result['plan']['name']} on {result['model']}:"]
+    for slot, n in result["slots"].items():
+        lines.append(f"  {slot:>11}: {n / GB:8.3f} GB  ({result['precisions'][slot]}, {result['params'][slot]:,} params)")
+    lines.append(f"  {'total':>11}: {result['total'] / GB:8.3f} GB  (quant state {result['quant_state'] / GB:.3f} GB)")
+    return "\n".join(lines)
+
+
+def estimate(preset: str | None, model_dir: str | None, plan_spec: str) -> dict:
+    """The estimate as a JSON-able dict (what `--json` prints)."""
+    from .estimate import estimate_checkpoint, estimate_preset
+    from .layout import effective_precisions
+    from .plans import get_plan
+
+    plan = get_plan(plan_spec)
+    if model_dir:
+        from pathlib import Path
+
+        if not (Path(model_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
+        result = estimate_checkpoint(model_dir, plan)
+        where = str(model_dir)
+    else:
+        result = estimate_preset(preset, plan)
+        where = f"preset {preset}"
+    tied_note = result["params"]["lm_head"] == 0  # tied: lm_head's weight is counted under embeddings
+    result.update(
+        model=where,
+        plan=plan.to_dict(),
+        precisions=effective_precisions(plan, tied_note),
+        total_gb=result["total"] / GB,
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m quant.plan", description=__doc__.splitlines()[0])
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="model preset: tiny, 0.5b, 7b")
+    src.add_argument("--model", help="checkpoint folder (only its config.json is read)")
+    ap.add_argument("--plan", default="fp16", help="plan name or NAME+key=value overrides")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--list", action="store_true", help="list the named plans and exit")
+    args = ap.parse_args(argv)
+    try:
+        if args.list:
+            from .plans import PLANS
+
+            plans = {name: plan.to_dict() for name, plan in PLANS.items()}
+            print(json.dumps(plans, indent=1) if args.json else "\n".join(plans))
+            return 0
+        if not (args.preset or args.model):
+            raise ValueError("give --preset or --model")
+        if args.preset:
+            from model.presets import PRESETS
+
+            if args.preset not in PRESETS:
+                raise ValueError(f"unknown preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
+        result = estimate(args.preset, args.model, args.plan)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1) if args.json else _table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Quantization plans: a precision per component ("slot") of Omni-Emotion.
+
+A plan is pure data (no torch, no bitsandbytes); `quant.load` applies it at load time
+and `quant.estimate` prices it. Slots (module-name prefixes in `quant.layout`):
+
+    llm         decoder layers + final norm (model.language_model minus embed_tokens)
+    lm_head     the output projection (tied models: follows `embeddings`, see layout)
+    embeddings  model.language_model.embed_tokens (an nn.Embedding: float only)
+    vision      SigLIP vision tower
+    audio       Whisper encoder
+    face        FaceXFormer (Swin) encoder
+    projectors  the three projectors, frame embeddings, image newline, fusion layer
+
+Precisions: `fp32`, `bf16`, `fp16` (plain dtypes), `int8` (bitsandbytes LLM.int8,
+`Linear8bitLt`), `nf4`, `fp4` (bitsandbytes 4-bit, `Linear4bit`). Only `nn.Linear`
+layers are quantized; everything else in a quantized slot (norms, convolutions,
+position tables, biases) is kept in `compute_dtype`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+FLOAT_PRECISIONS = ("fp32", "bf16", "fp16")
+QUANT_PRECISIONS = ("int8", "nf4", "fp4")
+PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
+SLOTS = ("llm", "lm_head", "embeddings", "vision", "audio", "face", "projectors")
+# Slots that must stay in a float dtype: embeddings are gathered, not multiplied
+# (bitsandbytes' Linear layers do not apply), and the projectors are the paper's small
+# trained bridges whose precision the issue fixes as high.
+FLOAT_ONLY_SLOTS = ("embeddings", "projectors")
+QUANT_STORAGES = ("uint8", "fp16", "bf16", "fp32")  # bnb_4bit_quant_storage
+BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "uint8": 1, "int8": 1}
+DEFAULT_INT8_THRESHOLD = 6.0  # LLM.int8 outlier threshold (bitsandbytes' default)
+# Budget the `edge-8gb` plan must meet for the 7B preset (decimal GB): leaves ~2 GB of an
+# 8 GB card for the CUDA context, activations and the KV cache (57 KB/token in 16-bit).
+EDGE_8GB_BUDGET_BYTES = 6.0e9
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """A precision per slot plus the bitsandbytes options.
+
+    double_quant: quantize the 4-bit absmax constants again (bnb_4bit_use_double_quant).
+    compute_dtype: dtype 4-bit matmuls run in and that non-Linear tensors of quantized
+        slots are stored in (bnb_4bit_compute_dtype).
+    quant_storage: dtype the packed 4-bit data is stored as (bnb_4bit_quant_storage);
+        the bytes are the same, only FSDP cares.
+    int8_threshold: LLM.int8 outlier threshold (llm_int8_threshold).
+    """
+
+    name: str = "custom"
+    llm: str = "fp16"
+    lm_head: str = "fp16"
+    embeddings: str = "fp16"
+    vision: str = "fp16"
+    audio: str = "fp16"
+    face: str = "fp16"
+    projectors: str = "fp16"
+    double_quant: bool = False
+    compute_dtype: str = "fp16"
+    quant_storage: str = "uint8"
+    int8_threshold: float = DEFAULT_INT8_THRESHOLD
+
+    def __post_init__(self):
+        for slot in SLOTS:
+            value = getattr(self, slot)
+            valid = FLOAT_PRECISIONS if slot in FLOAT_ONLY_SLOTS else PRECISIONS
+            if value not in valid:
+                raise ValueError(
+                    f"plan {self.name!r}: {slot} precision {value!r} is not one of {', '.join(valid)}"
+                )
+        if self.compute_dtype not in FLOAT_PRECISIONS:
+            raise ValueError(
+                f"plan {self.name!r}: compute_dtype {self.compute_dtype!r} is not one of {', '.join(FLOAT_PRECISIONS)}"
+            )
+        if self.quant_storage not in QUANT_STORAGES:
+            raise ValueError(
+                f"plan {self.name!r}: quant_storage {self.quant_storage!r} is not one of {', '.join(QUANT_STORAGES)}"
+            )
+        if not isinstance(self.double_quant, bool):
+            raise ValueError(f"plan {self.name!r}: double_quant must be true or false, got {self.double_quant!r}")
+        if self.int8_threshold < 0:
+            raise ValueError(f"plan {self.name!r}: int8_threshold must be >= 0, got {self.int8_threshold}")
+        # Activations cross from encoder to projector to decoder without casts (e.g.
+        # SigLIP's output goes straight into the projector's Linear, Qwen2's RMSNorm
+        # multiplies in its weight's dtype), so every float tensor of the model must share
+        # one dtype: float slots and the compute dtype of quantized ones. Lifting this
+        # needs casts in model/modeling.py (docs/quantization.md).
+        activation = {p if p in FLOAT_PRECISIONS else self.compute_dtype for p in self.precisions().values()}
+        if len(activation) > 1:
+            raise ValueError(
+                f"plan {self.name!r}: float slots and compute_dtype must share one dtype, got "
+                f"{sorted(activation)}; set them all, e.g. +dtype={self.embeddings}"
+            )
+        fourbit = {getattr(self, s) for s in SLOTS} & {"nf4", "fp4"}
+        if len(fourbit) > 1:
+            # One QuantState code table per model keeps the loader a single transformers pass
+            # plus one direct pass; mixing nf4 and fp4 buys nothing measurable.
+            raise ValueError(f"plan {self.name!r}: use either nf4 or fp4, not both ({sorted(fourbit)})")
+
+    @property
+    def float_dtype(self) -> str:
+        """The one float dtype of the plan (float slots, compute, non-Linear tensors)."""
+        return self.embeddings  # embeddings are always float
+
+    def precisions(self) -> dict[str, str]:
+        return {slot: getattr(self, slot) for slot in SLOTS}
+
+    def quantized_slots(self) -> list[str]:
+        return [s for s in SLOTS if getattr(self, s) in QUANT_PRECISIONS]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The named plans. `fp16` is the reference every other plan is compared with.
+PLANS: dict[str, QuantPlan] = {
+    "fp16": QuantPlan(name="fp16"),
+    # LLM.int8 on the decoder layers only, as transformers' load_in_8bit does by default.
+    "int8": QuantPlan(name="int8", llm="int8"),
+    # QLoRA-style: decoder layers nf4, the rest 16-bit.
+    "nf4": QuantPlan(name="nf4", llm="nf4"),
+    "nf4-dq": QuantPlan(name="nf4-dq", llm="nf4", double_quant=True),
+    # The paper's 7B model on an 8 GB card, <= 6.0 GB of weights (docs/quantization.md):
+    # the encoders are ~1.0 B parameters, so 16-bit encoders alone would take 2.1 GB;
+    # they go to nf4, while lm_head (the layer most sensitive to quantization, whose
+    # error lands directly on the next-token distribution) keeps 8 bits.
+    "edge-8gb": QuantPlan(
+        name="edge-8gb",
+        llm="nf4",
+        lm_head="int8",
+        vision="nf4",
+        audio="nf4",
+        face="fp16",
+        projectors="fp16",
+        double_quant=True,
+    ),
+}
+
+_OPTION_TYPES = {"double_quant": bool, "compute_dtype": str, "quant_storage": str, "int8_threshold": float}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _coerce(key: str, text: str):
+    kind = _OPTION_TYPES.get(key, str)
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"{key} must be true or false, got {text!r}")
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key} must be a number, got {text!r}") from None
+    return text
+
+
+def get_plan(spec: str | QuantPlan) -> QuantPlan:
+    """A named plan, or a named plan with overrides: `NAME+key=value+...`.
+
+    Keys are slots (`nf4+vision=int8`), options (`nf4+double_quant=true`) or `dtype`,
+    which sets every float slot and the compute dtype (`nf4+dtype=bf16`); later keys
+    win. Unknown names, keys or values raise ValueError listing
+    the valid ones.
+    """
+    if isinstance(spec, QuantPlan):
+        return spec
+    base, *overrides = [part.strip() for part in str(spec).split("+")]
+    if base not in PLANS:
+        raise ValueError(f"unknown plan {base!r}; valid plans: {', '.join(PLANS)}")
+    plan = PLANS[base]
+    if not overrides:
+        return plan
+    valid_keys = [f.name for f in fields(QuantPlan) if f.name != "name"] + ["dtype"]
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in valid_keys:
+            raise ValueError(f"bad plan override {item!r} in {spec!r}; use key=value with key one of {', '.join(valid_keys)}")
+        if key == "dtype":  # shorthand: every float slot and the compute dtype
+            if value not in FLOAT_PRECISIONS:
+                raise ValueError(f"dtype {value!r} is not one of {', '.join(FLOAT_PRECISIONS)}")
+            changes.update({s: value for s in SLOTS if getattr(plan, s) in FLOAT_PRECISIONS}, compute_dtype=value)
+            continue
+        changes[key] = _coerce(key, value)
+    return replace(plan, name=str(spec), **changes)
+
+
+def parse_plans(text: str) -> list[QuantPlan]:
+    """`"fp16,int8,nf4+vision=int8"` → plans, each validated (ValueError on the first bad one)."""
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise ValueError(f"no plans given; valid plans: {', '.join(PLANS)}")
+    return [get_plan(s) for s in specs]
