@@ -65,7 +65,7 @@ def make_analyser(args) -> Analyser:
         loader = None
         if args.plan:  # composition root: the only place live/ reaches quant/
             try:
-                from quant.load import load_model as loader
+                from quant import load_model as loader
             except ImportError as e:
                 raise CliError(f"--plan needs the quant package: {e}") from None
         try:

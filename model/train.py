@@ -129,13 +129,7 @@ def train(
 def quant_loader(plan: str) -> Loader:
     """`quant.load_model` with a 4-bit plan. Only this entry point reaches up into
     `quant/` (the composition root); library code takes the loader as an argument."""
-    try:
-        from quant import load_model
-    except ImportError:
-        try:  # the package may not re-export it (yet)
-            from quant.load import load_model
-        except ImportError as err:
-            raise ValueError(f"--qlora needs quant.load_model, which is not available ({err})") from None
+    from quant import load_model
 
     def load(model_dir: str, device):
         return load_model(model_dir, plan, str(device))

@@ -218,3 +218,21 @@ def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path
     changed = _changed(_weights(tiny_dir), _weights(result.final))
     assert any(k.startswith("model.language_model.") for k in changed)
     assert not any(k.startswith("model.vision_tower") for k in changed)
+
+
+def test_qlora_with_the_real_nf4_plan(tmp_path, tiny_dir, data):
+    """QLoRA through quant's nf4 plan (bitsandbytes Linear4bit on the CPU): it trains
+    the adapters, keeps the 4-bit base frozen, and merges into the full-precision base."""
+    from model.train import quant_loader
+
+    manifest, cache = data
+    out = tmp_path / "out"
+    result = train(
+        3, str(tiny_dir), str(manifest), str(out), cache=str(cache), qlora=True, lora_r=4,
+        loader=quant_loader("nf4"), max_steps=2, lr=1e-2, batch=2, grad_accum=1, warmup_ratio=0.0,
+        save_every=0, progress=False,
+    )
+    assert len(result.losses) == 2 and all(l == l for l in result.losses)  # finite, not NaN
+    changed = _changed(_weights(tiny_dir), _weights(result.final))
+    assert any(k.startswith("model.language_model.layers") for k in changed)
+    assert not any(k.startswith(("model.vision_tower", "model.audio_encoder")) for k in changed)
