@@ -42,6 +42,7 @@ class FaceDetector(Protocol):
         ...
 
 
+_KEEP_ALIVE: list = []  # native detectors, never finalised mid-run (see __init__)
 ALIGN = 64  # bytes: LiteRT copies input images that are not aligned to this
 
 
@@ -114,6 +115,9 @@ class MediaPipeFaceDetector:
             for name in self.models:
                 self._run(name, blank)
         self.calls = {name: 0 for name in self.models}  # model runs, for benchmarks
+        # mediapipe's FaceDetector can deadlock when the garbage collector finalises it
+        # (seen while another detector was running): keep every one alive until exit.
+        _KEEP_ALIVE.extend(self._det.values())
 
     def _run(self, name: str, rgb: np.ndarray) -> list[Detection]:
         img = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=_aligned(rgb))
