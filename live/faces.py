@@ -80,7 +80,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 class FaceTracker:
     """Stable face tracks over a stream of frames.
 
-    ``detector``: a ``FaceDetector`` (default: ``MediaPipeFaceDetector()``, built lazily).
+    ``detector``: a ``FaceDetector`` (default: the process's shared ``default_detector()``).
     ``detect_interval_s``: 0 detects on every frame.
     Call with a ``VideoFrame`` (or ``(t, rgb)`` via :meth:`track_array`).
     Thread-safety: one tracker per stream; calls are serialised by a lock.
@@ -115,9 +115,7 @@ class FaceTracker:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            from .detector import MediaPipeFaceDetector
-
-            self._detector = MediaPipeFaceDetector()
+            self._detector = default_detector()  # one per process: it is costly to build
         return self._detector
 
     def reset(self) -> None:

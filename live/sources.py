@@ -310,7 +310,8 @@ class PushSource:
 
     ``push_video(rgb)``: (H, W, 3) uint8 RGB. ``push_audio(samples, rate)``: (n,) or
     (n, ch) int16/float at any rate (a browser gives 48 kHz). ``end()`` finishes the
-    stream (the engine then flushes and stops).
+    stream (the engine then flushes and stops). ``ready`` is set once the engine runs
+    the source; a push before that raises (it would have nowhere to go).
     """
 
     live = True
@@ -322,6 +323,7 @@ class PushSource:
         self._res = Resampler()
         self._ended = threading.Event()
         self._audio_next: float | None = None
+        self.ready = threading.Event()
 
     def open(self, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
@@ -351,6 +353,7 @@ class PushSource:
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         self._sink = sink
+        self.ready.set()
         while not stop.is_set() and not self._ended.is_set():
             stop.wait(0.05)
 

@@ -1,0 +1,166 @@
+"""Study logs: one JSON line per analysed window, durable as soon as it is written.
+
+``StudyLog(root, session, participant)`` appends to ``root/<session>.jsonl``. Every
+line is written with one ``write``, then flushed and ``fsync``ed before ``write()``
+returns, so a crash, a killed process or a power cut loses at most the window in
+flight. Re-opening the same session appends (a study session that was interrupted
+goes on in the same file).
+
+No raw video or audio is stored unless ``keep_media=True``: then each window's
+sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
+(arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``).
+
+This module knows no model: a record is any JSON-able dict; ``CSV_FIELDS`` names
+the columns exported to CSV (list values are joined with "; ").
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Session and participant ids become file names: keep them to a safe alphabet.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CSV_FIELDS = (
+    "session", "participant", "wall_time", "source", "run", "index", "start", "end",
+    "analysed", "reason", "label", "labels", "explanation", "error", "model", "plan",
+    "latency_s", "face_track", "speech_ratio",
+)
+
+
+class StudyLogError(ValueError):
+    """A bad session/participant id or an unreadable log."""
+
+
+def check_id(kind: str, value: str) -> str:
+    """``value`` stripped, or StudyLogError saying what a valid ``kind`` id looks like."""
+    v = (value or "").strip()
+    if not ID_PATTERN.match(v):
+        raise StudyLogError(
+            f"{kind} id {value!r} is not valid: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return v
+
+
+class StudyLog:
+    """Append-only, fsynced JSONL log of one study session. Thread-safe."""
+
+    def __init__(self, root: str | Path, session: str, participant: str,
+                 keep_media: bool = False) -> None:
+        self.session = check_id("session", session)
+        self.participant = check_id("participant", participant)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / f"{self.session}.jsonl"
+        self.keep_media = keep_media
+        self.media_dir = self.root / f"{self.session}_media"
+        self._lock = threading.Lock()
+        self._f = open(self.path, "a", encoding="utf-8")
+        self.count = 0  # lines written by this object
+
+    def write(self, record: dict) -> dict:
+        """Append ``record`` (plus session, participant, wall_time) as one line and
+        make it durable before returning. Returns the dict as written."""
+        line = {"session": self.session, "participant": self.participant,
+                "wall_time": round(time.time(), 3), **record}
+        text = json.dumps(line, ensure_ascii=False, default=_jsonable) + "\n"
+        with self._lock:
+            if self._f is None:
+                raise StudyLogError(f"study log {self.path} is closed")
+            self._f.write(text)
+            self._f.flush()
+            os.fsync(self._f.fileno())  # the line survives a killed process / power cut
+            self.count += 1
+        return line
+
+    def save_media(self, name: str, frames: np.ndarray | None, audio: np.ndarray | None,
+                   rate: int) -> Path | None:
+        """Store one window's frames + audio (only when ``keep_media``); the path or None."""
+        if not self.keep_media:
+            return None
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        out = self.media_dir / f"{name}.npz"
+        np.savez_compressed(
+            out,
+            frames=np.zeros((0,), np.uint8) if frames is None else frames,
+            audio=np.zeros((0,), np.float32) if audio is None else audio,
+            rate=np.int32(rate),
+        )
+        return out
+
+    def banner(self) -> str:
+        """One Markdown line telling the participant/researcher that logging is on."""
+        media = "raw frames + audio ARE stored" if self.keep_media else "no raw video or audio is stored"
+        return (f"📝 **Study logging is ON**: participant `{self.participant}`, session "
+                f"`{self.session}` → `{self.path}` ({media}).")
+
+    def export_csv(self, out: str | Path | None = None) -> Path:
+        """Write the whole session (every run that appended to it) as CSV."""
+        return write_csv(read_jsonl(self.path), out or self.path.with_suffix(".csv"))
+
+    @property
+    def closed(self) -> bool:
+        return self._f is None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+
+    def __enter__(self) -> "StudyLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | Path, allow_partial_tail: bool = False) -> list[dict]:
+    """Every record of a JSONL log. A bad line is an error naming its number, except
+    (``allow_partial_tail``) a last line without its newline: the one a process
+    killed mid-write may leave."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    tail_complete = text.endswith("\n") or not text
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if allow_partial_tail and i == len(lines) and not tail_complete:
+                break
+            raise StudyLogError(f"{path}:{i}: not a JSON line ({e})") from None
+    return out
+
+
+def write_csv(records: list[dict], out: str | Path, fields=CSV_FIELDS) -> Path:
+    """``records`` → CSV with ``fields`` as columns (lists joined with "; ")."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow({k: "; ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                        for k, v in r.items()})
+    return out
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

@@ -1,0 +1,172 @@
+"""The served model of the app: loaded on a background thread, with the default
+(the 0.5b preset composed from public checkpoints) falling back to the tiny random
+model when the hub cannot be reached, and saying why.
+
+Import-light: torch, transformers and the hub client load inside the loader thread.
+Precision plans come in through `plan_loader` (the app passes `quant.load_model`);
+model/ never imports quant/.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+HUB_PROBE_S = 3.0  # s to wait for a TCP connection to the model hub
+TINY_TOKENS = 24  # max new tokens of the untrained tiny model (keeps CPU latency ~1 s)
+UNTRAINED = "untrained — outputs are not meaningful"
+SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"]
+
+
+def hub_reachable() -> tuple[bool, str]:
+    """(reachable, why not): offline mode, or a TCP connect to the hub endpoint."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False, "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_S).close()
+    except OSError as e:
+        return False, f"cannot connect to {host}:{port} ({e})"
+    return True, ""
+
+
+class ModelHolder:
+    """The app's one model, loaded on a background thread, shared by all sessions.
+
+    ``spec``: None (the default: the 0.5b preset composed from public parts, falling
+    back to the tiny model), "tiny", a local folder or a hub id. ``analyse(window,
+    on_text)`` serves whatever is loaded (one call at a time) or a placeholder.
+    """
+
+    def __init__(self, spec: str | None = None, plan: str | None = None, device: str = "cpu",
+                 max_new_tokens: int = 96, plan_loader: Callable | None = None) -> None:
+        self.spec, self.plan, self.device, self.max_new_tokens = spec, plan, device, max_new_tokens
+        self.plan_loader = plan_loader
+        self.analyser = None
+        self.name, self.state, self.message, self.note = "(none yet)", "loading", "", ""
+        self.weights_mb = 0.0
+        self._run_lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    @classmethod
+    def ready(cls, analyser, name: str = "test", note: str = "") -> "ModelHolder":
+        """A holder around an already built analyser (tests, scripts)."""
+        h = cls("given")
+        h.analyser, h.name, h.state, h.note = analyser, name, "ready", note
+        return h
+
+    def start(self, plan: str | None = None) -> threading.Thread:
+        """(Re)load on a background thread; the current model serves until the new one is in."""
+        if plan is not None:
+            self.plan = None if plan == "none" else plan
+        self.state, self.message = "loading", f"loading {self.spec or 'the default 0.5b model'}…"
+        self.thread = threading.Thread(target=self._load, name="model-load", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def _load(self) -> None:
+        try:
+            if self.spec == "tiny":
+                self._tiny()
+            elif self.spec is None:
+                self._default()
+            else:
+                self._explicit()
+            print(f"model: {self.status()}", flush=True)
+        except Exception as e:  # a failed load must not take the page down
+            self.state = "failed"
+            self.message = f"model {self.spec or 'default'} failed to load: {type(e).__name__}: {e}"
+            print(f"error: {self.message}", file=sys.stderr, flush=True)
+
+    def _plan_loader(self) -> Callable:
+        if self.plan_loader is None:
+            raise ValueError(f"plan {self.plan!r} needs a loader that applies it (quant.load_model)")
+        return self.plan_loader
+
+    def _set(self, analyser, name: str, note: str = "") -> None:
+        model = analyser.model
+        self.weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        self.analyser, self.name, self.note, self.state = analyser, name, note, "ready"
+
+    def _tiny(self, why: str = "") -> None:
+        from .analyser import OmniEmotionAnalyser
+        from .loading import build_tiny
+
+        tokens = min(self.max_new_tokens, TINY_TOKENS)
+        if self.plan:
+            tmp = tempfile.mkdtemp(prefix="omni-tiny-")
+            build_tiny(out=tmp)
+            a = OmniEmotionAnalyser.load(tmp, plan=self.plan, device=self.device,
+                                         loader=self._plan_loader(), max_new_tokens=tokens, name="tiny")
+        else:
+            model, proc = build_tiny()
+            a = OmniEmotionAnalyser(model.to(self.device), proc, max_new_tokens=tokens, name="tiny")
+        self._set(a, f"tiny ({UNTRAINED})", why)
+        self.message = ""
+
+    def _default(self) -> None:
+        from huggingface_hub import snapshot_download
+
+        from .analyser import OmniEmotionAnalyser
+        from .loading import compose_from_pretrained
+        from .presets import HUB_SOURCES
+
+        if self.plan:
+            raise ValueError(f"plan {self.plan!r} needs a checkpoint folder: build one with "
+                             "`python -m model.build --preset 0.5b --from-pretrained --out DIR` "
+                             "and start with --model DIR")
+        src = HUB_SOURCES["0.5b"]
+        online, why = hub_reachable()
+        try:
+            self.message = f"fetching {src['base']} and {src['audio']} (first run downloads them)…"
+            parts = {k: snapshot_download(src[k], allow_patterns=SNAPSHOT_FILES,
+                                          local_files_only=not online) for k in ("base", "audio")}
+        except Exception as e:
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._tiny(f"the default 0.5b model could not be fetched"
+                       f"{'' if online else f' (hub unreachable: {why})'}: {reason}")
+            return
+        self.message = "composing the 0.5b model…"
+        model, proc = compose_from_pretrained("0.5b", parts["base"], parts["audio"], face=None)
+        a = OmniEmotionAnalyser(model.to(self.device), proc, max_new_tokens=self.max_new_tokens,
+                                name="omni-emotion-0.5b", use_faces=False, use_audio=False)
+        self._set(a, "omni-emotion-0.5b (composed)",
+                  "real LLaVA-OneVision-0.5B weights; the audio and face branches are fed as "
+                  "missing modalities until trained projector weights are given (--model DIR)")
+        self.message = ""
+
+    def _explicit(self) -> None:
+        from .analyser import OmniEmotionAnalyser
+
+        path = Path(self.spec)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            self.message = f"fetching {self.spec}…"
+            path = Path(snapshot_download(self.spec, allow_patterns=SNAPSHOT_FILES))
+        loader = self._plan_loader() if self.plan else None
+        a = OmniEmotionAnalyser.load(path, plan=self.plan, device=self.device, loader=loader,
+                                     max_new_tokens=self.max_new_tokens, name=path.name)
+        self._set(a, path.name)
+        self.message = ""
+
+    def analyse(self, window, on_text=None) -> dict:
+        a = self.analyser
+        if a is None:
+            return {"label": None, "labels": [], "explanation": "", "pending": self.status()}
+        with self._run_lock:  # one generation at a time: the CPU/GPU is shared anyway
+            return a(window, on_text=on_text)
+
+    def status(self) -> str:
+        if self.state == "failed":
+            return self.message
+        if self.analyser is None:
+            return self.message or "loading…"
+        return f"{self.name}" + (f" — {self.note}" if self.note else "")

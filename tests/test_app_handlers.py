@@ -1,0 +1,210 @@
+"""app.py's handlers without a browser: numpy frames and audio chunks (48 kHz, as a
+browser sends) pushed into a ``LiveSession``, the page refresh, file analysis, the
+model holder's offline fallback, and study logs."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import app
+from model.serving import UNTRAINED
+from live.study_log import StudyLog, StudyLogError, read_jsonl
+from tests.media import _resample_to, clip_frames, make_clip
+
+FPS = 10  # frames/s pushed (a browser streams ~5)
+BROWSER_RATE = 48_000  # Hz, what a browser's microphone stream delivers
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    holder = app.ModelHolder("tiny", max_new_tokens=6)
+    holder.start().join()
+    assert holder.state == "ready", holder.message
+    return holder
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    info = make_clip(path, seconds=4.0, fps=FPS)
+    audio48 = (_resample_to(info["audio"], 16_000, BROWSER_RATE) * 32767).astype(np.int16)
+    return path, info, clip_frames(path), audio48
+
+
+def feed(session: app.LiveSession, frames, audio48, period: float = 1.0 / FPS) -> None:
+    """Push frames + 48 kHz int16 chunks in real time, as the stream handlers do."""
+    step = int(BROWSER_RATE * period)
+    for i, f in enumerate(frames):
+        session.push_frame(f)
+        session.push_audio((BROWSER_RATE, audio48[i * step:(i + 1) * step]))
+        if i == 0:
+            assert session.source.ready.wait(30), "engine did not start"
+        time.sleep(period)
+
+
+def wait_until(cond, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
+    _, info, frames, audio48 = clip
+    s = app.LiveSession(tiny, window_s=2.0, hop_s=1.0, log_root=tmp_path)
+    banner = s.set_logging(True, "P01", "S01")
+    assert "Study logging is ON" in banner and "no raw video or audio" in banner
+    feed(s, frames, audio48)
+    assert wait_until(lambda: sum(r["analysed"] for r in s.records) >= 1)
+    s.stop()
+    assert s.audio_rate == BROWSER_RATE and s.audio_s == pytest.approx(4.0, abs=0.2)
+    done = [r for r in s.records if r["analysed"]]
+    assert done[0]["face_track"] is not None and done[0]["model"] == "tiny" and done[0]["latency_s"] >= 0
+    assert 0.0 < max(r["speech_ratio"] for r in s.records) <= 1.0  # espeak speech at 1 s
+    # the page refresh: a box drawn on the frame, the label, the explanation, the stats
+    banner, faces, speech, label, expl, timeline, stats = app.refresh(s)
+    assert "tiny" in banner and "Study logging is ON" in banner
+    assert faces.shape == frames[0].shape and (np.abs(faces.astype(int) - frames[-1]).sum(-1) > 0).any()
+    assert (faces == app.BOX_RGB).all(-1).sum() > 100  # the green box
+    assert "window " in label and expl.strip()
+    assert timeline.axes[0].get_lines()[0].get_xdata().size == len(done)
+    assert "48000 Hz" in stats and "#" in stats and "tiny" in stats
+    assert isinstance(app.refresh(s)[1], dict)  # no new frame: the image is not sent again
+    logged = read_jsonl(tmp_path / "S01.jsonl")
+    assert len(logged) == len(s.records) and logged[0]["participant"] == "P01"
+    assert not (tmp_path / "S01_media").exists()  # no raw media unless asked
+
+
+def test_keep_media_stores_window_media(tiny, clip, tmp_path):
+    _, _, frames, audio48 = clip
+    s = app.LiveSession(tiny, window_s=1.0, hop_s=1.0, log_root=tmp_path)
+    s.set_logging(True, "P02", "S02", keep_media=True)
+    feed(s, frames[:25], audio48)
+    assert wait_until(lambda: len(s.records) >= 1)
+    s.close()
+    npz = sorted((tmp_path / "S02_media").glob("*.npz"))
+    assert npz, "keep_media stored nothing"
+    with np.load(npz[0]) as z:
+        assert z["frames"].shape[1:] == frames.shape[1:] and z["audio"].dtype == np.float32
+        assert int(z["rate"]) == 16_000
+
+
+class _Crashing:
+    """A model that fails on its second window (a mid-session crash)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, window, on_text=None):
+        self.calls += 1
+        if on_text:
+            on_text("partial explanation")
+        if self.calls == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return {"label": "happy", "labels": ["cheerful"], "explanation": "smiles", "model": "fake"}
+
+
+def test_model_crash_mid_session_is_shown_and_logged(clip, tmp_path):
+    _, _, frames, audio48 = clip
+    s = app.LiveSession(app.ModelHolder.ready(_Crashing(), "fake"), 1.0, 1.0, log_root=tmp_path)
+    s.set_logging(True, "P03", "S03")
+    feed(s, frames[:35], audio48)
+    assert wait_until(lambda: len([r for r in s.records if r["reason"] != "dropped"]) >= 3)
+    s.close()
+    errors = [r for r in s.records if r["error"]]
+    assert len(errors) == 1 and "out of memory" in errors[0]["error"]
+    assert any(r["label"] == "happy" and r["labels"] == ["cheerful"] for r in s.records)
+    s.latest = errors[0]
+    assert "analysis failed" in app.refresh(s)[3]
+    assert len(read_jsonl(tmp_path / "S03.jsonl")) == len(s.records)  # log intact, errors included
+
+
+def test_no_camera_or_microphone_warns(tiny):
+    s = app.LiveSession(tiny)
+    s.start()
+    s.started_at -= app.NO_MEDIA_WARN_S + 1  # as if started a while ago with nothing arriving
+    text = " ".join(s.warnings())
+    s.stop()
+    assert "allow camera access" in text and "allow microphone access" in text
+
+
+def test_analyse_video_every_window(tiny, clip, tmp_path):
+    path, info, _, _ = clip
+    fracs = []
+    with StudyLog(tmp_path, "S04", "P04") as log:
+        records = app.analyse_video(path, tiny, 2.0, 1.0, study=log, progress=fracs.append)
+    assert [r["index"] for r in records] == [0, 1, 2]  # ends at 2, 3, 4 s
+    assert all(r["analysed"] for r in records) and fracs and max(fracs) > 0.9
+    status, rows, fig, jsonl, csv_path = app.file_outputs(records, "clip.mp4")
+    assert "3 windows, 3 analysed" in status and len(rows) == 3
+    assert [json.loads(x)["index"] for x in open(jsonl)] == [0, 1, 2]
+    assert len(open(csv_path).read().splitlines()) == 4
+    assert len(read_jsonl(tmp_path / "S04.jsonl")) == 3
+
+
+def test_unreadable_video_is_a_clear_error(tiny, tmp_path):
+    bad = tmp_path / "upload.mp4"
+    bad.write_bytes(b"\x00garbage" * 200)
+    with pytest.raises(app.SourceError, match="upload.mp4"):
+        app.analyse_video(bad, tiny)
+
+
+def test_default_model_falls_back_fast_when_offline():
+    # conftest sets HF_HUB_OFFLINE=1: the hub is not even tried
+    holder = app.ModelHolder(None, max_new_tokens=4)
+    t0 = time.monotonic()
+    holder.start().join(60)
+    assert time.monotonic() - t0 < 30
+    assert holder.state == "ready" and UNTRAINED in holder.name
+    banner = app.model_banner(holder)
+    assert "could not be fetched" in banner and "HF_HUB_OFFLINE" in banner and UNTRAINED in banner
+
+
+def test_model_that_fails_to_load_says_so(tmp_path):
+    holder = app.ModelHolder(str(tmp_path), max_new_tokens=4)  # a folder without a checkpoint
+    holder.start().join(30)
+    assert holder.state == "failed" and "config.json" in app.model_banner(holder)
+    result = holder.analyse(object())
+    assert result["label"] is None and "failed to load" in result["pending"]
+
+
+def test_plan_loads_through_quant(tmp_path):
+    """A plan chosen on the page reloads the model through quant.load_model (4-bit)."""
+    holder = app.ModelHolder("tiny", max_new_tokens=4, plan_loader=app.load_with_plan)
+    holder.start("nf4").join(60)
+    assert holder.state == "ready", holder.message
+    kinds = {type(m).__name__ for m in holder.analyser.model.modules()}
+    assert "Linear4bit" in kinds
+    unplanned = app.ModelHolder("tiny", max_new_tokens=4)  # no loader: a plan is refused
+    unplanned.start("nf4").join(60)
+    assert unplanned.state == "failed" and "needs a loader" in app.model_banner(unplanned)
+
+
+def test_study_log_ids_and_csv(tmp_path):
+    with pytest.raises(StudyLogError, match="session id"):
+        StudyLog(tmp_path, "../escape", "P1")
+    with StudyLog(tmp_path, "S1", "P1") as log:
+        log.write({"index": 0, "labels": ["a", "b"], "label": "a"})
+    with StudyLog(tmp_path, "S1", "P1") as log:  # re-opening appends
+        log.write({"index": 1, "labels": [], "label": None})
+        out = log.export_csv()
+    assert [r["index"] for r in read_jsonl(tmp_path / "S1.jsonl")] == [0, 1]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and "a; b" in lines[1]
+    (tmp_path / "S1.jsonl").open("a").write('{"index": 2, "lab')  # a write cut short
+    with pytest.raises(StudyLogError, match=":3:"):
+        read_jsonl(tmp_path / "S1.jsonl")
+    assert len(read_jsonl(tmp_path / "S1.jsonl", allow_partial_tail=True)) == 2
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    assert app.main(["--log-session", "S"]) == 2
+    assert app.main(["--log-session", "a b", "--participant", "P"]) == 2
+    assert app.main(["--video", "/nonexistent.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "go together" in err and "not valid" in err and "not found" in err
