@@ -50,6 +50,20 @@ def _pct(x: float) -> float:
 
 
 # ------------------------------------------------------------------------- readers
+def iter_id_rows(path: Path):
+    """JSONL lines → (line number, id, object); CliError naming file:line for a
+    missing, ill-typed or repeated id."""
+    seen: set[str] = set()
+    for lineno, obj in iter_jsonl(path):
+        sid = obj.get("id")
+        if not isinstance(sid, str) or not sid:
+            raise CliError(f"{path}:{lineno}: 'id' must be a non-empty string, got {sid!r}")
+        if sid in seen:
+            raise CliError(f"{path}:{lineno}: duplicate id {sid!r}")
+        seen.add(sid)
+        yield lineno, sid, obj
+
+
 def read_id_rows(path: Path, key: str, check: Callable[[Any], bool], what: str,
                  required: bool = True) -> dict[str, Any]:
     """JSONL ``{"id", key}`` lines → {id: value}.
@@ -58,12 +72,7 @@ def read_id_rows(path: Path, key: str, check: Callable[[Any], bool], what: str,
     duplicate id. With ``required=False`` a missing key reads as None.
     """
     out: dict[str, Any] = {}
-    for lineno, obj in iter_jsonl(path):
-        sid = obj.get("id")
-        if not isinstance(sid, str) or not sid:
-            raise CliError(f"{path}:{lineno}: 'id' must be a non-empty string, got {sid!r}")
-        if sid in out:
-            raise CliError(f"{path}:{lineno}: duplicate id {sid!r}")
+    for lineno, sid, obj in iter_id_rows(path):
         if key not in obj and required:
             raise CliError(f"{path}:{lineno}: missing {key!r}")
         val = obj.get(key)
@@ -311,12 +320,7 @@ def _text_of(obj: dict, keys: Sequence[str]) -> Any:
 
 def _read_texts(path: Path, keys: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for lineno, obj in iter_jsonl(path):
-        sid = obj.get("id")
-        if not isinstance(sid, str) or not sid:
-            raise CliError(f"{path}:{lineno}: 'id' must be a non-empty string, got {sid!r}")
-        if sid in out:
-            raise CliError(f"{path}:{lineno}: duplicate id {sid!r}")
+    for lineno, sid, obj in iter_id_rows(path):
         text = _text_of(obj, keys)
         if not isinstance(text, str):
             raise CliError(f"{path}:{lineno}: needs a string in one of {list(keys)}")
