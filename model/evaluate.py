@@ -162,6 +162,21 @@ def _run_parallel(fn: Callable[[Any], Any], items: list, workers: int, desc: str
         return list(tqdm(pool.map(safe, items), total=len(items), desc=desc, file=sys.stderr))
 
 
+def _good_answers(ids, answers, malformed: list[str]):
+    """(id, answer) for the judge's usable answers; a malformed one is reported and
+    its id added to ``malformed`` (never guessed); any other failure is raised."""
+    from model.judge import JudgeAnswerError
+
+    for sid, ans in zip(ids, answers):
+        if isinstance(ans, JudgeAnswerError):
+            malformed.append(sid)
+            _report(f"malformed judge answer for {sid}: {ans.answer[:200]!r}")
+        elif isinstance(ans, Exception):
+            raise ans
+        else:
+            yield sid, ans
+
+
 # ------------------------------------------------------------------------ commands
 def cmd_predict(args: argparse.Namespace) -> int:
     """Generate answers for a manifest, then parse labels from them."""
@@ -270,7 +285,7 @@ def cmd_emer_ov(args: argparse.Namespace) -> int:
     if args.synonyms is not None:
         groups = read_synonyms(Path(args.synonyms))
     else:
-        from model.judge import JudgeAnswerError, group_synonyms
+        from model.judge import group_synonyms
 
         client = _judge_client(args)
         ids = [sid for sid in gold if pred.get(sid)]  # an empty prediction scores 0 anyway
@@ -279,14 +294,8 @@ def cmd_emer_ov(args: argparse.Namespace) -> int:
         per: dict[str, dict[str, str]] = {sid: {} for sid in gold if not pred.get(sid)}
         from model.metrics import groups_to_map
 
-        for sid, ans in zip(ids, answers):
-            if isinstance(ans, JudgeAnswerError):
-                malformed.append(sid)
-                _report(f"malformed judge answer for {sid}: {ans.answer[:200]!r}")
-            elif isinstance(ans, Exception):
-                raise ans
-            else:
-                per[sid] = groups_to_map(ans)
+        for sid, ans in _good_answers(ids, answers, malformed):
+            per[sid] = groups_to_map(ans)
         groups = SynonymGroups(per_sample=per)
     try:
         res = openset_metrics(gold, pred, groups)
@@ -329,7 +338,7 @@ def _read_texts(path: Path, keys: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_emer_reason(args: argparse.Namespace) -> int:
-    from model.judge import JudgeAnswerError, score_reasoning
+    from model.judge import score_reasoning
 
     gold = _read_texts(Path(args.gold), ("explanation", "reason", "text"))
     pred = _read_texts(Path(args.pred), ("text", "explanation"))
@@ -344,15 +353,9 @@ def cmd_emer_reason(args: argparse.Namespace) -> int:
     answers = _run_parallel(lambda sid: score_reasoning(client, gold[sid], pred[sid]),
                             ids, args.workers, "judge: reasoning")
     clue, label, malformed = [], [], []
-    for sid, ans in zip(ids, answers):
-        if isinstance(ans, JudgeAnswerError):
-            malformed.append(sid)
-            _report(f"malformed judge answer for {sid}: {ans.answer[:200]!r}")
-        elif isinstance(ans, Exception):
-            raise ans
-        else:
-            clue.append(ans[0])
-            label.append(ans[1])
+    for _, ans in _good_answers(ids, answers, malformed):
+        clue.append(ans[0])
+        label.append(ans[1])
     if missing:
         _report(f"{len(missing)} gold ids have no prediction (not scored): {_ids(missing)}")
     if malformed:
