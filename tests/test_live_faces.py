@@ -1,5 +1,4 @@
 """Faces: real BlazeFace (mediapipe Tasks) on a real face photo moving across frames."""
-import os
 
 import av
 import numpy as np

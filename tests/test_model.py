@@ -10,9 +10,9 @@ from transformers import TextIteratorStreamer
 
 from model import tokens
 from model.loading import build_tiny, count_parameters, load, save
-from model.modeling import PHASE_TRAINABLE, OmniEmotionForConditionalGeneration
+from model.modeling import PHASE_TRAINABLE
 from model.presets import preset_config
-from model.processor import Clip, OmniEmotionProcessor
+from model.processor import Clip
 
 T = 8  # frames per clip
 SECONDS = 4.0
