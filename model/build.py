@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ap.error(f"--preset {args.preset} has no random build; use --from-pretrained or --describe")
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"out": args.out, "preset": args.preset}))

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = analyser.analyse(clip, on_text=None if args.json else stream)
     except (ValueError, OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return EXIT_ERROR
     result["face"] = "present" if result["face_frames"] else "absent"
     result["seconds"] = round(time.perf_counter() - started, 3)
