@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from model.loading import build_tiny
 from tests.media import cached_clip
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    build_tiny(out)
-    return out
+def tiny(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def run(*args):

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from model.loading import build_tiny
 from model.processor import Clip
 from quant.estimate import estimate_checkpoint, measure
 from quant.load import load_model, resolve
@@ -18,10 +17,8 @@ TOLERANCE = 0.03  # the issue's bound on |estimate - measured| / measured
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    build_tiny(path)
-    return path
+def tiny(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -37,12 +37,8 @@ def fresh_accelerate_state():
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from model.loading import build_tiny
-
-    path = tmp_path_factory.mktemp("tiny")
-    build_tiny(path)
-    return path
+def tiny_dir(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
