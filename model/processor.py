@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeature
 
 from . import tokens
 from .config import OmniEmotionConfig
+from .data.preprocess import sample_indices  # one frame-sampling rule for decoding and processing
 
 SAMPLE_RATE = tokens.SAMPLE_RATE  # Hz, what Whisper was trained on
 SIGLIP_MEAN = (0.5, 0.5, 0.5)  # LLaVA-OneVision's SigLIP normalisation
@@ -34,13 +35,6 @@ class Clip:
     faces: np.ndarray | None = None
     face_mask: np.ndarray | None = None
     audio: np.ndarray | None = None
-
-
-def sample_indices(num_available: int, num_frames: int) -> np.ndarray:
-    """`num_frames` indices spread uniformly over `num_available` (repeats when fewer)."""
-    if num_available < 1:
-        raise ValueError("no frames to sample from")
-    return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
 
 
 def _check_images(name: str, images: np.ndarray) -> None:

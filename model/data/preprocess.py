@@ -49,8 +49,7 @@ class DecodeError(RuntimeError):
 
 def sample_indices(num_available: int, num_frames: int = NUM_FRAMES) -> np.ndarray:
     """Uniform frame indices, first and last frame included (repeats when fewer frames
-    than asked). Same rule as ``model.processor.sample_indices``, which is not imported
-    here to keep this module free of torch."""
+    than asked). The processor samples with this same function."""
     if num_available < 1:
         raise ValueError(f"no frames to sample from (num_available={num_available})")
     return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
