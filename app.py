@@ -30,7 +30,7 @@ from live.engine import Engine, EngineConfig, WindowEvent
 from live.sources import FileSource, PushSource, SourceError
 from live.study_log import StudyLog, StudyLogError, check_id, write_csv
 from live.window import GATES, HOP_S, WINDOW_S
-from model.serving import ModelHolder
+from model.serve.serving import ModelHolder
 
 HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
 STREAM_EVERY_S = 0.2  # s between webcam frames / mic chunks sent by the browser (~5/s)

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import tokens  # noqa: E402
-from model.loading import build_tiny  # noqa: E402
-from model.presets import PRESETS, preset_config  # noqa: E402
-from model.processor import Clip  # noqa: E402
+from model.net import tokens  # noqa: E402
+from model.checkpoint.loading import build_tiny  # noqa: E402
+from model.net.presets import PRESETS, preset_config  # noqa: E402
+from model.net.processor import Clip  # noqa: E402
 
 SAMPLE_RATE = 16000  # Hz
 NEW_TOKENS = 32

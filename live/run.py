@@ -8,7 +8,7 @@ DIR/speech.jsonl, DIR/windows.jsonl and prints, last, one JSON line of stats:
 ``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
 "dropped_windows", "analyser_errors"}``.
 
-This is a composition root: with ``--model`` it reaches up to ``model.analyser``
+This is a composition root: with ``--model`` it reaches up to ``model.serve.analyser``
 (lazily, only then), which ``live/`` as a library never does.
 """
 from __future__ import annotations
@@ -59,9 +59,9 @@ def make_analyser(args) -> Analyser:
         if not os.path.isdir(args.model):
             raise CliError(f"model folder not found: {args.model}")
         try:
-            from model.analyser import OmniEmotionAnalyser
+            from model.serve.analyser import OmniEmotionAnalyser
         except ImportError as e:
-            raise CliError(f"--model needs the model package (model.analyser): {e}") from None
+            raise CliError(f"--model needs the model package (model.serve.analyser): {e}") from None
         loader = None
         if args.plan:  # composition root: the only place live/ reaches quant/
             try:

@@ -105,7 +105,7 @@ def meta_model(config, plan: QuantPlan) -> nn.Module:
     load gives them). No memory is allocated."""
     from accelerate import init_empty_weights
 
-    from model.modeling import OmniEmotionForConditionalGeneration
+    from model.net.modeling import OmniEmotionForConditionalGeneration
 
     with init_empty_weights(include_buffers=True), _default_dtype(torch_dtype(plan.float_dtype)):
         return OmniEmotionForConditionalGeneration(config)
@@ -116,8 +116,8 @@ def estimate_config(config, plan: QuantPlan) -> dict:
 
 
 def estimate_preset(preset: str, plan: QuantPlan, **overrides) -> dict:
-    """Estimate for `model.presets` preset (`tiny`, `0.5b`, `7b`)."""
-    from model.presets import preset_config
+    """Estimate for `model.net.presets` preset (`tiny`, `0.5b`, `7b`)."""
+    from model.net.presets import preset_config
 
     config = preset_config(preset, **overrides)
     config.face_token_id = config.audio_token_id = 0  # ids don't change the shapes
@@ -126,7 +126,7 @@ def estimate_preset(preset: str, plan: QuantPlan, **overrides) -> dict:
 
 def estimate_checkpoint(path, plan: QuantPlan) -> dict:
     """Estimate for a checkpoint folder, from its config.json only."""
-    from model.config import OmniEmotionConfig
+    from model.net.config import OmniEmotionConfig
 
     return estimate_config(OmniEmotionConfig.from_pretrained(path), plan)
 

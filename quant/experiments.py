@@ -82,7 +82,7 @@ def _generate(model, batch: dict, max_new_tokens: int, pad_token_id) -> tuple[to
 def run_plan(plan, model_dir, device, clips, windows, reference, progress, prompt, options, max_new_tokens) -> dict:
     """Load `plan`, analyse every clip, compare with `reference` (None: this plan becomes
     it — its per-window answers and log-probs are stored in the returned dict)."""
-    from model.analysis import parse_answer
+    from model.data.answers import parse_answer
 
     from .agreement import answer_log_probs, labels_agree, mean_kl, text_similarity
     from .estimate import estimate_checkpoint, measure
@@ -172,7 +172,7 @@ def run_experiments(
     results dict that results.json holds."""
     from tqdm import tqdm
 
-    from model.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+    from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
     from . import windows as win
     from .plans import get_plan

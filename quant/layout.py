@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from model.loading import COMPONENT_PREFIXES, COMPONENTS, component_of
+from model.checkpoint.loading import COMPONENT_PREFIXES, COMPONENTS, component_of
 
 from .plans import QUANT_PRECISIONS, SLOTS, QuantPlan
 
@@ -32,7 +32,7 @@ def slot_of(name: str) -> str:
 
 
 def component_of_slot(slot: str) -> str:
-    """Plan slot → model component of `model.loading.COMPONENTS`."""
+    """Plan slot → model component of `model.checkpoint.loading.COMPONENTS`."""
     return "llm" if slot in ("llm", "lm_head", "embeddings") else slot
 
 

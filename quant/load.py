@@ -132,8 +132,8 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
     `model.quant_layout`. Raises ValueError for a bad plan, FileNotFoundError for a
     missing checkpoint, PlanLoadError when the device cannot run the plan.
     """
-    from model.config import OmniEmotionConfig
-    from model.loading import load
+    from model.net.config import OmniEmotionConfig
+    from model.checkpoint.loading import load
 
     plan = get_plan(plan)
     path = Path(path)

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.preset or args.model):
             raise ValueError("give --preset or --model")
         if args.preset:
-            from model.presets import PRESETS
+            from model.net.presets import PRESETS
 
             if args.preset not in PRESETS:
                 raise ValueError(f"unknown preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")

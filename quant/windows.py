@@ -3,7 +3,7 @@
 Through `live/` (its `Engine` with a `FileSource`: the same windows, face crops and
 audio the live system would analyse) when it imports; otherwise uniform windows decoded
 with `av` directly, with faces marked absent. Both give objects with the fields of
-`live.window.Window` that `model.analyser.OmniEmotionAnalyser.clip_from_window` reads.
+`live.window.Window` that `model.serve.analyser.OmniEmotionAnalyser.clip_from_window` reads.
 """
 from __future__ import annotations
 

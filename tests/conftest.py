@@ -14,7 +14,7 @@ import pytest  # noqa: E402  (after the environment is set)
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random Omni-Emotion checkpoint folder, built once per test session.
     Tests only read it (outputs go to their own tmp_path)."""
-    from model.loading import build_tiny
+    from model.checkpoint.loading import build_tiny
 
     path = tmp_path_factory.mktemp("tiny-checkpoint")
     build_tiny(path)

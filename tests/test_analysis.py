@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from model.analysis import match_option, parse_answer, split_explanation, split_labels
+from model.data.answers import match_option, parse_answer, split_explanation, split_labels
 from model.data.templates import (
     DFEW_CLASSES, MAFW_CLASSES, classification_answer, classification_prompt, reasoning_answer,
 )

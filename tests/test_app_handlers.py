@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import app
-from model.serving import UNTRAINED
+from model.serve.serving import UNTRAINED
 from live.study_log import StudyLog, StudyLogError, read_jsonl
 from tests.media import _resample_to, clip_frames, make_clip
 

@@ -1,4 +1,4 @@
-"""`python -m model.build`: tiny checkpoints, meta-device descriptions, composing from parts."""
+"""`python -m model.checkpoint.build`: tiny checkpoints, meta-device descriptions, composing from parts."""
 from __future__ import annotations
 
 import json
@@ -15,20 +15,20 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
-from model.build import main as build_main
-from model.config import FaceEncoderConfig
-from model.face_encoder import CHECKPOINT_KEY, FaceXFormerEncoder
-from model.loading import compose_from_pretrained, load
-from model.presets import TINY_AUDIO, TINY_FACE, TINY_TEXT, TINY_VISION
-from model.processor import Clip
-from model.tokenizer import build_tiny_tokenizer
+from model.checkpoint.build import main as build_main
+from model.net.config import FaceEncoderConfig
+from model.net.face_encoder import CHECKPOINT_KEY, FaceXFormerEncoder
+from model.checkpoint.loading import compose_from_pretrained, load
+from model.net.presets import TINY_AUDIO, TINY_FACE, TINY_TEXT, TINY_VISION
+from model.net.processor import Clip
+from model.net.tokenizer import build_tiny_tokenizer
 from tests.test_face_encoder import to_torchvision_names
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "model.build", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "model.checkpoint.build", *args], cwd=REPO, capture_output=True, text=True)
 
 
 def test_build_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):

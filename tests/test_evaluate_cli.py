@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model import evaluate
+from model.evaluate import cli as evaluate
 from model.data.manifest import make_sample, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch
         _jsonl(Path(out_path), [{"id": k, "text": v} for k, v in texts.items()])
         return len(texts)
 
-    monkeypatch.setitem(sys.modules, "model.predict",
+    monkeypatch.setitem(sys.modules, "model.evaluate.predict",
                         types.SimpleNamespace(predict_manifest=predict_manifest))
     (tmp_path / "model").mkdir()
     out = tmp_path / "pred.jsonl"
@@ -172,7 +172,7 @@ def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch
 
 
 def test_predict_validates_before_loading(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "model.predict", types.SimpleNamespace(
+    monkeypatch.setitem(sys.modules, "model.evaluate.predict", types.SimpleNamespace(
         predict_manifest=lambda *a: pytest.fail("must not run on bad input")))
     rc, _, err = _run(capsys, "predict", "--model", tmp_path / "nope", "--data", "x", "--out", "y")
     assert rc == 2 and "model folder not found" in err

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.config import FaceEncoderConfig
-from model.face_encoder import (
+from model.net.config import FaceEncoderConfig
+from model.net.face_encoder import (
     CHECKPOINT_KEY,
     FaceXFormerEncoder,
     convert_facexformer_state_dict,

@@ -1,4 +1,4 @@
-"""`python -m model.infer` on real small videos made here (face photo + espeak speech)."""
+"""`python -m model.serve.infer` on real small videos made here (face photo + espeak speech)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model import tokens
-from model.loading import build_tiny
+from model.net import tokens
+from model.checkpoint.loading import build_tiny
 from tests.media import make_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def assets(tmp_path_factory):
 
 
 def infer(*args):
-    return subprocess.run([sys.executable, "-m", "model.infer", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "model.serve.infer", *args], cwd=REPO, capture_output=True, text=True)
 
 
 def test_infer_json_reports_token_counts(assets):

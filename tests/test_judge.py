@@ -5,8 +5,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from model import evaluate
-from model.judge import (
+from model.evaluate import cli as evaluate
+from model.evaluate.judge import (
     JudgeAnswerError, JudgeClient, JudgeError, chat_url, group_synonyms, parse_groups_answer,
     parse_scores_answer, score_reasoning,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.metrics import (
+from model.evaluate.metrics import (
     COL_MISSING, COL_UNPARSED, SynonymGroups, classification_metrics, groups_to_map,
     openset_metrics, parse_group_lists, parse_label_list, sample_overlap, save_confusion_png,
 )

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import TextIteratorStreamer
 
-from model import tokens
-from model.loading import build_tiny, count_parameters, load, save
-from model.modeling import PHASE_TRAINABLE
-from model.presets import preset_config
-from model.processor import Clip
+from model.net import tokens
+from model.checkpoint.loading import build_tiny, count_parameters, load, save
+from model.net.modeling import PHASE_TRAINABLE
+from model.net.presets import preset_config
+from model.net.processor import Clip
 
 T = 8  # frames per clip
 SECONDS = 4.0

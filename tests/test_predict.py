@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from model.data.manifest import make_sample, write_manifest
-from model.evaluate import main as evaluate_main
-from model.loading import build_tiny
+from model.evaluate.cli import main as evaluate_main
+from model.checkpoint.loading import build_tiny
 from tests.media import make_clip
 
 

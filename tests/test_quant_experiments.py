@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from model.loading import build_tiny
+from model.checkpoint.loading import build_tiny
 from quant.estimate import estimate_checkpoint
 from quant.experiments import main, run_experiments
 from quant.plans import get_plan

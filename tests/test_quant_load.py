@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.processor import Clip
+from model.net.processor import Clip
 from quant.estimate import estimate_checkpoint, measure
 from quant.load import load_model, resolve
 from quant.layout import slot_of
@@ -79,7 +79,7 @@ def test_fp16_plan_has_no_bitsandbytes_layers(tiny):
 
 
 def test_resolve_lists_every_skipped_component(tiny):
-    from model.config import OmniEmotionConfig
+    from model.net.config import OmniEmotionConfig
 
     layout = resolve(OmniEmotionConfig.from_pretrained(tiny), PLANS["edge-8gb"])
     assert layout["primary"] == "nf4"

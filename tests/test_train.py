@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.modeling import PHASE_TRAINABLE
-from model.train import main, train
-from model.train_log import COLUMNS, read_log
-from model.trainer import derive_grad_accum, latest_checkpoint
+from model.net.modeling import PHASE_TRAINABLE
+from model.train.cli import main, train
+from model.train.log import COLUMNS, read_log
+from model.train.trainer import derive_grad_accum, latest_checkpoint
 from tests.test_train_data import make_synthetic_set
 
 RESUME_TOL = 1e-5  # loss difference allowed between a resumed and an uninterrupted run
@@ -150,7 +150,7 @@ def test_lora_phase3_trains_adapters_and_merges(tmp_path, tiny_dir, data):
     assert "lm_head.weight" not in changed and "model.language_model.embed_tokens.weight" not in changed
     assert {k for k in changed if "projector" in k} == {k for k in extra if "projector" in k}
 
-    from model.loading import load
+    from model.checkpoint.loading import load
 
     model, _ = load(result.final)
     assert not any("lora" in n for n, _ in model.named_parameters())
@@ -180,7 +180,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_dir, capsys):
 
 
 def test_cli_qlora_without_quant_fails_cleanly(tmp_path, tiny_dir, data, capsys, monkeypatch):
-    import model.train as train_mod
+    import model.train.cli as train_mod
 
     def no_quant(plan):
         raise ValueError("--qlora needs quant.load_model, which is not available (test)")
@@ -195,7 +195,7 @@ def test_cli_qlora_without_quant_fails_cleanly(tmp_path, tiny_dir, data, capsys,
 def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path, tiny_dir, data):
     """The 4-bit loader comes from quant/ at the CLI; here a stand-in records the call
     (full precision, so this checks the plumbing, not 4-bit numerics)."""
-    from model.loading import load
+    from model.checkpoint.loading import load
 
     calls = []
 
@@ -219,7 +219,7 @@ def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path
 def test_qlora_with_the_real_nf4_plan(tmp_path, tiny_dir, data):
     """QLoRA through quant's nf4 plan (bitsandbytes Linear4bit on the CPU): it trains
     the adapters, keeps the 4-bit base frozen, and merges into the full-precision base."""
-    from model.train import quant_loader
+    from model.train.cli import quant_loader
 
     manifest, cache = data
     out = tmp_path / "out"

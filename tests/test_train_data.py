@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import tokens
-from model.collator import TrainCollator
+from model.net import tokens
+from model.train.collator import TrainCollator
 from model.data.manifest import make_sample, write_manifest
 from model.data.preprocess import cache_path
-from model.dataset import SampleError, TrainDataset
-from model.processor import IGNORE_INDEX
+from model.train.dataset import SampleError, TrainDataset
+from model.net.processor import IGNORE_INDEX
 
 ANSWERS = ("happy.", "sad.", "angry.", "neutral.")
 QUESTION = "Which emotion does the person show?"
@@ -60,7 +60,7 @@ def make_synthetic_set(root: Path, n: int = 4, seed: int = 0) -> tuple[Path, Pat
 
 @pytest.fixture(scope="module")
 def tiny():
-    from model.loading import build_tiny
+    from model.checkpoint.loading import build_tiny
 
     return build_tiny()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from model.train_log import read_log
+from model.train.log import read_log
 from tests.test_train_data import make_synthetic_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ LAUNCH_TIMEOUT_S = 120
 
 
 def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
-    from model.loading import build_tiny
+    from model.checkpoint.loading import build_tiny
 
     build_tiny(tmp_path / "tiny")
     manifest, cache = make_synthetic_set(tmp_path / "data")
@@ -57,7 +57,7 @@ def test_shipped_accelerate_configs_load(name, kind, processes):
     assert config.mixed_precision == "bf16"
     if name == "fsdp":
         assert config.fsdp_config["fsdp_version"] == 2
-        from model.modeling import OmniEmotionPreTrainedModel
+        from model.net.modeling import OmniEmotionPreTrainedModel
 
         wrapped = set(config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","))
         assert wrapped <= set(OmniEmotionPreTrainedModel._no_split_modules)

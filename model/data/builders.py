@@ -290,7 +290,7 @@ def build_reasoning(path: str | Path, video_dir: str | Path, seed: int = 0,
     list-like string). The answer is the explanation followed by
     ``Open-vocabulary labels: a, b, c.``
     """
-    from model.metrics import parse_label_list
+    from model.evaluate.metrics import parse_label_list
 
     path, root = Path(path), Path(video_dir)
     items = _load_json_items(path, "data")

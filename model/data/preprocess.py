@@ -220,7 +220,7 @@ def cache_path(cache_dir: str | Path, sample_id: str) -> Path:
 
 
 def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, np.ndarray | None]:
-    """A cached sample as ``model.processor.Clip`` keyword arguments: ``frames``,
+    """A cached sample as ``model.net.processor.Clip`` keyword arguments: ``frames``,
     ``faces``, ``face_mask`` (the stored ``face_present``) and ``audio``, None where the
     sample has no such modality.
 
@@ -240,7 +240,7 @@ def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, np.ndarray |
 
 
 def clip_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
-    """``preprocess_sample``'s arrays (or a cache file's) → ``model.processor.Clip``
+    """``preprocess_sample``'s arrays (or a cache file's) → ``model.net.processor.Clip``
     keyword arguments, None where the sample has no such modality."""
     has_video, has_audio = bool(arrays["has_video"]), bool(arrays["has_audio"])
     return {

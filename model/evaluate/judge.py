@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from model.metrics import parse_group_lists
+from model.evaluate.metrics import parse_group_lists
 
 T = TypeVar("T")
 

@@ -96,8 +96,8 @@ class ModelHolder:
         self.analyser, self.name, self.note, self.state = analyser, name, note, "ready"
 
     def _tiny(self, why: str = "") -> None:
-        from .analyser import OmniEmotionAnalyser
-        from .loading import build_tiny
+        from model.serve.analyser import OmniEmotionAnalyser
+        from model.checkpoint.loading import build_tiny
 
         tokens = min(self.max_new_tokens, TINY_TOKENS)
         if self.plan:
@@ -114,13 +114,13 @@ class ModelHolder:
     def _default(self) -> None:
         from huggingface_hub import snapshot_download
 
-        from .analyser import OmniEmotionAnalyser
-        from .loading import compose_from_pretrained
-        from .presets import HUB_SOURCES
+        from model.serve.analyser import OmniEmotionAnalyser
+        from model.checkpoint.loading import compose_from_pretrained
+        from model.net.presets import HUB_SOURCES
 
         if self.plan:
             raise ValueError(f"plan {self.plan!r} needs a checkpoint folder: build one with "
-                             "`python -m model.build --preset 0.5b --from-pretrained --out DIR` "
+                             "`python -m model.checkpoint.build --preset 0.5b --from-pretrained --out DIR` "
                              "and start with --model DIR")
         src = HUB_SOURCES["0.5b"]
         online, why = hub_reachable()
@@ -143,7 +143,7 @@ class ModelHolder:
         self.message = ""
 
     def _explicit(self) -> None:
-        from .analyser import OmniEmotionAnalyser
+        from model.serve.analyser import OmniEmotionAnalyser
 
         path = Path(self.spec)
         if not path.is_dir():

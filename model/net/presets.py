@@ -2,9 +2,9 @@
 architecture values of LLaVA-OneVision-0.5B / -7B, Whisper-large-v3, FaceXFormer Swin-B)."""
 from __future__ import annotations
 
-from .config import QWEN2_7B, SIGLIP_SO400M, WHISPER_LARGE_V3, OmniEmotionConfig
+from model.net.config import QWEN2_7B, SIGLIP_SO400M, WHISPER_LARGE_V3, OmniEmotionConfig
 
-# Public checkpoints each preset is composed from by `model.build --from-pretrained`.
+# Public checkpoints each preset is composed from by `model.checkpoint.build --from-pretrained`.
 HUB_SOURCES = {
     "0.5b": {"base": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "audio": "openai/whisper-large-v3"},
     "7b": {"base": "llava-hf/llava-onevision-qwen2-7b-ov-hf", "audio": "openai/whisper-large-v3"},

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from transformers.generation.streamers import TextStreamer
 
-from . import tokens
-from .analysis import parse_answer
-from .data.templates import REASONING_INSTRUCTIONS
-from .processor import Clip
+from model.net import tokens
+from model.data.answers import parse_answer
+from model.data.templates import REASONING_INSTRUCTIONS
+from model.net.processor import Clip
 
 DEFAULT_PROMPT = REASONING_INSTRUCTIONS[0]
 MAX_NEW_TOKENS = 96  # a label, a few words and two or three sentences
@@ -43,7 +43,7 @@ class OmniEmotionAnalyser:
     """Analyse clips or live windows with a loaded model.
 
     Args:
-        model, processor: from `model.loading.load` or `quant.load_model`.
+        model, processor: from `model.checkpoint.loading.load` or `quant.load_model`.
         prompt: the user instruction (default: the paper's multimodal analysis prompt).
         options: if given, the label is matched against these (classification).
         max_new_tokens: generation budget per window.
@@ -70,7 +70,7 @@ class OmniEmotionAnalyser:
         if loader is None:
             if plan is not None:
                 raise ValueError(f"plan {plan!r} needs a loader that applies it (quant.load_model)")
-            from .loading import load
+            from model.checkpoint.loading import load
 
             model, processor = load(model_dir, device=device)
         else:

@@ -22,9 +22,9 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionMultiModalProjector
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from . import tokens
-from .config import OmniEmotionConfig
-from .face_encoder import FaceXFormerEncoder
+from model.net import tokens
+from model.net.config import OmniEmotionConfig
+from model.net.face_encoder import FaceXFormerEncoder
 
 # Inputs only the prefill step needs; decode steps see just the new token.
 PREFILL_ONLY_INPUTS = ("pixel_values_videos", "face_pixel_values", "face_mask", "input_features", "audio_lengths")

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from model.data.manifest import read_manifest
 from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
-from model.processor import Clip
+from model.net.processor import Clip
 
 PHASES = (1, 2, 3)
 # Which modalities each phase feeds the model, and which one it cannot do without.

@@ -14,12 +14,12 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoModel, AutoModelForImageTextToText
 
-from .config import OmniEmotionConfig
-from .face_encoder import convert_facexformer_state_dict, CHECKPOINT_KEY
-from .modeling import FaceVisualCrossAttention, OmniEmotionForConditionalGeneration, ProjectorMLP
-from .presets import preset_config
-from .processor import OmniEmotionProcessor
-from .tokenizer import add_omni_special_tokens, apply_token_ids, build_tiny_tokenizer
+from model.net.config import OmniEmotionConfig
+from model.net.face_encoder import convert_facexformer_state_dict, CHECKPOINT_KEY
+from model.net.modeling import FaceVisualCrossAttention, OmniEmotionForConditionalGeneration, ProjectorMLP
+from model.net.presets import preset_config
+from model.net.processor import OmniEmotionProcessor
+from model.net.tokenizer import add_omni_special_tokens, apply_token_ids, build_tiny_tokenizer
 
 AutoModel.register(OmniEmotionConfig, OmniEmotionForConditionalGeneration)
 
@@ -188,7 +188,7 @@ def compose_from_pretrained(
         parent, attr = name.rsplit(".", 1)
         old = model.get_submodule(name)
         if attr == "face_encoder":
-            from .face_encoder import FaceXFormerEncoder
+            from model.net.face_encoder import FaceXFormerEncoder
 
             new = FaceXFormerEncoder(config.face_config)
         else:

@@ -14,9 +14,9 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeatureExtractor
 
-from . import tokens
-from .config import OmniEmotionConfig
-from .data.preprocess import sample_indices  # one frame-sampling rule for decoding and processing
+from model.net import tokens
+from model.net.config import OmniEmotionConfig
+from model.data.preprocess import sample_indices  # one frame-sampling rule for decoding and processing
 
 SAMPLE_RATE = tokens.SAMPLE_RATE  # Hz, what Whisper was trained on
 SIGLIP_MEAN = (0.5, 0.5, 0.5)  # LLaVA-OneVision's SigLIP normalisation
@@ -67,7 +67,7 @@ class OmniEmotionProcessor:
 
     def __init__(self, tokenizer, config: OmniEmotionConfig, system_prompt: str = DEFAULT_SYSTEM):
         if config.face_token_id is None:
-            raise ValueError("config has no special-token ids; build it with model.build or apply_token_ids")
+            raise ValueError("config has no special-token ids; build it with model.checkpoint.build or apply_token_ids")
         self.tokenizer = tokenizer
         self.config = config
         self.system_prompt = system_prompt

@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from model.lora import LoraSettings
-from model.trainer import WARMUP_RATIO, Loader, TrainResult, TrainSettings, run_training
+from model.train.lora import LoraSettings
+from model.train.trainer import WARMUP_RATIO, Loader, TrainResult, TrainSettings, run_training
 
 DEFAULT_QLORA_PLAN = "nf4"
 
@@ -54,7 +54,7 @@ def train(
     Args:
         phase: 1 (audio projector, audio-text data), 2 (face projector, frames + faces),
             3 (projectors + frame embeddings + fusion + LLM, all modalities).
-        model_dir: checkpoint folder to start from (`model.build` / a previous phase's final).
+        model_dir: checkpoint folder to start from (`model.checkpoint.build` / a previous phase's final).
         data: JSONL manifest (`model/data/manifest.py`); media resolve against its folder.
         out: output folder.
         cache: preprocessing cache folder (`model/data/preprocess.py`); None decodes
@@ -83,7 +83,7 @@ def train(
         seed: seeds Python, numpy, torch and the data order.
         workers: DataLoader worker processes.
         progress: show a progress bar.
-        loader: (model_dir, device) -> (model, processor); default `model.loading.load`.
+        loader: (model_dir, device) -> (model, processor); default `model.checkpoint.loading.load`.
 
     Returns:
         TrainResult(out, final, steps, losses, plan).

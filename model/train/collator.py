@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from model.dataset import SampleError
-from model.processor import IGNORE_INDEX, OmniEmotionProcessor
+from model.train.dataset import SampleError
+from model.net.processor import IGNORE_INDEX, OmniEmotionProcessor
 
 
 class TrainCollator:

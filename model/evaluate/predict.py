@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data.manifest import read_manifest
-from .data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
-from .processor import Clip
+from model.data.manifest import read_manifest
+from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
+from model.net.processor import Clip
 
 MAX_NEW_TOKENS = 256  # the phase-3 answers are a paragraph and a label list
 
@@ -48,7 +48,7 @@ def predict_manifest(
             batched separately, since a batch shares its modalities).
         cache_dir: a preprocessing cache (`model.data.preprocess`) to read media from.
     """
-    from .loading import load
+    from model.checkpoint.loading import load
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

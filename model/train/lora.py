@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.modeling import PHASE_TRAINABLE
+from model.net.modeling import PHASE_TRAINABLE
 
 # Decoder projections LoRA adapts (Qwen2 names), only inside the language model.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -141,7 +141,7 @@ def merge_checkpoint(base: str | Path, ckpt: str | Path, out: str | Path, dtype:
     """Full-precision base model + adapter checkpoint → a merged `save_pretrained`
     model in `out` (loads on the CPU: QLoRA adapters merge into the unquantized base).
     """
-    from model import loading
+    from model.checkpoint import loading
 
     ckpt = Path(ckpt)
     if not (ckpt / TRAINABLE_FILE).is_file():

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import SwinConfig, SwinModel
 
-from .config import FaceEncoderConfig
+from model.net.config import FaceEncoderConfig
 
 CHECKPOINT_KEY = "state_dict_backbone"
 NUM_STAGES = 4

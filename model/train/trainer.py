@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from model import tokens
-from model.collator import TrainCollator
+from model.net import tokens
+from model.train.collator import TrainCollator
 from model.data.manifest import read_manifest
-from model.dataset import TrainDataset
-from model.lora import LoraSettings, apply_lora, merge_checkpoint, save_adapter
-from model.train_log import CsvLog, LogRow, plot_loss
+from model.train.dataset import TrainDataset
+from model.train.lora import LoraSettings, apply_lora, merge_checkpoint, save_adapter
+from model.train.log import CsvLog, LogRow, plot_loss
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def _trainable_only_hooks(accelerator) -> None:
 
 def _default_loader(dtype: str | None) -> Loader:
     def load(model_dir: str, device: torch.device):
-        from model import loading
+        from model.checkpoint import loading
 
         torch_dtype = getattr(torch, dtype) if dtype else None
         return loading.load(model_dir, dtype=torch_dtype, device=str(device))

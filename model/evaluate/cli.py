@@ -95,7 +95,7 @@ def _first_char(path: Path) -> str:
 def read_label_sets(path: Path) -> dict[str, list[str]]:
     """Open-vocab labels per id from JSONL (``{"id", "labels": [...]}``) or from the
     MERTools CSV layout (``name,openset`` with list-like strings)."""
-    from model.metrics import parse_label_list
+    from model.evaluate.metrics import parse_label_list
 
     if _first_char(path) == "{":
         rows = read_id_rows(
@@ -126,7 +126,7 @@ def read_label_sets(path: Path) -> dict[str, list[str]]:
 
 def read_synonyms(path: Path):
     """A synonyms JSON file → ``SynonymGroups`` (shapes: see SynonymGroups.from_obj)."""
-    from model.metrics import SynonymGroups
+    from model.evaluate.metrics import SynonymGroups
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -141,7 +141,7 @@ def read_synonyms(path: Path):
 
 
 def _judge_client(args: argparse.Namespace):
-    from model.judge import JudgeClient
+    from model.evaluate.judge import JudgeClient
 
     return JudgeClient(args.judge, model=args.judge_model, cache_dir=args.judge_cache,
                        retries=args.judge_retries)
@@ -165,7 +165,7 @@ def _run_parallel(fn: Callable[[Any], Any], items: list, workers: int, desc: str
 def _good_answers(ids, answers, malformed: list[str]):
     """(id, answer) for the judge's usable answers; a malformed one is reported and
     its id added to ``malformed`` (never guessed); any other failure is raised."""
-    from model.judge import JudgeAnswerError
+    from model.evaluate.judge import JudgeAnswerError
 
     for sid, ans in zip(ids, answers):
         if isinstance(ans, JudgeAnswerError):
@@ -189,9 +189,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not samples:
         raise CliError(f"{manifest}: no samples")
     try:
-        from model.predict import predict_manifest
+        from model.evaluate.predict import predict_manifest
     except ImportError as e:
-        raise CliError(f"model.predict is not available ({e})") from None
+        raise CliError(f"model.evaluate.predict is not available ({e})") from None
     n = predict_manifest(model_dir, manifest, out, args.batch_size, args.device)
     rows = add_parsed_labels([obj for _, obj in iter_jsonl(out)], samples)
     write_jsonl(rows, out)
@@ -206,7 +206,7 @@ def add_parsed_labels(rows: list[dict], samples: list[dict]) -> list[dict]:
     from its phase-2 prompt; without either the answer is parsed as open vocabulary.
     Rows keep ``id`` and ``text`` and any other keys the generator wrote.
     """
-    from model.analysis import parse_answer
+    from model.data.answers import parse_answer
     from model.data.templates import options_from_prompt
 
     by_id = {s["id"]: s for s in samples}
@@ -238,7 +238,7 @@ def _class_list(spec: str | None) -> list[str] | None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from model.metrics import classification_metrics, save_confusion_png
+    from model.evaluate.metrics import classification_metrics, save_confusion_png
 
     pred_path, gold_path = Path(args.pred), Path(args.gold)
     gold = read_id_rows(gold_path, "label", lambda v: isinstance(v, str) and v.strip() != "",
@@ -270,7 +270,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_emer_ov(args: argparse.Namespace) -> int:
-    from model.metrics import SynonymGroups, openset_metrics
+    from model.evaluate.metrics import SynonymGroups, openset_metrics
 
     if (args.synonyms is None) == (args.judge is None):
         raise CliError("give exactly one of --synonyms S or --judge URL")
@@ -285,14 +285,14 @@ def cmd_emer_ov(args: argparse.Namespace) -> int:
     if args.synonyms is not None:
         groups = read_synonyms(Path(args.synonyms))
     else:
-        from model.judge import group_synonyms
+        from model.evaluate.judge import group_synonyms
 
         client = _judge_client(args)
         ids = [sid for sid in gold if pred.get(sid)]  # an empty prediction scores 0 anyway
         answers = _run_parallel(lambda sid: group_synonyms(client, gold[sid], pred[sid]),
                                 ids, args.workers, "judge: synonyms")
         per: dict[str, dict[str, str]] = {sid: {} for sid in gold if not pred.get(sid)}
-        from model.metrics import groups_to_map
+        from model.evaluate.metrics import groups_to_map
 
         for sid, ans in _good_answers(ids, answers, malformed):
             per[sid] = groups_to_map(ans)
@@ -338,7 +338,7 @@ def _read_texts(path: Path, keys: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_emer_reason(args: argparse.Namespace) -> int:
-    from model.judge import score_reasoning
+    from model.evaluate.judge import score_reasoning
 
     gold = _read_texts(Path(args.gold), ("explanation", "reason", "text"))
     pred = _read_texts(Path(args.pred), ("text", "explanation"))
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from model.judge import JudgeError
+    from model.evaluate.judge import JudgeError
 
     try:
         return args.func(args)

@@ -1,6 +1,6 @@
 """Analyse one video file with Omni-Emotion.
 
-    python -m model.infer --model DIR --video FILE [--json] [--prompt TEXT]
+    python -m model.serve.infer --model DIR --video FILE [--json] [--prompt TEXT]
 
 Decodes 8 uniform frames and the 16 kHz audio with `av`, crops the primary face with
 `live/`'s BlazeFace tracker, runs one analysis and prints the answer (streamed) or, with
@@ -35,8 +35,8 @@ def _probe(video: Path, audio_required: bool) -> None:
 
 def _decode(video: Path, faces: bool, audio_required: bool):
     """File → Clip, failing loudly on a missing, unreadable or audio-less file."""
-    from .data.preprocess import DecodeError, clip_arrays, default_face_cropper, preprocess_sample
-    from .processor import Clip
+    from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, preprocess_sample
+    from model.net.processor import Clip
 
     if not video.is_file():
         raise ValueError(f"no such file: {video}")
@@ -58,7 +58,7 @@ def _decode(video: Path, faces: bool, audio_required: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.infer", description="Analyse one video file.")
+    ap = argparse.ArgumentParser(prog="python -m model.serve.infer", description="Analyse one video file.")
     ap.add_argument("--model", required=True, help="Omni-Emotion checkpoint folder")
     ap.add_argument("--video", required=True, help="video file (mp4, mkv, webm, ...)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (model_dir / "config.json").is_file():
             raise ValueError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
         clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
-        from .analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+        from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
         options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
         analyser = OmniEmotionAnalyser.load(model_dir, device=args.device, prompt=args.prompt or DEFAULT_PROMPT,

@@ -1,8 +1,8 @@
 """Build Omni-Emotion checkpoints.
 
-    python -m model.build --preset tiny --out DIR                 # random tiny model
-    python -m model.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
-    python -m model.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
+    python -m model.checkpoint.build --preset tiny --out DIR                 # random tiny model
+    python -m model.checkpoint.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
+    python -m model.checkpoint.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
 """
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import sys
 
 import torch
 
-from .config import FUSIONS
-from .presets import HUB_SOURCES, PRESETS
+from model.net.config import FUSIONS
+from model.net.presets import HUB_SOURCES, PRESETS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.build", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m model.checkpoint.build", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=PRESETS, required=True)
     ap.add_argument("--out", help="checkpoint folder to write")
     ap.add_argument("--describe", action="store_true", help="print parameter counts (meta device)")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from . import loading
+    from model.checkpoint import loading
 
     try:
         if args.describe:

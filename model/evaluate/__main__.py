@@ -1,0 +1,3 @@
+from model.evaluate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from model.train.cli import main
+
+raise SystemExit(main())
