@@ -1,7 +1,7 @@
 """Model benchmark: tokens per live window for each preset, and measured CPU speed of the
 tiny model (prefill seconds, decode tokens/s). Prints one JSON object.
 
-    python bench/model.py [--window-s 4] [--repeats 3]
+    .venv/bin/python bench/model.py [--window-s 4] [--repeats 3]
 
 The tiny model's numbers measure the pipeline's overhead (processor, encoders, merging),
 not a real model's latency; on a noisy machine compare ratios, not absolutes.
@@ -24,8 +24,8 @@ from model.net import tokens  # noqa: E402
 from model.checkpoint.loading import build_tiny  # noqa: E402
 from model.net.presets import PRESETS, preset_config  # noqa: E402
 from model.net.processor import Clip  # noqa: E402
+from live.media import AUDIO_RATE as SAMPLE_RATE  # noqa: E402  (Hz)
 
-SAMPLE_RATE = 16000  # Hz
 NEW_TOKENS = 32
 
 

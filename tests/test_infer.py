@@ -8,11 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from model.net import tokens
 from model.checkpoint.loading import build_tiny
 from tests.media import make_clip
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Token counts of the tiny preset, worked out by hand (not with model.net.tokens, which
+# computes them for the code under test):
+#   visual: 56 px / 14 px patches = 4×4 patches, pooled 2×2 → 4 per frame;
+#           8 frames × 4 + 1 newline token = 33
+#   face:   fused map pooled to 2×2 → 4 per frame; 8 frames × 4 = 32
+#   audio:  samples / 160 (10 ms mel hop) / 2 (Whisper conv stride) / 3 (pool stride), ceil:
+#           3 s = 48000 → 300 mel frames → 150 states → 50 tokens;
+#           absent track = 4 s of zeros: 64000 → 400 → 200 → ceil(66.7) = 67
+TINY_SHAPE = dict(frames=8, image_size=56, patch_size=14, face_pool=2, audio_pool_stride=3, absent_audio_s=4.0)
+TINY_TOKENS = {"visual": 33, "face": 32, "audio_3s": 50, "audio_absent": 67}
+
+
+def tiny_shape(config) -> dict:
+    """The config values TINY_TOKENS was worked out from (so a preset change is named)."""
+    return dict(frames=config.num_frames, image_size=config.vision_config.image_size,
+                patch_size=config.vision_config.patch_size, face_pool=config.face_config.pool_size,
+                audio_pool_stride=config.audio_pool_stride, absent_audio_s=config.absent_audio_seconds)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +51,10 @@ def test_infer_json_reports_token_counts(assets):
     out = infer("--model", str(root / "tiny"), "--video", str(root / "clip.mp4"), "--json", "--max-new-tokens", "5")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["tokens"]["visual"] == tokens.visual_token_count(config)
-    assert result["tokens"]["face"] == tokens.face_token_count(config)
-    assert result["tokens"]["audio"] == tokens.audio_token_count(config, 3 * 16000)
+    assert tiny_shape(config) == TINY_SHAPE
+    assert result["tokens"]["visual"] == TINY_TOKENS["visual"]
+    assert result["tokens"]["face"] == TINY_TOKENS["face"]
+    assert result["tokens"]["audio"] == TINY_TOKENS["audio_3s"]
     assert 0 < result["tokens"]["text"] < 100 and result["tokens"]["generated"] == 5
     assert result["face"] == "present" and result["face_frames"] >= 1  # the photo's face is found
     assert isinstance(result["text"], str) and result["seconds"] > 0
@@ -46,20 +64,21 @@ def test_infer_without_audio_needs_the_flag(assets):
     root, config = assets
     args = ["--model", str(root / "tiny"), "--video", str(root / "silent.mp4"), "--json", "--max-new-tokens", "2"]
     out = infer(*args)
-    assert out.returncode == 1
+    assert out.returncode == 2  # live.cli.EXIT_USAGE: bad input, found before the model loads
     assert out.stderr.strip() == f"error: {root / 'silent.mp4'} has no audio stream (pass --no-audio to analyse the picture alone)"
     out = infer(*args, "--no-audio", "--no-faces")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["audio"] == "absent" and result["face"] == "absent"
-    assert result["tokens"]["audio"] == tokens.audio_token_count(config, None)
+    assert tiny_shape(config) == TINY_SHAPE
+    assert result["tokens"]["audio"] == TINY_TOKENS["audio_absent"]
 
 
 @pytest.mark.parametrize("video, message", [("missing.mp4", "no such file"), ("notes.mp4", "cannot read video")])
 def test_bad_video_is_one_line_error(assets, video, message):
     root, _ = assets
     out = infer("--model", str(root / "tiny"), "--video", str(root / video))
-    assert out.returncode == 1
+    assert out.returncode == 2  # live.cli.EXIT_USAGE
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in out.stderr
@@ -68,6 +87,6 @@ def test_bad_video_is_one_line_error(assets, video, message):
 def test_missing_model_is_one_line_error(assets):
     root, _ = assets
     out = infer("--model", str(root / "nothing"), "--video", str(root / "clip.mp4"))
-    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [  # live.cli.EXIT_USAGE
         f"error: no Omni-Emotion checkpoint at {root / 'nothing'} (config.json missing)"
     ]

@@ -55,9 +55,21 @@ def test_audio_gap_filled_with_silence():
 
 
 def test_multithreaded_producers_safe():
+    """Four producers and a reader race on both buffers. Threads only record what they
+    saw (an assert inside a thread would not fail the test); the checks run here."""
     fb, ab = FrameBuffer(capacity=50), AudioBuffer(capacity_s=2.0)
     lock, clock = threading.Lock(), [0.0]
-    n_threads, per_thread = 4, 500
+    n_threads, per_thread, reads = 4, 500, 300
+    errors: list[BaseException] = []  # any exception raised in any thread
+    snapshots: list[tuple[list[float], int, int]] = []  # reader: (frame times, audio asked, got)
+
+    def guarded(fn):
+        def run(*args):
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001  (reported in the test's thread)
+                errors.append(e)
+        return run
 
     def produce(k):
         for i in range(per_thread):
@@ -68,18 +80,22 @@ def test_multithreaded_producers_safe():
             ab.append(t, np.full(37, k, np.float32))
 
     def read():
-        for _ in range(300):
+        for _ in range(reads):
             got, _ = fb.since(0)
-            ts = [f.t for f in got]
-            assert ts == sorted(ts) and len(got) <= 50
-            assert len(ab.samples(max(0, ab.total - 100), ab.total)) == min(100, ab.total)
+            total = ab.total
+            snapshots.append(([f.t for f in got], min(100, total), len(ab.samples(max(0, total - 100), total))))
 
-    threads = [threading.Thread(target=produce, args=(k,)) for k in range(n_threads)]
-    threads += [threading.Thread(target=read)]
+    threads = [threading.Thread(target=guarded(produce), args=(k,)) for k in range(n_threads)]
+    threads += [threading.Thread(target=guarded(read))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
+    assert len(snapshots) == reads
+    for times, asked, got in snapshots:
+        assert times == sorted(times) and len(times) <= 50
+        assert got == asked
     assert fb.appended == n_threads * per_thread and len(fb) == 50
     assert ab.total >= n_threads * per_thread * 37  # plus any gap filling
     vals = ab.samples(ab.total - 32_000, ab.total)
