@@ -1,18 +1,18 @@
-"""The analyser seam: a ``Protocol`` any model implements, two stand-ins, and the
-worker that runs one on its own thread with a newest-wins queue of one.
+"""The analyser seam: the one result shape, a ``Protocol`` any model implements, two
+stand-ins, and the worker that runs one on its own thread with a newest-wins queue of one.
 
-An analyser is ``__call__(window: live.window.Window) -> dict`` (JSON-able). It may
-be slow; the worker makes sure the live loop never waits for it: while it works on
-one window, at most one more waits, and a newer window replaces the waiting one (the
-replaced window is counted as dropped). An exception inside the analyser is logged
-and counted, and the worker goes on with the next window.
+An analyser is ``__call__(window: live.window.Window) -> Result``. It may be slow;
+the worker makes sure the live loop never waits for it: while it works on one window,
+at most one more waits, and a newer window replaces the waiting one (the replaced
+window is counted as dropped). An exception inside the analyser is logged and
+counted, and the worker goes on with the next window.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, NotRequired, Protocol, TypedDict, runtime_checkable
 
 from .window import Window
 
@@ -21,18 +21,58 @@ log = logging.getLogger(__name__)
 FAKE_DELAY_S = 0.5  # s the fake analyser takes per window
 
 
+class Result(TypedDict):
+    """What every analyser returns for one window: a plain JSON-able dict. Build it
+    with ``make_result`` so that every field is present.
+
+    label:        the emotion label (e.g. "happy"); None when there is none.
+    labels:       open-vocabulary emotion words (e.g. ["cheerful", "relaxed"]); may be [].
+    explanation:  why: the face, voice and scene cues; "" when none.
+    text:         the model's whole raw answer, before parsing; "" for stand-ins.
+    model:        name of the model (or stand-in) that produced the result.
+    pending:      set when no model could run yet (loading, failed to load): why;
+                  such a window counts as not analysed (reason "pending").
+    error:        set (by the engine) when the analyser raised: "<Type>: <message>".
+
+    Model diagnostics, present only in ``model.serve.analyser.OmniEmotionAnalyser``'s
+    results: ``tokens`` ({"visual", "face", "audio", "text", "generated"} counts),
+    ``face_frames`` (frames with a real face crop), ``audio`` ("present"|"absent"),
+    ``seconds`` (s the model took, generation included).
+    """
+
+    label: str | None
+    labels: list[str]
+    explanation: str
+    text: str
+    model: str | None
+    pending: str | None
+    error: str | None
+    tokens: NotRequired[dict]
+    face_frames: NotRequired[int]
+    audio: NotRequired[str]
+    seconds: NotRequired[float]
+
+
+def make_result(label: str | None = None, labels=(), explanation: str = "", text: str = "",
+                model: str | None = None, pending: str | None = None, error: str | None = None,
+                **diagnostics) -> Result:
+    """A ``Result`` with every field present (``diagnostics``: the model's optional ones)."""
+    return Result(label=label, labels=list(labels), explanation=explanation or "", text=text or "",
+                  model=model, pending=pending, error=error, **diagnostics)
+
+
 @runtime_checkable
 class Analyser(Protocol):
-    def __call__(self, window: Window) -> dict:
-        """Analyse one window; return a JSON-able dict (e.g. label, words, explanation)."""
+    def __call__(self, window: Window) -> Result:
+        """Analyse one window; return ``make_result(...)``."""
         ...
 
 
 class NullAnalyser:
-    """Returns at once; the result only echoes what it was given."""
+    """Returns at once an empty result (no label)."""
 
-    def __call__(self, window: Window) -> dict:
-        return {"label": None, "index": window.index}
+    def __call__(self, window: Window) -> Result:
+        return make_result(model="null")
 
 
 class FakeAnalyser:
@@ -46,22 +86,22 @@ class FakeAnalyser:
         self.fail_on = set(fail_on or ())
         self.calls = 0
 
-    def __call__(self, window: Window) -> dict:
+    def __call__(self, window: Window) -> Result:
         self.calls += 1
         time.sleep(self.delay_s)
         if window.index in self.fail_on:
             raise RuntimeError(f"fake analyser failure on window {window.index}")
-        return {
-            "label": "neutral" if window.speech_ratio < 0.5 else "happy",
-            "words": [],
-            "explanation": f"fake result for {window.start:.2f}-{window.end:.2f} s",
-            "face": bool(window.face_present.any()),
-        }
+        face = "a face" if window.face_present.any() else "no face"
+        return make_result(
+            label="neutral" if window.speech_ratio < 0.5 else "happy",
+            explanation=f"fake result for {window.start:.2f}-{window.end:.2f} s ({face})",
+            model="fake",
+        )
 
 
 # on_done(window, result or None, error or None, info) with
-# info = {"queue_s": s waiting, "run_s": s in the analyser}
-ResultCallback = Callable[[Window, dict | None, BaseException | None, dict], None]
+# info = {"queue_s": s from submit to the analyser's start, "run_s": s in the analyser}
+ResultCallback = Callable[[Window, Result | None, BaseException | None, dict], None]
 
 
 class AnalyserWorker:
@@ -73,10 +113,10 @@ class AnalyserWorker:
         self.on_done = on_done
         self._cv = threading.Condition()
         self._pending: Window | None = None
+        self._submitted_at = 0.0  # perf_counter() when the pending window was submitted
         self._busy = False
         self._closed = False
-        self.submitted = self.analysed = self.dropped = self.errors = 0
-        self.queue_s_total = 0.0
+        self.analysed = self.dropped = self.errors = 0
         self._thread = threading.Thread(target=self._loop, name="analyser", daemon=True)
         self._started = False
 
@@ -91,17 +131,11 @@ class AnalyserWorker:
             if self._closed:
                 raise RuntimeError("analyser worker is stopped")
             old, self._pending = self._pending, window
-            self.submitted += 1
+            self._submitted_at = time.perf_counter()  # queue time counts from here
             if old is not None:
                 self.dropped += 1
-            window.created = time.perf_counter()  # queue time counts from here
             self._cv.notify_all()
             return old
-
-    @property
-    def idle(self) -> bool:
-        with self._cv:
-            return not self._busy and self._pending is None
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is running or waiting (True) or ``timeout`` (False)."""
@@ -122,6 +156,7 @@ class AnalyserWorker:
                 if self._pending is None:  # closed and nothing left
                     return
                 w, self._pending, self._busy = self._pending, None, True
+                submitted = self._submitted_at
             t0 = time.perf_counter()
             result, error = None, None
             try:
@@ -129,13 +164,12 @@ class AnalyserWorker:
             except Exception as e:  # the live loop must survive any model failure
                 error = e
                 log.exception("analyser failed on window %d (%.2f-%.2f s)", w.index, w.start, w.end)
-            info = {"queue_s": t0 - w.created, "run_s": time.perf_counter() - t0}
+            info = {"queue_s": t0 - submitted, "run_s": time.perf_counter() - t0}
             with self._cv:
                 if error is None:
                     self.analysed += 1
                 else:
                     self.errors += 1
-                self.queue_s_total += info["queue_s"]
             if self.on_done is not None:
                 try:
                     self.on_done(w, result, error, info)

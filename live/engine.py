@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .analyser import Analyser, AnalyserWorker, NullAnalyser
+from .analyser import Analyser, AnalyserWorker, NullAnalyser, Result, make_result
 from .buffers import AUDIO_CAPACITY_S, FRAME_CAPACITY, AudioBuffer, FrameBuffer
 from .faces import DETECT_INTERVAL_S, FaceTracker, TrackedFace
 from .frames import AudioChunk, VideoFrame
 from .sources import Clock, Source
 from .vad import CHUNK, HANGOVER_S, THRESHOLD, Segment, VADGate
-from .window import HOP_S, N_FRAMES, WINDOW_S, Gate, Window, WindowAssembler
+from .media import HOP_S, N_FRAMES, WINDOW_S
+from .window import Gate, Window, WindowAssembler
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +55,45 @@ class EngineConfig:
 
 @dataclass
 class WindowEvent:
-    """What happened to a window: ``analysed`` with ``result``, or not (``reason``:
-    "gated", "dropped", "error"). ``info``: timings from the worker."""
+    """What happened to one window. ``to_json()`` is its record: the one format of
+    windows.jsonl, study logs, the page and the ``/analyse_file`` API (each field is
+    described once, in docs/live.md "The window record").
+
+    analysed:   the analyser returned a result for it.
+    reason:     None when analysed, else "gated" (the gate skipped it), "dropped" (a
+                newer window replaced it in the queue), "error" (the analyser raised)
+                or "pending" (no model could run yet; ``result["pending"]`` says why).
+    result:     the analyser's ``Result`` (``error`` set for "error"); None when gated
+                or dropped.
+    queue_s:    s from hand-off to the analyser's start; None when it never ran.
+    analyse_s:  s the analyser worked on it; None when it never ran.
+    latency_s:  live sources, analysed windows: s from the window's end to its result
+                on the session clock; None otherwise (a file read as fast as possible
+                has no wall-clock meaning for its media times).
+    """
 
     window: Window
     analysed: bool
-    result: dict | None
+    result: Result | None
     reason: str | None
-    info: dict
+    queue_s: float | None = None
+    analyse_s: float | None = None
+    latency_s: float | None = None
 
-    def to_json(self) -> dict:
-        d = self.window.summary()
-        d.update(analysed=self.analysed, result=self.result)
-        if self.reason:
-            d["reason"] = self.reason
-        if "queue_s" in self.info:
-            d["queue_s"] = round(self.info["queue_s"], 4)
-        return d
+    def to_json(self, **context) -> dict:
+        """The flat, JSON-able window record; ``context`` (e.g. run, source, plan) is
+        appended as is."""
+        r = {**make_result(), **(self.result or {})}
+        r["explanation"] = r["explanation"] or r["text"]  # an answer without an explanation part
+        rec = {**self.window.summary(), "analysed": self.analysed, "reason": self.reason, **r,
+               "queue_s": _round(self.queue_s, 4), "analyse_s": _round(self.analyse_s, 4),
+               "latency_s": _round(self.latency_s, 3)}
+        rec.update(context)
+        return rec
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(float(x), digits)
 
 
 class _Sink:
@@ -129,14 +152,12 @@ class Engine:
         self._lock = threading.RLock()  # one _step at a time
         self._inline = False
         self._frame_seq = 0
-        self._vad_n = 0
         self._capture_error: BaseException | None = None
         self.n_frames = 0
         self.n_windows = 0
         self.n_segments = 0
         self.skipped_frames = 0  # fell out of the buffer before processing (live only)
         self.window_cpu_s = 0.0  # CPU spent building + submitting windows
-        self.latest: WindowEvent | None = None  # newest analysed window (for a UI)
         self._cpu0 = self._cpu1 = 0.0
         self._progress = None
 
@@ -145,12 +166,16 @@ class Engine:
         if self.on_window is not None:
             self.on_window(ev)
 
-    def _analysed(self, w: Window, result, error, info) -> None:
-        ev = WindowEvent(w, error is None, result, None if error is None else "error", info)
+    def _analysed(self, w: Window, result: Result | None, error, info: dict) -> None:
+        timing = {"queue_s": info["queue_s"], "analyse_s": info["run_s"]}
         if error is not None:
-            ev.result = {"error": f"{type(error).__name__}: {error}"}
+            ev = WindowEvent(w, False, make_result(error=f"{type(error).__name__}: {error}"),
+                             "error", **timing)
+        elif (result or {}).get("pending"):
+            ev = WindowEvent(w, False, result, "pending", **timing)
         else:
-            self.latest = ev
+            latency = self.clock.now() - w.end if self.source.live else None
+            ev = WindowEvent(w, True, result, None, latency_s=latency, **timing)
         self._emit_window(ev)
 
     # -- processing ----------------------------------------------------------------
@@ -183,28 +208,22 @@ class Engine:
             self._frame_seq = next_seq
             for frame in new:
                 self.windows.anchor(frame.t)
-                faces = self.tracker(frame)
-                frame.faces, frame.primary = faces, self.tracker.primary
+                faces = self.tracker.annotate(frame)
                 self.n_frames += 1
                 if self.on_frame is not None:
                     self.on_frame(frame, faces)
-            total = self.audio.total
-            if total >= self._vad_n + CHUNK or (final and total > self._vad_n):
-                t_first = self.audio.time_of(self._vad_n)
+            total, fed = self.audio.total, self.vad.samples_in
+            segs = []
+            if total >= fed + CHUNK or (final and total > fed):
+                t_first = self.audio.time_of(fed)
                 self.windows.anchor(t_first)
-                segs = self.vad(self.audio.samples(self._vad_n, total), t=t_first)
-                self._vad_n = total
-                if final:
-                    segs += self.vad.flush()
-                for s in segs:
-                    self.n_segments += 1
-                    if self.on_segment is not None:
-                        self.on_segment(s)
-            elif final:
-                for s in self.vad.flush():
-                    self.n_segments += 1
-                    if self.on_segment is not None:
-                        self.on_segment(s)
+                segs = self.vad(self.audio.samples(fed, total), t=t_first)
+            if final:
+                segs += self.vad.flush()
+            for s in segs:
+                self.n_segments += 1
+                if self.on_segment is not None:
+                    self.on_segment(s)
             ready = self._ready_until(final)
             if ready is None:
                 return
@@ -225,14 +244,14 @@ class Engine:
         self.n_windows += 1
         if not self.gate(w):
             self.window_cpu_s += time.thread_time() - c0
-            self._emit_window(WindowEvent(w, False, None, "gated", {}))
+            self._emit_window(WindowEvent(w, False, None, "gated"))
             return
         if self.cfg.every_window and not self.source.live:
             self.worker.wait_idle()
         dropped = self.worker.submit(w)
         self.window_cpu_s += time.thread_time() - c0
         if dropped is not None:
-            self._emit_window(WindowEvent(dropped, False, None, "dropped", {}))
+            self._emit_window(WindowEvent(dropped, False, None, "dropped"))
 
     # -- lifecycle -----------------------------------------------------------------
     def _capture(self, sink: _Sink) -> None:
@@ -307,7 +326,7 @@ class Engine:
             finally:
                 left = self.worker.stop(drain=not interrupted, timeout=DRAIN_TIMEOUT_S)
                 if left is not None:
-                    self._emit_window(WindowEvent(left, False, None, "dropped", {}))
+                    self._emit_window(WindowEvent(left, False, None, "dropped"))
                 if self._progress is not None:
                     self._progress.close()
                 self._cpu1 = time.process_time()

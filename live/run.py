@@ -20,16 +20,11 @@ import os
 import sys
 
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
+from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, fail
 from .face_models import ENV_MODELS, FaceModelError
+from .media import HOP_S, WINDOW_S
 from .sources import SourceError, open_source
-from .window import GATES, HOP_S, WINDOW_S
-
-EXIT_USAGE = 2  # bad arguments, missing file/device, missing models
-EXIT_INTERRUPTED = 130  # Ctrl-C (stats are still printed)
-
-
-class CliError(Exception):
-    """An error reported as one line on stderr."""
+from .window import GATES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fake-delay", type=float, default=FAKE_DELAY_S, help="s per window (fake)")
     p.add_argument("--model", help="Omni-Emotion model folder: use it as the analyser")
     p.add_argument("--plan", help="precision plan for --model (see quant/)")
-    p.add_argument("--device", default="cpu", help="device for --model")
+    p.add_argument("--device", default=DEVICE_DEFAULT, help=f"device for --model: {DEVICE_HELP}")
     p.add_argument("--hop", type=float, default=HOP_S, help="s between windows")
     p.add_argument("--window", type=float, default=WINDOW_S, help="s per window")
     p.add_argument("--gate", choices=GATES, default="always", help="which windows to analyse")
@@ -59,6 +54,7 @@ def make_analyser(args) -> Analyser:
         if not os.path.isdir(args.model):
             raise CliError(f"model folder not found: {args.model}")
         try:
+            from model.checkpoint.loading import resolve_device
             from model.serve.analyser import OmniEmotionAnalyser
         except ImportError as e:
             raise CliError(f"--model needs the model package (model.serve.analyser): {e}") from None
@@ -69,7 +65,8 @@ def make_analyser(args) -> Analyser:
             except ImportError as e:
                 raise CliError(f"--plan needs the quant package: {e}") from None
         try:
-            return OmniEmotionAnalyser.load(args.model, plan=args.plan, device=args.device, loader=loader)
+            return OmniEmotionAnalyser.load(args.model, plan=args.plan, device=resolve_device(args.device),
+                                            loader=loader)
         except (ValueError, OSError) as e:
             raise CliError(f"cannot load model {args.model}: {e}") from None
     if args.analyser == "fake":
@@ -101,14 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                             on_segment=slog.segment, on_window=slog.window)
             stats = engine.run(progress=not args.no_progress and not args.realtime
                                and sys.stderr.isatty())
-    except (SourceError, FaceModelError, CliError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (CliError, SourceError, FaceModelError, ValueError, KeyboardInterrupt) as e:
+        return fail(e, usage=(SourceError, FaceModelError, ValueError))
     print(json.dumps(stats), flush=True)
-    return EXIT_INTERRUPTED if engine.interrupted else 0
+    return EXIT_INTERRUPTED if engine.interrupted else EXIT_OK
 
 
 if __name__ == "__main__":

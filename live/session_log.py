@@ -7,8 +7,8 @@ what was logged). Thread-safe: analysed windows arrive from the analyser thread.
 Line formats (the command-line contract):
   frames.jsonl   {"t": s, "faces": [{"track": id, "box": [x0, y0, x1, y1], "score": s}]}
   speech.jsonl   {"start": s, "end": s}
-  windows.jsonl  {"index", "start", "end", "frame_times": [8], "face_track",
-                  "speech_ratio", "analysed": bool, "result": ..., ["reason"], ["queue_s"]}
+  windows.jsonl  the window record, ``WindowEvent.to_json()`` (fields: docs/live.md
+                 "The window record"; the same record study logs and the app write)
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from .engine import WindowEvent
 from .faces import TrackedFace
 from .frames import VideoFrame
+from .study_log import jsonable
 from .vad import Segment
 
 
@@ -33,7 +34,7 @@ class SessionLog:
         }
 
     def _write(self, name: str, obj: dict) -> None:
-        line = json.dumps(obj, separators=(",", ":"), default=_jsonable)
+        line = json.dumps(obj, separators=(",", ":"), default=jsonable)
         with self._lock:
             f = self._files[name]
             f.write(line + "\n")
@@ -59,13 +60,3 @@ class SessionLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _jsonable(o):
-    """numpy scalars/arrays in analyser results → plain JSON."""
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

@@ -1,4 +1,4 @@
-"""Study logs: one JSON line per analysed window, durable as soon as it is written.
+"""Study logs: one JSON line per window, durable as soon as it is written.
 
 ``StudyLog(root, session, participant)`` appends to ``root/<session>.jsonl``. Every
 line is written with one ``write``, then flushed and ``fsync``ed before ``write()``
@@ -10,8 +10,9 @@ No raw video or audio is stored unless ``keep_media=True``: then each window's
 sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
 (arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``).
 
-This module knows no model: a record is any JSON-able dict; ``CSV_FIELDS`` names
-the columns exported to CSV (list values are joined with "; ").
+This module knows no model: a record is any JSON-able dict (the app writes the window
+record, ``live.engine.WindowEvent.to_json``, plus run/source/plan); ``CSV_FIELDS``
+names the columns exported to CSV (list values are joined with "; ").
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ import numpy as np
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CSV_FIELDS = (
     "session", "participant", "wall_time", "source", "run", "index", "start", "end",
-    "analysed", "reason", "label", "labels", "explanation", "error", "model", "plan",
-    "latency_s", "face_track", "speech_ratio",
+    "analysed", "reason", "label", "labels", "explanation", "pending", "error", "model",
+    "plan", "queue_s", "analyse_s", "latency_s", "face_track", "speech_ratio",
 )
 
 
@@ -70,7 +71,7 @@ class StudyLog:
         make it durable before returning. Returns the dict as written."""
         line = {"session": self.session, "participant": self.participant,
                 "wall_time": round(time.time(), 3), **record}
-        text = json.dumps(line, ensure_ascii=False, default=_jsonable) + "\n"
+        text = json.dumps(line, ensure_ascii=False, default=jsonable) + "\n"
         with self._lock:
             if self._f is None:
                 raise StudyLogError(f"study log {self.path} is closed")
@@ -87,12 +88,15 @@ class StudyLog:
             return None
         self.media_dir.mkdir(parents=True, exist_ok=True)
         out = self.media_dir / f"{name}.npz"
-        np.savez_compressed(
-            out,
-            frames=np.zeros((0,), np.uint8) if frames is None else frames,
-            audio=np.zeros((0,), np.float32) if audio is None else audio,
-            rate=np.int32(rate),
-        )
+        tmp = out.with_suffix(".npz.part")  # written whole, then renamed: never seen half-written
+        with open(tmp, "wb") as f:
+            np.savez_compressed(
+                f,
+                frames=np.zeros((0,), np.uint8) if frames is None else frames,
+                audio=np.zeros((0,), np.float32) if audio is None else audio,
+                rate=np.int32(rate),
+            )
+        os.replace(tmp, out)
         return out
 
     def banner(self) -> str:
@@ -156,7 +160,8 @@ def write_csv(records: list[dict], out: str | Path, fields=CSV_FIELDS) -> Path:
     return out
 
 
-def _jsonable(o):
+def jsonable(o):
+    """``json.dumps(default=)``: numpy scalars/arrays and paths → plain JSON."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

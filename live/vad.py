@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .frames import AUDIO_RATE
+from .media import AUDIO_RATE
 
 CHUNK = 512  # samples at 16 kHz (32 ms): the only size silero-vad's 16 kHz model takes
 THRESHOLD = 0.5  # speech probability that starts a segment
@@ -141,7 +141,11 @@ class VADGate:
     contiguous). Returns the segments that finished during this call.
     ``flush()`` ends an open segment at the end of the audio and returns it.
     ``segments_between(t0, t1)`` → finished and ongoing segments overlapping the span,
-    clipped to it; ``speech_ratio(t0, t1)`` → fraction of the span that is speech.
+    clipped to it; ``speech_ratio(t0, t1)`` → fraction of the span that is speech (the
+    one computation of a window's speech ratio).
+    For a feeder (the engine): ``samples_in`` = samples fed since ``reset()`` (those
+    waiting for a full chunk included), ``processed_until`` = time up to which audio
+    went through the model.
     """
 
     def __init__(
@@ -184,6 +188,11 @@ class VADGate:
         self._silence_since: float | None = None
         self.segments: deque[Segment] = deque(maxlen=KEEP_SEGMENTS)
         self.chunks = 0
+
+    @property
+    def samples_in(self) -> int:
+        """Samples fed since ``reset()``, including those waiting for a full chunk."""
+        return self._n + self.rechunker.pending
 
     @property
     def processed_until(self) -> float | None:
@@ -250,6 +259,7 @@ class VADGate:
         return [(max(a, t0), min(b, t1)) for a, b in spans if b > t0 and a < t1]
 
     def speech_ratio(self, t0: float, t1: float) -> float:
+        """Fraction of [t0, t1] covered by speech segments, in [0, 1] (0 for an empty span)."""
         if t1 <= t0:
             return 0.0
-        return sum(b - a for a, b in self.segments_between(t0, t1)) / (t1 - t0)
+        return min(1.0, sum(b - a for a, b in self.segments_between(t0, t1)) / (t1 - t0))

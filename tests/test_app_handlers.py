@@ -1,6 +1,6 @@
-"""app.py's handlers without a browser: numpy frames and audio chunks (48 kHz, as a
+"""The page's parts without a browser: numpy frames and audio chunks (48 kHz, as a
 browser sends) pushed into a ``LiveSession``, the page refresh, file analysis, the
-model holder's offline fallback, and study logs."""
+model holder's offline fallback, the one result shape, and study logs."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 
 import app
-from model.serve.serving import UNTRAINED
+from live.analyser import make_result
+from live.file_analysis import analyse_video
+from live.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
+from live.session import NO_MEDIA_WARN_S, LiveSession
+from live.sources import SourceError
 from live.study_log import StudyLog, StudyLogError, read_jsonl
+from model.serve.serving import UNTRAINED, ModelHolder
 from tests.media import _resample_to, clip_frames, make_clip
 
 FPS = 10  # frames/s pushed (a browser streams ~5)
@@ -20,7 +25,7 @@ BROWSER_RATE = 48_000  # Hz, what a browser's microphone stream delivers
 
 @pytest.fixture(scope="module")
 def tiny():
-    holder = app.ModelHolder("tiny", max_new_tokens=6)
+    holder = ModelHolder("tiny", max_new_tokens=6)
     holder.start().join()
     assert holder.state == "ready", holder.message
     return holder
@@ -34,7 +39,7 @@ def clip(tmp_path_factory):
     return path, info, clip_frames(path), audio48
 
 
-def feed(session: app.LiveSession, frames, audio48, period: float = 1.0 / FPS) -> None:
+def feed(session: LiveSession, frames, audio48, period: float = 1.0 / FPS) -> None:
     """Push frames + 48 kHz int16 chunks in real time, as the stream handlers do."""
     step = int(BROWSER_RATE * period)
     for i, f in enumerate(frames):
@@ -56,37 +61,44 @@ def wait_until(cond, timeout: float = 30.0) -> bool:
 
 def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     _, info, frames, audio48 = clip
-    s = app.LiveSession(tiny, window_s=2.0, hop_s=1.0, log_root=tmp_path)
+    s = LiveSession(tiny, window_s=2.0, hop_s=1.0, log_root=tmp_path)
     banner = s.set_logging(True, "P01", "S01")
     assert "Study logging is ON" in banner and "no raw video or audio" in banner
     feed(s, frames, audio48)
     assert wait_until(lambda: sum(r["analysed"] for r in s.records) >= 1)
     s.stop()
+    s.thread.join(60)  # the last window drains: records are final from here on
+    assert not s.thread.is_alive()
     assert s.audio_rate == BROWSER_RATE and s.audio_s == pytest.approx(4.0, abs=0.2)
     done = [r for r in s.records if r["analysed"]]
     assert done[0]["face_track"] is not None and done[0]["model"] == "tiny" and done[0]["latency_s"] >= 0
+    assert done[0]["analyse_s"] > 0 and done[0]["reason"] is None and done[0]["tokens"]["generated"] > 0
+    assert set(make_result()) <= set(done[0])  # the window record carries the one result shape
     assert 0.0 < max(r["speech_ratio"] for r in s.records) <= 1.0  # espeak speech at 1 s
     # the page refresh: a box drawn on the frame, the label, the explanation, the stats
     banner, faces, speech, label, expl, timeline, stats = app.refresh(s)
     assert "tiny" in banner and "Study logging is ON" in banner
     assert faces.shape == frames[0].shape and (np.abs(faces.astype(int) - frames[-1]).sum(-1) > 0).any()
-    assert (faces == app.BOX_RGB).all(-1).sum() > 100  # the green box
+    assert (faces == BOX_RGB).all(-1).sum() > 100  # the green box
     assert "window " in label and expl.strip()
     assert timeline.axes[0].get_lines()[0].get_xdata().size == len(done)
     assert "48000 Hz" in stats and "#" in stats and "tiny" in stats
     assert isinstance(app.refresh(s)[1], dict)  # no new frame: the image is not sent again
     logged = read_jsonl(tmp_path / "S01.jsonl")
     assert len(logged) == len(s.records) and logged[0]["participant"] == "P01"
+    # the study log line is the page's record plus who/when, nothing renamed
+    assert set(logged[0]) == set(s.records[0]) | {"session", "participant", "wall_time"}
     assert not (tmp_path / "S01_media").exists()  # no raw media unless asked
 
 
 def test_keep_media_stores_window_media(tiny, clip, tmp_path):
     _, _, frames, audio48 = clip
-    s = app.LiveSession(tiny, window_s=1.0, hop_s=1.0, log_root=tmp_path)
+    s = LiveSession(tiny, window_s=1.0, hop_s=1.0, log_root=tmp_path)
     s.set_logging(True, "P02", "S02", keep_media=True)
     feed(s, frames[:25], audio48)
     assert wait_until(lambda: len(s.records) >= 1)
     s.close()
+    s.thread.join(60)
     npz = sorted((tmp_path / "S02_media").glob("*.npz"))
     assert npz, "keep_media stored nothing"
     with np.load(npz[0]) as z:
@@ -106,15 +118,17 @@ class _Crashing:
             on_text("partial explanation")
         if self.calls == 2:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return {"label": "happy", "labels": ["cheerful"], "explanation": "smiles", "model": "fake"}
+        return make_result(label="happy", labels=["cheerful"], explanation="smiles", model="fake")
 
 
 def test_model_crash_mid_session_is_shown_and_logged(clip, tmp_path):
     _, _, frames, audio48 = clip
-    s = app.LiveSession(app.ModelHolder.ready(_Crashing(), "fake"), 1.0, 1.0, log_root=tmp_path)
+    s = LiveSession(ModelHolder.ready(_Crashing(), "fake"), 1.0, 1.0, log_root=tmp_path)
     s.set_logging(True, "P03", "S03")
     feed(s, frames[:35], audio48)
     assert wait_until(lambda: len([r for r in s.records if r["reason"] != "dropped"]) >= 3)
+    s.stop()
+    s.thread.join(60)  # the last window drains and is logged before the log closes
     s.close()
     errors = [r for r in s.records if r["error"]]
     assert len(errors) == 1 and "out of memory" in errors[0]["error"]
@@ -124,10 +138,16 @@ def test_model_crash_mid_session_is_shown_and_logged(clip, tmp_path):
     assert len(read_jsonl(tmp_path / "S03.jsonl")) == len(s.records)  # log intact, errors included
 
 
+def test_label_says_why_a_window_has_no_result():
+    pending = {"index": 4, "analysed": False, "reason": "pending", "pending": "loading tiny…", "error": None}
+    assert label_markdown(pending).endswith("window 4: loading tiny…")
+    assert label_markdown(None) == WAITING
+
+
 def test_no_camera_or_microphone_warns(tiny):
-    s = app.LiveSession(tiny)
+    s = LiveSession(tiny)
     s.start()
-    s.started_at -= app.NO_MEDIA_WARN_S + 1  # as if started a while ago with nothing arriving
+    s.started_at -= NO_MEDIA_WARN_S + 1  # as if started a while ago with nothing arriving
     text = " ".join(s.warnings())
     s.stop()
     assert "allow camera access" in text and "allow microphone access" in text
@@ -137,10 +157,12 @@ def test_analyse_video_every_window(tiny, clip, tmp_path):
     path, info, _, _ = clip
     fracs = []
     with StudyLog(tmp_path, "S04", "P04") as log:
-        records = app.analyse_video(path, tiny, 2.0, 1.0, study=log, progress=fracs.append)
+        records = analyse_video(path, tiny, 2.0, 1.0, study=log, progress=fracs.append)
     assert [r["index"] for r in records] == [0, 1, 2]  # ends at 2, 3, 4 s
     assert all(r["analysed"] for r in records) and fracs and max(fracs) > 0.9
-    status, rows, fig, jsonl, csv_path = app.file_outputs(records, "clip.mp4")
+    # a file is read as fast as possible: no wall-clock latency, but the analyser's seconds
+    assert all(r["latency_s"] is None and r["analyse_s"] > 0 for r in records)
+    status, rows, fig, jsonl, csv_path = file_outputs(records, "clip.mp4")
     assert "3 windows, 3 analysed" in status and len(rows) == 3
     assert [json.loads(x)["index"] for x in open(jsonl)] == [0, 1, 2]
     assert len(open(csv_path).read().splitlines()) == 4
@@ -150,39 +172,40 @@ def test_analyse_video_every_window(tiny, clip, tmp_path):
 def test_unreadable_video_is_a_clear_error(tiny, tmp_path):
     bad = tmp_path / "upload.mp4"
     bad.write_bytes(b"\x00garbage" * 200)
-    with pytest.raises(app.SourceError, match="upload.mp4"):
-        app.analyse_video(bad, tiny)
+    with pytest.raises(SourceError, match="upload.mp4"):
+        analyse_video(bad, tiny)
 
 
 def test_default_model_falls_back_fast_when_offline():
     # conftest sets HF_HUB_OFFLINE=1: the hub is not even tried
-    holder = app.ModelHolder(None, max_new_tokens=4)
+    holder = ModelHolder(None, max_new_tokens=4)
     t0 = time.monotonic()
     holder.start().join(60)
     assert time.monotonic() - t0 < 30
     assert holder.state == "ready" and UNTRAINED in holder.name
-    banner = app.model_banner(holder)
+    banner = model_banner(holder)
     assert "could not be fetched" in banner and "HF_HUB_OFFLINE" in banner and UNTRAINED in banner
 
 
 def test_model_that_fails_to_load_says_so(tmp_path):
-    holder = app.ModelHolder(str(tmp_path), max_new_tokens=4)  # a folder without a checkpoint
+    holder = ModelHolder(str(tmp_path), max_new_tokens=4)  # a folder without a checkpoint
     holder.start().join(30)
-    assert holder.state == "failed" and "config.json" in app.model_banner(holder)
+    assert holder.state == "failed" and "config.json" in model_banner(holder)
     result = holder.analyse(object())
     assert result["label"] is None and "failed to load" in result["pending"]
+    assert result == make_result(pending=result["pending"])  # the one result shape
 
 
 def test_plan_loads_through_quant(tmp_path):
     """A plan chosen on the page reloads the model through quant.load_model (4-bit)."""
-    holder = app.ModelHolder("tiny", max_new_tokens=4, plan_loader=app.load_with_plan)
+    holder = ModelHolder("tiny", max_new_tokens=4, plan_loader=app.load_with_plan)
     holder.start("nf4").join(60)
     assert holder.state == "ready", holder.message
     kinds = {type(m).__name__ for m in holder.analyser.model.modules()}
     assert "Linear4bit" in kinds
-    unplanned = app.ModelHolder("tiny", max_new_tokens=4)  # no loader: a plan is refused
+    unplanned = ModelHolder("tiny", max_new_tokens=4)  # no loader: a plan is refused
     unplanned.start("nf4").join(60)
-    assert unplanned.state == "failed" and "needs a loader" in app.model_banner(unplanned)
+    assert unplanned.state == "failed" and "needs a loader" in model_banner(unplanned)
 
 
 def test_study_log_ids_and_csv(tmp_path):

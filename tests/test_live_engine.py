@@ -5,11 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from live.analyser import AnalyserWorker, FakeAnalyser, NullAnalyser
-from live.engine import Engine, EngineConfig
+from live.analyser import AnalyserWorker, FakeAnalyser, NullAnalyser, make_result
+from live.engine import Engine, EngineConfig, WindowEvent
 from live.faces import FaceTracker, default_detector
 from live.sources import FileSource, PushSource
-from live.window import Gate, Window, sample_targets
+from live.media import sample_targets
+from live.window import Gate, Window
 from tests.media import cached_clip
 
 
@@ -96,10 +97,10 @@ class Blocking:
         return {"i": w.index}
 
 
-def fake_window(i):
+def fake_window(i, created=0.0):
     z = np.zeros(8)
     return Window(i, i, i + 4, None, z, np.zeros((8, 1, 1, 3), np.uint8), z.astype(bool),
-                  np.zeros((8, 4)), None, np.zeros(10, np.float32), [], 0.0)
+                  np.zeros((8, 4)), None, np.zeros(10, np.float32), [], 0.0, created=created)
 
 
 def test_newest_window_wins():
@@ -184,3 +185,54 @@ def test_push_source_48k_browser_audio_and_frames():
     assert abs((segs[0].end - segs[0].start) - (t_end - t_start)) < 0.2
     assert any(e.window.face_present.any() for e in events)
     assert eng.audio.total == pytest.approx(len(g["audio"]), abs=800)
+
+
+def test_worker_times_the_queue_without_touching_the_window():
+    got = []
+    w = AnalyserWorker(NullAnalyser(), lambda win, res, err, info: got.append(info)).start()
+    win = fake_window(0, created=123.0)
+    w.submit(win)
+    assert w.wait_idle(5)
+    w.stop()
+    assert win.created == 123.0  # "perf_counter() at assembly", never rewritten at submit
+    assert 0 <= got[0]["queue_s"] < 5 and got[0]["run_s"] >= 0
+
+
+def test_every_stand_in_returns_the_one_result_shape():
+    shape = set(make_result())
+    win = fake_window(0)
+    for analyser in (NullAnalyser(), FakeAnalyser(delay_s=0.0)):
+        result = analyser(win)
+        assert set(result) == shape and isinstance(result["labels"], list), type(analyser)
+    assert FakeAnalyser(delay_s=0.0)(win)["label"] == "neutral"
+
+
+def test_window_record_one_format_for_every_outcome():
+    g = cached_clip("talk")
+
+    class Pending:
+        def __call__(self, w):
+            return make_result(pending="model still loading") if w.index == 1 else FakeAnalyser(0.0)(w)
+
+    eng, stats, events, frames, segs = run_engine(g["path"], Pending(), every_window=True)
+    gated = WindowEvent(events[0].window, False, None, "gated")
+    recs = {e.window.index: e.to_json(run=3) for e in events}
+    assert len({frozenset(r) for r in [*recs.values(), gated.to_json(run=3)]}) == 1  # same fields
+    assert recs[0]["analysed"] and recs[0]["reason"] is None and recs[0]["label"] == "neutral"
+    assert recs[0]["explanation"].startswith("fake result") and recs[0]["run"] == 3
+    # a file read as fast as possible: analyser and queue seconds, no wall-clock latency
+    assert recs[0]["analyse_s"] >= 0 and recs[0]["queue_s"] >= 0 and recs[0]["latency_s"] is None
+    assert not recs[1]["analysed"] and recs[1]["reason"] == "pending"
+    assert recs[1]["pending"] == "model still loading"
+    g_rec = gated.to_json()
+    assert g_rec["reason"] == "gated" and g_rec["label"] is None and g_rec["labels"] == []
+    assert g_rec["analyse_s"] is None and len(g_rec["frame_times"]) == 8
+
+
+def test_analyser_error_is_a_record_with_error():
+    g = cached_clip("talk")
+    eng, stats, events, frames, segs = run_engine(g["path"], FakeAnalyser(0.0, fail_on={2}),
+                                                  every_window=True)
+    rec = next(e for e in events if e.window.index == 2).to_json()
+    assert not rec["analysed"] and rec["reason"] == "error" and rec["label"] is None
+    assert rec["error"] == "RuntimeError: fake analyser failure on window 2"

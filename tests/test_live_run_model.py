@@ -31,8 +31,8 @@ def test_model_with_a_4bit_plan_analyses_every_window(tiny, tmp_path):
     windows = [json.loads(line) for line in (tmp_path / "windows.jsonl").read_text().splitlines()]
     assert stats["windows"] == len(windows) >= 2 and stats["analyser_errors"] == 0
     analysed = [w for w in windows if w["analysed"]]
-    assert analysed and all({"label", "labels", "explanation", "tokens"} <= set(w["result"]) for w in analysed)
-    assert all(w["result"]["tokens"]["face"] > 0 for w in analysed)
+    assert analysed and all({"label", "labels", "explanation", "tokens", "analyse_s"} <= set(w) for w in analysed)
+    assert all(w["tokens"]["face"] > 0 and w["model"] == tiny.name for w in analysed)
 
 
 def test_bad_plan_is_a_one_line_error(tiny, tmp_path):

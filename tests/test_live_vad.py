@@ -63,12 +63,14 @@ def test_gate_feeds_model_exact_512_chunks():
     prob = CountingProb()
     gate = VADGate(prob)
     x = np.arange(5000, dtype=np.float32)
+    assert gate.samples_in == 0
     for a, b in [(0, 3), (3, 700), (700, 701), (701, 4999), (4999, 5000)]:
         gate(x[a:b], t=0.0)
+        assert gate.samples_in == b  # waiting samples count as fed (the engine reads this)
     assert len(prob.chunks) == 5000 // CHUNK
     np.testing.assert_array_equal(np.concatenate(prob.chunks), x[: 5000 // CHUNK * CHUNK])
     gate.flush()
-    assert gate.processed_until == pytest.approx(5000 / 16000)
+    assert gate.processed_until == pytest.approx(5000 / 16000) and gate.samples_in == 5000
 
 
 @pytest.mark.parametrize("chunk", [160, 512, 1000, 4800])
@@ -116,3 +118,5 @@ def test_speech_ratio_and_segments_between():
     gate.segments.append(Segment(0.2, 0.6))
     assert gate.segments_between(0.4, 1.0) == [(0.4, 0.6)]
     assert gate.speech_ratio(0.0, 1.0) == pytest.approx(0.4)
+    gate.segments.append(Segment(0.0, 0.5))  # overlapping segments never count above 1
+    assert gate.speech_ratio(0.2, 0.6) == 1.0 and gate.speech_ratio(0.6, 0.6) == 0.0

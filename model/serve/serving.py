@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from live.analyser import Result, make_result
+from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, TINY_MAX_NEW_TOKENS
+
 HUB_PROBE_S = 3.0  # s to wait for a TCP connection to the model hub
-TINY_TOKENS = 24  # max new tokens of the untrained tiny model (keeps CPU latency ~1 s)
 UNTRAINED = "untrained — outputs are not meaningful"
 SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"]
 
@@ -42,11 +44,12 @@ class ModelHolder:
 
     ``spec``: None (the default: the 0.5b preset composed from public parts, falling
     back to the tiny model), "tiny", a local folder or a hub id. ``analyse(window,
-    on_text)`` serves whatever is loaded (one call at a time) or a placeholder.
+    on_text)`` serves whatever is loaded (one call at a time) or a pending result.
+    Fits ``live.session.ModelServer``.
     """
 
     def __init__(self, spec: str | None = None, plan: str | None = None, device: str = "cpu",
-                 max_new_tokens: int = 96, plan_loader: Callable | None = None) -> None:
+                 max_new_tokens: int = ANALYSIS_MAX_NEW_TOKENS, plan_loader: Callable | None = None) -> None:
         self.spec, self.plan, self.device, self.max_new_tokens = spec, plan, device, max_new_tokens
         self.plan_loader = plan_loader
         self.analyser = None
@@ -99,7 +102,7 @@ class ModelHolder:
         from model.serve.analyser import OmniEmotionAnalyser
         from model.checkpoint.loading import build_tiny
 
-        tokens = min(self.max_new_tokens, TINY_TOKENS)
+        tokens = min(self.max_new_tokens, TINY_MAX_NEW_TOKENS)
         if self.plan:
             tmp = tempfile.mkdtemp(prefix="omni-tiny-")
             build_tiny(out=tmp)
@@ -157,10 +160,12 @@ class ModelHolder:
         self._set(a, path.name)
         self.message = ""
 
-    def analyse(self, window, on_text=None) -> dict:
+    def analyse(self, window, on_text=None) -> Result:
+        """The served model's result, or (no model yet, or it failed to load) an empty
+        result whose ``pending`` says why."""
         a = self.analyser
         if a is None:
-            return {"label": None, "labels": [], "explanation": "", "pending": self.status()}
+            return make_result(pending=self.status())
         with self._run_lock:  # one generation at a time: the CPU/GPU is shared anyway
             return a(window, on_text=on_text)
 

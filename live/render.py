@@ -1,0 +1,90 @@
+"""What the page draws, as plain values: face boxes on a frame, the labels-over-time
+figure, the Markdown of the model banner, label, speech indicator and stats, and the
+File tab's outputs. No Gradio here: ``app.py`` puts these into components.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .file_analysis import export_records
+
+BOX_RGB = (0, 255, 0)  # face box colour (pure green: absent from skin and test media)
+TABLE_COLUMNS = ["index", "start", "end", "label", "labels", "explanation", "analysed", "analyse_s"]
+WAITING = "### –\nwaiting for the first window…"
+NO_AUDIO = "🎙️ microphone: no audio yet"
+
+
+def draw_faces(rgb: np.ndarray, faces) -> np.ndarray:
+    """(H, W, 3) uint8 copy with a box and "#id" per tracked face."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray(rgb)
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=max(14, rgb.shape[0] // 24))
+    for f in faces or ():
+        x0, y0, x1, y1 = (float(v) for v in f.box)
+        d.rectangle([x0, y0, x1, y1], outline=BOX_RGB, width=max(2, rgb.shape[0] // 160))
+        d.text((x0 + 4, max(0.0, y0 - font.size - 4)), f"#{f.track}", fill=BOX_RGB, font=font)
+    return np.asarray(img)
+
+
+def timeline_figure(records: list[dict], title: str = "labels over time"):
+    """Analysed windows as points: x = window end (s), y = label. A matplotlib Figure."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak
+
+    pts = [(r["end"], r["label"] or "(no label)") for r in records if r.get("analysed")]
+    cats = list(dict.fromkeys(lab for _, lab in pts))
+    fig = Figure(figsize=(7, 2.4), dpi=90)
+    ax = fig.add_subplot()
+    if pts:
+        ax.plot([t for t, _ in pts], [cats.index(lab) for _, lab in pts], "o-", ms=6, lw=1,
+                color="tab:blue")
+        ax.set_yticks(range(len(cats)), cats)
+    ax.set_xlabel("time (s)")
+    ax.set_title(title if pts else f"{title}: no analysed window yet", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def model_banner(holder) -> str:
+    """Which model serves (a ``live.session.ModelServer``), as one Markdown line."""
+    icon = {"ready": "✅", "loading": "⏳", "failed": "❌"}[holder.state]
+    return f"{icon} **Model**: {holder.status()}"
+
+
+def label_markdown(rec: dict | None) -> str:
+    """The newest window record with a result → the label box."""
+    if rec is None:
+        return WAITING
+    if rec.get("error"):
+        return f"### analysis failed\nwindow {rec['index']}: `{rec['error']}` (the session goes on)"
+    if not rec["analysed"]:  # the model is still loading (or failed to load)
+        return f"### –\nwindow {rec['index']}: {rec.get('pending') or rec['reason']}"
+    words = ", ".join(rec["labels"]) or "–"
+    late = "" if rec["latency_s"] is None else f" · result {rec['latency_s']:.1f} s after the window"
+    return (f"### {rec['label'] or '(no label)'}\n*words:* {words}  \n"
+            f"window {rec['index']} · {rec['start']:.1f}–{rec['end']:.1f} s{late}")
+
+
+def speech_markdown(engine) -> str:
+    """The speech indicator of a running ``live.engine.Engine`` (or None)."""
+    if engine is None or engine.audio.total == 0:
+        return NO_AUDIO
+    return "🔴 **speech**" if engine.vad.in_speech else "⚪ silence"
+
+
+def stats_markdown(stats: dict) -> str:
+    return "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in stats.items())
+
+
+def file_outputs(records: list[dict], name: str):
+    """(status, table rows, timeline, jsonl path, csv path) for the File tab."""
+    rows = [[r[c] if not isinstance(r[c], list) else ", ".join(r[c]) for c in TABLE_COLUMNS]
+            for r in records]
+    n = sum(r["analysed"] for r in records)
+    jsonl, csv_path = export_records(records, Path(name).stem or "video")
+    status = f"**{name}**: {len(records)} windows, {n} analysed."
+    return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path

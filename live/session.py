@@ -1,0 +1,236 @@
+"""One browser tab's live loop (``LiveSession``): a push source + engine, the newest
+results and the tab's study log. The page's streaming handlers only push into it; the
+page's timer reads what the engine's callbacks left here (``live.render`` draws it).
+
+Knows no model: the served model is any ``ModelServer`` (the app passes
+``model.serve.serving.ModelHolder``).
+"""
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .analyser import Result
+from .engine import Engine, EngineConfig, WindowEvent
+from .sources import PushSource
+from .study_log import StudyLog, StudyLogError
+from .window import HOP_S, WINDOW_S, Window
+
+FPS_SPAN_S = 2.0  # s of frame arrivals that "frames/s in" averages over
+NO_MEDIA_WARN_S = 5.0  # s after start without frames / audio before the page warns
+
+
+class ModelServer(Protocol):
+    """What a session needs of the served model (``ModelHolder`` fits)."""
+
+    name: str  # shown on the page
+    plan: str | None  # precision plan, None for full precision
+    weights_mb: float  # MB of model weights (0 until loaded)
+    state: str  # "loading" | "ready" | "failed"
+
+    def analyse(self, window: Window, on_text: Callable[[str], None] | None = None) -> Result: ...
+
+    def status(self) -> str: ...
+
+
+class LiveSession:
+    """One browser tab's live loop: a push source + engine + the newest results.
+
+    Streaming handlers only push into the engine's buffers; the page reads
+    ``records`` (window records, ``WindowEvent.to_json`` + run/source/plan), ``latest``
+    (newest record with a result: analysed, pending or failed), ``partial`` (the
+    explanation streaming in), ``frame``/``faces`` (newest frame and its tracked faces).
+    Starts on the first frame/chunk unless stopped.
+    """
+
+    def __init__(self, holder: ModelServer, window_s: float = WINDOW_S, hop_s: float = HOP_S,
+                 gate: str = "always", log_root: str | Path = "sessions") -> None:
+        self.holder, self.log_root = holder, Path(log_root)
+        self.window_s, self.hop_s, self.gate = window_s, hop_s, gate
+        self.engine: Engine | None = None
+        self.source: PushSource | None = None
+        self.thread: threading.Thread | None = None  # the newest run's engine thread
+        self.study: StudyLog | None = None
+        self.lock = threading.RLock()
+        self.run_no = 0
+        self.paused = False  # Stop pressed: streams no longer auto-start the engine
+        self.started_at = 0.0
+        self.error = ""
+        self.records: list[dict] = []
+        self.latest: dict | None = None
+        self.partial, self.in_flight = "", None  # explanation streaming in, its (run, window index)
+        self.frame, self.faces, self.frame_no = None, [], 0
+        self.arrivals: collections.deque = collections.deque(maxlen=256)  # wall times of frames
+        self.frames_in = self.frames_dropped = 0
+        self.audio_s, self.audio_rate = 0.0, None
+        self.sent: dict = {}  # what the page shows already (its refresh skips unchanged outputs)
+
+    def __deepcopy__(self, memo):
+        # gr.State deep-copies the value its factory made for a new tab; that value is
+        # already fresh and holds locks/threads, so it is handed over as is.
+        return self
+
+    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.engine is not None
+
+    def start(self) -> None:
+        with self.lock:
+            if self.engine is not None:
+                return
+            self.paused, self.error = False, ""
+            self.run_no += 1
+            run = self.run_no
+            self.source = PushSource(name="browser")
+            cfg = EngineConfig(hop_s=float(self.hop_s), window_s=float(self.window_s), gate=self.gate)
+            eng = Engine(self.source, lambda w: self._analyse(w, run), cfg,
+                         on_frame=self._on_frame, on_window=lambda ev: self._on_window(ev, run))
+            self.engine = eng
+            self.started_at = time.monotonic()
+            self.thread = threading.Thread(target=self._run, args=(eng,), name=f"live-{run}", daemon=True)
+            self.thread.start()
+
+    def _run(self, engine: Engine) -> None:
+        try:
+            engine.run()
+        except Exception as e:  # e.g. the face detector's models cannot be loaded
+            self.error = f"live engine stopped: {type(e).__name__}: {e}"
+            print(f"error: {self.error}", file=sys.stderr, flush=True)
+        finally:
+            with self.lock:
+                if self.engine is engine:
+                    self.engine = self.source = None
+
+    def stop(self, pause: bool = True) -> None:
+        """Stop the engine (its last window drains on its own thread: join ``thread``
+        to wait for it)."""
+        with self.lock:
+            self.paused = pause
+            if self.engine is not None:
+                self.engine.stop()
+                self.engine = self.source = None
+
+    def restart(self) -> None:
+        self.stop(pause=False)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self.set_logging(False)
+
+    # -- streaming inputs (fast: push only) --------------------------------------
+    def push_frame(self, rgb: np.ndarray | None) -> None:
+        """(H, W, 3 or 4) uint8 from the browser's webcam stream."""
+        if rgb is None:
+            return
+        if not self.running and not self.paused:
+            self.start()
+        src = self.source
+        self.frames_in += 1
+        self.arrivals.append(time.monotonic())
+        if src is None or not src.ready.is_set():
+            self.frames_dropped += 1  # engine still starting (loads VAD + detector once)
+            return
+        src.push_video(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8))
+
+    def push_audio(self, chunk) -> None:
+        """(rate, (n,) or (n, ch) samples) from the browser's microphone stream."""
+        if chunk is None:
+            return
+        rate, samples = chunk
+        samples = np.asarray(samples)
+        if samples.size == 0:
+            return
+        if not self.running and not self.paused:
+            self.start()
+        self.audio_rate = int(rate)
+        self.audio_s += len(samples) / float(rate)
+        src = self.source
+        if src is not None and src.ready.is_set():
+            src.push_audio(samples, int(rate))
+
+    # -- engine callbacks ----------------------------------------------------------
+    def _analyse(self, window: Window, run: int) -> Result:
+        self.in_flight, self.partial = (run, window.index), ""
+
+        def on_text(text: str) -> None:
+            self.partial = text
+
+        try:
+            return self.holder.analyse(window, on_text=on_text)
+        finally:
+            self.in_flight = None
+
+    def _on_frame(self, frame, faces) -> None:
+        self.frame, self.faces = frame, list(faces)
+        self.frame_no += 1
+
+    def _on_window(self, ev: WindowEvent, run: int) -> None:
+        rec = ev.to_json(run=run, source="live", plan=self.holder.plan)
+        with self.lock:
+            self.records.append(rec)
+            if ev.result is not None:
+                self.latest = rec
+            study = self.study
+        if study is not None and not study.closed:
+            try:
+                study.write(rec)
+                study.save_media(f"window_{run:03d}_{ev.window.index:05d}", ev.window.frames,
+                                 ev.window.audio, ev.window.audio_rate)
+            except (OSError, StudyLogError) as e:
+                self.error = f"study log write failed: {e}"
+
+    # -- study log -----------------------------------------------------------------
+    def set_logging(self, on: bool, participant: str = "", session: str = "",
+                    keep_media: bool = False) -> str:
+        """Open/close this tab's study log; returns the banner text ('' when off)."""
+        with self.lock:
+            if self.study is not None:
+                self.study.close()
+                self.study = None
+            if on:
+                self.study = StudyLog(self.log_root, session, participant, keep_media=keep_media)
+        return self.study.banner() if self.study else ""
+
+    # -- what the page shows ------------------------------------------------------
+    def stats(self) -> dict:
+        now = time.monotonic()
+        recent = [t for t in self.arrivals if now - t <= FPS_SPAN_S]
+        done = [r["latency_s"] for r in self.records if r["latency_s"] is not None]
+        n = collections.Counter("analysed" if r["analysed"] else r["reason"] for r in self.records)
+        try:
+            import psutil
+
+            rss = psutil.Process().memory_info().rss / 2**20
+        except Exception:
+            rss = float("nan")
+        return {
+            "frames/s in": round(len(recent) / FPS_SPAN_S, 1),
+            "frames in / dropped at start": f"{self.frames_in} / {self.frames_dropped}",
+            "audio in": f"{self.audio_s:.1f} s at {self.audio_rate or '–'} Hz",
+            "windows analysed / gated / dropped / errors":
+                f"{n['analysed']} / {n['gated']} / {n['dropped']} / {n['error']}",
+            "window latency last / mean (s)": f"{done[-1]:.2f} / {np.mean(done):.2f}" if done else "–",
+            "faces in view": ", ".join(f"#{f.track}" for f in self.faces) or "none",
+            "model": self.holder.name,
+            "plan": self.holder.plan or "none",
+            "memory (process RSS / model weights)": f"{rss:.0f} MB / {self.holder.weights_mb:.0f} MB",
+        }
+
+    def warnings(self) -> list[str]:
+        out = [self.error] if self.error else []
+        if self.running and time.monotonic() - self.started_at > NO_MEDIA_WARN_S:
+            if not self.frames_in:
+                out.append("No camera frames arrive: allow camera access for this page "
+                           "(browser site settings), then press Record on the webcam.")
+            if not self.audio_s:
+                out.append("No microphone audio arrives: allow microphone access and press "
+                           "Record on the microphone (analysis goes on with video only).")
+        return out
