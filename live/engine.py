@@ -155,7 +155,6 @@ class Engine:
         self._capture_error: BaseException | None = None
         self.n_frames = 0
         self.n_windows = 0
-        self.n_segments = 0
         self.skipped_frames = 0  # fell out of the buffer before processing (live only)
         self.window_cpu_s = 0.0  # CPU spent building + submitting windows
         self._cpu0 = self._cpu1 = 0.0
@@ -220,9 +219,8 @@ class Engine:
                 segs = self.vad(self.audio.samples(fed, total), t=t_first)
             if final:
                 segs += self.vad.flush()
-            for s in segs:
-                self.n_segments += 1
-                if self.on_segment is not None:
+            if self.on_segment is not None:
+                for s in segs:
                     self.on_segment(s)
             ready = self._ready_until(final)
             if ready is None:

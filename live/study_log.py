@@ -64,7 +64,6 @@ class StudyLog:
         self.media_dir = self.root / f"{self.session}_media"
         self._lock = threading.Lock()
         self._f = open(self.path, "a", encoding="utf-8")
-        self.count = 0  # lines written by this object
 
     def write(self, record: dict) -> dict:
         """Append ``record`` (plus session, participant, wall_time) as one line and
@@ -78,7 +77,6 @@ class StudyLog:
             self._f.write(text)
             self._f.flush()
             os.fsync(self._f.fileno())  # the line survives a killed process / power cut
-            self.count += 1
         return line
 
     def save_media(self, name: str, frames: np.ndarray | None, audio: np.ndarray | None,

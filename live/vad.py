@@ -187,7 +187,6 @@ class VADGate:
         self._start: float | None = None  # open segment's start
         self._silence_since: float | None = None
         self.segments: deque[Segment] = deque(maxlen=KEEP_SEGMENTS)
-        self.chunks = 0
 
     @property
     def samples_in(self) -> int:
@@ -216,7 +215,6 @@ class VADGate:
         t = self.t0 + self._n / AUDIO_RATE  # start of this chunk
         p = self.prob(chunk)
         self._n += len(chunk)
-        self.chunks += 1
         if self._start is None:
             if p >= self.threshold:
                 self._start = max(self.t0, t - self.pad_s)
