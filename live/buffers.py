@@ -12,7 +12,8 @@ from collections import deque
 
 import numpy as np
 
-from .frames import AUDIO_RATE, VideoFrame
+from .frames import VideoFrame
+from .media import AUDIO_RATE, N_FRAMES, nearest_indices, sample_frames
 
 FRAME_CAPACITY = 300  # frames: 10 s at 30 fps, comfortably more than one 4 s window
 AUDIO_CAPACITY_S = 12.0  # s of 16 kHz audio kept
@@ -76,27 +77,32 @@ class FrameBuffer:
             b = bisect.bisect_right(times, t1)
             return list(self._items)[a:b]
 
-    def nearest(self, targets) -> list[VideoFrame | None]:
-        """For each target time, the held frame closest to it (None if empty)."""
+    def _snapshot(self) -> tuple[np.ndarray, list[VideoFrame]]:
         with self._lock:
-            if not self._items:
-                return [None for _ in targets]
-            times = np.fromiter(self._times, float, len(self._times))
-            items = list(self._items)
-        idx = np.searchsorted(times, targets)
-        out = []
-        for tgt, i in zip(targets, idx):
-            cands = [k for k in (i - 1, i) if 0 <= k < len(items)]
-            k = min(cands, key=lambda k: abs(times[k] - tgt))
-            out.append(items[k])
-        return out
+            return np.fromiter(self._times, float, len(self._times)), list(self._items)
+
+    def nearest(self, targets) -> list[VideoFrame | None]:
+        """For each target time, the held frame closest to it (None if empty);
+        ``live.media.nearest_indices`` decides (ties: the earlier frame)."""
+        times, items = self._snapshot()
+        if not items:
+            return [None for _ in targets]
+        return [items[k] for k in nearest_indices(times, targets)]
+
+    def sample(self, start: float, end: float, n: int = N_FRAMES) -> list[VideoFrame | None]:
+        """The ``n`` frames of the span [start, end] by the one sampling rule,
+        ``live.media.sample_frames``, over the frames held ([None] * n if empty)."""
+        times, items = self._snapshot()
+        if not items:
+            return [None] * n
+        return [items[k] for k in sample_frames(times, start, end, n)]
 
 
 class AudioBuffer:
     """The last ``capacity_s`` seconds of 16 kHz mono audio on one sample clock.
 
     Sample ``n`` (counted from the first ever appended) is at time
-    ``t0 + n / 16000``, where ``t0`` is the first chunk's time. A chunk stamped more
+    ``t0 + n / AUDIO_RATE``, where ``t0`` is the first chunk's time. A chunk stamped more
     than ``AUDIO_GAP_S`` later than the expected time means samples were lost (a
     stalled device): the gap is filled with silence so times stay right. A chunk
     stamped early is appended contiguously (the sample clock wins over jittery

@@ -42,6 +42,11 @@ class FaceDetector(Protocol):
         ...
 
 
+def no_faces(rgb: np.ndarray, face_frac: float | None = None) -> list[Detection]:
+    """A ``FaceDetector`` that finds nothing: face detection off (faces absent)."""
+    return []
+
+
 _KEEP_ALIVE: list = []  # native detectors, never finalised mid-run (see __init__)
 ALIGN = 64  # bytes: LiteRT copies input images that are not aligned to this
 

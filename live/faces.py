@@ -6,9 +6,11 @@ most expensive step per frame) and carries boxes in between with a constant-velo
 prediction, matches detections to tracks by IoU so track ids stay stable, smooths
 boxes, forgets a track not seen for ``lost_after_s``, and names a primary face.
 
-``crop_face(rgb, box)`` and ``crop_faces(frames)`` make the 224×224 square crops
-that the model consumes; ``crop_faces`` is the offline entry point (8 decoded
-frames → crops + presence mask) for the model's preprocessing and ``infer`` CLI.
+``window_faces(frames)`` is THE primary-face rule: which track is a window's face
+(live windows and training preprocessing both call it on tracked frames), and
+``crop_face(rgb, box)`` makes the 224×224 square crops that the model consumes.
+The tracker settings live here once, as ``FaceTracker``'s defaults; the live engine
+and offline preprocessing (``live.window.file_window``) both track every frame with them.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from PIL import Image
 
 from .detector import DETECT_MAX_SIDE, Detection, FaceDetector
 from .frames import VideoFrame
+from .media import CROP_SIZE
 
 DETECT_INTERVAL_S = 0.2  # s between detector runs; tracking carries boxes in between
 LOST_AFTER_S = 1.0  # s without a matching detection before a track is dropped
@@ -30,7 +33,6 @@ SMOOTH = 0.6  # weight of a new detection vs. the prediction (1 = no smoothing)
 VEL_SMOOTH = 0.5  # weight of the newest velocity estimate
 MAX_SPEED = 3.0  # |velocity| cap, in box sizes per second: damp wild extrapolation
 PRIMARY_SWITCH = 1.3  # another face must score this many times higher to become primary
-CROP_SIZE = 224  # px, side of a face crop
 CROP_MARGIN = 0.25  # extra context on each side, as a fraction of the face box side
 
 
@@ -80,7 +82,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 class FaceTracker:
     """Stable face tracks over a stream of frames.
 
-    ``detector``: a ``FaceDetector`` (default: the process's shared ``default_detector()``).
+    ``detector``: a ``FaceDetector`` (default: the process's shared ``default_detector()``;
+    ``live.detector.no_faces`` turns face detection off).
     ``detect_interval_s``: 0 detects on every frame.
     Call with a ``VideoFrame`` (or ``(t, rgb)`` via :meth:`track_array`).
     Thread-safety: one tracker per stream; calls are serialised by a lock.
@@ -230,6 +233,13 @@ class FaceTracker:
     def track_array(self, t: float, rgb: np.ndarray, detect: bool | None = None):
         return self(VideoFrame(t, rgb), detect=detect)
 
+    def annotate(self, frame: VideoFrame) -> list[TrackedFace]:
+        """Track ``frame`` and record the result on it (``frame.faces``,
+        ``frame.primary``), which ``window_faces`` reads; returns the faces."""
+        faces = self(frame)
+        frame.faces, frame.primary = faces, self.primary
+        return faces
+
 
 def crop_face(
     rgb: np.ndarray, box, size: int = CROP_SIZE, margin: float = CROP_MARGIN
@@ -268,52 +278,46 @@ def default_detector() -> FaceDetector:
         return _default_detector
 
 
-def crop_faces(
-    frames,
-    times=None,
-    detector: FaceDetector | None = None,
-    size: int = CROP_SIZE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Offline face crops for a clip's sampled frames.
+def primary_track(frames) -> int | None:
+    """THE primary-face rule: which track is the face of a window's sampled frames.
 
-    ``frames``: (T, H, W, 3) uint8 RGB (typically T = 8); ``times``: (T,) seconds
-    (default 0.5 s apart). Runs detection on every frame, keeps the track present in
-    the most frames (ties: the larger face) and carries it across short misses.
-
-    Returns ``(crops, present)``: crops (T, size, size, 3) uint8, zeros where absent;
-    present (T,) bool.
+    ``frames``: tracked ``VideoFrame``s (``.faces`` and ``.primary`` set by
+    ``FaceTracker.annotate``; None entries are skipped). The track present in the most
+    frames wins; a tie goes to the track the tracker last named primary in these frames
+    (latest frame first), then to the lowest track id (the oldest track). None when no
+    frame holds a face.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    n = len(frames)
-    times = np.arange(n) * 0.5 if times is None else np.asarray(times, float)
-    if times.shape != (n,):
-        raise ValueError(f"times must be ({n},), got {times.shape}")
-    gap = float(np.median(np.diff(times))) if n > 1 else 1.0
-    # Sampled frames are far apart: no smoothing, generous matching, and a track
-    # survives one missed frame.
-    tracker = FaceTracker(detector or default_detector(), detect_interval_s=0.0,
-                          lost_after_s=max(1.0, 2.5 * gap), smooth=1.0, max_jump=2.0)
-    per_frame = [
-        {f.track: f.box for f in tracker.track_array(float(t), img)} for t, img in zip(times, frames)
-    ]
     votes: dict[int, int] = {}
-    for boxes in per_frame:
-        for tid in boxes:
-            votes[tid] = votes.get(tid, 0) + 1
-    crops = np.zeros((n, size, size, 3), np.uint8)
-    present = np.zeros(n, bool)
+    for f in frames:
+        for tf in (f.faces or ()) if f is not None else ():
+            votes[tf.track] = votes.get(tf.track, 0) + 1
     if not votes:
-        return crops, present
-    # largest total presence, then largest mean area
-    def area(tid):
-        bs = [b[tid] for b in per_frame if tid in b]
-        return float(np.mean([(x[2] - x[0]) * (x[3] - x[1]) for x in bs]))
+        return None
+    last_primary = next((f.primary for f in reversed(frames) if f is not None and f.primary is not None), None)
+    return max(sorted(votes), key=lambda k: (votes[k], k == last_primary))
 
-    main = max(votes, key=lambda tid: (votes[tid], area(tid)))
-    for i, boxes in enumerate(per_frame):
-        if main in boxes:
-            crops[i] = crop_face(frames[i], boxes[main], size=size)
-            present[i] = True
-    return crops, present
+
+def window_faces(frames, size: int = CROP_SIZE):
+    """Crops of the window's face (``primary_track``) in each of its T tracked frames.
+
+    Returns ``(faces, present, boxes, track)``: faces (T, size, size, 3) uint8, zeros
+    where absent; present (T,) bool; boxes (T, 4) float32 [x0, y0, x1, y1] px, NaN where
+    absent; track the primary track id or None. A crop is made once per frame and track
+    (``frame.crops``) and reused by every overlapping window.
+    """
+    n = len(frames)
+    faces = np.zeros((n, size, size, 3), np.uint8)
+    present = np.zeros(n, bool)
+    boxes = np.full((n, 4), np.nan, np.float32)
+    track = primary_track(frames)
+    if track is None:
+        return faces, present, boxes, None
+    for i, f in enumerate(frames):
+        box = next((tf.box for tf in f.faces or () if tf.track == track), None) if f is not None else None
+        if box is None:
+            continue
+        crop = f.crops.get((track, size))
+        if crop is None:
+            crop = f.crops[(track, size)] = crop_face(f.rgb(), box, size=size)
+        faces[i], present[i], boxes[i] = crop, True, box
+    return faces, present, boxes, track

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-AUDIO_RATE = 16_000  # Hz: every audio chunk inside live/ is 16 kHz mono float32
+from .media import AUDIO_RATE
 
 
 class VideoFrame:

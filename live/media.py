@@ -1,4 +1,5 @@
-"""The one home of the media constants every stage agrees on, capture to model.
+"""The one home of the media constants every stage agrees on, capture to model, and of
+the one frame-sampling rule.
 
 Live windows, training preprocessing, the processor, the quantization harness and the
 app all read these names; nothing else in the tree spells 16 kHz, 224 px or 8 frames.
@@ -7,9 +8,45 @@ defaults expects exactly what the front end delivers.
 """
 from __future__ import annotations
 
+import numpy as np
+
 AUDIO_RATE = 16_000  # Hz: all audio past the sources is 16 kHz mono float32 (Whisper's rate)
 N_FRAMES = 8  # frames per window / clip (paper §4.4: the model's 8 frame positions)
 CROP_SIZE = 224  # px, side of a square face crop (FaceXFormer's input)
 FRAME_MAX_SIDE = 384  # px, long side frames are stored at for training (SigLIP sees 384×384)
 WINDOW_S = 4.0  # s covered by one live window
 HOP_S = 1.0  # s between live window ends
+
+
+def sample_targets(start: float, end: float, n: int = N_FRAMES) -> np.ndarray:
+    """(n,) float64 seconds: the centres of n equal slices of [start, end]."""
+    return start + (np.arange(n) + 0.5) * (end - start) / n
+
+
+def nearest_indices(times, targets) -> np.ndarray:
+    """(len(targets),) int64: for each target, the index of the closest time in
+    ``times`` ((N,) seconds, ascending, N >= 1); a tie goes to the earlier frame."""
+    times = np.asarray(times, np.float64)
+    if times.ndim != 1 or times.size == 0:
+        raise ValueError(f"need (N,) frame times with N >= 1, got shape {times.shape}")
+    targets = np.asarray(targets, np.float64)
+    right = np.clip(np.searchsorted(times, targets), 0, times.size - 1)
+    left = np.clip(right - 1, 0, times.size - 1)
+    pick_left = np.abs(times[left] - targets) <= np.abs(times[right] - targets)
+    return np.where(pick_left, left, right).astype(np.int64)
+
+
+def sample_frames(times, start: float, end: float, n: int = N_FRAMES) -> np.ndarray:
+    """THE frame-sampling rule: which of the available frames are a span's ``n`` frames.
+
+    ``times``: (N,) seconds of every available frame, ascending; ``[start, end]``: the
+    span (a live window, or a training clip's span on the same clock). Frame ``i`` is
+    the available frame nearest to the centre of the i-th of ``n`` equal slices of the
+    span, ``start + (i + 0.5) * (end - start) / n``; a tie goes to the earlier frame, and
+    a frame may repeat when the span holds fewer than ``n`` frames.
+
+    Returns (n,) int64 indices into ``times``. Live windows (``FrameBuffer.sample``),
+    training preprocessing (``live.window.file_window``) and the quantization harness
+    all sample with this function; the processor takes the ``n`` frames it is given.
+    """
+    return nearest_indices(times, sample_targets(start, end, n))

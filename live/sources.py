@@ -9,6 +9,11 @@ buffers), stamped on the session ``Clock``:
 
 ``run(sink, stop)`` blocks until the media ends or ``stop`` is set; ``open()`` checks
 the device or file first and raises ``SourceError`` naming it.
+
+A file's clock (``file_origin``) starts at the earliest start of its streams; its
+frames are stamped on it by ``_video_time``. ``video_times`` / ``iter_video_frames``
+(offline, for ``live.window.file_window``) and ``decode_audio`` (the one whole-file
+audio decoder: ``Resampler``, as ``FileSource`` uses) read files on that same clock.
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
+from urllib.parse import parse_qsl
 
 import numpy as np
 
-from .frames import AUDIO_RATE, AudioChunk, VideoFrame
+from .frames import AudioChunk, VideoFrame
+from .media import AUDIO_RATE
 from .resample import Resampler
 
 MIC_BLOCK = 1024  # frames per microphone callback (~21 ms at 48 kHz)
@@ -63,6 +70,97 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def file_origin(video, audio=None) -> float:
+    """Seconds: where a file's clock starts, the earliest start time of its video and
+    (first) audio stream (0 when the container does not say)."""
+    starts = [float(st.start_time * st.time_base) for st in (video, audio)
+              if st is not None and st.start_time is not None and st.time_base is not None]
+    return min(starts) if starts else 0.0
+
+
+def _video_time(frame, count: int, fps: float, origin: float) -> float:
+    """A decoded video frame's time on the file clock (count / fps when it has none)."""
+    return (frame.time if frame.time is not None else count / fps + origin) - origin
+
+
+def _open_video(path: Path):
+    import av
+
+    if not path.is_file():
+        raise SourceError(f"video file not found: {path}")
+    try:
+        c = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise SourceError(f"cannot read video file {path}: {e}") from None
+    if not c.streams.video:
+        c.close()
+        raise SourceError(f"no video stream in {path}")
+    return c
+
+
+def video_times(path: str | Path) -> np.ndarray:
+    """(N,) float64 seconds of every frame of a file's video, ascending, on the file
+    clock, read from the packets (no decoding). Raises SourceError."""
+    import av
+
+    path = Path(path)
+    with _open_video(path) as c:
+        v = c.streams.video[0]
+        origin = file_origin(v, c.streams.audio[0] if c.streams.audio else None)
+        try:
+            pts = [p.pts for p in c.demux(v) if p.size]
+        except (av.FFmpegError, OSError) as e:
+            raise SourceError(f"cannot read video file {path}: {e}") from None
+    if any(p is None for p in pts):  # no timestamps: count at the nominal rate
+        return np.arange(len(pts)) / float(v.average_rate or 30)
+    return np.sort(np.array([float(p * v.time_base) for p in pts])) - origin
+
+
+def iter_video_frames(path: str | Path) -> Iterator[VideoFrame]:
+    """Every frame of a file's video in presentation order, stamped on the file clock
+    exactly as ``FileSource`` stamps them (not converted to RGB). Raises SourceError."""
+    import av
+
+    path = Path(path)
+    with _open_video(path) as c:
+        v = c.streams.video[0]
+        origin = file_origin(v, c.streams.audio[0] if c.streams.audio else None)
+        fps = float(v.average_rate or 30)
+        try:
+            for k, frame in enumerate(c.decode(v)):
+                yield VideoFrame(_video_time(frame, k, fps, origin), frame)
+        except (av.FFmpegError, OSError) as e:
+            raise SourceError(f"cannot decode video file {path}: {e}") from None
+
+
+def decode_audio(path: str | Path, max_s: float | None = None) -> np.ndarray | None:
+    """A file's first audio stream → (n,) float32 mono at 16 kHz (at most ``max_s``
+    seconds), through the same ``Resampler`` as ``FileSource``; None when the file has
+    no audio stream. Raises SourceError for an unreadable file or undecodable audio."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    limit = None if max_s is None else int(max_s * AUDIO_RATE)
+    res, chunks, total = Resampler(), [], 0
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                return None
+            for frame in c.decode(c.streams.audio[0]):
+                chunks.append(res(frame))
+                total += chunks[-1].size
+                if limit is not None and total >= limit:
+                    break
+            else:
+                chunks.append(res.flush())
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise SourceError(f"{path}: {e}") from None
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return audio[:limit].astype(np.float32, copy=False)
+
+
 class FileSource:
     """A video file (video + optional audio) decoded through ``av``."""
 
@@ -78,18 +176,8 @@ class FileSource:
         self.duration: float | None = None
 
     def open(self, clock: Clock | None = None) -> None:
-        import av
-
         self.clock = clock or Clock()
-        if not self.path.exists():
-            raise SourceError(f"video file not found: {self.path}")
-        try:
-            self._c = av.open(str(self.path))
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise SourceError(f"cannot read video file {self.path}: {e}") from None
-        if not self._c.streams.video:
-            self.close()
-            raise SourceError(f"no video stream in {self.path}")
+        self._c = _open_video(self.path)
         self._v = self._c.streams.video[0]
         self._a = self._c.streams.audio[0] if self._c.streams.audio else None
         self.has_video, self.has_audio = True, self._a is not None
@@ -100,7 +188,7 @@ class FileSource:
         if self._c is None:
             raise RuntimeError("FileSource.run before open()")
         streams = [s for s in (self._v, self._a) if s is not None]
-        origin = None  # media time of the first frame of any stream
+        origin = file_origin(self._v, self._a)  # the file clock's zero
         start_wall = self.clock.now()
         resampler = Resampler()
         audio_t0, audio_n = None, 0  # first audio time, 16 kHz samples emitted
@@ -121,15 +209,9 @@ class FileSource:
             for frame in packet.decode():
                 ft = frame.time
                 if packet.stream.type == "video":
-                    if ft is None:
-                        ft = vcount / vfps
+                    sink.video(VideoFrame(stamp(_video_time(frame, vcount, vfps, origin)), frame))
                     vcount += 1
-                    if origin is None:
-                        origin = ft
-                    sink.video(VideoFrame(stamp(ft - origin), frame))
                 else:
-                    if origin is None:
-                        origin = ft if ft is not None else 0.0
                     if audio_t0 is None:
                         audio_t0 = (ft if ft is not None else origin) - origin
                     x = resampler(frame)
@@ -250,7 +332,6 @@ class MicSource:
         self._stream = None
         self._sink: Sink | None = None
         self._res = Resampler()
-        self.status_errors = 0  # overflow/underflow flags reported by the driver
 
     def _resolve_rate(self) -> int:
         if self.rate:
@@ -283,8 +364,6 @@ class MicSource:
 
     def _callback(self, indata, frames, time_info, status) -> None:
         t = self.clock.now() - frames / self.rate
-        if status:
-            self.status_errors += 1
         x = self._res.from_array(np.asarray(indata).copy(), self.rate)
         if len(x) and self._sink is not None:
             self._sink.audio(AudioChunk(t, x))
@@ -361,12 +440,47 @@ class PushSource:
         self._ended.set()
 
 
+def _options(spec: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``"name?k=v&k=v"`` → (name, {k: v}); an option not in ``allowed`` is a ValueError."""
+    name, _, query = spec.partition("?")
+    opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    bad = sorted(set(opts) - set(allowed))
+    if bad:
+        raise ValueError(f"source {spec!r}: unknown option(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    return name, opts
+
+
+def _int_option(spec: str, opts: dict[str, str], key: str) -> int | None:
+    if key not in opts:
+        return None
+    try:
+        value = int(opts[key])
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"source {spec!r}: {key} must be a positive integer, got {opts[key]!r}")
+    return value
+
+
 def open_source(spec: str, realtime: bool = False) -> Source:
-    """``webcam`` / ``webcam:N`` / ``mic`` / ``mic:DEVICE`` / a file path → a Source
-    (not yet opened)."""
-    if spec == "webcam" or spec.startswith("webcam:"):
-        return WebcamSource(spec.partition(":")[2] or "0")
-    if spec == "mic" or spec.startswith("mic:"):
-        dev = spec.partition(":")[2] or None
-        return MicSource(int(dev) if dev and dev.isdigit() else dev)
+    """A source spec → a Source (not yet opened):
+
+    ``webcam`` / ``webcam:N`` (options ``?size=WxH&fps=F``, requests to the driver),
+    ``mic`` / ``mic:DEVICE`` (options ``?rate=HZ&channels=C``), or a file path.
+    E.g. ``webcam:0?size=1280x720&fps=30``, ``mic:1?rate=48000&channels=2``.
+    Raises ValueError for an unknown or malformed option."""
+    if spec == "webcam" or spec.startswith(("webcam:", "webcam?")):
+        name, opts = _options(spec, ("size", "fps"))
+        size = None
+        if "size" in opts:
+            w, _, h = opts["size"].partition("x")
+            if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+                raise ValueError(f"source {spec!r}: size must be WIDTHxHEIGHT, got {opts['size']!r}")
+            size = (int(w), int(h))
+        return WebcamSource(name.partition(":")[2] or "0", size=size, fps=_int_option(spec, opts, "fps"))
+    if spec == "mic" or spec.startswith(("mic:", "mic?")):
+        name, opts = _options(spec, ("rate", "channels"))
+        dev = name.partition(":")[2] or None
+        return MicSource(int(dev) if dev and dev.isdigit() else dev, rate=_int_option(spec, opts, "rate"),
+                         channels=_int_option(spec, opts, "channels") or 1)
     return FileSource(spec, realtime=realtime)

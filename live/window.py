@@ -2,46 +2,59 @@
 
 ``Window`` is the contract between ``live/`` and any analyser (the model adapts to
 it). ``WindowAssembler`` builds them from the buffers; ``Gate`` decides which go to
-the analyser.
+the analyser. ``file_window`` gives a file span the same frames and face crops a live
+window over that span gets (training preprocessing uses it), because both sample with
+``live.media.sample_frames`` and pick the face with ``live.faces.window_faces``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .buffers import AudioBuffer, FrameBuffer
-from .faces import CROP_SIZE, crop_face
-from .frames import AUDIO_RATE
+from .faces import FaceTracker, window_faces
+from .frames import VideoFrame
+from .media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, sample_frames
+from .sources import SourceError, iter_video_frames, video_times
 from .vad import VADGate
 
-HOP_S = 1.0  # s between window ends
-WINDOW_S = 4.0  # s covered by one window
-N_FRAMES = 8  # frames sampled uniformly per window (the model's 8 frame positions)
 GATES = ("always", "face", "speech")
-MIN_SPEECH_RATIO = 0.0  # "speech" gate: the ratio must exceed this
+
+
+def no_frames() -> np.ndarray:
+    """The ``frames`` of media without video: (0, 0, 0, 3) uint8 (see ``Window``)."""
+    return np.zeros((0, 0, 0, 3), np.uint8)
 
 
 @dataclass
 class Window:
     """One analysis window, ``T = N_FRAMES`` (8).
 
+    This docstring is where the media fields are defined; ``model.net.processor.Clip``
+    and the preprocessing cache (``model.data.preprocess``) carry the same fields under
+    the same names. A missing modality has one form everywhere: arrays of the documented
+    shape filled with zeros, plus ``has_video`` / ``has_audio`` / ``face_present``.
+
     start, end:    seconds on the session clock; ``end - start == window_s`` except
                    for a single short window at the end of a clip shorter than that.
     index:         0, 1, 2, ... in emission order.
-    frames:        (T, H, W, 3) uint8 RGB, sampled uniformly: frame ``i`` is the one
-                   nearest to ``start + (i + 0.5) * (end - start) / T``;
-                   None when the source has no video.
+    frames:        (T, H, W, 3) uint8 RGB at source resolution, chosen by
+                   ``live.media.sample_frames`` (frame ``i`` is the one nearest to
+                   ``start + (i + 0.5) * (end - start) / T``); (0, 0, 0, 3) when
+                   ``has_video`` is False.
     frame_times:   (T,) float64 seconds, the actual times of those frames
                    (NaN where there is no video).
-    faces:         (T, 224, 224, 3) uint8 RGB square crops of the window's face,
-                   zeros where absent (see ``face_present``).
-    face_present:  (T,) bool.
+    faces:         (T, 224, 224, 3) uint8 RGB square crops of the window's face
+                   (``live.faces.window_faces``), zeros where ``face_present`` is False.
+    face_present:  (T,) bool, True where frame i has a crop of the window's face.
     face_boxes:    (T, 4) float32 [x0, y0, x1, y1] pixels of the crops' boxes, NaN if absent.
-    face_track:    tracker id of the window's face (the track present in most of the
-                   T frames), or None.
+    face_track:    tracker id of the window's face, or None.
     audio:         (round((end - start) * 16000),) float32 mono at 16 kHz; zeros
-                   where there was no audio (``has_audio`` tells if the source has any).
+                   where there was no audio, all zeros when ``has_audio`` is False.
+    has_video:     the source has a video stream.
+    has_audio:     the source has an audio stream.
     speech:        [(start_s, end_s), ...] speech segments clipped to the window
                    (an ongoing one ends at ``end``).
     speech_ratio:  fraction of the window that is speech, in [0, 1].
@@ -50,7 +63,7 @@ class Window:
     index: int
     start: float
     end: float
-    frames: np.ndarray | None
+    frames: np.ndarray
     frame_times: np.ndarray
     faces: np.ndarray
     face_present: np.ndarray
@@ -60,12 +73,9 @@ class Window:
     speech: list[tuple[float, float]]
     speech_ratio: float
     has_audio: bool = True
+    has_video: bool = True
     audio_rate: int = AUDIO_RATE
     created: float = field(default=0.0, repr=False)  # perf_counter() at assembly
-
-    def face_list(self) -> list[np.ndarray | None]:
-        """Per frame: the (224, 224, 3) crop, or None where no face."""
-        return [f if p else None for f, p in zip(self.faces, self.face_present)]
 
     def summary(self) -> dict:
         """The JSON-able part logged to windows.jsonl (no pixels or samples)."""
@@ -81,25 +91,19 @@ class Window:
 
 class Gate:
     """Which windows go to the analyser: ``always``, ``face`` (a face in at least one
-    frame) or ``speech`` (speech ratio above ``min_speech_ratio``)."""
+    frame) or ``speech`` (any speech in the window)."""
 
-    def __init__(self, policy: str = "always", min_speech_ratio: float = MIN_SPEECH_RATIO) -> None:
+    def __init__(self, policy: str = "always") -> None:
         if policy not in GATES:
             raise ValueError(f"gate policy must be one of {GATES}, got {policy!r}")
         self.policy = policy
-        self.min_speech_ratio = min_speech_ratio
 
     def __call__(self, w: Window) -> bool:
         if self.policy == "face":
             return bool(w.face_present.any())
         if self.policy == "speech":
-            return w.speech_ratio > self.min_speech_ratio
+            return w.speech_ratio > 0.0
         return True
-
-
-def sample_targets(start: float, end: float, n: int = N_FRAMES) -> np.ndarray:
-    """(n,) uniform sample times: the centres of n equal slices of [start, end]."""
-    return start + (np.arange(n) + 0.5) * (end - start) / n
 
 
 class WindowAssembler:
@@ -157,40 +161,96 @@ class WindowAssembler:
         if self.t_first is not None and start < self.t_first - 1e-9:
             start = self.t_first
         T, S = self.n_frames, self.crop_size
-        targets = sample_targets(start, end, T)
-        picked = frames.nearest(targets) if has_video else [None] * T
-        faces = np.zeros((T, S, S, 3), np.uint8)
-        present = np.zeros(T, bool)
-        boxes = np.full((T, 4), np.nan, np.float32)
-        times = np.array([np.nan if f is None else f.t for f in picked])
-        track = None
-        imgs = None
+        picked = frames.sample(start, end, T) if has_video else [None] * T
         if has_video and picked[0] is not None:
             imgs = np.stack([f.rgb() for f in picked])
-            votes: dict[int, int] = {}
-            for f in picked:
-                for tf in f.faces or ():
-                    votes[tf.track] = votes.get(tf.track, 0) + 1
-            if votes:
-                last_primary = next((f.primary for f in reversed(picked) if f.primary is not None), None)
-                track = max(votes, key=lambda k: (votes[k], k == last_primary))
-                for i, f in enumerate(picked):
-                    box = next((tf.box for tf in f.faces or () if tf.track == track), None)
-                    if box is not None:
-                        crop = f.crops.get((track, S))
-                        if crop is None:
-                            crop = f.crops[(track, S)] = crop_face(imgs[i], box, size=S)
-                        faces[i] = crop
-                        present[i] = True
-                        boxes[i] = box
+            times = np.array([f.t for f in picked])
+        else:
+            imgs, times = no_frames(), np.full(T, np.nan)
+        faces, present, boxes, track = window_faces(picked, S)
         n = int(round((end - start) * AUDIO_RATE))
         wav = audio.between(start, start + n / AUDIO_RATE) if (audio is not None and has_audio) else np.zeros(n, np.float32)
         speech = vad.segments_between(start, end) if vad is not None else []
-        ratio = sum(b - a for a, b in speech) / (end - start) if end > start else 0.0
+        ratio = vad.speech_ratio(start, end) if vad is not None else 0.0
         w = Window(
             index=self.emitted, start=start, end=end, frames=imgs, frame_times=times, faces=faces,
             face_present=present, face_boxes=boxes, face_track=track, audio=wav, speech=speech,
-            speech_ratio=float(min(1.0, ratio)), has_audio=has_audio, created=created,
+            speech_ratio=float(ratio), has_audio=has_audio, has_video=has_video, created=created,
         )
         self.emitted += 1
         return w
+
+
+@dataclass
+class FileSpan:
+    """A file span's frames as a live window over the same span sees them.
+
+    start, end: the span, seconds on the file clock (``live.sources.file_origin``);
+    frames: the T sampled ``VideoFrame``s (a frame may repeat); frame_times (T,)
+    float64; faces, face_present, face_boxes, face_track: as in ``Window``.
+    """
+
+    start: float
+    end: float
+    frames: list[VideoFrame]
+    frame_times: np.ndarray
+    faces: np.ndarray
+    face_present: np.ndarray
+    face_boxes: np.ndarray
+    face_track: int | None
+
+    def rgb(self) -> np.ndarray:
+        """(T, H, W, 3) uint8 RGB at source resolution."""
+        return np.stack([f.rgb() for f in self.frames])
+
+
+def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,
+          tracker: FaceTracker | None) -> list[VideoFrame] | None:
+    """Decode up to the last sampled frame, tracking every frame as the live engine
+    does; None when fewer frames decode than ``times`` promised."""
+    idx = sample_frames(times, start, end, n)
+    wanted, last = set(idx.tolist()), int(idx.max())
+    kept: dict[int, VideoFrame] = {}
+    if tracker is not None:
+        tracker.reset()
+    for k, frame in enumerate(iter_video_frames(path)):
+        if tracker is not None:
+            tracker.annotate(frame)
+        if k in wanted:
+            kept[k] = frame
+        if k >= last:
+            break
+    return [kept[i] for i in idx.tolist()] if len(kept) == len(wanted) else None
+
+
+def file_window(path: str | Path, start: float | None = None, end: float | None = None,
+                n: int = N_FRAMES, tracker: FaceTracker | None = None,
+                crop_size: int = CROP_SIZE) -> FileSpan:
+    """The ``n`` frames of a file's span [start, end] and the crops of its face, exactly
+    as a live window over that span gets them: the same sampling rule over all of the
+    file's frames, every frame up to the last sampled one tracked by ``tracker`` (a
+    fresh ``FaceTracker`` with the live defaults; None: no faces) and the same
+    primary-face rule.
+
+    Default span: the whole video, first frame to one frame period after the last.
+    Raises SourceError for an unreadable file or one without video frames.
+    """
+    path = Path(path)
+    times = video_times(path)
+    for attempt in range(2):
+        if times.size == 0:
+            raise SourceError(f"{path}: video stream has no frames")
+        period = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+        s = float(times[0]) if start is None else float(start)
+        e = float(times[-1]) + period if end is None else float(end)
+        if e < s:
+            raise ValueError(f"span end {e} is before its start {s}")
+        picked = _pick(path, times, s, e, n, tracker)
+        if picked is not None:
+            break
+        # fewer frames decode than the packets promised: sample what really decodes
+        times = np.array([f.t for f in iter_video_frames(path)])
+    else:
+        raise SourceError(f"{path}: frames do not decode consistently")
+    faces, present, boxes, track = window_faces(picked if tracker is not None else [None] * n, crop_size)
+    return FileSpan(s, e, picked, np.array([f.t for f in picked]), faces, present, boxes, track)

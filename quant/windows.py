@@ -1,9 +1,10 @@
 """The analysis windows of a media file, computed once and replayed for every plan.
 
 Through `live/` (its `Engine` with a `FileSource`: the same windows, face crops and
-audio the live system would analyse) when it imports; otherwise uniform windows decoded
-with `av` directly, with faces marked absent. Both give objects with the fields of
-`live.window.Window` that `model.serve.analyser.OmniEmotionAnalyser.clip_from_window` reads.
+audio the live system would analyse) when it imports; otherwise the same window grid
+and frame-sampling rule (`live.media.sample_frames`) over the file's frames, with faces
+marked absent. Both give objects with the fields of `live.window.Window` that
+`model.serve.analyser.OmniEmotionAnalyser.clip_from_window` reads.
 """
 from __future__ import annotations
 
@@ -13,17 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-HOP_S = 1.0  # s between window ends (live's default)
-WINDOW_S = 4.0  # s per window (live's default)
-N_FRAMES = 8  # frames per window (the model's frame positions)
-AUDIO_RATE = 16_000  # Hz
-FACE_SIZE = 224  # px, face crop side
+from live.media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, sample_frames
 
 
 @dataclass
 class FileWindow:
-    """A window from the `av` fallback (no face tracking). frames (T, H, W, 3) uint8;
-    faces (T, 224, 224, 3) zeros; face_present (T,) False; audio (n,) float32 16 kHz."""
+    """A window from the fallback (no face tracking); fields as in `live.window.Window`,
+    with faces zeros and face_present all False."""
 
     index: int
     start: float
@@ -33,6 +30,7 @@ class FileWindow:
     face_present: np.ndarray
     audio: np.ndarray
     has_audio: bool = True
+    has_video: bool = True
     speech_ratio: float = field(default=0.0)
 
     def summary(self) -> dict:
@@ -52,12 +50,9 @@ class _Collector:
         return {}
 
 
-def _no_faces(rgb, face_frac=None):
-    return []
-
-
 def live_windows(path: str | Path, hop_s: float, window_s: float, faces: bool = True) -> list:
     """Every window live's engine cuts from the file (every_window: none dropped)."""
+    from live.detector import no_faces
     from live.engine import Engine, EngineConfig
     from live.faces import FaceTracker, default_detector
     from live.sources import FileSource
@@ -67,38 +62,24 @@ def live_windows(path: str | Path, hop_s: float, window_s: float, faces: bool = 
     # live's process-wide detector, never a fresh one: a mediapipe FaceDetector that is
     # garbage-collected closes itself through mediapipe's dispatcher from whatever
     # thread runs the GC, which deadlocked the next import here.
-    detector = default_detector() if faces else _no_faces
+    detector = default_detector() if faces else no_faces
     tracker = FaceTracker(detector, detect_interval_s=cfg.detect_interval_s)
     Engine(FileSource(path), collector, cfg, tracker=tracker).run()
     return sorted(collector.windows, key=lambda w: w.index)
 
 
-def _decode(path: Path) -> tuple[list[tuple[float, np.ndarray]], np.ndarray | None]:
-    """All frames [(t, (H, W, 3) uint8)] and the audio (n,) float32 16 kHz mono (or None)."""
-    import av
-
-    frames, chunks = [], []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"no video stream in {path}")
-        streams = [container.streams.video[0], *list(container.streams.audio)[:1]]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        for packet in container.demux(*streams):
-            for frame in packet.decode():
-                if packet.stream.type == "video":
-                    frames.append((float(frame.time or 0.0), frame.to_ndarray(format="rgb24")))
-                else:
-                    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        has_audio = bool(container.streams.audio)
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else None
-    return frames, audio if has_audio else None
-
-
 def uniform_windows(path: str | Path, hop_s: float, window_s: float) -> list[FileWindow]:
-    """live's window grid (ends at window_s + k·hop_s) without live/: frames nearest to
-    the 8 slice centres, the matching audio, faces absent. Decodes the whole file."""
+    """live's window grid (ends at t_first + window_s + k·hop_s) without the engine: the
+    frames chosen by `live.media.sample_frames`, the matching audio, faces absent.
+    Decodes the whole file."""
+    from live.sources import SourceError, decode_audio, iter_video_frames
+
     path = Path(path)
-    frames, audio = _decode(path)
+    try:
+        frames = [(f.t, f.rgb()) for f in iter_video_frames(path)]
+        audio = decode_audio(path)
+    except SourceError as e:
+        raise ValueError(str(e)) from None
     if not frames:
         raise ValueError(f"no video frames in {path}")
     times = np.array([t for t, _ in frames])
@@ -107,8 +88,7 @@ def uniform_windows(path: str | Path, hop_s: float, window_s: float) -> list[Fil
     out = []
     for k, end in enumerate(ends):
         start = max(0.0, end - window_s)
-        targets = t0 + start + (np.arange(N_FRAMES) + 0.5) * (end - start) / N_FRAMES
-        picked = [int(np.abs(times - t).argmin()) for t in targets]
+        picked = sample_frames(times, t0 + start, t0 + end, N_FRAMES)
         n = int(round((end - start) * AUDIO_RATE))
         a0 = int(round(start * AUDIO_RATE))
         wav = np.zeros(n, np.float32)
@@ -121,7 +101,7 @@ def uniform_windows(path: str | Path, hop_s: float, window_s: float) -> list[Fil
                 start=float(start),
                 end=float(end),
                 frames=np.stack([frames[i][1] for i in picked]),
-                faces=np.zeros((N_FRAMES, FACE_SIZE, FACE_SIZE, 3), np.uint8),
+                faces=np.zeros((N_FRAMES, CROP_SIZE, CROP_SIZE, 3), np.uint8),
                 face_present=np.zeros(N_FRAMES, bool),
                 audio=wav,
                 has_audio=audio is not None,

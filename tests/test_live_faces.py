@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from live.face_models import FACE_MODELS, FaceModelError, resolve_face_models
-from live.faces import FaceTracker, crop_face, crop_faces, default_detector, iou
+from live.faces import FaceTracker, TrackedFace, crop_face, default_detector, iou, primary_track, window_faces
 from live.frames import VideoFrame
+from live.window import file_window
 from tests.media import cached_clip, clip_frames
 
 
@@ -125,16 +126,46 @@ def test_crop_face_square_padded():
         crop_face(img, [10, 10, 10, 40])
 
 
-def test_crop_faces_offline(detector):
+def _tracked(t, faces, primary):
+    """A VideoFrame as the tracker leaves it: faces {track: box}, its primary track."""
+    f = VideoFrame(t, np.full((100, 100, 3), 50 + 10 * int(t), np.uint8))
+    f.faces = [TrackedFace(k, np.array(b, np.float32), 0.9, True) for k, b in faces.items()]
+    f.primary = primary
+    return f
+
+
+def test_primary_face_rule_and_tie_breaks():
+    a, b = [10, 10, 40, 40], [50, 50, 90, 90]
+    # most frames wins, even against the tracker's latest primary
+    frames = [_tracked(0, {1: a, 2: b}, 2), _tracked(1, {1: a}, 1), _tracked(2, {1: a, 2: b}, 2)]
+    assert primary_track(frames) == 1
+    # tie on frames: the track the tracker last named primary (latest frame first)
+    frames = [_tracked(0, {1: a, 2: b}, 1), _tracked(1, {1: a, 2: b}, 2)]
+    assert primary_track(frames) == 2
+    # tie and no primary among them: the lowest (oldest) track id
+    frames = [_tracked(0, {5: a, 3: b}, None), _tracked(1, {5: a, 3: b}, None)]
+    assert primary_track(frames) == 3
+    assert primary_track([_tracked(0, {}, None), None]) is None
+    # crops: only where the window's face is, zeros and NaN boxes elsewhere
+    frames = [_tracked(0, {1: a}, 1), _tracked(1, {2: b}, 2), _tracked(2, {1: a}, 1)]
+    faces, present, boxes, track = window_faces(frames, size=32)
+    assert track == 1 and present.tolist() == [True, False, True]
+    assert faces.shape == (3, 32, 32, 3) and faces[1].max() == 0 and faces[0].max() > 0
+    np.testing.assert_array_equal(faces[0], crop_face(frames[0].rgb(), a, size=32))
+    assert np.isnan(boxes[1]).all() and boxes[2].tolist() == a
+
+
+def test_file_window_tracks_like_live(detector):
     g = cached_clip("talk")
-    frames = clip_frames(g["path"])
-    idx = np.linspace(0, len(frames) - 1, 8).round().astype(int)
-    crops, present = crop_faces(frames[idx], detector=detector)
-    assert crops.shape == (8, 224, 224, 3) and present.all()
+    got = file_window(g["path"], tracker=FaceTracker(detector))
+    assert got.faces.shape == (8, 224, 224, 3) and got.face_present.all() and got.face_track is not None
     # a face crop is mostly face, not the plain green background
     bg = np.array([70, 110, 90])
-    assert all(np.abs(c.reshape(-1, 3) - bg).sum(1).mean() > 40 for c in crops)
-    none_crops, none_present = crop_faces(np.zeros((8, 120, 160, 3), np.uint8), detector=detector)
-    assert not none_present.any() and none_crops.max() == 0
-    with pytest.raises(ValueError):
-        crop_faces(np.zeros((8, 10, 10), np.uint8), detector=detector)
+    assert all(np.abs(c.reshape(-1, 3) - bg).sum(1).mean() > 40 for c in got.faces)
+    # the whole clip by default: slice centres of [first frame, last frame + 1/fps]
+    fps, n = g["fps"], g["n_frames"]
+    want = np.ceil((np.arange(8) + 0.5) * n / 8 - 0.5).astype(int)  # nearest frame, ties earlier
+    np.testing.assert_allclose(got.frame_times, want / fps, atol=1e-6)
+    np.testing.assert_array_equal(got.rgb(), clip_frames(g["path"])[want])
+    none = file_window(g["path"], tracker=None)
+    assert not none.face_present.any() and none.faces.max() == 0 and none.face_track is None

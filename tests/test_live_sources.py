@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live.frames import AUDIO_RATE
-from live.sources import FileSource, MicSource, SourceError, WebcamSource, open_source
+from live.media import AUDIO_RATE
+from live.sources import (FileSource, MicSource, SourceError, WebcamSource, decode_audio, iter_video_frames,
+                          open_source, video_times)
 from tests.media import AUDIO_RATE as MEDIA_RATE, cached_clip, speak, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,11 @@ def test_file_source_48k_audio_resampled_on_one_clock():
         assert b.t == pytest.approx(a.t + len(a.samples) / AUDIO_RATE, abs=1e-6)
     audio = np.concatenate([c.samples for c in sink.chunks])[: len(g["audio"])]
     assert np.corrcoef(np.abs(audio), np.abs(g["audio"][: len(audio)]))[0, 1] > 0.9
+    # the offline readers use the same clock and the same audio decoder
+    times = [f.t for f in sink.frames]
+    np.testing.assert_allclose(video_times(g["path"]), times, atol=1e-9)
+    assert [f.t for f in iter_video_frames(g["path"])] == times
+    np.testing.assert_array_equal(decode_audio(g["path"]), np.concatenate([c.samples for c in sink.chunks]))
 
 
 def test_missing_file_and_no_video_stream_errors(tmp_path):
@@ -60,6 +66,19 @@ def test_missing_webcam_names_device():
         WebcamSource(7).open()
     assert isinstance(open_source("webcam:3"), WebcamSource)
     assert isinstance(open_source("mic"), MicSource)
+
+
+def test_source_spec_options_reach_the_devices():
+    cam = open_source("webcam:2?size=1280x720&fps=15")
+    assert cam.index == "2" and cam.options == {"video_size": "1280x720", "framerate": "15"}
+    assert open_source("webcam").options == {}
+    mic = open_source("mic:3?rate=44100&channels=2")
+    assert (mic.device, mic.rate, mic.channels) == (3, 44100, 2)
+    assert (open_source("mic").rate, open_source("mic").channels) == (None, 1)
+    for bad, needle in [("webcam:0?size=big", "WIDTHxHEIGHT"), ("webcam?fps=0", "positive"),
+                        ("mic?rate=fast", "positive"), ("mic?volume=3", "unknown option")]:
+        with pytest.raises(ValueError, match=needle):
+            open_source(bad)
 
 
 class FakeStream:
@@ -136,7 +155,7 @@ def test_cli_writes_logs_and_stats(tmp_path):
     wins = [json.loads(l) for l in (tmp_path / "windows.jsonl").read_text().splitlines()]
     assert len(wins) == 3
     for w in wins:
-        assert {"start", "end", "frame_times", "face_track", "speech_ratio", "analysed", "result"} <= set(w)
+        assert {"start", "end", "frame_times", "face_track", "speech_ratio", "analysed", "label"} <= set(w)
         assert len(w["frame_times"]) == 8
     assert sum(w["analysed"] for w in wins) + stats["dropped_windows"] == 3
 

@@ -26,15 +26,15 @@ AUDIO_SECONDS = (1.0, 2.0, 1.5, 0.5)  # different lengths → different audio to
 
 def write_cached_sample(cache: Path, sid: str, rng, video: bool = True, audio_s: float | None = 1.0, faces=True):
     """One sample in `model/data/preprocess.py`'s npz format."""
-    t = 8 if video else 0
-    present = np.ones(t, bool)
-    if t:
+    present = np.ones(8, bool) if video else np.zeros(8, bool)
+    if video:
         present[-2:] = False  # some frames without a face
     audio = (rng.standard_normal(int(audio_s * 16000)) * 0.1).astype(np.float32) if audio_s else np.zeros(0, np.float32)
     np.savez(
         cache_path(cache, sid),
-        frames=rng.integers(0, 256, (t, FRAME_SIDE, FRAME_SIDE, 3), dtype=np.uint8),
-        faces=rng.integers(0, 256, (t, 224, 224, 3), dtype=np.uint8),
+        frames=rng.integers(0, 256, (8, FRAME_SIDE, FRAME_SIDE, 3), dtype=np.uint8) if video
+        else np.zeros((0, 0, 0, 3), np.uint8),
+        faces=rng.integers(0, 256, (8, 224, 224, 3), dtype=np.uint8) * present[:, None, None, None],
         face_present=present,
         audio=audio,
         has_video=np.array(video),
@@ -79,10 +79,16 @@ def test_dataset_keeps_only_the_phase_modalities(synthetic, phase, video, audio)
     assert item["id"] == "syn/001"
     assert item["conversation"][-1] == {"role": "assistant", "content": "sad."}
     clip = item["clip"]
-    assert (clip.frames is not None) == video and (clip.faces is not None) == video
-    assert (clip.audio is not None) == audio
+    # one form of absence: flags + zeros of the documented shape, never None
+    assert clip.has_video == video and clip.has_audio == audio
+    assert clip.faces.shape == (8, 224, 224, 3) and clip.face_present.shape == (8,)
     if video:
-        assert clip.face_mask.tolist() == [True] * 6 + [False] * 2
+        assert clip.frames.shape == (8, FRAME_SIDE, FRAME_SIDE, 3)
+        assert clip.face_present.tolist() == [True] * 6 + [False] * 2
+    else:
+        assert clip.frames.shape[0] == 0 and not clip.face_present.any() and clip.faces.max() == 0
+    if not audio:
+        assert clip.audio.shape == (0,)
 
 
 def test_missing_cache_entry_raises_with_the_sample_id(synthetic):
@@ -140,7 +146,7 @@ def test_collator_pads_right_masks_prompt_and_counts_placeholders(synthetic, tin
         assert int((ids[row] == cfg.video_token_id).sum()) == tokens.visual_token_count(cfg)
         assert int((ids[row] == cfg.face_token_id).sum()) == tokens.face_token_count(cfg)
     assert batch["pixel_values_videos"].shape[:2] == (3, cfg.num_frames)
-    assert batch["face_mask"].shape == (3, cfg.num_frames)
+    assert batch["face_present"].shape == (3, cfg.num_frames)
     assert batch["audio_lengths"].tolist() == [16000, 32000, 8000]
     out = model(**batch)
     assert out.loss is not None and out.loss.isfinite()

@@ -1,16 +1,15 @@
 """Decode each manifest sample once and cache what training needs as one ``.npz``.
 
-Per sample (``cache_path(cache_dir, id)``)::
+Per sample (``cache_path(cache_dir, id)``) the fields of ``model.net.processor.Clip``
+(defined once, in ``live.window.Window``): ``frames`` (long side scaled to at most
+FRAME_MAX_SIDE for storage), ``faces``, ``face_present``, ``audio`` (n = 0 when the
+sample has none), ``has_video`` and ``has_audio`` (0-d bool arrays).
 
-    frames        (T, h, w, 3) uint8 RGB, T = 8 uniform frames, long side ≤ FRAME_MAX_SIDE
-                  (T = 0 for an audio-only sample)
-    faces         (T, 224, 224, 3) uint8 face crops (zeros where no face)
-    face_present  (T,) bool
-    audio         (n,) float32 mono 16 kHz (n = 0 when the sample has no audio)
-    has_video, has_audio   () bool
-
-Faces are cropped from the full-resolution frames (small faces need the pixels), then
-the frames are scaled down for storage: the vision tower sees 384 px anyway.
+The frames and face crops come from ``live.window.file_window``: the same sampling
+rule, face tracker settings and primary-face rule as a live window over the same span,
+so training sees what serving sees. Faces are cropped from the full-resolution frames
+(small faces need the pixels), then the frames are scaled down for storage: the vision
+tower sees 384 px anyway. Audio comes from ``live.sources.decode_audio``.
 
 A video that cannot be decoded is reported by id and left out of the cache — never
 replaced by another sample or by blank frames; ``preprocess_manifest`` returns the
@@ -28,31 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from live.media import CROP_SIZE, FRAME_MAX_SIDE, N_FRAMES
 from model.data.manifest import resolve_media
 
-NUM_FRAMES = 8  # frames per clip (paper §4.4)
-AUDIO_RATE = 16_000  # Hz, Whisper's rate
-FACE_SIZE = 224  # px, FaceXFormer's input side
-FRAME_MAX_SIDE = 384  # px, long side of stored frames (SigLIP input is 384×384)
 # Cap on decoded audio: Whisper's window is 30 s; keep a little more so a later crop
 # can choose, but never hold a whole film in memory.
 AUDIO_MAX_S = 60.0
 
-# (frames (T,H,W,3) uint8, times (T,) s) -> (crops (T,224,224,3) uint8, present (T,) bool)
-FaceCropper = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# () -> a fresh live.faces.FaceTracker for one clip, or None for "no faces"
+FaceTrackerFactory = Callable[[], Any]
 
 
 class DecodeError(RuntimeError):
     """A media file could not be read or holds no usable stream."""
-
-
-def sample_indices(num_available: int, num_frames: int = NUM_FRAMES) -> np.ndarray:
-    """Uniform frame indices, first and last frame included (repeats when fewer frames
-    than asked). The processor samples with this same function."""
-    if num_available < 1:
-        raise ValueError(f"no frames to sample from (num_available={num_available})")
-    return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
 
 
 def _storage_size(w: int, h: int, max_side: int) -> tuple[int, int]:
@@ -61,143 +50,63 @@ def _storage_size(w: int, h: int, max_side: int) -> tuple[int, int]:
     return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
 
 
-def decode_frames(path: str | Path, num_frames: int = NUM_FRAMES) -> tuple[list, np.ndarray]:
-    """Decode ``num_frames`` uniform frames of a video.
-
-    Returns:
-        (frames, times): a list of ``av.VideoFrame`` (full resolution) and their
-        timestamps in seconds, shape (num_frames,).
-
-    Raises:
-        DecodeError: unreadable file, no video stream, or no decodable frame.
-    """
-    import av
-
-    path = Path(path)
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DecodeError(f"{path}: no video stream")
-            # Count frames by demuxing packets (cheap: no decoding), then decode once
-            # and keep the chosen ones. Packet and frame counts agree for the codecs
-            # in these datasets; a mismatch is caught below.
-            n = sum(1 for p in c.demux(video=0) if p.size)
-            if n == 0:
-                raise DecodeError(f"{path}: video stream has no frames")
-            want = sample_indices(n, num_frames).tolist()
-            wanted = set(want)
-            c.seek(0)
-            keep: dict[int, Any] = {}
-            decoded = 0
-            for i, frame in enumerate(c.decode(video=0)):
-                decoded = i + 1
-                if i in wanted:
-                    keep[i] = frame
-    except (av.error.FFmpegError, OSError) as e:
-        raise DecodeError(f"{path}: {e}") from None
-    if not decoded:
-        raise DecodeError(f"{path}: no decodable video frame")
-    if decoded < n:
-        # fewer frames than packets: pick again over what actually decodes
-        return decode_frames_exact(path, num_frames)
-    frames = [keep[i] for i in want]
-    times = np.array([float(f.time) if f.time is not None else np.nan for f in frames])
-    return frames, times
+def _scaled(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, h, w, 3) with the long side at most ``max_side``."""
+    h, w = frames.shape[1:3]
+    sw, sh = _storage_size(w, h, max_side)
+    if (sw, sh) == (w, h):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((sw, sh), Image.BILINEAR)) for f in frames])
 
 
-def decode_frames_exact(path: Path, num_frames: int) -> tuple[list, np.ndarray]:
-    """Fallback: keep every decoded frame (low memory: YUV frames), then pick."""
-    import av
+def default_face_tracker():
+    """A fresh ``live.faces.FaceTracker`` with the live defaults on the process's shared
+    BlazeFace detector (imported on first use, so this module loads without mediapipe)."""
+    from live.faces import FaceTracker, default_detector
 
-    try:
-        with av.open(str(path)) as c:
-            all_frames = list(c.decode(video=0))
-    except (av.error.FFmpegError, OSError) as e:
-        raise DecodeError(f"{path}: {e}") from None
-    if not all_frames:
-        raise DecodeError(f"{path}: no decodable video frame")
-    frames = [all_frames[i] for i in sample_indices(len(all_frames), num_frames).tolist()]
-    times = np.array([float(f.time) if f.time is not None else np.nan for f in frames])
-    return frames, times
+    return FaceTracker(default_detector())
 
 
-def decode_audio(path: str | Path, rate: int = AUDIO_RATE, max_s: float = AUDIO_MAX_S) -> np.ndarray | None:
-    """First audio stream → (n,) float32 mono at ``rate``; None when the file has no
-    audio stream.
-
-    Raises:
-        DecodeError: unreadable file or undecodable audio.
-    """
-    import av
-
-    path = Path(path)
-    limit = int(max_s * rate)
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.audio:
-                return None
-            res = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks, total = [], 0
-            for frame in c.decode(audio=0):
-                for out in res.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    total += chunks[-1].size
-                if total >= limit:
-                    break
-            else:
-                chunks += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
-    except (av.error.FFmpegError, OSError) as e:
-        raise DecodeError(f"{path}: {e}") from None
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    return audio[:limit]
-
-
-def default_face_cropper(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``live.faces.crop_faces`` (BlazeFace + IoU tracking), imported on first use so
-    this module loads without mediapipe."""
-    from live.faces import crop_faces
-
-    return crop_faces(frames, times)
+def no_face_tracker() -> None:
+    """A ``FaceTrackerFactory`` for "face detection off": every frame's face absent."""
+    return None
 
 
 def preprocess_sample(
     sample: dict[str, Any],
     base_dir: str | Path,
-    face_cropper: FaceCropper,
-    num_frames: int = NUM_FRAMES,
+    face_tracker: FaceTrackerFactory = default_face_tracker,
+    num_frames: int = N_FRAMES,
     max_side: int = FRAME_MAX_SIDE,
+    span: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode one manifest sample into the arrays stored in its ``.npz``.
 
+    span: (start_s, end_s) on the file clock; None = the whole video. The frames and
+        crops equal those of a live window over the same span (``live.window.file_window``).
+        The audio is the whole track (up to AUDIO_MAX_S) either way.
+
     Raises:
         DecodeError: unreadable media.
-        ValueError: the face cropper returned the wrong shapes.
     """
+    from live.sources import SourceError, decode_audio
+    from live.window import file_window, no_frames
+
     video, audio_path = resolve_media(sample, base_dir)
-    frames = np.zeros((0, 2, 2, 3), np.uint8)
-    faces = np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
-    present = np.zeros(0, bool)
-    if video is not None:
-        if not video.is_file():
-            raise DecodeError(f"{video}: no such file")
-        av_frames, times = decode_frames(video, num_frames)
-        full = np.stack([f.to_ndarray(format="rgb24") for f in av_frames])
-        if np.isnan(times).any():  # no timestamps: assume the clip's frames are 0.5 s apart
-            times = np.arange(num_frames) * 0.5
-        faces, present = face_cropper(full, times)
-        faces, present = np.asarray(faces), np.asarray(present)
-        if faces.shape != (num_frames, FACE_SIZE, FACE_SIZE, 3) or faces.dtype != np.uint8:
-            raise ValueError(f"face cropper returned {faces.shape} {faces.dtype}, "
-                             f"want ({num_frames}, {FACE_SIZE}, {FACE_SIZE}, 3) uint8")
-        if present.shape != (num_frames,) or present.dtype != bool:
-            raise ValueError(f"face cropper presence is {present.shape} {present.dtype}, "
-                             f"want ({num_frames},) bool")
-        w, h = _storage_size(full.shape[2], full.shape[1], max_side)
-        frames = np.stack([f.to_ndarray(format="rgb24", width=w, height=h) for f in av_frames])
-    src = audio_path if audio_path is not None else video
-    if audio_path is not None and not audio_path.is_file():
-        raise DecodeError(f"{audio_path}: no such file")
-    audio = decode_audio(src)
+    frames = no_frames()
+    faces = np.zeros((num_frames, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+    present = np.zeros(num_frames, bool)
+    try:
+        if video is not None:
+            if not video.is_file():
+                raise DecodeError(f"{video}: no such file")
+            got = file_window(video, *(span or (None, None)), n=num_frames, tracker=face_tracker())
+            faces, present = got.faces, got.face_present
+            frames = _scaled(got.rgb(), max_side)
+        src = audio_path if audio_path is not None else video
+        audio = decode_audio(src, max_s=AUDIO_MAX_S)
+    except SourceError as e:
+        raise DecodeError(str(e)) from None
     if video is None and (audio is None or audio.size == 0):
         raise DecodeError(f"{src}: audio-only sample without audio")
     return {
@@ -219,10 +128,8 @@ def cache_path(cache_dir: str | Path, sample_id: str) -> Path:
     return Path(cache_dir) / f"{safe}.npz"
 
 
-def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, np.ndarray | None]:
-    """A cached sample as ``model.net.processor.Clip`` keyword arguments: ``frames``,
-    ``faces``, ``face_mask`` (the stored ``face_present``) and ``audio``, None where the
-    sample has no such modality.
+def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, Any]:
+    """A cached sample as ``model.net.processor.Clip`` keyword arguments (``clip_arrays``).
 
     Raises:
         FileNotFoundError: the sample was never cached (e.g. it failed to decode).
@@ -239,15 +146,16 @@ def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, np.ndarray |
     return clip_arrays(d)
 
 
-def clip_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+def clip_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """``preprocess_sample``'s arrays (or a cache file's) → ``model.net.processor.Clip``
-    keyword arguments, None where the sample has no such modality."""
-    has_video, has_audio = bool(arrays["has_video"]), bool(arrays["has_audio"])
+    keyword arguments: the same names, flags as Python bools."""
     return {
-        "frames": arrays["frames"] if has_video else None,
-        "faces": arrays["faces"] if has_video else None,
-        "face_mask": arrays["face_present"] if has_video else None,
-        "audio": arrays["audio"] if has_audio else None,
+        "frames": arrays["frames"],
+        "faces": arrays["faces"],
+        "face_present": arrays["face_present"].astype(bool),
+        "audio": arrays["audio"],
+        "has_video": bool(arrays["has_video"]),
+        "has_audio": bool(arrays["has_audio"]),
     }
 
 
@@ -265,8 +173,8 @@ def preprocess_manifest(
     samples: Sequence[dict[str, Any]],
     cache_dir: str | Path,
     base_dir: str | Path = ".",
-    face_cropper: FaceCropper | None = None,
-    num_frames: int = NUM_FRAMES,
+    face_tracker: FaceTrackerFactory = default_face_tracker,
+    num_frames: int = N_FRAMES,
     max_side: int = FRAME_MAX_SIDE,
     overwrite: bool = False,
     progress: bool = True,
@@ -277,7 +185,8 @@ def preprocess_manifest(
         samples: validated manifest samples.
         cache_dir: output folder (created).
         base_dir: folder relative media paths are resolved against (the manifest's).
-        face_cropper: see ``FaceCropper``; default ``live.faces.crop_faces``.
+        face_tracker: makes a fresh face tracker per clip (see ``FaceTrackerFactory``);
+            default: live's BlazeFace tracker.
         num_frames, max_side: frames per clip and stored long side (px).
         overwrite: re-decode samples already cached.
         progress: show a tqdm bar on stderr.
@@ -289,7 +198,6 @@ def preprocess_manifest(
 
     if num_frames < 1 or max_side < 2:
         raise ValueError(f"num_frames={num_frames}, max_side={max_side}: must be >= 1 and >= 2")
-    cropper = face_cropper or default_face_cropper
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     summary = PreprocessSummary()
@@ -300,7 +208,7 @@ def preprocess_manifest(
             summary.cached.append(sid)
             continue
         try:
-            arrays = preprocess_sample(sample, base_dir, cropper, num_frames, max_side)
+            arrays = preprocess_sample(sample, base_dir, face_tracker, num_frames, max_side)
         except DecodeError as e:
             summary.failed[sid] = str(e)
             continue

@@ -13,6 +13,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from live.media import CROP_SIZE, N_FRAMES
+
 FUSIONS = ("video_concat", "frame_concat", "cross_attention")
 
 # LLaVA-OneVision-7B (llava-hf/llava-onevision-qwen2-7b-ov-hf): Qwen2-7B decoder.
@@ -65,7 +67,7 @@ class FaceEncoderConfig(PreTrainedConfig):
 
     model_type = "omni_emotion_face"
 
-    image_size: int = 224
+    image_size: int = CROP_SIZE
     patch_size: int = 4
     embed_dim: int = 128  # Swin-B
     depths: list[int] | tuple[int, ...] = (2, 2, 18, 2)
@@ -90,7 +92,8 @@ class OmniEmotionConfig(PreTrainedConfig):
     Args:
         fusion: how face tokens join the visual tokens (paper Fig. 6): `video_concat`
             (default, (c)), `frame_concat` ((a)) or `cross_attention` ((b)).
-        num_frames: frames per clip (8), each with a learnable position embedding.
+        num_frames: frames per clip (8, `live.media.N_FRAMES`), each with a learnable
+            position embedding; the processor takes exactly this many.
         audio_pool_stride: average-pool stride over Whisper states (3 → ≈60 ms/token).
         trim_audio: keep only the audio tokens that cover real audio instead of all 500
             of the padded 30 s (a 4 s window → 67 tokens). On for live use.
@@ -119,9 +122,8 @@ class OmniEmotionConfig(PreTrainedConfig):
     audio_config: dict | PreTrainedConfig | None = None
     face_config: dict | PreTrainedConfig | None = None
     fusion: str = "video_concat"
-    num_frames: int = 8
+    num_frames: int = N_FRAMES
     audio_pool_stride: int = 3
-    audio_sampling_rate: int = 16000
     trim_audio: bool = True
     absent_audio_seconds: float = 4.0
     cross_attention_heads: int = 8

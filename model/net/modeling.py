@@ -27,7 +27,7 @@ from model.net.config import OmniEmotionConfig
 from model.net.face_encoder import FaceXFormerEncoder
 
 # Inputs only the prefill step needs; decode steps see just the new token.
-PREFILL_ONLY_INPUTS = ("pixel_values_videos", "face_pixel_values", "face_mask", "input_features", "audio_lengths")
+PREFILL_ONLY_INPUTS = ("pixel_values_videos", "face_pixel_values", "face_present", "input_features", "audio_lengths")
 
 # What trains in each phase of paper §4.4 (module-name prefixes under the top model).
 PHASE_TRAINABLE = {
@@ -176,7 +176,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
 
     # ---- assembling the sequence -----------------------------------------------------
 
-    def _visual_sequence(self, batch, pixel_values_videos, face_pixel_values, face_mask, dtype, device):
+    def _visual_sequence(self, batch, pixel_values_videos, face_pixel_values, face_present, dtype, device):
         """Visual and face token features for `batch` clips, in placeholder order.
 
         Returns video (B·(T·v+1), H) and face (B·T·f, H) rows.
@@ -201,9 +201,9 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
                     f"face_pixel_values must be (batch={batch}, frames={t}, 3, 224, 224), got {tuple(face_pixel_values.shape)}"
                 )
             face = self.face_features(face_pixel_values).to(dtype) + frame_pos
-            if face_mask is not None:
+            if face_present is not None:
                 # Frames without a face get the zero tensor of a missing modality.
-                face = face * face_mask.to(device=device, dtype=dtype)[:, :, None, None]
+                face = face * face_present.to(device=device, dtype=dtype)[:, :, None, None]
         else:
             face = torch.zeros(batch, t, f, hidden, dtype=dtype, device=device)
 
@@ -211,8 +211,8 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
             attended = self.fusion(face.flatten(0, 1), visual.flatten(0, 1)).view_as(face)
             if face_pixel_values is None:
                 attended = torch.zeros_like(attended)
-            elif face_mask is not None:
-                attended = attended * face_mask.to(device=device, dtype=dtype)[:, :, None, None]
+            elif face_present is not None:
+                attended = attended * face_present.to(device=device, dtype=dtype)[:, :, None, None]
             face = attended
 
         newline = (
@@ -256,7 +256,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         input_ids: torch.LongTensor,
         pixel_values_videos: torch.Tensor | None = None,
         face_pixel_values: torch.Tensor | None = None,
-        face_mask: torch.Tensor | None = None,
+        face_present: torch.Tensor | None = None,
         input_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -264,7 +264,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         cfg = self.config
         embeds = self.get_input_embeddings()(input_ids)
         batch, dtype, device = input_ids.shape[0], embeds.dtype, embeds.device
-        video, face = self._visual_sequence(batch, pixel_values_videos, face_pixel_values, face_mask, dtype, device)
+        video, face = self._visual_sequence(batch, pixel_values_videos, face_pixel_values, face_present, dtype, device)
         audio = self._audio_sequence(batch, input_features, audio_lengths, dtype, device)
         embeds = self._scatter(embeds, input_ids, cfg.video_token_id, video, "video")
         embeds = self._scatter(embeds, input_ids, cfg.face_token_id, face, "face")
@@ -282,7 +282,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         inputs_embeds=None,
         pixel_values_videos=None,
         face_pixel_values=None,
-        face_mask=None,
+        face_present=None,
         input_features=None,
         audio_lengths=None,
         use_cache=None,
@@ -293,7 +293,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
                 raise ValueError("give input_ids or inputs_embeds")
             if self.has_placeholders(input_ids):
                 inputs_embeds = self.merge_multimodal(
-                    input_ids, pixel_values_videos, face_pixel_values, face_mask, input_features, audio_lengths
+                    input_ids, pixel_values_videos, face_pixel_values, face_present, input_features, audio_lengths
                 )
             else:
                 inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -337,7 +337,7 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
         inputs_embeds: torch.Tensor | None = None,
         pixel_values_videos: torch.Tensor | None = None,
         face_pixel_values: torch.Tensor | None = None,
-        face_mask: torch.Tensor | None = None,
+        face_present: torch.Tensor | None = None,
         input_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -349,7 +349,7 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
         input_ids: (B, L) with the placeholders of `model/tokens.py`.
         pixel_values_videos: (B, T, 3, S, S) SigLIP-normalised frames, or None (absent).
         face_pixel_values: (B, T, 3, 224, 224) ImageNet-normalised crops, or None (absent).
-        face_mask: (B, T) bool, False where a frame has no face.
+        face_present: (B, T) bool, False where a frame has no face.
         input_features: (B, 128, 3000) Whisper log-mel, or None.
         audio_lengths: (B,) real samples per clip at 16 kHz; 0 marks an absent track.
         labels: (B, L), -100 where no loss is taken.
@@ -363,7 +363,7 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
             inputs_embeds=inputs_embeds,
             pixel_values_videos=pixel_values_videos,
             face_pixel_values=face_pixel_values,
-            face_mask=face_mask,
+            face_present=face_present,
             input_features=input_features,
             audio_lengths=audio_lengths,
             use_cache=use_cache,

@@ -14,11 +14,10 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeatureExtractor
 
+from live.media import AUDIO_RATE, CROP_SIZE, N_FRAMES
 from model.net import tokens
 from model.net.config import OmniEmotionConfig
-from model.data.preprocess import sample_indices  # one frame-sampling rule for decoding and processing
 
-SAMPLE_RATE = tokens.SAMPLE_RATE  # Hz, what Whisper was trained on
 SIGLIP_MEAN = (0.5, 0.5, 0.5)  # LLaVA-OneVision's SigLIP normalisation
 SIGLIP_STD = (0.5, 0.5, 0.5)
 IGNORE_INDEX = -100  # label value for positions without loss
@@ -28,13 +27,39 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 @dataclass
 class Clip:
-    """One clip's media. frames (T, H, W, 3) uint8 RGB; faces (T, h, w, 3) uint8 RGB crops
-    or None; face_mask (T,) bool or None (all present); audio (n,) float32 at 16 kHz or None."""
+    """One clip's media, in the form of a live window: the fields, their shapes and the
+    one representation of a missing modality are defined in ``live.window.Window``
+    (frames, faces, face_present, audio, has_video, has_audio).
+
+    A field left None is filled in: ``has_video`` / ``has_audio`` tell whether
+    ``frames`` / ``audio`` were given; missing frames become (0, 0, 0, 3), missing audio
+    (0,); missing faces become zero crops with ``face_present`` all False, and faces
+    given without ``face_present`` count as present in every frame.
+    """
 
     frames: np.ndarray | None = None
     faces: np.ndarray | None = None
-    face_mask: np.ndarray | None = None
+    face_present: np.ndarray | None = None
     audio: np.ndarray | None = None
+    has_video: bool | None = None
+    has_audio: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_video is None:
+            self.has_video = self.frames is not None
+        if self.has_audio is None:
+            self.has_audio = self.audio is not None
+        if self.frames is None:
+            self.frames = np.zeros((0, 0, 0, 3), np.uint8)
+        if self.audio is None:
+            self.audio = np.zeros(0, np.float32)
+        t = len(self.frames) if self.has_video else N_FRAMES
+        if self.faces is None:
+            self.faces = np.zeros((t, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+            if self.face_present is None:
+                self.face_present = np.zeros(t, bool)
+        if self.face_present is None:
+            self.face_present = np.ones(len(self.faces), bool)
 
 
 def _check_images(name: str, images: np.ndarray) -> None:
@@ -73,8 +98,8 @@ class OmniEmotionProcessor:
         self.system_prompt = system_prompt
         self.feature_extractor = WhisperFeatureExtractor(
             feature_size=config.audio_config.num_mel_bins,
-            sampling_rate=SAMPLE_RATE,
-            chunk_length=tokens.audio_window_samples(config) // SAMPLE_RATE,
+            sampling_rate=AUDIO_RATE,
+            chunk_length=tokens.audio_window_samples(config) // AUDIO_RATE,
             n_samples=tokens.audio_window_samples(config),
         )
 
@@ -97,8 +122,8 @@ class OmniEmotionProcessor:
     # ---- media -----------------------------------------------------------------------
 
     def validate_audio(self, audio, sampling_rate: int) -> np.ndarray:
-        if sampling_rate != SAMPLE_RATE:
-            raise ValueError(f"audio must be {SAMPLE_RATE} Hz mono, got sampling_rate={sampling_rate}; resample first")
+        if sampling_rate != AUDIO_RATE:
+            raise ValueError(f"audio must be {AUDIO_RATE} Hz mono, got sampling_rate={sampling_rate}; resample first")
         if not isinstance(audio, np.ndarray):
             raise ValueError(f"audio must be a numpy float32 array, got {type(audio).__name__}")
         if audio.ndim != 1:
@@ -111,35 +136,37 @@ class OmniEmotionProcessor:
             raise ValueError("audio contains NaN or infinite samples")
         limit = tokens.audio_window_samples(self.config)
         if audio.size > limit:
-            raise ValueError(f"audio is {audio.size / SAMPLE_RATE:.1f} s; the encoder takes at most {limit / SAMPLE_RATE:.0f} s")
+            raise ValueError(f"audio is {audio.size / AUDIO_RATE:.1f} s; the encoder takes at most {limit / AUDIO_RATE:.0f} s")
         return audio.astype(np.float32, copy=False)
 
-    def prepare_media(self, clip: Clip, sampling_rate: int = SAMPLE_RATE) -> dict:
-        """One clip → tensors without a batch dimension, plus its audio token count."""
+    def prepare_media(self, clip: Clip, sampling_rate: int = AUDIO_RATE) -> dict:
+        """One clip → tensors without a batch dimension, plus its audio token count.
+
+        The clip must hold exactly ``config.num_frames`` frames (already sampled, with
+        ``live.media.sample_frames``): the processor never re-samples."""
         cfg, t = self.config, self.config.num_frames
         out: dict = {"num_samples": 0}
-        idx = None
-        if clip.frames is not None:
+        present = np.asarray(clip.face_present)
+        if clip.has_video:
             _check_images("frames", clip.frames)
-            idx = sample_indices(clip.frames.shape[0], t)
-            size = cfg.vision_config.image_size
-            out["pixel_values_videos"] = _to_pixels(clip.frames[idx], size, SIGLIP_MEAN, SIGLIP_STD)
-        if clip.faces is not None:
+            if clip.frames.shape[0] != t:
+                raise ValueError(f"frames has {clip.frames.shape[0]} frames but the model takes exactly {t} "
+                                 "(config.num_frames); sample them with live.media.sample_frames")
+            out["pixel_values_videos"] = _to_pixels(clip.frames, cfg.vision_config.image_size, SIGLIP_MEAN, SIGLIP_STD)
+        if clip.has_video or present.any():
             _check_images("faces", clip.faces)
-            if clip.frames is not None and clip.faces.shape[0] != clip.frames.shape[0]:
-                raise ValueError(f"faces has {clip.faces.shape[0]} crops but frames has {clip.frames.shape[0]}")
-            fidx = idx if idx is not None else sample_indices(clip.faces.shape[0], t)
+            if present.shape != (clip.faces.shape[0],) or present.dtype != bool:
+                raise ValueError(f"face_present must be bool of shape ({clip.faces.shape[0]},), "
+                                 f"got {present.dtype} {present.shape}")
+            if clip.faces.shape[0] != t:
+                raise ValueError(f"faces has {clip.faces.shape[0]} crops but the clip needs {t} (one per frame)")
+        if present.any():  # no face in any frame: the face branch is absent (zeros)
             face_cfg = cfg.face_config
-            out["face_pixel_values"] = _to_pixels(clip.faces[fidx], face_cfg.image_size, face_cfg.image_mean, face_cfg.image_std)
-            mask = np.ones(clip.faces.shape[0], dtype=bool) if clip.face_mask is None else np.asarray(clip.face_mask)
-            if mask.shape != (clip.faces.shape[0],) or mask.dtype != bool:
-                raise ValueError(f"face_mask must be bool of shape ({clip.faces.shape[0]},), got {mask.dtype} {mask.shape}")
-            out["face_mask"] = torch.from_numpy(mask[fidx].copy())
-        elif clip.face_mask is not None:
-            raise ValueError("face_mask given without faces")
-        if clip.audio is not None:
+            out["face_pixel_values"] = _to_pixels(clip.faces, face_cfg.image_size, face_cfg.image_mean, face_cfg.image_std)
+            out["face_present"] = torch.from_numpy(present.copy())
+        if clip.has_audio:
             audio = self.validate_audio(clip.audio, sampling_rate)
-            feats = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")["input_features"]
+            feats = self.feature_extractor(audio, sampling_rate=AUDIO_RATE, return_tensors="pt")["input_features"]
             out["input_features"] = feats[0]
             out["num_samples"] = int(audio.size)
         out["audio_tokens"] = tokens.audio_token_count(cfg, out["num_samples"] or None)
@@ -167,7 +194,7 @@ class OmniEmotionProcessor:
         self,
         conversations: list[dict] | list[list[dict]],
         clips: Clip | list[Clip] | None = None,
-        sampling_rate: int = SAMPLE_RATE,
+        sampling_rate: int = AUDIO_RATE,
         add_generation_prompt: bool = True,
         return_labels: bool = False,
         padding_side: str = "left",
@@ -179,7 +206,7 @@ class OmniEmotionProcessor:
         return_labels: the last turn must be the assistant's; labels mask everything but
             its tokens with -100. Right padding suits training, left padding generation.
         Returns input_ids/attention_mask (B, L), pixel_values_videos (B, T, 3, S, S),
-        face_pixel_values (B, T, 3, 224, 224), face_mask (B, T), input_features
+        face_pixel_values (B, T, 3, 224, 224), face_present (B, T), input_features
         (B, 128, 3000), audio_lengths (B,) — each modality only when some clip has it.
         """
         single = bool(conversations) and isinstance(conversations[0], dict)
@@ -233,7 +260,7 @@ class OmniEmotionProcessor:
 
     def _stack_media(self, media: list[dict]) -> dict:
         """Stack per-clip tensors; a clip lacking a modality others have gets zeros (and
-        face_mask False / audio length 0), which the model treats as absent."""
+        face_present False / audio length 0), which the model treats as absent."""
         out = {}
         t, cfg = self.config.num_frames, self.config
         if any("pixel_values_videos" in m for m in media):
@@ -246,7 +273,7 @@ class OmniEmotionProcessor:
             out["face_pixel_values"] = torch.stack(
                 [m.get("face_pixel_values", torch.zeros(t, 3, size, size)) for m in media]
             )
-            out["face_mask"] = torch.stack([m.get("face_mask", torch.zeros(t, dtype=torch.bool)) for m in media])
+            out["face_present"] = torch.stack([m.get("face_present", torch.zeros(t, dtype=torch.bool)) for m in media])
         if any("input_features" in m for m in media):
             shape = next(m["input_features"] for m in media if "input_features" in m).shape
             out["input_features"] = torch.stack([m.get("input_features", torch.zeros(shape)) for m in media])

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 
-# Whisper front end: 16 kHz, 10 ms hop → 100 mel frames/s; conv2 has stride 2.
-SAMPLE_RATE = 16000
+from live.media import AUDIO_RATE
+
+# Whisper front end: 16 kHz (AUDIO_RATE), 10 ms hop → 100 mel frames/s; conv2 has stride 2.
 MEL_HOP_SAMPLES = 160
 ENCODER_CONV_STRIDE = 2
 
@@ -73,7 +74,7 @@ def audio_token_count(config, num_samples: int | None) -> int:
     if not config.trim_audio:
         return total
     if num_samples is None:
-        num_samples = int(round(config.absent_audio_seconds * SAMPLE_RATE))
+        num_samples = int(round(config.absent_audio_seconds * AUDIO_RATE))
     if num_samples <= 0:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     mel_frames = max(1, num_samples // MEL_HOP_SAMPLES)

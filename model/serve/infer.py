@@ -2,10 +2,13 @@
 
     python -m model.serve.infer --model DIR --video FILE [--json] [--prompt TEXT]
 
-Decodes 8 uniform frames and the 16 kHz audio with `av`, crops the primary face with
-`live/`'s BlazeFace tracker, runs one analysis and prints the answer (streamed) or, with
+Takes the clip's 8 frames and face crops exactly as a live window over the whole clip
+would (`model.data.preprocess.preprocess_sample` → `live.window.file_window`) and its
+16 kHz audio, runs one analysis and prints the answer (streamed) or, with
 `--json`, one object: {"text", "label", "labels", "tokens": {"visual", "face", "audio",
-"text"}, "face": "present"|"absent", "seconds"}. Bad input → one line on stderr, exit 1.
+"text"}, "face": "present"|"absent", "seconds"}. Errors follow `live.cli`: one line on
+stderr; bad input (no checkpoint, a missing or unreadable video, no audio track) exits 2
+before the model loads, a failure while loading or generating exits 1.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_ERROR = 1
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, fail
+from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 
 def _probe(video: Path, audio_required: bool) -> None:
@@ -35,21 +39,17 @@ def _probe(video: Path, audio_required: bool) -> None:
 
 def _decode(video: Path, faces: bool, audio_required: bool):
     """File → Clip, failing loudly on a missing, unreadable or audio-less file."""
-    from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, preprocess_sample
+    from model.data.preprocess import (DecodeError, clip_arrays, default_face_tracker, no_face_tracker,
+                                       preprocess_sample)
     from model.net.processor import Clip
 
     if not video.is_file():
         raise ValueError(f"no such file: {video}")
     _probe(video, audio_required)
 
-    def no_faces(frames, times):
-        import numpy as np
-
-        return np.zeros((len(frames), 224, 224, 3), np.uint8), np.zeros(len(frames), bool)
-
     try:
         arrays = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
-                                   default_face_cropper if faces else no_faces)
+                                   default_face_tracker if faces else no_face_tracker)
     except DecodeError as err:
         raise ValueError(f"cannot read video: {err}") from None
     if audio_required and not bool(arrays["has_audio"]):
@@ -64,18 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--prompt", help="instruction (default: the paper's multimodal analysis prompt)")
     ap.add_argument("--options", help="comma-separated label options to choose from")
-    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--max-new-tokens", type=int, default=ANALYSIS_MAX_NEW_TOKENS, help="generation budget")
     ap.add_argument("--no-audio", action="store_true", help="accept a file without an audio track")
     ap.add_argument("--no-faces", action="store_true", help="skip face detection (face branch absent)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
     try:
         model_dir = Path(args.model)
         if not (model_dir / "config.json").is_file():
-            raise ValueError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
-        clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
+            raise CliError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
+        if args.max_new_tokens < 1:
+            raise CliError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        try:  # the input file, checked and decoded before the model loads
+            clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
+        except (ValueError, OSError) as err:
+            raise CliError(err) from None
         from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
         options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
@@ -89,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             printed[0] = len(text)
 
         result = analyser.analyse(clip, on_text=None if args.json else stream)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        return EXIT_ERROR
+    except (CliError, ValueError, OSError, RuntimeError, KeyboardInterrupt) as err:
+        return fail(err)
     result["face"] = "present" if result["face_frames"] else "absent"
     result["seconds"] = round(time.perf_counter() - started, 3)
     if args.json:

@@ -21,7 +21,7 @@ class TrainCollator:
 
     Returns a plain dict: input_ids, attention_mask, labels (B, L); and, when the batch
     has them, pixel_values_videos (B, T, 3, S, S), face_pixel_values (B, T, 3, 224, 224),
-    face_mask (B, T), input_features (B, 128, 3000); audio_lengths (B,) always.
+    face_present (B, T), input_features (B, 128, 3000); audio_lengths (B,) always.
     """
 
     def __init__(self, processor: OmniEmotionProcessor):

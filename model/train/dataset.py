@@ -6,9 +6,11 @@ cache is built with (`preprocess_sample`), so both paths give identical arrays.
 
 What each phase sees (paper §4.4):
 
-    phase 1  audio-text alignment   audio only (vision and faces absent → zero tensors)
-    phase 2  facial alignment       frames + faces only (audio absent → zero tensor)
+    phase 1  audio-text alignment   audio only (has_video=False: vision and faces absent)
+    phase 2  facial alignment       frames + faces only (has_audio=False)
     phase 3  instruction tuning     frames + faces + audio
+
+A missing modality has one form from window to model: see `live.window.Window`.
 
 A sample that cannot be loaded, or lacks the modality its phase needs, raises
 `SampleError` naming its id. Nothing is ever skipped or replaced by another sample:
@@ -16,7 +18,8 @@ a silently swapped sample would train on data nobody asked for.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from model.data.manifest import read_manifest
-from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
+from model.data.preprocess import (DecodeError, FaceTrackerFactory, clip_arrays, default_face_tracker, load_cached,
+                                   preprocess_sample)
 from model.net.processor import Clip
 
 PHASES = (1, 2, 3)
@@ -37,9 +41,10 @@ class SampleError(ValueError):
     """A training sample is unusable; the message starts with `sample '<id>':`."""
 
 
-def clip_for_phase(arrays: dict[str, np.ndarray | None], phase: int, max_audio_samples: int | None) -> Clip:
-    """Cached arrays (`load_cached`'s keys: frames, faces, face_mask, audio; None =
-    absent) → the `Clip` phase `phase` trains on.
+def clip_for_phase(arrays: dict, phase: int, max_audio_samples: int | None) -> Clip:
+    """Cached arrays (`load_cached`'s `Clip` keyword arguments) → the `Clip` phase
+    `phase` trains on: the modalities the phase does not use are marked absent
+    (`has_video` / `has_audio` False, `face_present` all False).
 
     Audio longer than the encoder window (`max_audio_samples`, 30 s × 16 kHz for
     Whisper) keeps its first window: the cache holds up to 60 s so later crops can
@@ -48,16 +53,13 @@ def clip_for_phase(arrays: dict[str, np.ndarray | None], phase: int, max_audio_s
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     keep = PHASE_MODALITIES[phase]
-    clip = Clip()
-    if "video" in keep and arrays.get("frames") is not None:
-        clip.frames = arrays["frames"]
-        clip.faces = arrays.get("faces")
-        clip.face_mask = arrays.get("face_mask") if clip.faces is not None else None
-    if "audio" in keep and arrays.get("audio") is not None:
-        audio = arrays["audio"]
-        if max_audio_samples is not None and audio.shape[0] > max_audio_samples:
-            audio = audio[:max_audio_samples]
-        clip.audio = audio
+    clip = Clip(**arrays)
+    if "video" not in keep and clip.has_video:
+        clip = replace(clip, frames=None, faces=None, face_present=None, has_video=False)
+    if "audio" not in keep and clip.has_audio:
+        clip = replace(clip, audio=None, has_audio=False)
+    if clip.has_audio and max_audio_samples is not None and clip.audio.shape[0] > max_audio_samples:
+        clip = replace(clip, audio=clip.audio[:max_audio_samples])
     return clip
 
 
@@ -70,12 +72,12 @@ class TrainDataset(Dataset):
         cache_dir: preprocessing cache; None decodes each sample on every access.
         base_dir: folder relative media paths resolve against (the manifest's folder),
             only used without a cache.
-        face_cropper: for on-the-fly decoding; default BlazeFace (`live.faces`).
+        face_tracker: for on-the-fly decoding, a fresh face tracker per clip
+            (`model.data.preprocess.FaceTrackerFactory`); default live's BlazeFace tracker.
         max_audio_samples: audio is cut to this many 16 kHz samples (encoder window).
 
-    Item i: {"id": str, "conversation": [{"role", "content"}, ...], "clip": Clip}, with
-    clip.frames (T, H, W, 3) uint8, clip.faces (T, 224, 224, 3) uint8, clip.face_mask
-    (T,) bool, clip.audio (n,) float32 at 16 kHz — each None when absent.
+    Item i: {"id": str, "conversation": [{"role", "content"}, ...], "clip": Clip}
+    (fields and absent modalities: see `live.window.Window`).
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class TrainDataset(Dataset):
         phase: int,
         cache_dir: str | Path | None = None,
         base_dir: str | Path = ".",
-        face_cropper: Callable | None = None,
+        face_tracker: FaceTrackerFactory = default_face_tracker,
         max_audio_samples: int | None = None,
     ):
         if phase not in PHASES:
@@ -97,7 +99,7 @@ class TrainDataset(Dataset):
         self.phase = phase
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.base_dir = Path(base_dir)
-        self.face_cropper = face_cropper
+        self.face_tracker = face_tracker
         self.max_audio_samples = max_audio_samples
 
     @classmethod
@@ -118,8 +120,7 @@ class TrainDataset(Dataset):
         try:
             if self.cache_dir is not None:
                 return load_cached(self.cache_dir, sid)
-            cropper = self.face_cropper or default_face_cropper
-            return clip_arrays(preprocess_sample(sample, self.base_dir, cropper))
+            return clip_arrays(preprocess_sample(sample, self.base_dir, self.face_tracker))
         except (OSError, ValueError, DecodeError) as err:
             msg = str(err)
             prefix = f"sample {sid!r}"
@@ -130,8 +131,8 @@ class TrainDataset(Dataset):
         sid = sample["id"]
         clip = clip_for_phase(self._arrays(sample), self.phase, self.max_audio_samples)
         need = PHASE_REQUIRED[self.phase]
-        if need == "audio" and clip.audio is None:
+        if need == "audio" and not clip.has_audio:
             raise SampleError(f"sample {sid!r}: phase {self.phase} trains on audio but the sample has none")
-        if need == "video" and clip.frames is None:
+        if need == "video" and not clip.has_video:
             raise SampleError(f"sample {sid!r}: phase {self.phase} trains on video but the sample has none")
         return {"id": sid, "conversation": sample["conversations"], "clip": clip}
