@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import sys
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # failed while working
 EXIT_USAGE = 2  # bad arguments or input, found before any work (argparse uses 2 too)
@@ -31,3 +33,14 @@ def one_line(err: BaseException | str) -> str:
     if text:
         return text.splitlines()[0]
     return type(err).__name__ if isinstance(err, BaseException) else "unknown error"
+
+
+def fail(err: BaseException, usage: tuple[type[BaseException], ...] = ()) -> int:
+    """Report `err` on stderr as ``error: <one line>`` and return the exit code it means:
+    ``EXIT_USAGE`` for a `CliError` (or one of the `usage` types), ``EXIT_INTERRUPTED``
+    for Ctrl-C, ``EXIT_RUNTIME`` for anything else."""
+    if isinstance(err, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"error: {one_line(err)}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(err, (CliError, *usage)) else EXIT_RUNTIME

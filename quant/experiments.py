@@ -11,8 +11,9 @@ next-token distributions over the reference's answer (teacher-forced), and word-
 similarity of the explanations. A plan that fails to load or run is reported as failed
 with its reason; the others still run.
 
-Writes OUT/results.json, OUT/results.md and OUT/results.png. Errors in the arguments:
-one line on stderr, exit status 1.
+Writes OUT/results.json, OUT/results.md and OUT/results.png. Errors follow `live.cli`:
+one line on stderr; bad arguments or input (an unknown plan, a missing checkpoint or
+source file) exit 2, a failure while working exits 1.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from pathlib import Path
 
 import torch
 
-MAX_NEW_TOKENS = 32  # per window: enough for a label and a sentence of explanation
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, fail
+from model.serve.generate import COMPARE_MAX_NEW_TOKENS
+
 MAX_WINDOWS = 8  # default cap; windows are spread evenly over the file
 
 
@@ -56,23 +59,19 @@ def _device_name(device: str) -> str:
     return f"{name} ({os.cpu_count()} cores, CPU)"
 
 
-def _generate(model, batch: dict, max_new_tokens: int, pad_token_id) -> tuple[torch.Tensor, float, float | None]:
-    """Greedy answer ids (n,), prefill seconds, decode tokens/s (None for one token)."""
+def _timed_generate(model, processor, batch: dict, max_new_tokens: int, options):
+    """The greedy answer (`model.serve.generate`), prefill seconds, decode tokens/s
+    (None for one token)."""
     from transformers import LogitsProcessorList
+
+    from model.serve.generate import generate
 
     stamps = _Stamps()
     start = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            logits_processor=LogitsProcessorList([stamps]),
-            pad_token_id=pad_token_id,
-        )
+    answer = generate(model, processor, batch, max_new_tokens, options,
+                      logits_processor=LogitsProcessorList([stamps]))[0]
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    answer = out[0, batch["input_ids"].shape[1] :].cpu()
     prefill = stamps.times[0] - start
     steps = len(stamps.times) - 1
     decode = steps / (stamps.times[-1] - stamps.times[0]) if steps > 0 else None
@@ -82,7 +81,7 @@ def _generate(model, batch: dict, max_new_tokens: int, pad_token_id) -> tuple[to
 def run_plan(plan, model_dir, device, clips, windows, reference, progress, prompt, options, max_new_tokens) -> dict:
     """Load `plan`, analyse every clip, compare with `reference` (None: this plan becomes
     it — its per-window answers and log-probs are stored in the returned dict)."""
-    from model.data.answers import parse_answer
+    from model.serve.generate import encode
 
     from .agreement import answer_log_probs, labels_agree, mean_kl, text_similarity
     from .estimate import estimate_checkpoint, measure
@@ -101,13 +100,10 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
             measured=measured["total"], footprint=measured["footprint"], measured_slots=measured["slots"]
         )
         per_window, ref_state = [], []
-        pad = processor.tokenizer.pad_token_id
         for i, (clip, window) in enumerate(zip(clips, windows)):
-            batch = processor([{"role": "user", "content": prompt}], clip)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            answer, prefill, decode = _generate(model, batch, max_new_tokens, pad)
-            text = processor.decode(answer).strip()
-            parsed = parse_answer(text, options)
+            batch = encode(model, processor, [prompt], [clip])
+            generated, prefill, decode = _timed_generate(model, processor, batch, max_new_tokens, options)
+            answer, text, parsed = generated.ids, generated.text, generated.parsed
             row = {
                 "window": window.summary() if hasattr(window, "summary") else {"index": i},
                 "text": text,
@@ -160,7 +156,7 @@ def run_experiments(
     out,
     device: str = "cpu",
     max_windows: int | None = MAX_WINDOWS,
-    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_new_tokens: int = COMPARE_MAX_NEW_TOKENS,
     hop_s: float | None = None,
     window_s: float | None = None,
     faces: bool = True,
@@ -172,6 +168,7 @@ def run_experiments(
     results dict that results.json holds."""
     from tqdm import tqdm
 
+    from live.cli import one_line
     from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
     from . import windows as win
@@ -209,7 +206,7 @@ def run_experiments(
             record = run_plan(plan, model_dir, device, clips, windows, reference, bar, prompt, options, max_new_tokens)
         except Exception as err:  # noqa: BLE001 — a failed plan is a result, not a crash
             record = {"name": plan.name, "plan": plan.to_dict(), "status": "failed",
-                      "error": f"{type(err).__name__}: {err}".splitlines()[0]}
+                      "error": one_line(f"{type(err).__name__}: {err}")}
             bar.update(len(windows) - (bar.n - done_before))
             gc.collect()
         if record["status"] == "ok" and reference is None:
@@ -230,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plans", default="fp16,int8,nf4,nf4-dq,edge-8gb", help="comma-separated plans; the first is the reference")
     ap.add_argument("--source", required=True, help="video file to cut windows from")
     ap.add_argument("--out", required=True, help="folder for results.json/.md/.png")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     ap.add_argument("--max-windows", type=int, default=MAX_WINDOWS)
-    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    ap.add_argument("--max-new-tokens", type=int, default=COMPARE_MAX_NEW_TOKENS)
     ap.add_argument("--hop", type=float, default=None, help="s between windows (live's default)")
     ap.add_argument("--window", type=float, default=None, help="s per window (live's default)")
     ap.add_argument("--no-faces", action="store_true", help="skip face detection (faces absent)")
@@ -241,22 +238,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
+        from model.checkpoint.loading import resolve_device
+
         from .plans import parse_plans
 
-        plans = parse_plans(args.plans)
+        try:
+            plans = parse_plans(args.plans)
+        except ValueError as err:
+            raise CliError(err) from None
         if args.max_windows < 1 or args.max_new_tokens < 1:
-            raise ValueError("--max-windows and --max-new-tokens must be >= 1")
+            raise CliError("--max-windows and --max-new-tokens must be >= 1")
+        if not (Path(args.model) / "config.json").is_file():
+            raise CliError(f"no Omni-Emotion checkpoint at {args.model} (config.json missing)")
+        if not Path(args.source).is_file():
+            raise CliError(f"no such file: {args.source}")
         results = run_experiments(
-            args.model, plans, args.source, args.out, device=args.device, max_windows=args.max_windows,
+            args.model, plans, args.source, args.out, device=resolve_device(args.device),
+            max_windows=args.max_windows,
             max_new_tokens=args.max_new_tokens, hop_s=args.hop, window_s=args.window,
             faces=not args.no_faces, prompt=args.prompt,
             options=[o.strip() for o in args.options.split(",")] if args.options else None,
             progress=not args.no_progress,
         )
-    except Exception as err:  # noqa: BLE001 — CLI: one line, no traceback
-        msg = str(err) if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
-        print(f"error: {(msg.splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 — CLI: one line, no traceback
+        return fail(err)
     failed = [p["name"] for p in results["plans"] if p["status"] != "ok"]
     print(json.dumps({"out": args.out, "plans": len(results["plans"]), "failed": failed, "windows": results["windows"]}))
     return 0

@@ -6,13 +6,17 @@
 
 `--plan` takes a name of `quant.plans.PLANS` or `NAME+key=value+...` overrides.
 Bytes are per plan slot and per component, computed from bitsandbytes' storage rules
-(`quant.estimate`). Errors: one line on stderr, exit status 1.
+(`quant.estimate`). Errors follow `live.cli`: one line on stderr; a bad plan, preset or
+model folder exits 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from live.cli import CliError, fail
 
 GB = 1e9  # decimal gigabytes, as cards are sold
 
@@ -69,16 +73,23 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(plans, indent=1) if args.json else "\n".join(plans))
             return 0
         if not (args.preset or args.model):
-            raise ValueError("give --preset or --model")
+            raise CliError("give --preset or --model")
         if args.preset:
             from model.net.presets import PRESETS
 
             if args.preset not in PRESETS:
-                raise ValueError(f"unknown preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
+                raise CliError(f"unknown preset {args.preset!r}; valid presets: {', '.join(PRESETS)}")
+        from .plans import get_plan
+
+        try:
+            get_plan(args.plan)
+        except ValueError as err:
+            raise CliError(err) from None
+        if args.model and not (Path(args.model) / "config.json").is_file():
+            raise CliError(f"no Omni-Emotion checkpoint at {args.model} (config.json missing)")
         result = estimate(args.preset, args.model, args.plan)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (CliError, ValueError, OSError, RuntimeError) as err:
+        return fail(err)
     print(json.dumps(result, indent=1) if args.json else _table(result))
     return 0
 

@@ -106,9 +106,6 @@ class QuantPlan:
     def precisions(self) -> dict[str, str]:
         return {slot: getattr(self, slot) for slot in SLOTS}
 
-    def quantized_slots(self) -> list[str]:
-        return [s for s in SLOTS if getattr(self, s) in QUANT_PRECISIONS]
-
     def to_dict(self) -> dict:
         return asdict(self)
 

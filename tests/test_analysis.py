@@ -64,3 +64,38 @@ def test_bare_lists_and_marker_variants():
 def test_to_dict():
     assert parse_answer("sad.", ["sad", "happy"]).to_dict() == {
         "label": "sad", "labels": ["sad"], "explanation": ""}
+
+
+def test_one_label_normaliser_for_parsing_and_scoring():
+    from model.data.answers import normalize_label
+    from model.evaluate import metrics
+
+    assert metrics.normalize_label is normalize_label  # scoring uses the parser's rule
+    assert normalize_label('  "Looking_Forward  To." ') == "looking forward to"
+    # an answer's label and a gold label written differently compare equal
+    assert parse_answer("Looking_forward to.").label == normalize_label("LOOKING FORWARD TO!")
+
+
+def test_generate_decodes_each_row_as_if_alone(tiny_checkpoint):
+    """One encode → generate → decode → parse for the analyser, predict and quant: a
+    left-padded batch answers each prompt exactly as that prompt alone, cut after it."""
+    import numpy as np
+
+    from model.checkpoint.loading import load
+    from model.net.processor import Clip
+    from model.serve.generate import encode, generate
+
+    model, processor = load(tiny_checkpoint)
+    rng = np.random.default_rng(0)
+    clips = [Clip(audio=rng.standard_normal(16000).astype(np.float32) * 0.1),
+             Clip(audio=rng.standard_normal(16000).astype(np.float32) * 0.1)]
+    prompts = ["How does she feel?", "Describe the emotion of the person in this clip, with the cues."]
+    together = generate(model, processor, encode(model, processor, prompts, clips), 5, options=["happy", "sad"])
+    for prompt, clip, answer in zip(prompts, clips, together):
+        batch = encode(model, processor, [prompt], [clip])
+        alone = generate(model, processor, batch, 5, options=["happy", "sad"])[0]
+        assert answer.text == alone.text and alone.prompt_tokens == batch["input_ids"].shape[1]
+        assert alone.ids.numel() <= 5 and alone.text == processor.decode(alone.ids).strip()
+        assert alone.parsed == parse_answer(alone.text, ["happy", "sad"])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, processor, batch, 0)

@@ -15,6 +15,7 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from live.cli import EXIT_USAGE
 from model.checkpoint.build import main as build_main
 from model.net.config import FaceEncoderConfig
 from model.net.face_encoder import CHECKPOINT_KEY, FaceXFormerEncoder
@@ -59,7 +60,8 @@ def test_cli_errors_are_one_line(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     out = run_cli("--preset", "tiny", "--from-pretrained", "--out", str(tmp_path), "--base", str(tmp_path / "no"),
                   "--audio", str(tmp_path / "no"))
-    assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.startswith("error:")
+    assert out.returncode == EXIT_USAGE and "Traceback" not in out.stderr and out.stderr.startswith("error:")
+    assert "--base folder not found" in out.stderr
 
 
 @pytest.fixture(scope="module")
@@ -121,5 +123,23 @@ def test_compose_rejects_a_face_checkpoint_of_another_size(public_parts, tmp_pat
     root = public_parts[0]
     big = FaceXFormerEncoder(FaceEncoderConfig(**{**TINY_FACE, "embed_dim": 16}))
     torch.save({CHECKPOINT_KEY: to_torchvision_names(big.state_dict())}, tmp_path / "big.pt")
-    with pytest.raises(ValueError, match="do not fit the tiny config: model.face_encoder"):
+    with pytest.raises(ValueError, match="FaceXFormer checkpoint shapes do not fit the config"):
         compose_from_pretrained("tiny", str(root / "llava"), str(root / "whisper"), tmp_path / "big.pt")
+
+
+# Published Qwen2 decoder vocabularies (the `vocab_size` of Qwen/Qwen2-0.5B's and
+# Qwen/Qwen2-7B's config.json) and transformers' LLaVA-OneVision conversion rule: add
+# <image> and <video>, then pad the embedding rows up to a multiple of 64.
+QWEN2_BASE_VOCAB = {"0.5b": 151_936, "7b": 152_064}
+LLAVA_OV_ADDED_TOKENS = 2
+LLAVA_OV_PAD_MULTIPLE = 64
+
+
+@pytest.mark.parametrize("preset, published", [("0.5b", 152_000), ("7b", 152_128)])
+def test_preset_vocab_follows_the_llava_onevision_conversion_rule(preset, published):
+    from model.net.presets import preset_config
+
+    rows = QWEN2_BASE_VOCAB[preset] + LLAVA_OV_ADDED_TOKENS
+    derived = -(-rows // LLAVA_OV_PAD_MULTIPLE) * LLAVA_OV_PAD_MULTIPLE
+    assert derived == published  # the llava-hf/llava-onevision-qwen2-*-ov-hf config values
+    assert preset_config(preset).text_config.vocab_size == derived

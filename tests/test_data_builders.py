@@ -197,10 +197,9 @@ def test_undecodable_video_dropped_with_count(tmp_path):
     r = B.build_label_csv(csv_path, vids)
     assert len(r.samples) == 2
 
-    def cropper(frames, times):
-        return np.zeros((len(frames), 224, 224, 3), np.uint8), np.zeros(len(frames), bool)
+    from model.data.preprocess import no_face_tracker
 
-    summary = B.drop_undecodable(r, tmp_path / "cache", face_cropper=cropper, progress=False)
+    summary = B.drop_undecodable(r, tmp_path / "cache", face_tracker=no_face_tracker, progress=False)
     assert [s["id"] for s in r.samples] == ["csv/good"]
     assert r.n_skipped == 1 and r.skipped[0].id == "csv/bad"
     assert "bad.mp4" in r.skipped[0].reason

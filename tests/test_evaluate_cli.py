@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.evaluate import cli as evaluate
+from model.serve.generate import EVAL_MAX_NEW_TOKENS
 from model.data.manifest import make_sample, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,8 +152,9 @@ def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch
              "r1": "He frowns. Open-vocabulary labels: Worried, tense."}
     calls = {}
 
-    def predict_manifest(model_dir, manifest, out_path, batch_size, device):
-        calls.update(model_dir=Path(model_dir), batch_size=batch_size, device=device)
+    def predict_manifest(model_dir, manifest, out_path, batch_size, device, cache_dir, max_new_tokens):
+        calls.update(model_dir=Path(model_dir), batch_size=batch_size, device=device, cache_dir=cache_dir,
+                     max_new_tokens=max_new_tokens)
         _jsonl(Path(out_path), [{"id": k, "text": v} for k, v in texts.items()])
         return len(texts)
 
@@ -163,7 +165,13 @@ def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch
     rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data",
                       _manifest(tmp_path), "--out", out, "--batch-size", "2", "--device", "cpu")
     assert rc == 0, err
-    assert calls == {"model_dir": tmp_path / "model", "batch_size": 2, "device": "cpu"}
+    assert calls == {"model_dir": tmp_path / "model", "batch_size": 2, "device": "cpu", "cache_dir": None,
+                     "max_new_tokens": EVAL_MAX_NEW_TOKENS}
+    (tmp_path / "cache").mkdir()  # --cache and --max-new-tokens reach predict_manifest
+    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", _manifest(tmp_path),
+                      "--out", out, "--cache", tmp_path / "cache", "--max-new-tokens", "17")
+    assert rc == 0, err
+    assert (calls["cache_dir"], calls["max_new_tokens"], calls["device"]) == (str(tmp_path / "cache"), 17, "auto")
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows["c1"]["label"] == "happy" and rows["c1"]["text"] == texts["c1"]
     assert rows["c2"]["label"] == "anger"  # option spelling, from the prompt's list
@@ -185,3 +193,10 @@ def test_predict_validates_before_loading(tmp_path, capsys, monkeypatch):
     rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", bad,
                       "--out", tmp_path / "o.jsonl", "--batch-size", "0")
     assert rc == 2 and "--batch-size" in err
+    good = _manifest(tmp_path)
+    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", good,
+                      "--out", tmp_path / "o.jsonl", "--max-new-tokens", "0")
+    assert rc == 2 and "--max-new-tokens" in err
+    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", good,
+                      "--out", tmp_path / "o.jsonl", "--cache", tmp_path / "no-cache")
+    assert rc == 2 and "cache folder not found" in err

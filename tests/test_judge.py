@@ -5,6 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from live.cli import EXIT_RUNTIME
 from model.evaluate import cli as evaluate
 from model.evaluate.judge import (
     JudgeAnswerError, JudgeClient, JudgeError, chat_url, group_synonyms, parse_groups_answer,
@@ -225,5 +226,5 @@ def test_cli_judge_unreachable_is_one_line_error(tmp_path, capsys):
                         "--judge", "http://127.0.0.1:9", "--judge-retries", "0",
                         "--judge-cache", str(tmp_path / "c"), "--json"])
     err = capsys.readouterr().err
-    assert rc == 2 and "Traceback" not in err
+    assert rc == EXIT_RUNTIME and "Traceback" not in err  # failed while working, not bad input
     assert err.strip().splitlines()[-1].split("\r")[-1].startswith("error: ")

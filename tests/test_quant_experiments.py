@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from live.cli import EXIT_USAGE
 from model.checkpoint.loading import build_tiny
 from quant.estimate import estimate_checkpoint
 from quant.experiments import main, run_experiments
@@ -74,9 +75,9 @@ def test_uniform_windows_without_live(setup):
 
 def test_cli_errors_are_one_line(setup, capsys):
     args = ["--model", str(setup / "tiny"), "--source", str(setup / "clip.mp4"), "--out", str(setup / "x")]
-    assert main(args + ["--plans", "fp16,nf5"]) == 1
+    assert main(args + ["--plans", "fp16,nf5"]) == EXIT_USAGE  # bad input, found before any work
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown plan 'nf5'") and "edge-8gb" in err[0]
-    assert main(args[:4] + ["--source", str(setup / "missing.mp4"), "--out", str(setup / "x")]) == 1
+    assert main(args[:4] + ["--source", str(setup / "missing.mp4"), "--out", str(setup / "x")]) == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.mp4" in err[0]

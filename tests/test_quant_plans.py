@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from live.cli import EXIT_USAGE
 from quant.plans import EDGE_8GB_BUDGET_BYTES, PLANS, PRECISIONS, QuantPlan, get_plan, parse_plans
 
 
@@ -86,7 +87,7 @@ def test_cli_json_and_errors():
         [sys.executable, "-m", "quant.plan", "--preset", "7b", "--plan", "nf3"],
         capture_output=True, text=True, timeout=120,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == EXIT_USAGE
     lines = [line for line in bad.stderr.splitlines() if "kernels" not in line]
     assert len(lines) == 1 and "valid plans: fp16, int8, nf4, nf4-dq, edge-8gb" in lines[0]
-    assert main(["--preset", "13b", "--plan", "fp16"]) == 1
+    assert main(["--preset", "13b", "--plan", "fp16"]) == EXIT_USAGE

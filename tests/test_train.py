@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from model.net.modeling import PHASE_TRAINABLE
-from model.train.cli import main, train
+from live.cli import EXIT_USAGE, CliError
+from model.train.cli import TrainSettings, build_parser, main, train
 from model.train.log import COLUMNS, read_log
 from model.train.trainer import derive_grad_accum, latest_checkpoint
 from tests.test_train_data import make_synthetic_set
@@ -175,20 +176,20 @@ def test_cli_errors_are_one_line(tmp_path, tiny_dir, capsys):
     code = main(["--phase", "2", "--model", str(tiny_dir), "--data", str(tmp_path / "missing.jsonl"),
                  "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
+    assert code == EXIT_USAGE  # found before anything loads
     assert len(err) == 1 and err[0].startswith("error:") and "missing.jsonl" in err[0]
 
 
 def test_cli_qlora_without_quant_fails_cleanly(tmp_path, tiny_dir, data, capsys, monkeypatch):
     import model.train.cli as train_mod
 
-    def no_quant(plan):
-        raise ValueError("--qlora needs quant.load_model, which is not available (test)")
+    def no_quant():
+        raise CliError("--qlora needs quant.load_model, which is not available (test)")
 
     monkeypatch.setattr(train_mod, "quant_loader", no_quant)
     manifest, cache = data
     code = main(["--phase", "3", "--model", str(tiny_dir), "--data", str(manifest), "--out", str(tmp_path / "o"), "--qlora"])
-    assert code == 1
+    assert code == EXIT_USAGE
     assert "quant.load_model" in capsys.readouterr().err
 
 
@@ -199,8 +200,8 @@ def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path
 
     calls = []
 
-    def loader(model_dir, device):
-        calls.append((model_dir, str(device)))
+    def loader(model_dir, plan, device):  # model.checkpoint.loading.Loader
+        calls.append((model_dir, plan, str(device)))
         return load(model_dir)
 
     manifest, cache = data
@@ -209,7 +210,7 @@ def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path
         3, str(tiny_dir), str(manifest), str(out), cache=str(cache), qlora=True, lora_r=4, loader=loader,
         max_steps=1, lr=1e-2, batch=2, grad_accum=1, warmup_ratio=0.0, save_every=0, progress=False,
     )
-    assert calls == [(str(tiny_dir), "cpu")]
+    assert calls == [(str(tiny_dir), "nf4", "cpu")]  # the default --qlora-plan
     assert (out / "final-adapter" / "adapter" / "adapter_config.json").is_file()
     changed = _changed(_weights(tiny_dir), _weights(result.final))
     assert any(k.startswith("model.language_model.") for k in changed)
@@ -219,16 +220,35 @@ def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path
 def test_qlora_with_the_real_nf4_plan(tmp_path, tiny_dir, data):
     """QLoRA through quant's nf4 plan (bitsandbytes Linear4bit on the CPU): it trains
     the adapters, keeps the 4-bit base frozen, and merges into the full-precision base."""
-    from model.train.cli import quant_loader
+    from quant import load_model
 
     manifest, cache = data
     out = tmp_path / "out"
     result = train(
         3, str(tiny_dir), str(manifest), str(out), cache=str(cache), qlora=True, lora_r=4,
-        loader=quant_loader("nf4"), max_steps=2, lr=1e-2, batch=2, grad_accum=1, warmup_ratio=0.0,
+        loader=load_model, qlora_plan="nf4", max_steps=2, lr=1e-2, batch=2, grad_accum=1, warmup_ratio=0.0,
         save_every=0, progress=False,
     )
     assert len(result.losses) == 2 and all(l == l for l in result.losses)  # finite, not NaN
     changed = _changed(_weights(tiny_dir), _weights(result.final))
     assert any(k.startswith("model.language_model.layers") for k in changed)
     assert not any(k.startswith(("model.vision_tower", "model.audio_encoder")) for k in changed)
+
+
+def test_cli_flags_are_generated_from_the_one_declaration():
+    """Every TrainSettings field is a flag with its help; parsed defaults are the fields'."""
+    from dataclasses import fields
+
+    ap = build_parser()
+    by_dest = {a.dest: a for a in ap._actions if a.dest != "help"}
+    assert set(by_dest) == {f.name for f in fields(TrainSettings)}
+    assert all(a.help for a in by_dest.values())
+    args = ap.parse_args(["--phase", "2", "--model", "m", "--data", "d.jsonl", "--out", "o"])
+    assert TrainSettings(**vars(args)) == TrainSettings(2, "m", "d.jsonl", "o")
+    args = ap.parse_args(["--phase", "3", "--model", "m", "--data", "d", "--out", "o", "--lr", "2e-5",
+                          "--no-merge", "--no-gradient-checkpointing", "--resume", "--qlora", "--lora-r", "8"])
+    s = TrainSettings(**vars(args))
+    assert (s.lr, s.merge, s.gradient_checkpointing, s.resume, s.qlora, s.lora_r) == (2e-5, False, False, "latest", True, 8)
+    assert s.lora_settings.r == 8 and TrainSettings(1, "m", "d", "o", qlora=True).lora_settings is None
+    with pytest.raises(SystemExit):  # --lora and --qlora are exclusive
+        ap.parse_args(["--phase", "3", "--model", "m", "--data", "d", "--out", "o", "--lora", "--qlora"])

@@ -3,14 +3,20 @@
     python -m model.checkpoint.build --preset tiny --out DIR                 # random tiny model
     python -m model.checkpoint.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
     python -m model.checkpoint.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
+
+Errors follow `live.cli`: one line on stderr; bad options or a missing input file exit
+2, a checkpoint that fails to download, load or fit exits 1.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
+
+from live.cli import CliError, fail
 
 from model.net.config import FUSIONS
 from model.net.presets import HUB_SOURCES, PRESETS
@@ -45,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_pretrained:
             if args.preset == "tiny" and not (args.base and args.audio):
                 ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
+            if args.face and not Path(args.face).is_file():
+                raise CliError(f"FaceXFormer checkpoint not found: {args.face}")
+            for flag, folder in (("--base", args.base), ("--audio", args.audio)):
+                if args.preset == "tiny" and not Path(folder).is_dir():
+                    raise CliError(f"{flag} folder not found: {folder}")
             src = HUB_SOURCES.get(args.preset, {})
             model, processor = loading.compose_from_pretrained(
                 args.preset,
@@ -59,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
         else:
             ap.error(f"--preset {args.preset} has no random build; use --from-pretrained or --describe")
-    except (OSError, ValueError) as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        return 1
+    except (CliError, OSError, ValueError, RuntimeError, KeyboardInterrupt) as err:
+        return fail(err)
     if args.json:
         print(json.dumps({"out": args.out, "preset": args.preset}))
     else:

@@ -7,6 +7,7 @@ A checkpoint folder holds `config.json`, `model.safetensors` and the tokenizer f
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,13 +16,18 @@ from torch import nn
 from transformers import AutoModel, AutoModelForImageTextToText
 
 from model.net.config import OmniEmotionConfig
-from model.net.face_encoder import convert_facexformer_state_dict, CHECKPOINT_KEY
+from model.net.face_encoder import FaceXFormerEncoder, load_facexformer_checkpoint
 from model.net.modeling import FaceVisualCrossAttention, OmniEmotionForConditionalGeneration, ProjectorMLP
 from model.net.presets import preset_config
 from model.net.processor import OmniEmotionProcessor
 from model.net.tokenizer import add_omni_special_tokens, apply_token_ids, build_tiny_tokenizer
 
 AutoModel.register(OmniEmotionConfig, OmniEmotionForConditionalGeneration)
+
+# loader(model_dir, plan, device) -> (model, processor): loads a checkpoint folder with a
+# precision plan applied (`quant.load_model` is one). Library code takes a Loader as an
+# argument; only the command lines (composition roots) pass `quant.load_model` in.
+Loader = Callable[[str | Path, str, str], tuple]
 
 COMPONENTS = ("llm", "vision", "audio", "face", "projectors")
 # Module prefixes of each component, used by `describe` and the quantization plans.
@@ -154,13 +160,10 @@ def compose_from_pretrained(
 
     state = dict(llava.state_dict())
     state.update({f"model.audio_encoder.{k}": v for k, v in encoder.state_dict().items()})
+    face_encoder = FaceXFormerEncoder(config.face_config)
     if face is not None:
-        face_path = Path(face)
-        if not face_path.is_file():
-            raise FileNotFoundError(f"FaceXFormer checkpoint not found: {face_path}")
-        raw = torch.load(face_path, map_location="cpu", weights_only=False)
-        converted = convert_facexformer_state_dict(raw.get(CHECKPOINT_KEY, raw))
-        state.update({f"model.face_encoder.{k}": v.to(dtype) for k, v in converted.items()})
+        # The one FaceXFormer loader: names missing, mis-shaped and unexpected keys.
+        load_facexformer_checkpoint(face_encoder, face)
     else:
         print("warning: no FaceXFormer checkpoint given; the face encoder is random", file=sys.stderr)
     del llava, whisper, encoder
@@ -182,18 +185,10 @@ def compose_from_pretrained(
 
     # Fresh parts: everything still on the meta device must be ours to initialise.
     fresh_modules = ["model.audio_projector", "model.face_projector"] + (["model.fusion"] if model.model.fusion else [])
-    if face is None:
-        fresh_modules.append("model.face_encoder")
     for name in fresh_modules:
         parent, attr = name.rsplit(".", 1)
-        old = model.get_submodule(name)
-        if attr == "face_encoder":
-            from model.net.face_encoder import FaceXFormerEncoder
-
-            new = FaceXFormerEncoder(config.face_config)
-        else:
-            new = _fresh(old)
-        setattr(model.get_submodule(parent), attr, new.to(dtype))
+        setattr(model.get_submodule(parent), attr, _fresh(model.get_submodule(name)).to(dtype))
+    model.model.face_encoder = face_encoder.to(dtype)  # loaded above, or random
     model.model.frame_embeddings = nn.Parameter(torch.zeros(config.num_frames, config.hidden_size, dtype=dtype))
     if config.tie_word_embeddings:
         model.tie_weights()

@@ -67,8 +67,11 @@ class ParsedAnswer:
         return asdict(self)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().replace("_", " ").split()).strip(" .!?;:\"'")
+def normalize_label(label: str) -> str:
+    """The one label normaliser (parsing answers here, scoring in `model.evaluate.metrics`):
+    lower-case, ``_`` as a space, whitespace collapsed, surrounding punctuation and
+    quotes stripped. ``" Looking_Forward to. "`` → ``"looking forward to"``."""
+    return " ".join(str(label).lower().replace("_", " ").split()).strip(" .!?;:\"'")
 
 
 def split_labels(text: str) -> list[str]:
@@ -81,7 +84,7 @@ def split_labels(text: str) -> list[str]:
     parts = re.split(r"[,;/\n]|\band\b", text)
     out: list[str] = []
     for part in parts:
-        lab = _norm(part).strip("[]'\" ")
+        lab = normalize_label(part).strip("[]'\" ")
         if lab and lab not in out:
             out.append(lab)
     return out
@@ -107,7 +110,7 @@ def split_explanation(text: str) -> tuple[str, list[str]]:
 
 def _option_keys(option: str) -> set[str]:
     """All normalised spellings that select this option."""
-    o = _norm(option)
+    o = normalize_label(option)
     keys = {o}
     if o in _FORM_KEY:
         keys.update(_FORMS[_FORM_KEY[o]])
@@ -125,7 +128,7 @@ def match_option(text: str, options: Sequence[str]) -> str | None:
     if not options:
         raise ValueError("empty option list")
     keyed = [(opt, _option_keys(opt)) for opt in options]
-    whole = _norm(text)
+    whole = normalize_label(text)
     for opt, keys in keyed:
         if whole in keys:
             return opt

@@ -18,6 +18,9 @@ Command line::
 
     python -m model.data.builders dfew LABELS.csv VIDEO_DIR --out train.jsonl \\
         [--seed 0] [--cache CACHE_DIR] [--no-check-files]
+
+Errors follow `live.cli`: a bad label file exits 2, a cache or output that fails while
+writing exits 1; one line on stderr.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from live.cli import CliError, fail
 from model.data import templates as T
 from model.data.manifest import (
     TASK_ASR, TASK_AUDIO_CAPTION, TASK_EMOTION_CLS, TASK_EMOTION_REASON, make_sample,
@@ -347,14 +351,15 @@ def _load_json_items(path: Path, key: str) -> list:
 
 # ------------------------------------------------------------------ cache + output
 def drop_undecodable(result: BuildResult, cache_dir: str | Path,
-                     face_cropper=None, progress: bool = True):
+                     face_tracker=None, progress: bool = True):
     """Decode every sample into ``cache_dir`` (see ``preprocess``) and move samples
     that fail to decode from ``result.samples`` to ``result.skipped``. Returns the
     ``PreprocessSummary``."""
     from model.data.preprocess import preprocess_manifest
 
     summary = preprocess_manifest(result.samples, cache_dir, base_dir="/",
-                                  face_cropper=face_cropper, progress=progress)
+                                  progress=progress,
+                                  **({} if face_tracker is None else {"face_tracker": face_tracker}))
     if summary.failed:
         result.skipped += [Skip(sid, why) for sid, why in summary.failed.items()]
         result.samples = [s for s in result.samples if s["id"] not in summary.failed]
@@ -384,14 +389,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-check-files", action="store_true", help="do not skip missing media")
     args = p.parse_args(argv)
     try:
-        result = BUILDERS[args.format](args.labels, args.media_dir, seed=args.seed,
-                                       check_files=not args.no_check_files)
+        try:  # the label file is the input: a bad one is a usage error
+            result = BUILDERS[args.format](args.labels, args.media_dir, seed=args.seed,
+                                           check_files=not args.no_check_files)
+        except (ValueError, OSError) as e:
+            raise CliError(e) from None
         if args.cache:
             drop_undecodable(result, args.cache)
         n = write_manifest(result.samples, args.out)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (CliError, ValueError, OSError, RuntimeError, KeyboardInterrupt) as e:
+        return fail(e)
     for skip in result.skipped:
         print(f"skipped {skip.id}: {skip.reason}", file=sys.stderr)
     print(f"wrote {n} samples to {args.out}; skipped {result.n_skipped}", file=sys.stderr)

@@ -7,9 +7,10 @@
 
 Scores print in percent. Things a reader must know about (missing predictions, ids
 without synonym groups, malformed judge answers, where the confusion matrix went) are
-reported on stderr, so ``--json`` stdout stays one parseable object. Input errors (a
-missing file, a malformed line) print one line naming file and line and exit 2.
-See docs/evaluation.md.
+reported on stderr, so ``--json`` stdout stays one parseable object. Errors follow
+`live.cli`: one line on stderr; input errors (a missing file, a malformed line, named
+by file and line) exit 2, failures while working (a model that does not load, an
+unreachable judge) exit 1. See docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -22,17 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, fail
 from model.data.manifest import ManifestError, iter_jsonl, read_manifest, write_jsonl
+from model.serve.generate import EVAL_MAX_NEW_TOKENS
 
-EXIT_INPUT_ERROR = 2
 DEFAULT_JUDGE_CACHE = Path(".cache") / "judge"  # relative to the working directory
 DEFAULT_WORKERS = 4  # concurrent judge requests
 MAX_LISTED_IDS = 10  # ids quoted in a stderr report before "... and N more"
 CLASS_SETS = {"dfew": "DFEW_CLASSES", "mafw": "MAFW_CLASSES"}  # names in templates
-
-
-class CliError(Exception):
-    """An input problem, reported as one line on stderr."""
 
 
 def _report(msg: str) -> None:
@@ -185,6 +183,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CliError(f"{model_dir}: model folder not found")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_new_tokens < 1:
+        raise CliError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.cache is not None and not Path(args.cache).is_dir():
+        raise CliError(f"{args.cache}: cache folder not found")
     samples = read_manifest(manifest)  # validate before loading a model
     if not samples:
         raise CliError(f"{manifest}: no samples")
@@ -192,7 +194,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from model.evaluate.predict import predict_manifest
     except ImportError as e:
         raise CliError(f"model.evaluate.predict is not available ({e})") from None
-    n = predict_manifest(model_dir, manifest, out, args.batch_size, args.device)
+    n = predict_manifest(model_dir, manifest, out, args.batch_size, args.device, cache_dir=args.cache,
+                         max_new_tokens=args.max_new_tokens)
     rows = add_parsed_labels([obj for _, obj in iter_jsonl(out)], samples)
     write_jsonl(rows, out)
     _report(f"wrote {len(rows)} predictions to {out} (generated {n})")
@@ -382,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="manifest JSONL")
     s.add_argument("--out", required=True, help="predictions JSONL to write")
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    s.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
+    s.add_argument("--cache", help="preprocessing cache to read media from (default: decode each file)")
+    s.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="generation budget per answer")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("classify", help="UAR/WAR of {id, label} predictions")
@@ -422,12 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CliError, ManifestError, FileNotFoundError, JudgeError) as e:
-        _report(f"error: {e}")
-        return EXIT_INPUT_ERROR
-    except (OSError, ValueError) as e:  # unreadable file, bad value at a boundary
-        _report(f"error: {type(e).__name__}: {e}")
-        return EXIT_INPUT_ERROR
+    except (CliError, ManifestError, FileNotFoundError) as e:  # input, found before the work
+        return fail(e, usage=(ManifestError, FileNotFoundError))
+    except (JudgeError, OSError, ValueError, RuntimeError, KeyboardInterrupt) as e:  # while working
+        return fail(e)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from model.data.answers import normalize_label  # the one label normaliser
+
 # Confusion-matrix columns for predictions that are not a class.
 COL_UNPARSED = "(no label)"  # the prediction line exists but no option was recognised
 COL_MISSING = "(missing)"  # no prediction line for this id
@@ -33,11 +35,6 @@ FIG_MIN_INCH, FIG_MAX_INCH = 4.0, 16.0
 
 
 # ----------------------------------------------------------------------------- labels
-def normalize_label(label: str) -> str:
-    """Lower-case, collapse whitespace, strip surrounding punctuation."""
-    return " ".join(str(label).lower().split()).strip(" .!?;:")
-
-
 def parse_label_list(value: Any) -> list[str]:
     """Labels from a JSON list or a MERTools list-like string.
 

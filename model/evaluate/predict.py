@@ -10,21 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from model.data.manifest import read_manifest
-from model.data.preprocess import DecodeError, clip_arrays, default_face_cropper, load_cached, preprocess_sample
+from model.data.preprocess import DecodeError, clip_arrays, load_cached, preprocess_sample
 from model.net.processor import Clip
-
-MAX_NEW_TOKENS = 256  # the phase-3 answers are a paragraph and a label list
+from model.serve.generate import EVAL_MAX_NEW_TOKENS, encode, generate
 
 
 def _clip(sample: dict, base_dir: Path, cache_dir: Path | None) -> Clip:
     if cache_dir is not None:
         return Clip(**load_cached(cache_dir, sample["id"]))
     try:
-        return Clip(**clip_arrays(preprocess_sample(sample, base_dir, default_face_cropper)))
+        return Clip(**clip_arrays(preprocess_sample(sample, base_dir)))
     except DecodeError as err:
         raise ValueError(f"sample {sample['id']!r}: {err}") from None
 
@@ -36,7 +34,7 @@ def predict_manifest(
     batch_size: int = 4,
     device: str = "cpu",
     cache_dir: str | Path | None = None,
-    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
 ) -> int:
     """Generate an answer per manifest sample; returns how many were generated.
 
@@ -46,12 +44,17 @@ def predict_manifest(
         out_path: predictions JSONL to write ({"id", "text"} per line).
         batch_size: samples per `generate` call (samples with and without video are
             batched separately, since a batch shares its modalities).
-        cache_dir: a preprocessing cache (`model.data.preprocess`) to read media from.
+        device: "auto" (a GPU if any), "cpu", "cuda", "cuda:N".
+        cache_dir: a preprocessing cache (`model.data.preprocess`) to read media from
+            (`--cache`); None decodes every sample's media.
+        max_new_tokens: generation budget per answer (`--max-new-tokens`).
     """
     from model.checkpoint.loading import load
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     manifest = Path(manifest)
     samples = read_manifest(manifest)
     model, processor = load(model_dir, device=device)
@@ -65,14 +68,9 @@ def predict_manifest(
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
             clips = [_clip(s, manifest.parent, cache) for s in chunk]
-            chats = [[{"role": "user", "content": s["conversations"][0]["content"]}] for s in chunk]
-            batch = processor(chats, clips, padding_side="left").to(model.device)
-            with torch.inference_mode():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=processor.tokenizer.pad_token_id)
-            prompt_len = batch["input_ids"].shape[1]
-            for s, row in zip(chunk, out):
-                answers[s["id"]] = processor.decode(row[prompt_len:]).strip()
+            batch = encode(model, processor, [s["conversations"][0]["content"] for s in chunk], clips)
+            for s, answer in zip(chunk, generate(model, processor, batch, max_new_tokens)):
+                answers[s["id"]] = answer.text
             bar.update(len(chunk))
     bar.close()
     out_path = Path(out_path)

@@ -10,8 +10,11 @@ HUB_SOURCES = {
     "7b": {"base": "llava-hf/llava-onevision-qwen2-7b-ov-hf", "audio": "openai/whisper-large-v3"},
 }
 
+# Qwen2-0.5B's 151,936 rows + the two tokens LLaVA-OneVision's transformers conversion adds
+# (<image> 151646, <video> 151647), padded up to a multiple of 64: the vocab_size of
+# llava-hf/llava-onevision-qwen2-0.5b-ov-hf (the 7b preset's 152,128 follows the same rule).
 QWEN2_05B = dict(
-    vocab_size=151936,
+    vocab_size=152000,
     hidden_size=896,
     intermediate_size=4864,
     num_hidden_layers=24,

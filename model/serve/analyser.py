@@ -1,29 +1,31 @@
 """Omni-Emotion as an analyser of live windows: media in, label + words + explanation out.
 
-`OmniEmotionAnalyser` implements `live.analyser.Analyser` (`__call__(window) -> dict`)
-without importing `live/`: it reads the window's fields by name. The `infer` CLI, the
+`OmniEmotionAnalyser` implements `live.analyser.Analyser` (`__call__(window) -> Result`,
+built with `live.analyser.make_result`, the one result shape); it reads the window's
+fields by name. The `infer` CLI, the
 live engine, the app and the quantization harness all analyse through it.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from transformers.generation.streamers import TextStreamer
 
 from model.net import tokens
-from model.data.answers import parse_answer
 from model.data.templates import REASONING_INSTRUCTIONS
 from model.net.processor import Clip
+from live.analyser import Result, make_result
+from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, encode, generate
+
+if TYPE_CHECKING:
+    from model.checkpoint.loading import Loader
 
 DEFAULT_PROMPT = REASONING_INSTRUCTIONS[0]
-MAX_NEW_TOKENS = 96  # a label, a few words and two or three sentences
-
-# loader(path, device) -> (model, processor); quant.load_model fits with a plan bound.
-Loader = Callable[..., tuple]
 
 
 class _CallbackStreamer(TextStreamer):
@@ -53,7 +55,7 @@ class OmniEmotionAnalyser:
     """
 
     def __init__(self, model, processor, prompt: str = DEFAULT_PROMPT, options: list[str] | None = None,
-                 max_new_tokens: int = MAX_NEW_TOKENS, name: str | None = None,
+                 max_new_tokens: int = ANALYSIS_MAX_NEW_TOKENS, name: str | None = None,
                  use_faces: bool = True, use_audio: bool = True):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -66,74 +68,62 @@ class OmniEmotionAnalyser:
     def load(cls, model_dir: str | Path, plan: str | None = None, device: str = "cpu",
              loader: Loader | None = None, **kwargs) -> "OmniEmotionAnalyser":
         """Load from a checkpoint folder. A precision `plan` needs a `loader` that applies
-        it (the composition root passes `quant.load_model`); model/ never imports quant."""
-        if loader is None:
-            if plan is not None:
-                raise ValueError(f"plan {plan!r} needs a loader that applies it (quant.load_model)")
+        it (the composition root passes `quant.load_model`); model/ never imports quant.
+        Without a plan the checkpoint loads as saved (`model.checkpoint.loading.load`)."""
+        if plan is None:
             from model.checkpoint.loading import load
 
             model, processor = load(model_dir, device=device)
+        elif loader is None:
+            raise ValueError(f"plan {plan!r} needs a loader that applies it (quant.load_model)")
         else:
-            model, processor = loader(model_dir, plan, device) if plan is not None else loader(model_dir, device=device)
+            model, processor = loader(model_dir, plan, device)
         return cls(model, processor, name=kwargs.pop("name", Path(model_dir).name), **kwargs)
 
-    def analyse(self, clip: Clip, on_text: Callable[[str], None] | None = None) -> dict:
-        """One clip → {"label", "labels", "explanation", "text", "tokens", "seconds"}.
+    def analyse(self, clip: Clip, on_text: Callable[[str], None] | None = None) -> Result:
+        """One clip → a `Result` (label, labels, explanation, text, model, pending, error;
+        plus tokens, face_frames, audio, seconds).
 
         on_text: called with the text so far as tokens are generated (streaming UI).
         """
         started = time.perf_counter()
         if not self.use_faces:
-            clip = Clip(frames=clip.frames, audio=clip.audio)
+            clip = replace(clip, face_present=np.zeros_like(clip.face_present))
         if not self.use_audio:
-            clip = Clip(frames=clip.frames, faces=clip.faces, face_mask=clip.face_mask)
-        batch = self.processor([{"role": "user", "content": self.prompt}], clip)
-        device = next(p for p in self.model.parameters() if p.device.type != "meta").device
-        batch = {k: v.to(device) for k, v in batch.items()}
+            clip = replace(clip, audio=None, has_audio=False)
+        batch = encode(self.model, self.processor, [self.prompt], [clip])
         streamer = _CallbackStreamer(self.processor.tokenizer, on_text) if on_text else None
-        with torch.inference_mode():
-            out = self.model.generate(
-                **batch, max_new_tokens=self.max_new_tokens, do_sample=False, streamer=streamer,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-            )
-        new = out[0, batch["input_ids"].shape[1]:]
-        text = self.processor.decode(new).strip()
-        parsed = parse_answer(text, self.options)
+        answer = generate(self.model, self.processor, batch, self.max_new_tokens, self.options, streamer=streamer)[0]
+        text, parsed, new = answer.text, answer.parsed, answer.ids
         cfg = self.model.config
         counts = {
             "visual": tokens.visual_token_count(cfg),
             "face": tokens.face_token_count(cfg),
-            "audio": tokens.audio_token_count(cfg, clip.audio.size if clip.audio is not None else None),
+            "audio": tokens.audio_token_count(cfg, clip.audio.size if clip.has_audio else None),
         }
-        if clip.faces is None:
-            face_frames = 0
-        else:
-            face_frames = len(clip.faces) if clip.face_mask is None else int(np.asarray(clip.face_mask).sum())
-        return {
-            "label": parsed.label,
-            "labels": parsed.labels,
-            "explanation": parsed.explanation,
-            "text": text,
-            # "text": the prompt's own text tokens (chat template + instruction + wrappers).
-            "tokens": {**counts, "text": int(batch["input_ids"].shape[1]) - sum(counts.values()),
-                       "generated": int(new.numel())},
-            "face_frames": face_frames,
-            "audio": "present" if clip.audio is not None else "absent",
-            "seconds": round(time.perf_counter() - started, 4),
-            "model": self.name,
-        }
+        face_frames = int(np.asarray(clip.face_present).sum()) if clip.has_video else 0
+        return make_result(  # the one result shape (live.analyser.Result)
+            label=parsed.label, labels=parsed.labels, explanation=parsed.explanation, text=text,
+            model=self.name,
+            # tokens["text"]: the prompt's own text tokens (chat template + instruction + wrappers).
+            tokens={**counts, "text": int(batch["input_ids"].shape[1]) - sum(counts.values()),
+                    "generated": int(new.numel())},
+            face_frames=face_frames,
+            audio="present" if clip.has_audio else "absent",
+            seconds=round(time.perf_counter() - started, 4),
+        )
 
     @staticmethod
     def clip_from_window(window) -> Clip:
-        """A `live.window.Window` → Clip (absent modalities as None)."""
-        present = np.asarray(window.face_present, dtype=bool)
-        has_audio = bool(getattr(window, "has_audio", True)) and window.audio is not None and window.audio.size > 0
+        """A `live.window.Window` → Clip: the same fields (defined in `Window`)."""
         return Clip(
             frames=window.frames,
-            faces=window.faces if present.any() else None,
-            face_mask=present if present.any() else None,
-            audio=window.audio.astype(np.float32, copy=False) if has_audio else None,
+            faces=window.faces,
+            face_present=np.asarray(window.face_present, dtype=bool),
+            audio=window.audio.astype(np.float32, copy=False),
+            has_video=bool(window.has_video),
+            has_audio=bool(window.has_audio) and window.audio.size > 0,
         )
 
-    def __call__(self, window, on_text: Callable[[str], None] | None = None) -> dict:
+    def __call__(self, window, on_text: Callable[[str], None] | None = None) -> Result:
         return self.analyse(self.clip_from_window(window), on_text=on_text)

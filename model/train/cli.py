@@ -6,84 +6,98 @@
 Defaults per phase (paper §4.4): what trains (`set_trainable_phase`), lr 1e-3 / 1e-3 /
 1e-5, effective batch 256 / 256 / 128 (reached by gradient accumulation), epochs
 1 / 1 / 3; cosine schedule with 3 % warmup. See docs/training.md.
+
+The options are declared once, as the fields of `TrainSettings`; the flags are
+generated from them and `train(**options)` takes them as keywords. Errors follow
+`live.cli`: one line on stderr; a missing checkpoint, manifest or cache exits 2 before
+any loading, a failure while training exits 1.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
+from live.cli import CliError, fail
+from model.checkpoint.loading import Loader
 from model.train.lora import LoraSettings
-from model.train.trainer import WARMUP_RATIO, Loader, TrainResult, TrainSettings, run_training
+from model.train.trainer import WARMUP_RATIO, TrainResult, run_training
 
-DEFAULT_QLORA_PLAN = "nf4"
+PRECISIONS = ("auto", "bf16", "fp16", "no")
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_QLORA_PLAN = "nf4"  # quant/ plan of the 4-bit LLM under QLoRA (QLoRA paper: NF4)
 
 
-def train(
-    phase: int,
-    model_dir: str,
-    data: str,
-    out: str,
-    cache: str | None = None,
-    max_steps: int | None = None,
-    epochs: int | None = None,
-    lr: float | None = None,
-    batch: int | None = None,
-    grad_accum: int | None = None,
-    warmup_ratio: float = WARMUP_RATIO,
-    weight_decay: float = 0.0,
-    max_grad_norm: float = 1.0,
-    lora: bool = False,
-    qlora: bool = False,
-    lora_r: int = 64,
-    lora_alpha: int = 16,
-    lora_dropout: float = 0.05,
-    gradient_checkpointing: bool = True,
-    precision: str = "auto",
-    dtype: str | None = None,
-    save_every: int = 500,
-    resume: str | bool = False,
-    merge: bool = True,
-    seed: int = 0,
-    workers: int = 0,
-    progress: bool = True,
-    loader: Loader | None = None,
-) -> TrainResult:
+def option(default=MISSING, help: str = "", **cli):
+    """A `TrainSettings` field: its default, its `--help` text and argparse extras
+    (`flag=`, `choices=`, `nargs=`, `const=`, `metavar=`, `group=` for exclusive flags)."""
+    meta = {"help": help, "cli": cli}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainSettings:
+    """The training options, declared once: `train(**options)` takes these fields as
+    keywords and `python -m model.train` generates its flags from them (a field `x_y`
+    is `--x-y`; a bool that defaults to True is `--no-x-y`). Defaults of None mean the
+    phase's paper value (`PHASE_DEFAULTS`)."""
+
+    phase: int = option(help="1 audio projector, 2 face projector, 3 projectors + LLM", choices=(1, 2, 3))
+    model_dir: str = option(help="checkpoint folder to start from (model.checkpoint.build or a phase's final)",
+                            flag="--model")
+    data: str = option(help="JSONL manifest; media resolve against its folder")
+    out: str = option(help="output folder")
+    cache: str | None = option(None, "preprocessing cache folder (default: decode on the fly)")
+    max_steps: int | None = option(None, "optimizer steps to run (overrides --epochs)")
+    epochs: int | None = option(None, "passes over the data (default 1 / 1 / 3 for phase 1 / 2 / 3)")
+    lr: float | None = option(None, "peak learning rate (default 1e-3 / 1e-3 / 1e-5)")
+    batch: int | None = option(None, "samples per device per forward pass (default 4 / 4 / 2)")
+    grad_accum: int | None = option(None, "micro-batches per optimizer step (default: reach the effective "
+                                          "batch 256 / 256 / 128 over all processes)")
+    warmup_ratio: float = option(WARMUP_RATIO, "fraction of steps with linear warmup before the cosine decay")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping (<= 0: none; the norm is still logged)")
+    lora: bool = option(False, "peft LoRA on the LLM's attention/MLP projections (phase 3); the phase's "
+                               "projectors still train in full", group="adapters")
+    qlora: bool = option(False, "LoRA on a 4-bit LLM loaded through a quant/ plan (phases 1-2: a frozen "
+                                "4-bit LLM, no adapters); needs a loader", group="adapters")
+    qlora_plan: str = option(DEFAULT_QLORA_PLAN, "quant/ precision plan the QLoRA loader applies")
+    lora_r: int = option(LoraSettings.r, "adapter rank")
+    lora_alpha: int = option(LoraSettings.alpha, "adapter scale numerator (scale = alpha / r)")
+    lora_dropout: float = option(LoraSettings.dropout, "dropout on the adapter input")
+    gradient_checkpointing: bool = option(True, "recompute activations in backward (less memory, about 30 percent slower)")
+    precision: str = option("auto", "mixed precision: auto (the launcher's setting, else bf16 on a GPU that "
+                                    "has it, else fp32), bf16, fp16 or no", choices=PRECISIONS)
+    dtype: str | None = option(None, "load the weights in this dtype (default: the checkpoint's)", choices=DTYPES)
+    save_every: int = option(500, "checkpoint every N optimizer steps (0: only at the end)")
+    resume: str | bool = option(False, "resume from OUT's latest checkpoint, or from PATH",
+                                nargs="?", const="latest", metavar="PATH")
+    merge: bool = option(True, "LoRA / QLoRA: merge the adapter into the full-precision base as OUT/final")
+    seed: int = option(0, "seeds Python, numpy, torch and the data order")
+    workers: int = option(0, "DataLoader worker processes")
+    progress: bool = option(True, "show a progress bar")
+
+    def __post_init__(self):
+        if self.lora and self.qlora:
+            raise ValueError("choose one of lora and qlora")
+
+    @property
+    def lora_settings(self) -> LoraSettings | None:
+        """The adapters to train, or None (QLoRA in phases 1-2: a frozen 4-bit LLM, nothing to adapt)."""
+        if self.lora or (self.qlora and self.phase == 3):
+            return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout)
+        return None
+
+
+def train(*args, loader: Loader | None = None, **options) -> TrainResult:
     """Train one phase and write checkpoints, `OUT/final`, `OUT/log.csv`, `OUT/loss.png`.
 
-    Args:
-        phase: 1 (audio projector, audio-text data), 2 (face projector, frames + faces),
-            3 (projectors + frame embeddings + fusion + LLM, all modalities).
-        model_dir: checkpoint folder to start from (`model.checkpoint.build` / a previous phase's final).
-        data: JSONL manifest (`model/data/manifest.py`); media resolve against its folder.
-        out: output folder.
-        cache: preprocessing cache folder (`model/data/preprocess.py`); None decodes
-            every sample on the fly (slow; needs mediapipe for the face crops).
-        max_steps: optimizer steps to run (overrides epochs).
-        epochs: passes over the data (default 1 / 1 / 3).
-        lr: peak learning rate (default 1e-3 / 1e-3 / 1e-5).
-        batch: samples per device per forward pass (default 4 / 4 / 2).
-        grad_accum: micro-batches per optimizer step; default reaches the paper's
-            effective batch: ceil(256 or 128 / (batch × processes)).
-        warmup_ratio: fraction of steps with linear warmup before the cosine decay.
-        weight_decay: AdamW weight decay.
-        max_grad_norm: gradient clipping (<= 0: no clipping; the norm is still logged).
-        lora: peft LoRA on the LLM's attention/MLP projections (phase 3 only); the
-            phase's projectors still train in full.
-        qlora: like `lora`, with the model loaded through `loader` in 4-bit (phases
-            1-2: a frozen 4-bit LLM and no adapters). Needs `loader`.
-        lora_r, lora_alpha, lora_dropout: adapter rank, scale numerator, dropout.
-        gradient_checkpointing: recompute activations in backward (less memory, ~30 % slower).
-        precision: auto (the launcher's setting, else bf16 on a GPU that has it, else
-            fp32), bf16, fp16 or no.
-        dtype: weights' dtype when loading (e.g. "bfloat16"); None keeps the checkpoint's.
-        save_every: checkpoint every N optimizer steps (0: only at the end).
-        resume: True / "latest" for OUT's newest checkpoint, or a checkpoint folder.
-        merge: LoRA / QLoRA: merge the adapter into the full-precision base as OUT/final.
-        seed: seeds Python, numpy, torch and the data order.
-        workers: DataLoader worker processes.
-        progress: show a progress bar.
-        loader: (model_dir, device) -> (model, processor); default `model.checkpoint.loading.load`.
+    `args` / `options`: the fields of `TrainSettings`, positionally in its order
+    (`train(3, model_dir, data, out, lr=1e-5)`) or by name; `train(settings)` takes a
+    ready `TrainSettings`. `loader`: `model.checkpoint.loading.Loader`, the 4-bit loader
+    QLoRA needs (the CLI passes `quant.load_model`).
 
     Returns:
         TrainResult(out, final, steps, losses, plan).
@@ -92,122 +106,84 @@ def train(
         ValueError: a bad setting (named), a bad sample (its id), a resume that does
             not match the checkpoint's plan.
     """
-    if lora and qlora:
-        raise ValueError("choose one of lora and qlora")
-    if qlora and loader is None:
+    if len(args) == 1 and isinstance(args[0], TrainSettings) and not options:
+        settings = args[0]
+    else:
+        settings = TrainSettings(*args, **options)
+    if settings.qlora and loader is None:
         raise ValueError("qlora needs a 4-bit loader (the CLI uses quant.load_model)")
-    settings = TrainSettings(
-        phase=phase,
-        model_dir=model_dir,
-        data=data,
-        out=out,
-        cache=cache,
-        max_steps=max_steps,
-        epochs=epochs,
-        lr=lr,
-        batch=batch,
-        grad_accum=grad_accum,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm,
-        # QLoRA in phases 1-2: 4-bit frozen LLM, nothing to adapt.
-        lora=LoraSettings(lora_r, lora_alpha, lora_dropout) if (lora or (qlora and phase == 3)) else None,
-        quantized=qlora,
-        gradient_checkpointing=gradient_checkpointing,
-        precision=precision,
-        dtype=dtype,
-        save_every=save_every,
-        resume=resume,
-        merge=merge,
-        seed=seed,
-        workers=workers,
-        progress=progress,
-    )
     return run_training(settings, loader)
 
 
-def quant_loader(plan: str) -> Loader:
-    """`quant.load_model` with a 4-bit plan. Only this entry point reaches up into
-    `quant/` (the composition root); library code takes the loader as an argument."""
-    from quant import load_model
+def quant_loader() -> Loader:
+    """`quant.load_model`. Only this entry point reaches up into `quant/` (the
+    composition root); library code takes the loader as an argument."""
+    try:
+        from quant import load_model
+    except ImportError as err:
+        raise CliError(f"--qlora needs quant.load_model ({err})") from None
+    return load_model
 
-    def load(model_dir: str, device):
-        return load_model(model_dir, plan, str(device))
 
-    return load
+def _flag(f) -> str:
+    name = f.metadata["cli"].get("flag", "--" + f.name.replace("_", "-"))
+    return "--no-" + name[2:] if f.type in ("bool", bool) and f.default is True else name
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags, one per `TrainSettings` field."""
     ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--phase", type=int, choices=(1, 2, 3), required=True)
-    ap.add_argument("--model", required=True, help="checkpoint folder to start from")
-    ap.add_argument("--data", required=True, help="JSONL manifest")
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--cache", help="preprocessing cache folder (default: decode on the fly)")
-    ap.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    ap.add_argument("--epochs", type=int, help="default 1 / 1 / 3 for phase 1 / 2 / 3")
-    ap.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 / 1e-3 / 1e-5)")
-    ap.add_argument("--batch", type=int, help="per-device batch (default 4 / 4 / 2)")
-    ap.add_argument("--grad-accum", type=int, help="default: reach effective batch 256 / 256 / 128")
-    ap.add_argument("--warmup-ratio", type=float, default=WARMUP_RATIO)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--max-grad-norm", type=float, default=1.0)
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--lora", action="store_true", help="peft LoRA on the LLM (phase 3)")
-    mode.add_argument("--qlora", action="store_true", help="LoRA on a 4-bit LLM (quant/ plan)")
-    ap.add_argument("--qlora-plan", default=DEFAULT_QLORA_PLAN, help="quant/ precision plan for --qlora")
-    ap.add_argument("--lora-r", type=int, default=64)
-    ap.add_argument("--lora-alpha", type=int, default=16)
-    ap.add_argument("--lora-dropout", type=float, default=0.05)
-    ap.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    ap.add_argument("--precision", choices=("auto", "bf16", "fp16", "no"), default="auto")
-    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="load weights in this dtype")
-    ap.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: only at the end)")
-    ap.add_argument("--resume", nargs="?", const="latest", default=False, help="resume from OUT's latest checkpoint or PATH")
-    ap.add_argument("--no-merge", dest="merge", action="store_false", help="LoRA: keep only the adapter")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for f in fields(TrainSettings):
+        cli = dict(f.metadata["cli"])
+        cli.pop("flag", None)
+        group = cli.pop("group", None)
+        if group and group not in groups:
+            groups[group] = ap.add_mutually_exclusive_group()
+        target = groups[group] if group else ap
+        kw = {"dest": f.name, "help": f.metadata["help"], **cli}
+        if f.default is MISSING:
+            kw.update(required=True, type=type(cli["choices"][0]) if "choices" in cli else str)
+        elif f.type in ("bool", bool):
+            kw.update(action="store_false" if f.default else "store_true")
+        elif "nargs" not in cli:
+            kw.update(default=f.default, type=_value_type(f.type))
+        else:
+            kw.update(default=f.default)
+        if kw.get("action") == "store_false":
+            kw["help"] += " (on by default; this flag turns it off)"
+        elif kw.get("action") is None and f.default not in (MISSING, None, False):
+            kw["help"] += f" (default: {f.default})"
+        target.add_argument(_flag(f), **kw)
     return ap
+
+
+def _value_type(annotation) -> type:
+    text = str(annotation)
+    return int if text.startswith("int") else float if text.startswith("float") else str
+
+
+def _check_inputs(s: TrainSettings) -> None:
+    """Inputs that can be checked before anything loads (exit 2, not minutes later)."""
+    if not (Path(s.model_dir) / "config.json").is_file():
+        raise CliError(f"no Omni-Emotion checkpoint at {s.model_dir} (config.json missing)")
+    if not Path(s.data).is_file():
+        raise CliError(f"{s.data}: no such manifest")
+    if s.cache is not None and not Path(s.cache).is_dir():
+        raise CliError(f"cache folder {s.cache} does not exist; run the preprocessing first")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        loader = quant_loader(args.qlora_plan) if args.qlora else None
-        result = train(
-            phase=args.phase,
-            model_dir=args.model,
-            data=args.data,
-            out=args.out,
-            cache=args.cache,
-            max_steps=args.max_steps,
-            epochs=args.epochs,
-            lr=args.lr,
-            batch=args.batch,
-            grad_accum=args.grad_accum,
-            warmup_ratio=args.warmup_ratio,
-            weight_decay=args.weight_decay,
-            max_grad_norm=args.max_grad_norm,
-            lora=args.lora,
-            qlora=args.qlora,
-            lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            gradient_checkpointing=args.gradient_checkpointing,
-            precision=args.precision,
-            dtype=args.dtype,
-            save_every=args.save_every,
-            resume=args.resume,
-            merge=args.merge,
-            seed=args.seed,
-            workers=args.workers,
-            progress=args.progress,
-            loader=loader,
-        )
-    except (ValueError, OSError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        try:
+            settings = TrainSettings(**vars(args))
+        except ValueError as err:
+            raise CliError(err) from None
+        _check_inputs(settings)
+        result = train(settings, loader=quant_loader() if settings.qlora else None)
+    except (CliError, ValueError, OSError, RuntimeError, FloatingPointError, KeyboardInterrupt) as err:
+        return fail(err)
     if os.environ.get("RANK", "0") == "0":  # once, not once per process
         where = result.final if result.final is not None else result.out
         print(f"trained {result.steps} steps; model in {where}")

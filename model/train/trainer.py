@@ -24,9 +24,9 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -35,8 +35,12 @@ from model.net import tokens
 from model.train.collator import TrainCollator
 from model.data.manifest import read_manifest
 from model.train.dataset import TrainDataset
-from model.train.lora import LoraSettings, apply_lora, merge_checkpoint, save_adapter
+from model.train.lora import apply_lora, merge_checkpoint, save_adapter
 from model.train.log import CsvLog, LogRow, plot_loss
+
+if TYPE_CHECKING:  # the options are declared with the command line
+    from model.checkpoint.loading import Loader
+    from model.train.cli import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -61,40 +65,6 @@ ADAM_BETAS = (0.9, 0.999)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 ACCEL_DIR = "accelerate"
-
-# (model_dir, device) -> (model, processor); QLoRA passes a 4-bit loader here.
-Loader = Callable[[str, torch.device], tuple]
-
-
-@dataclass
-class TrainSettings:
-    """Everything `train()` resolved from its arguments (see `model/train.py`)."""
-
-    phase: int
-    model_dir: str
-    data: str
-    out: str
-    cache: str | None = None
-    max_steps: int | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    batch: int | None = None
-    grad_accum: int | None = None
-    warmup_ratio: float = WARMUP_RATIO
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora: LoraSettings | None = None
-    quantized: bool = False
-    gradient_checkpointing: bool = True
-    precision: str = "auto"
-    dtype: str | None = None
-    save_every: int = 500
-    resume: str | bool = False
-    merge: bool = True
-    seed: int = 0
-    workers: int = 0
-    progress: bool = True
-
 
 @dataclass
 class TrainPlan:
@@ -252,14 +222,11 @@ def _trainable_only_hooks(accelerator) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def _default_loader(dtype: str | None) -> Loader:
-    def load(model_dir: str, device: torch.device):
-        from model.checkpoint import loading
+def _load(model_dir: str, dtype: str | None, device: torch.device):
+    """The checkpoint as saved (no precision plan), weights in `dtype` if given."""
+    from model.checkpoint import loading
 
-        torch_dtype = getattr(torch, dtype) if dtype else None
-        return loading.load(model_dir, dtype=torch_dtype, device=str(device))
-
-    return load
+    return loading.load(model_dir, dtype=getattr(torch, dtype) if dtype else None, device=str(device))
 
 
 class Trainer:
@@ -289,7 +256,7 @@ class Trainer:
         self.grad_accum = s.grad_accum or derive_grad_accum(d.effective_batch, batch, world)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=self.grad_accum,
-            mixed_precision=mixed_precision(s.precision, s.quantized),
+            mixed_precision=mixed_precision(s.precision, s.qlora),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=s.seed),
             # Phase 3 batches may lack audio (or faces): those projectors then get no grad.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=s.phase == 3)],
@@ -305,13 +272,17 @@ class Trainer:
         if s.cache is not None and not Path(s.cache).is_dir():
             raise FileNotFoundError(f"cache folder {s.cache} does not exist; run the preprocessing first")
 
-        load = loader or _default_loader(s.dtype)
-        model, self.processor = load(s.model_dir, acc.device)
-        if s.lora is not None or s.quantized:
-            model = apply_lora(model, s.phase, s.lora)
+        if s.qlora:
+            if loader is None:
+                raise ValueError("qlora needs a 4-bit loader (the CLI passes quant.load_model)")
+            model, self.processor = loader(s.model_dir, s.qlora_plan, str(acc.device))
+        else:
+            model, self.processor = _load(s.model_dir, s.dtype, acc.device)
+        self.adapter_mode = s.lora or s.qlora
+        if self.adapter_mode:
+            model = apply_lora(model, s.phase, s.lora_settings)
         else:
             model.set_trainable_phase(s.phase)
-        self.adapter_mode = s.lora is not None or s.quantized
         if s.gradient_checkpointing:
             # Non-reentrant checkpointing needs no input that requires grad, so drop the
             # hooks transformers adds to every tower's input embeddings: they would force
