@@ -1,6 +1,7 @@
 """Omni-Emotion Live: the Gradio page (docs/app.md).
 
-    .venv/bin/python app.py [--model DIR|HUB_ID|tiny] [--plan NAME] [--port 7860] [--share]
+    .venv/bin/python app.py [--model DIR|HUB_ID|tiny] [--plan NAME] [--port 7860]
+                            [--host ADDR] [--share] [--auth-file FILE] [--log-file runs/app.log]
                             [--video FILE] [--log-session S --participant P] [--keep-media]
 
 Live tab: the browser's webcam + microphone stream into a per-tab ``live.session.
@@ -8,6 +9,13 @@ LiveSession``; a timer draws its newest results (``live.render``). File tab (and
 ``/analyse_file`` API endpoint): a video analysed window by window
 (``live.file_analysis``). The model loads on a background thread
 (``model.serve.serving.ModelHolder``), so the page is usable at once.
+
+Security: the page binds to loopback; another ``--host`` or ``--share`` needs Gradio's
+login (``--auth-file`` or ``$OMNI_EMOTION_AUTH``). A study log opened on the page belongs
+to that browser session (``live.study_log.LogOwners``, keyed by Gradio's session hash);
+``--log-session`` opens one log for the whole app (live tab, File tab, API, ``--video``).
+
+Logging: one line per event on stderr; full tracebacks only in ``--log-file``.
 
 This is the composition root: it wires ``live`` to ``model`` and (lazily) ``quant``,
 and holds only the page and the command line.
@@ -19,6 +27,8 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import argparse
+import ipaddress
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -30,12 +40,14 @@ from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outp
                          model_banner, speech_markdown, stats_markdown, timeline_figure)
 from live.session import LiveSession
 from live.sources import SourceError
-from live.study_log import StudyLog, StudyLogError, check_id
+from live.study_log import LogOwners, StudyLog, StudyLogError, check_id
 from live.window import GATES
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 from model.serve.serving import ModelHolder
 
 HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
+LOG_FILE = "runs/app.log"  # full tracebacks go here (stderr gets one line each)
+AUTH_ENV = "OMNI_EMOTION_AUTH"  # "user:password": the login when not bound to loopback
 STREAM_EVERY_S = 0.2  # s between webcam frames / mic chunks sent by the browser (~5/s)
 REFRESH_S = 0.5  # s between page refreshes of the live outputs
 PRIVATE = dict(api_visibility="private")  # page-only events: not part of the API
@@ -58,6 +70,18 @@ def load_with_plan(path, plan, device):
     from quant import load_model
 
     return load_model(path, plan, device)
+
+
+log = logging.getLogger("app")
+
+
+def user_error(message: str):
+    """A ``gr.Error`` for a user's mistake: shown on the page, one line in the log, no
+    traceback anywhere."""
+    import gradio as gr
+
+    log.info("user error: %s", one_line(message))
+    return gr.Error(message, print_exception=False)
 
 
 # --------------------------------------------------------------- the live outputs
@@ -158,17 +182,24 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder) -> None:
         s.window_s, s.hop_s, s.gate = w, h, g
         s.restart()
 
-    def on_logging(on, p, sess, km, s):
+    def on_logging(on, p, sess, km, s, request):
+        # the owner is the caller's own Gradio session, never an id the client names
         try:
-            s.set_logging(on, p, sess, km)
+            s.set_logging(on, p, sess, km, owner=request.session_hash)
         except StudyLogError as e:
+            log.info("study log refused: %s", e)
             gr.Warning(str(e))
             return False
         return on
 
+    on_logging.__annotations__ = {"request": gr.Request}  # Gradio injects the request
+
     def on_csv(s):
         if s.study is None:
-            raise gr.Error("Study logging is off: tick 'log this session' first.")
+            raise user_error("Study logging is off: tick 'log this session' first.")
+        if not s.own_log:
+            raise user_error(f"This log was opened at start-up (--log-session): it is on the "
+                             f"server at {s.study.path}, not exported to the page.")
         return str(s.study.export_csv())
 
     c["start"].click(on_start, [c["win"], c["hop"], c["gate"], session], [], **PRIVATE)
@@ -179,48 +210,55 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder) -> None:
     c["reload"].click(lambda p: holder.start(plan=p), [c["plan"]], [], **PRIVATE)
 
 
-def _wire_file(f: dict, live: dict, holder: ModelHolder) -> None:
-    """The Analyse button, which is also the ``/analyse_file`` API endpoint."""
+def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
+    """The Analyse button, which is also the ``/analyse_file`` API endpoint. Its
+    windows go to the caller's study log when one is on (the tab's own, or the app's
+    ``--log-session`` log, which API callers share)."""
     import gradio as gr
 
-    def analyse_file(path, window_s, hop_s, gate_policy, progress=gr.Progress()):
+    def analyse_file(path, window_s, hop_s, gate_policy, s, progress=gr.Progress()):
         """Analyse a video file window by window → status, table, timeline, JSONL, CSV."""
         if not path:
-            raise gr.Error("Upload a video file first.")
+            raise user_error("Upload a video file first.")
         progress(0.0, desc="decoding + analysing")
         try:
-            records = analyse_video(path, holder, window_s, hop_s, gate_policy,
+            records = analyse_video(path, holder, window_s, hop_s, gate_policy, study=s.study,
                                     progress=lambda frac: progress(frac, desc="analysing"))
         except SourceError as e:
-            raise gr.Error(f"Cannot analyse this upload: {e}") from None
+            raise user_error(f"Cannot analyse this upload: {one_line(e)}") from None
+        except (OSError, StudyLogError) as e:
+            raise user_error(f"Study log write failed: {one_line(e)}") from None
         return file_outputs(records, Path(path).name)
 
-    f["go"].click(analyse_file, [f["video"], live["win"], live["hop"], live["gate"]], f["outputs"],
-                  api_name="analyse_file")
+    f["go"].click(analyse_file, [f["video"], live["win"], live["hop"], live["gate"], session],
+                  f["outputs"], api_name="analyse_file")
 
 
-def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startup=None):
-    """The page. ``args``: defaults for settings/logging; ``startup``: a dict filled by
-    a ``--video`` job (its file outputs are shown on page load)."""
+def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startup=None,
+             shared_log: StudyLog | None = None, owners: LogOwners | None = None):
+    """The page. ``args``: defaults for settings; ``startup``: a dict filled by a
+    ``--video`` job (its file outputs are shown on page load); ``shared_log``: the
+    ``--log-session`` log every way of analysing writes to; ``owners``: who owns which
+    study session id (a fresh ``LogOwners`` when not given)."""
     import gradio as gr
 
     a = args or parse_args([])
+    owners = owners or LogOwners()
     with gr.Blocks(title="Omni-Emotion Live", analytics_enabled=False) as demo:
         gr.Markdown("# Omni-Emotion Live\nWhat emotion the person in front of the camera "
                     "shows, and why. Everything runs on this machine.")
         banner = gr.Markdown(model_banner(holder), elem_id="banner")
-        session = gr.State(lambda: LiveSession(holder, a.window, a.hop, a.gate, a.log_dir),
+        session = gr.State(lambda: LiveSession(holder, a.window, a.hop, a.gate, a.log_dir,
+                                               shared_log=shared_log, owners=owners),
                            delete_callback=lambda s: s.close())
         with gr.Tab("Live"):
             live = _live_tab(a, holder)
         with gr.Tab("File"):
             file = _file_tab(a)
         _wire_live(live, banner, session, holder)
-        _wire_file(file, live, holder)
+        _wire_file(file, live, session, holder)
 
         def on_load(s):
-            if a.log_session and a.participant:
-                s.set_logging(True, a.participant, a.log_session, a.keep_media)
             done = (startup or {}).get("outputs")
             if done is None:
                 return s.study is not None, (startup or {}).get("status", ""), *[gr.skip()] * 4
@@ -231,15 +269,13 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
 
 
 # -------------------------------------------------------------------- command line
-def run_startup_video(holder: ModelHolder, args, startup: dict) -> None:
-    """--video: analyse the file once the model is in; log it when --log-session is given."""
+def run_startup_video(holder: ModelHolder, args, startup: dict, study: StudyLog | None = None) -> None:
+    """--video: analyse the file once the model is in; log it to ``study`` (the app's
+    --log-session log) when given."""
     startup["status"] = f"analysing {args.video} in the background…"
     if holder.thread is not None:
         holder.thread.join()
-    study = None
     try:
-        if args.log_session:
-            study = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media)
         records = analyse_video(args.video, holder, args.window, args.hop, args.gate, study=study,
                                 on_record=lambda r: print(f"logged window {r['index']}", flush=True))
         startup["outputs"] = file_outputs(records, Path(args.video).name)
@@ -247,9 +283,6 @@ def run_startup_video(holder: ModelHolder, args, startup: dict) -> None:
     except (SourceError, OSError, StudyLogError) as e:
         startup["status"] = f"❌ cannot analyse {args.video}: {one_line(e)}"
         print(f"error: {startup['status']}", file=sys.stderr, flush=True)
-    finally:
-        if study is not None:
-            study.close()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,7 +295,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="generation budget per window (the tiny model caps it at 24)")
     p.add_argument("--host", default=HOST, help="address to bind (default: local only)")
     p.add_argument("--port", type=int, default=PORT)
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link "
+                   "(needs a login: --auth-file or $" + AUTH_ENV + ")")
+    p.add_argument("--auth-file", help="login(s) for the page, one user:password per line; "
+                   f"required with --share or a non-loopback --host (or set ${AUTH_ENV}=user:password)")
+    p.add_argument("--log-file", default=LOG_FILE, help="where full error tracebacks go")
     p.add_argument("--video", help="analyse this file at start (shown in the File tab)")
     p.add_argument("--window", type=float, default=WINDOW_S, help="s per window")
     p.add_argument("--hop", type=float, default=HOP_S, help="s between windows")
@@ -274,8 +311,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_auth(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Logins from --auth-file (one user:password a line; blank and # lines skipped)
+    or $OMNI_EMOTION_AUTH; [] when neither is given. CliError for a bad one (the
+    message never repeats a password)."""
+    if args.auth_file:
+        try:
+            text = Path(args.auth_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"--auth-file {args.auth_file}: cannot read it ({e.strerror})") from None
+        lines = [(i, x.strip()) for i, x in enumerate(text.splitlines(), 1)]
+        lines = [(i, x) for i, x in lines if x and not x.startswith("#")]
+        where = lambda i: f"--auth-file {args.auth_file}, line {i}"  # noqa: E731
+    else:
+        lines = [(0, os.environ.get(AUTH_ENV, "").strip())] if os.environ.get(AUTH_ENV, "").strip() else []
+        where = lambda i: f"${AUTH_ENV}"  # noqa: E731
+    out = []
+    for i, line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise CliError(f"{where(i)}: expected user:password with a non-empty user and password")
+        out.append((user.strip(), password))
+    if args.auth_file and not out:
+        raise CliError(f"--auth-file {args.auth_file}: no user:password line in it")
+    return out
+
+
 def check_args(args: argparse.Namespace) -> None:
-    """Usage errors found before any work, as CliError."""
+    """Usage errors found before any work, as CliError; sets ``args.auth``."""
+    plans = plan_names()
+    if args.plan is not None and args.plan not in plans:
+        raise CliError(f"--plan {args.plan!r} is not a plan: choose one of {', '.join(plans)}")
+    args.auth = read_auth(args)
+    exposed = [o for o, on in ((f"--host {args.host}", not is_loopback(args.host)),
+                               ("--share", args.share)) if on]
+    if exposed and not args.auth:
+        raise CliError(f"{' and '.join(exposed)} makes the page reachable from other machines: "
+                       f"give a login with --auth-file FILE (user:password lines) or ${AUTH_ENV}")
     if bool(args.log_session) != bool(args.participant):
         raise CliError("--log-session and --participant go together")
     if args.log_session:
@@ -287,27 +368,61 @@ def check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--video file not found: {args.video}")
 
 
+class OneLine(logging.Formatter):
+    """``<level>: <first line of the message>``: no traceback (those go to the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {one_line(record.getMessage())}"
+
+
+def setup_logging(log_file: str | Path) -> None:
+    """Warnings and errors as one line each on stderr; everything from INFO up, with
+    full tracebacks, appended to ``log_file``."""
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log_file, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_err = logging.StreamHandler(sys.stderr)
+    to_err.setLevel(logging.WARNING)
+    to_err.setFormatter(OneLine())
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(to_file)
+    root.addHandler(to_err)
+    for noisy in ("httpx", "httpcore", "urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    shared_log = None
     try:
         check_args(args)
-    except CliError as e:
+        setup_logging(args.log_file)
+        if args.log_session:
+            shared_log = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media)
+    except (CliError, OSError, StudyLogError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     from model.checkpoint.loading import resolve_device
 
-    holder = ModelHolder(args.model, args.plan, resolve_device(args.device), args.max_new_tokens,
+    owners = LogOwners()
+    if shared_log is not None:
+        owners.reserve(args.log_dir, args.log_session, "app")  # no tab can open it as its own
+    plan = None if args.plan in (None, "none") else args.plan
+    holder = ModelHolder(args.model, plan, resolve_device(args.device), args.max_new_tokens,
                          plan_loader=load_with_plan)
     holder.start()
     startup: dict = {}
     if args.video:
-        threading.Thread(target=run_startup_video, args=(holder, args, startup), daemon=True).start()
-    demo = build_ui(holder, args, startup)
+        threading.Thread(target=run_startup_video, args=(holder, args, startup, shared_log),
+                         daemon=True).start()
+    demo = build_ui(holder, args, startup, shared_log, owners)
     theme = __import__("gradio").themes.Default(font=["system-ui", "sans-serif"],
                                                 font_mono=["ui-monospace", "monospace"])
     # system fonts: the page makes no request outside this machine
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                        show_error=True, theme=theme)
+                        show_error=True, theme=theme, auth=args.auth or None,
+                        auth_message="Omni-Emotion Live: log in (ask the researcher running it)")
     return EXIT_OK
 
 

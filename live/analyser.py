@@ -4,8 +4,8 @@ stand-ins, and the worker that runs one on its own thread with a newest-wins que
 An analyser is ``__call__(window: live.window.Window) -> Result``. It may be slow;
 the worker makes sure the live loop never waits for it: while it works on one window,
 at most one more waits, and a newer window replaces the waiting one (the replaced
-window is counted as dropped). An exception inside the analyser is logged and
-counted, and the worker goes on with the next window.
+window is counted as dropped). An exception inside the analyser is logged (one line;
+its traceback once per distinct error) and counted, and the worker goes on.
 """
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from .window import Window
 log = logging.getLogger(__name__)
 
 FAKE_DELAY_S = 0.5  # s the fake analyser takes per window
+MAX_SEEN_ERRORS = 1000  # distinct analyser errors whose traceback is logged, per process
+_SEEN_ERRORS: set[str] = set()  # "<Type>: <message>" already logged with a traceback
+_SEEN_LOCK = threading.Lock()
 
 
 class Result(TypedDict):
@@ -137,6 +140,19 @@ class AnalyserWorker:
             self._cv.notify_all()
             return old
 
+    def _log_failure(self, w: Window, e: Exception) -> None:
+        """One line per failed window; the full traceback only the first time this
+        error (type + message) is seen, so a model that fails on every window does
+        not flood the log (the app sends tracebacks to its log file only)."""
+        key = f"{type(e).__name__}: {e}"
+        with _SEEN_LOCK:
+            first = key not in _SEEN_ERRORS and len(_SEEN_ERRORS) < MAX_SEEN_ERRORS
+            if first:
+                _SEEN_ERRORS.add(key)
+        log.error("analyser failed on window %d (%.2f-%.2f s): %s%s", w.index, w.start, w.end,
+                  key.splitlines()[0] if key.strip() else type(e).__name__,
+                  "" if first else " (seen before)", exc_info=e if first else None)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is running or waiting (True) or ``timeout`` (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -163,7 +179,7 @@ class AnalyserWorker:
                 result = self.analyser(w)
             except Exception as e:  # the live loop must survive any model failure
                 error = e
-                log.exception("analyser failed on window %d (%.2f-%.2f s)", w.index, w.start, w.end)
+                self._log_failure(w, e)
             info = {"queue_s": t0 - submitted, "run_s": time.perf_counter() - t0}
             with self._cv:
                 if error is None:

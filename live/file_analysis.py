@@ -13,7 +13,7 @@ from typing import Callable
 from .engine import Engine, EngineConfig, WindowEvent
 from .session import ModelServer
 from .sources import FileSource
-from .study_log import StudyLog, jsonable, write_csv
+from .study_log import StudyLog, jsonable, write_csv, write_whole
 from .window import HOP_S, WINDOW_S
 
 
@@ -52,6 +52,6 @@ def export_records(records: list[dict], stem: str) -> tuple[str, str]:
     """Write records as JSONL + CSV into a fresh temp folder; (jsonl path, csv path)."""
     out = Path(tempfile.mkdtemp(prefix="omni-emotion-")) / stem
     jsonl = out.with_suffix(".jsonl")
-    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n"
-                             for r in records), encoding="utf-8")
+    with write_whole(jsonl, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
     return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))

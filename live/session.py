@@ -19,7 +19,7 @@ import numpy as np
 from .analyser import Result
 from .engine import Engine, EngineConfig, WindowEvent
 from .sources import PushSource
-from .study_log import StudyLog, StudyLogError
+from .study_log import LogOwners, StudyLog, StudyLogError
 from .window import HOP_S, WINDOW_S, Window
 
 FPS_SPAN_S = 2.0  # s of frame arrivals that "frames/s in" averages over
@@ -50,15 +50,18 @@ class LiveSession:
     """
 
     def __init__(self, holder: ModelServer, window_s: float = WINDOW_S, hop_s: float = HOP_S,
-                 gate: str = "always", log_root: str | Path = "sessions") -> None:
+                 gate: str = "always", log_root: str | Path = "sessions",
+                 shared_log: StudyLog | None = None, owners: LogOwners | None = None) -> None:
         self.holder, self.log_root = holder, Path(log_root)
         self.window_s, self.hop_s, self.gate = window_s, hop_s, gate
         self.engine: Engine | None = None
         self.source: PushSource | None = None
         self.thread: threading.Thread | None = None  # the newest run's engine thread
-        self.study: StudyLog | None = None
+        self.shared_log, self.owners = shared_log, owners  # the app's log; who owns which id
+        self.study: StudyLog | None = shared_log  # where this tab's windows are logged
         self.lock = threading.RLock()
         self.run_no = 0
+        self.open_run = 0  # the run whose records are still taken (0: none, after stop)
         self.paused = False  # Stop pressed: streams no longer auto-start the engine
         self.started_at = 0.0
         self.error = ""
@@ -87,7 +90,7 @@ class LiveSession:
                 return
             self.paused, self.error = False, ""
             self.run_no += 1
-            run = self.run_no
+            run = self.open_run = self.run_no
             self.source = PushSource(name="browser")
             cfg = EngineConfig(hop_s=float(self.hop_s), window_s=float(self.window_s), gate=self.gate)
             eng = Engine(self.source, lambda w: self._analyse(w, run), cfg,
@@ -109,21 +112,34 @@ class LiveSession:
                     self.engine = self.source = None
 
     def stop(self, pause: bool = True) -> None:
-        """Stop the engine (its last window drains on its own thread: join ``thread``
-        to wait for it)."""
+        """Stop the engine and return once it, its analyser worker and the last
+        window's record (page + study log) are finished: no record of this run
+        appears after ``stop()`` returns (a window the analyser still works on after
+        the engine's drain timeout is discarded, not recorded late)."""
         with self.lock:
             self.paused = pause
+            thread = self.thread
             if self.engine is not None:
                 self.engine.stop()
                 self.engine = self.source = None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()  # bounded: Engine.run joins capture and drains with timeouts
+        with self.lock:
+            self.open_run = 0
 
     def restart(self) -> None:
         self.stop(pause=False)
         self.start()
 
     def close(self) -> None:
+        """Stop (waiting for the last window, see ``stop``), then close the study log:
+        every line is on disk when this returns. Drops what the tab kept (frames,
+        records) so a closed tab holds no memory."""
         self.stop()
         self.set_logging(False)
+        with self.lock:
+            self.records, self.latest, self.frame, self.faces = [], None, None, []
+            self.thread = None
 
     # -- streaming inputs (fast: push only) --------------------------------------
     def push_frame(self, rgb: np.ndarray | None) -> None:
@@ -175,29 +191,44 @@ class LiveSession:
     def _on_window(self, ev: WindowEvent, run: int) -> None:
         rec = ev.to_json(run=run, source="live", plan=self.holder.plan)
         with self.lock:
+            if run != self.open_run:  # stopped: nothing is recorded after stop() returned
+                return
             self.records.append(rec)
             if ev.result is not None:
                 self.latest = rec
-            study = self.study
-        if study is not None and not study.closed:
-            try:
-                study.write(rec)
-                study.save_media(f"window_{run:03d}_{ev.window.index:05d}", ev.window.frames,
-                                 ev.window.audio, ev.window.audio_rate)
-            except (OSError, StudyLogError) as e:
-                self.error = f"study log write failed: {e}"
+            # under the lock: stop()/set_logging() cannot close the log between the
+            # run check above and this write
+            if self.study is not None:
+                try:
+                    self.study.write(rec)
+                    self.study.save_media(f"window_{run:03d}_{ev.window.index:05d}",
+                                          ev.window.frames, ev.window.audio, ev.window.audio_rate)
+                except (OSError, StudyLogError) as e:
+                    self.error = f"study log write failed: {e}"
 
     # -- study log -----------------------------------------------------------------
     def set_logging(self, on: bool, participant: str = "", session: str = "",
-                    keep_media: bool = False) -> str:
-        """Open/close this tab's study log; returns the banner text ('' when off)."""
+                    keep_media: bool = False, owner: str | None = None) -> str:
+        """Open/close this tab's own study log; returns the banner text ('' when off).
+        With ``owners`` (the app's ``LogOwners``), the session id must be free or
+        already ``owner``'s (the browser session's hash): StudyLogError otherwise.
+        Turning it off falls back to the app's ``shared_log`` (--log-session), if any."""
         with self.lock:
-            if self.study is not None:
+            if on and self.owners is not None:
+                if owner is None:
+                    raise StudyLogError("opening a study log needs the browser session that owns it")
+                self.owners.claim(self.log_root, session, owner)
+            if self.study is not None and self.study is not self.shared_log:
                 self.study.close()
-                self.study = None
+            self.study = self.shared_log
             if on:
                 self.study = StudyLog(self.log_root, session, participant, keep_media=keep_media)
         return self.study.banner() if self.study else ""
+
+    @property
+    def own_log(self) -> bool:
+        """The tab opened its log itself (not the app's start-up ``shared_log``)."""
+        return self.study is not None and self.study is not self.shared_log
 
     # -- what the page shows ------------------------------------------------------
     def stats(self) -> dict:

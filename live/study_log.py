@@ -9,6 +9,11 @@ goes on in the same file).
 No raw video or audio is stored unless ``keep_media=True``: then each window's
 sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
 (arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``).
+Whole files (media, CSV exports) are written by ``write_whole``: a temporary name,
+fsync, rename; a reader never sees one half-written.
+
+Ownership (``LogOwners``): a study session id belongs to the browser session that
+opened it; another one cannot open it (and so cannot append to it or export it).
 
 This module knows no model: a record is any JSON-able dict (the app writes the window
 record, ``live.engine.WindowEvent.to_json``, plus run/source/plan); ``CSV_FIELDS``
@@ -16,6 +21,7 @@ names the columns exported to CSV (list values are joined with "; ").
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -86,15 +92,13 @@ class StudyLog:
             return None
         self.media_dir.mkdir(parents=True, exist_ok=True)
         out = self.media_dir / f"{name}.npz"
-        tmp = out.with_suffix(".npz.part")  # written whole, then renamed: never seen half-written
-        with open(tmp, "wb") as f:
+        with write_whole(out, "wb") as f:
             np.savez_compressed(
                 f,
                 frames=np.zeros((0,), np.uint8) if frames is None else frames,
                 audio=np.zeros((0,), np.float32) if audio is None else audio,
                 rate=np.int32(rate),
             )
-        os.replace(tmp, out)
         return out
 
     def banner(self) -> str:
@@ -124,6 +128,56 @@ class StudyLog:
         self.close()
 
 
+class LogOwners:
+    """Which owner (the app passes the browser's Gradio session hash) holds which
+    study session id, for the life of the process. Thread-safe.
+
+    ``claim(root, session, owner)``: a new id is taken by ``owner``; the same owner
+    may re-open it (and append); anyone else is refused, and so is an id whose log
+    already exists on disk from an earlier run (resuming one is the operator's call:
+    ``app.py --log-session``, which ``reserve``s it for the app)."""
+
+    def __init__(self) -> None:
+        self._owner: dict[tuple[Path, str], str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, root: str | Path, session: str, owner: str) -> str:
+        sid = check_id("session", session)
+        key = (Path(root).resolve(), sid)
+        with self._lock:
+            who = self._owner.get(key)
+            if who is None and (Path(root) / f"{sid}.jsonl").exists():
+                raise StudyLogError(f"study session {sid!r} already has a log: choose a new session "
+                                    "id (an earlier log is resumed with app.py --log-session)")
+            if who is not None and who != owner:
+                raise StudyLogError(f"study session {sid!r} is in use by another browser session: "
+                                    "choose another session id")
+            self._owner[key] = owner
+        return sid
+
+    def reserve(self, root: str | Path, session: str, owner: str) -> None:
+        """Take ``session`` for ``owner`` whatever is on disk (the operator's own log)."""
+        with self._lock:
+            self._owner[(Path(root).resolve(), check_id("session", session))] = owner
+
+
+@contextlib.contextmanager
+def write_whole(out: str | Path, mode: str = "w", **kw):
+    """Open ``out.part`` for writing; on success fsync it and rename it to ``out``
+    (readers see the old file or the whole new one, never a part); on error remove it."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with open(tmp, mode, **kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_jsonl(path: str | Path, allow_partial_tail: bool = False) -> list[dict]:
     """Every record of a JSONL log. A bad line is an error naming its number, except
     (``allow_partial_tail``) a last line without its newline: the one a process
@@ -149,7 +203,7 @@ def write_csv(records: list[dict], out: str | Path, fields=CSV_FIELDS) -> Path:
     """``records`` → CSV with ``fields`` as columns (lists joined with "; ")."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
+    with write_whole(out, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         w.writeheader()
         for r in records:

@@ -4,20 +4,23 @@ model holder's offline fallback, the one result shape, and study logs."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 
 import numpy as np
 import pytest
 
 import app
-from live.analyser import make_result
+from live.analyser import AnalyserWorker, make_result
 from live.file_analysis import analyse_video
 from live.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
 from live.session import NO_MEDIA_WARN_S, LiveSession
 from live.sources import SourceError
-from live.study_log import StudyLog, StudyLogError, read_jsonl
+from live.study_log import LogOwners, StudyLog, StudyLogError, read_jsonl
 from model.serve.serving import UNTRAINED, ModelHolder
 from tests.media import _resample_to, clip_frames, make_clip
+from tests.test_live_engine import fake_window
 
 FPS = 10  # frames/s pushed (a browser streams ~5)
 BROWSER_RATE = 48_000  # Hz, what a browser's microphone stream delivers
@@ -66,8 +69,7 @@ def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     assert "Study logging is ON" in banner and "no raw video or audio" in banner
     feed(s, frames, audio48)
     assert wait_until(lambda: sum(r["analysed"] for r in s.records) >= 1)
-    s.stop()
-    s.thread.join(60)  # the last window drains: records are final from here on
+    s.stop()  # returns once the last window drained: records are final from here on
     assert not s.thread.is_alive()
     assert s.audio_rate == BROWSER_RATE and s.audio_s == pytest.approx(4.0, abs=0.2)
     done = [r for r in s.records if r["analysed"]]
@@ -97,10 +99,13 @@ def test_keep_media_stores_window_media(tiny, clip, tmp_path):
     s.set_logging(True, "P02", "S02", keep_media=True)
     feed(s, frames[:25], audio48)
     assert wait_until(lambda: len(s.records) >= 1)
-    s.close()
-    s.thread.join(60)
+    n = len(read_jsonl(tmp_path / "S02.jsonl"))
+    s.close()  # returns once the last window and its media are on disk
+    logged = read_jsonl(tmp_path / "S02.jsonl")
     npz = sorted((tmp_path / "S02_media").glob("*.npz"))
     assert npz, "keep_media stored nothing"
+    assert len(logged) >= n and len(npz) == len(logged)  # one media file per logged window
+    assert not list((tmp_path / "S02_media").glob("*.part"))  # no half-written file left
     with np.load(npz[0]) as z:
         assert z["frames"].shape[1:] == frames.shape[1:] and z["audio"].dtype == np.float32
         assert int(z["rate"]) == 16_000
@@ -127,15 +132,102 @@ def test_model_crash_mid_session_is_shown_and_logged(clip, tmp_path):
     s.set_logging(True, "P03", "S03")
     feed(s, frames[:35], audio48)
     assert wait_until(lambda: len([r for r in s.records if r["reason"] != "dropped"]) >= 3)
-    s.stop()
-    s.thread.join(60)  # the last window drains and is logged before the log closes
-    s.close()
+    s.stop()  # the last window drains and is logged before stop() returns
     errors = [r for r in s.records if r["error"]]
     assert len(errors) == 1 and "out of memory" in errors[0]["error"]
     assert any(r["label"] == "happy" and r["labels"] == ["cheerful"] for r in s.records)
     s.latest = errors[0]
     assert "analysis failed" in app.refresh(s)[3]
     assert len(read_jsonl(tmp_path / "S03.jsonl")) == len(s.records)  # log intact, errors included
+    s.close()
+    assert s.records == [] and s.frame is None  # a closed tab keeps nothing
+
+
+class _HeldUntilStop:
+    """A model whose first window finishes only once the session is asked to stop:
+    that window's record must still be in (page + study log) when stop() returns."""
+
+    def __init__(self):
+        self.session, self.calls, self.started = None, 0, threading.Event()
+
+    def __call__(self, window, on_text=None):
+        self.calls += 1
+        if self.calls == 1:
+            self.started.set()
+            while not self.session.paused:  # released by stop() itself
+                time.sleep(0.01)
+            return make_result(label="held", model="fake")
+        return make_result(label="calm", model="fake")
+
+
+def test_stop_returns_after_the_window_in_flight_is_recorded(clip, tmp_path):
+    _, _, frames, audio48 = clip
+    model = _HeldUntilStop()
+    s = LiveSession(ModelHolder.ready(model, "fake"), 1.0, 1.0, log_root=tmp_path)
+    model.session = s
+    s.set_logging(True, "P05", "S05")
+    feed(s, frames[:25], audio48)
+    assert model.started.wait(30)
+    s.stop()
+    held = [r for r in s.records if r["label"] == "held"]
+    assert len(held) == 1 and held[0]["analysed"]  # recorded before stop() returned
+    logged = read_jsonl(tmp_path / "S05.jsonl")
+    assert [r["index"] for r in logged] == [r["index"] for r in s.records]
+    assert not s.thread.is_alive() and not s.running
+    n = len(s.records)
+    s.push_frame(frames[0])  # a late frame after Stop neither restarts nor records
+    assert len(s.records) == n and not s.running
+    s.close()
+    assert len(read_jsonl(tmp_path / "S05.jsonl")) == n
+
+
+def test_study_log_belongs_to_the_browser_session_that_opened_it(tiny, tmp_path):
+    owners = LogOwners()
+    mine = LiveSession(tiny, log_root=tmp_path, owners=owners)
+    theirs = LiveSession(tiny, log_root=tmp_path, owners=owners)
+    mine.set_logging(True, "P1", "S9", owner="hash-A")
+    mine.study.write({"index": 0})
+    with pytest.raises(StudyLogError, match="another browser session"):
+        theirs.set_logging(True, "P2", "S9", owner="hash-B")  # naming the id is not enough
+    with pytest.raises(StudyLogError, match="needs the browser session"):
+        theirs.set_logging(True, "P2", "S9")
+    assert theirs.study is None
+    mine.set_logging(False)
+    mine.set_logging(True, "P1", "S9", owner="hash-A")  # the owner turns it back on: appends
+    mine.study.write({"index": 1})
+    mine.close()
+    assert [r["index"] for r in read_jsonl(tmp_path / "S9.jsonl")] == [0, 1]
+    # after a restart (new owners), an existing log is not re-opened from the page
+    with pytest.raises(StudyLogError, match="already has a log"):
+        LiveSession(tiny, log_root=tmp_path, owners=LogOwners()).set_logging(True, "P1", "S9", owner="hash-A")
+    # the app's --log-session log: every tab writes to it, none can close or claim it
+    shared = StudyLog(tmp_path, "S10", "P10")
+    reserved = LogOwners()
+    reserved.reserve(tmp_path, "S10", "app")
+    tab = LiveSession(tiny, log_root=tmp_path, shared_log=shared, owners=reserved)
+    assert tab.study is shared and not tab.own_log
+    with pytest.raises(StudyLogError, match="another browser session"):
+        tab.set_logging(True, "P10", "S10", owner="hash-C")
+    tab.close()
+    assert not shared.closed
+    shared.close()
+
+
+def test_analyser_failure_logs_one_line_per_window_and_one_traceback(caplog):
+    class Broken:
+        def __call__(self, window):
+            raise RuntimeError(f"weights corrupted (simulated, {id(self)})")
+
+    worker = AnalyserWorker(Broken()).start()
+    with caplog.at_level(logging.ERROR, logger="live.analyser"):
+        for i in range(3):
+            worker.submit(fake_window(i))
+            assert worker.wait_idle(30)
+    worker.stop()
+    lines = [r for r in caplog.records if "analyser failed" in r.getMessage()]
+    assert [f"window {i} " in r.getMessage() for i, r in enumerate(lines)] == [True] * 3
+    assert [r.exc_info is not None for r in lines] == [True, False, False]
+    assert worker.errors == 3
 
 
 def test_label_says_why_a_window_has_no_result():

@@ -8,6 +8,7 @@ model/ never imports quant/.
 """
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import tempfile
@@ -17,26 +18,41 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from live.analyser import Result, make_result
+from live.cli import one_line
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, TINY_MAX_NEW_TOKENS
+
+log = logging.getLogger(__name__)
 
 HUB_PROBE_S = 3.0  # s to wait for a TCP connection to the model hub
 UNTRAINED = "untrained — outputs are not meaningful"
+BUILD_ADVICE = ("to analyse for real, build a checkpoint where the hub is reachable: "
+                "`python -m model.checkpoint.build --preset 0.5b --from-pretrained --out DIR`, "
+                "copy DIR here and start with `--model DIR`")
 SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"]
 
 
-def hub_reachable() -> tuple[bool, str]:
-    """(reachable, why not): offline mode, or a TCP connect to the hub endpoint."""
+def hub_reachable(timeout_s: float = HUB_PROBE_S) -> tuple[bool, str]:
+    """(reachable, why not), checked once: offline mode, or a TCP connect to the hub
+    endpoint. The whole probe (name lookup included) gives up after ``timeout_s``."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False, "HF_HUB_OFFLINE is set"
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=HUB_PROBE_S).close()
-    except OSError as e:
-        return False, f"cannot connect to {host}:{port} ({e})"
-    return True, ""
+    answer: list[tuple[bool, str]] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            answer.append((True, ""))
+        except OSError as e:
+            answer.append((False, f"cannot connect to {host}:{port} ({e})"))
+
+    t = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    t.start()
+    t.join(timeout_s)  # a hanging DNS lookup is not bounded by the socket timeout
+    return answer[0] if answer else (False, f"no answer from {host}:{port} within {timeout_s:g} s")
 
 
 class ModelHolder:
@@ -85,7 +101,8 @@ class ModelHolder:
             print(f"model: {self.status()}", flush=True)
         except Exception as e:  # a failed load must not take the page down
             self.state = "failed"
-            self.message = f"model {self.spec or 'default'} failed to load: {type(e).__name__}: {e}"
+            self.message = f"model {self.spec or 'default'} failed to load: {type(e).__name__}: {one_line(e)}"
+            log.debug("model load failed", exc_info=e)  # the traceback: log file only
             print(f"error: {self.message}", file=sys.stderr, flush=True)
 
     def _plan_loader(self) -> Callable:
@@ -133,8 +150,9 @@ class ModelHolder:
                                           local_files_only=not online) for k in ("base", "audio")}
         except Exception as e:
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            self._tiny(f"the default 0.5b model could not be fetched"
-                       f"{'' if online else f' (hub unreachable: {why})'}: {reason}")
+            log.info("default model not fetched", exc_info=e)  # the log file gets the traceback
+            cause = f"hub unreachable: {why}" if not online else reason
+            self._tiny(f"the default 0.5b model could not be fetched ({cause}); {BUILD_ADVICE}")
             return
         self.message = "composing the 0.5b model…"
         model, proc = compose_from_pretrained("0.5b", parts["base"], parts["audio"], face=None)
@@ -152,8 +170,10 @@ class ModelHolder:
         if not path.is_dir():
             from huggingface_hub import snapshot_download
 
+            online, _why = hub_reachable()
             self.message = f"fetching {self.spec}…"
-            path = Path(snapshot_download(self.spec, allow_patterns=SNAPSHOT_FILES))
+            path = Path(snapshot_download(self.spec, allow_patterns=SNAPSHOT_FILES,
+                                          local_files_only=not online))
         loader = self._plan_loader() if self.plan else None
         a = OmniEmotionAnalyser.load(path, plan=self.plan, device=self.device, loader=loader,
                                      max_new_tokens=self.max_new_tokens, name=path.name)
