@@ -13,12 +13,13 @@ a microphone or a dataset.
 
 Python API: ``make_clip(path, ...) -> dict`` returns the ground truth (speech extents,
 face boxes per frame); ``speak``, ``face_image``, ``read_wav`` and ``write_wav`` are the
-pieces it is made of.
+pieces it is made of; ``write_y4m`` writes frames for Chromium's fake camera.
 """
 from __future__ import annotations
 
 import argparse
 import fractions
+import itertools
 import json
 import shutil
 import subprocess
@@ -253,6 +254,26 @@ def make_clip(
         "audio": track16,
         "path": str(path),
     }
+
+
+def write_y4m(frames, path: str | Path, fps: int = DEFAULT_FPS) -> Path:
+    """Write RGB frames ((n, H, W, 3) uint8, or an iterable of (H, W, 3) uint8) as a
+    4:2:0 y4m (``C420jpeg``-compatible planar YUV), the file Chromium's fake camera
+    reads (``--use-file-for-fake-video-capture``). H and W must be even."""
+    path = Path(path)
+    it = iter(frames)
+    first = np.asarray(next(it))
+    h, w = first.shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"y4m 4:2:0 needs even frame size, got {w}x{h}")
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for img in itertools.chain([first], it):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            yuv = frame.reformat(format="yuv420p").to_ndarray()  # (H*3/2, W) planar
+            f.write(b"FRAME\n")
+            f.write(np.ascontiguousarray(yuv).tobytes())
+    return path
 
 
 # --------------------------------------------------------------------------- command line

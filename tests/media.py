@@ -12,7 +12,7 @@ Public helpers
 ``make_clip(path, seconds=6.0, ...) -> dict`` ground truth       (live.testclip)
 ``write_wav(samples, rate, path)``: 16-bit PCM wav               (live.testclip)
 ``face_image(size) -> (size, size, 3) uint8``, ``FACE_BOX_IN_CROP`` (live.testclip)
-``write_y4m(frames, path)``: 4:2:0 y4m, as Chromium's fake camera wants.
+``write_y4m(frames, path)``: 4:2:0 y4m for Chromium's fake camera  (live.testclip)
 ``clip_frames(path) -> (n, H, W, 3) uint8``; ``cached_clip(name, **kw)``.
 """
 from __future__ import annotations
@@ -34,32 +34,8 @@ from live.testclip import (  # noqa: F401  (re-exported for the tests)
     resample as _resample_to,
     speak,
     write_wav,
+    write_y4m,
 )
-
-
-def write_y4m(frames, path: str | Path, fps: int = 30) -> Path:
-    """Write RGB frames ((n, H, W, 3) uint8 or an iterable of them) as a 4:2:0 y4m
-    (``C420jpeg``-compatible planar YUV), which Chromium's fake camera reads.
-    H and W must be even."""
-    path = Path(path)
-    it = iter(frames)
-    first = np.asarray(next(it))
-    h, w = first.shape[:2]
-    if h % 2 or w % 2:
-        raise ValueError(f"y4m 4:2:0 needs even frame size, got {w}x{h}")
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for img in _chain(first, it):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            yuv = frame.reformat(format="yuv420p").to_ndarray()  # (H*3/2, W) planar
-            f.write(b"FRAME\n")
-            f.write(np.ascontiguousarray(yuv).tobytes())
-    return path
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def clip_frames(path: str | Path) -> np.ndarray:

@@ -60,3 +60,17 @@ def test_cli_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
     assert out.read_bytes() == b"keep me"
     assert main(["--out", str(out), "--seconds", "1", "--overwrite", "--no-audio"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_write_y4m_is_planar_420_with_one_header(tmp_path):
+    from live.testclip import write_y4m
+
+    frames = np.full((3, 4, 6, 3), 128, np.uint8)  # grey: Y = U = V = 128 (full range)
+    data = write_y4m(frames, tmp_path / "cam.y4m", fps=10).read_bytes()
+    header = b"YUV4MPEG2 W6 H4 F10:1 Ip A1:1 C420jpeg\n"
+    frame_bytes = 6 * 4 * 3 // 2  # Y plane + two quarter-size chroma planes
+    assert data.startswith(header) and len(data) == len(header) + 3 * (len(b"FRAME\n") + frame_bytes)
+    first = np.frombuffer(data[len(header) + 6 : len(header) + 6 + frame_bytes], np.uint8)
+    assert np.abs(first.astype(int) - 128).max() <= 2
+    with pytest.raises(ValueError, match="even frame size"):
+        write_y4m(np.zeros((1, 5, 6, 3), np.uint8), tmp_path / "odd.y4m")
