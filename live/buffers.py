@@ -7,27 +7,49 @@ the oldest items fall out and are counted.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import deque
 
 import numpy as np
 
 from .frames import VideoFrame
-from .media import AUDIO_RATE, N_FRAMES, nearest_indices, sample_frames
+from .media import AUDIO_RATE, N_FRAMES, WINDOW_S, nearest_indices, sample_frames
 
-FRAME_CAPACITY = 300  # frames: 10 s at 30 fps, comfortably more than one 4 s window
-AUDIO_CAPACITY_S = 12.0  # s of 16 kHz audio kept
+MAX_FPS = 60  # frames/s up to which a FrameBuffer sized by frame_capacity holds its seconds
+FRAME_SLACK_S = 6.0  # s of frames held beyond one window (processing lag, late streams)
+AUDIO_SLACK_S = 8.0  # s of audio held beyond one window (the VAD may lag behind)
 AUDIO_GAP_S = 0.1  # s: a later chunk than this after the expected time leaves silence
+FRAME_CAPACITY = 300  # frames: the default count bound of a bare FrameBuffer
+
+
+def frame_capacity(window_s: float) -> tuple[int, float]:
+    """(capacity, capacity_s) of the ``FrameBuffer`` for ``window_s`` s windows: it
+    holds ``window_s + FRAME_SLACK_S`` seconds (300 frames at 30 fps for 4 s windows),
+    and never more frames than that many seconds at ``MAX_FPS`` (a memory bound)."""
+    seconds = window_s + FRAME_SLACK_S
+    return int(math.ceil(seconds * MAX_FPS)), seconds
+
+
+def audio_capacity_s(window_s: float) -> float:
+    """Seconds an ``AudioBuffer`` holds for ``window_s`` s windows (12 s for 4 s)."""
+    return window_s + AUDIO_SLACK_S
+
+
+AUDIO_CAPACITY_S = audio_capacity_s(WINDOW_S)  # s: the default of a bare AudioBuffer
 
 
 class FrameBuffer:
-    """Last ``capacity`` frames, in time order. Each append gets a sequence number
+    """Last ``capacity`` frames, in time order, and (when ``capacity_s`` is given) only
+    those of the last ``capacity_s`` seconds. Each append gets a sequence number
     (0, 1, 2, ...) so a reader can ask for everything new since its last visit."""
 
-    def __init__(self, capacity: int = FRAME_CAPACITY) -> None:
+    def __init__(self, capacity: int = FRAME_CAPACITY, capacity_s: float | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
+        if capacity_s is not None and not capacity_s > 0:
+            raise ValueError(f"capacity_s must be > 0, got {capacity_s}")
+        self.capacity, self.capacity_s = capacity, capacity_s
         self._items: deque[VideoFrame] = deque(maxlen=capacity)
         self._times: deque[float] = deque(maxlen=capacity)
         self._lock = threading.Lock()
@@ -41,6 +63,10 @@ class FrameBuffer:
             self._items.append(frame)
             self._times.append(frame.t)
             self._appended += 1
+            if self.capacity_s is not None:
+                while self._times[0] < frame.t - self.capacity_s:
+                    self._items.popleft()
+                    self._times.popleft()
             return self._appended - 1
 
     def __len__(self) -> int:
@@ -60,6 +86,11 @@ class FrameBuffer:
     def last_time(self) -> float | None:
         with self._lock:
             return self._times[-1] if self._times else None
+
+    def first_time(self) -> float | None:
+        """Time of the oldest frame held (None if empty)."""
+        with self._lock:
+            return self._times[0] if self._times else None
 
     def since(self, seq: int) -> tuple[list[VideoFrame], int]:
         """Frames with sequence number >= ``seq`` still held, and the next ``seq``.

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .analyser import Analyser, AnalyserWorker, NullAnalyser, Result, make_result
-from .buffers import AUDIO_CAPACITY_S, FRAME_CAPACITY, AudioBuffer, FrameBuffer
-from .faces import DETECT_INTERVAL_S, FaceTracker, TrackedFace
+from .buffers import AudioBuffer, FrameBuffer, audio_capacity_s, frame_capacity
+from .faces import FaceTracker, TrackedFace
 from .frames import AudioChunk, VideoFrame
 from .sources import Clock, Source
 from .vad import CHUNK, HANGOVER_S, THRESHOLD, Segment, VADGate
-from .media import HOP_S, N_FRAMES, WINDOW_S
+from .media import HOP_S, N_FRAMES, WINDOW_S, check_window
 from .window import Gate, Window, WindowAssembler
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,23 @@ DRAIN_TIMEOUT_S = 30.0  # s to wait for the analyser's last window at the end
 
 @dataclass
 class EngineConfig:
+    """How the engine cuts and gates windows. ``hop_s`` and ``window_s`` are checked
+    by ``live.media.check_window`` (finite, > 0, window <= ``MAX_WINDOW_S``); the
+    buffers are sized from ``window_s`` (``live.buffers.frame_capacity`` /
+    ``audio_capacity_s``). Face tracking settings belong to the ``FaceTracker``."""
+
     hop_s: float = HOP_S
     window_s: float = WINDOW_S
     n_frames: int = N_FRAMES
     gate: str = "always"  # "always" | "face" | "speech"
-    detect_interval_s: float = DETECT_INTERVAL_S
     vad_threshold: float = THRESHOLD
     vad_hangover_s: float = HANGOVER_S
-    frame_capacity: int = FRAME_CAPACITY
-    audio_capacity_s: float = AUDIO_CAPACITY_S
     # Non-live sources only: wait for the analyser before handing it the next window,
     # so every window is analysed (offline studies). Live sources always drop stale ones.
     every_window: bool = False
+
+    def __post_init__(self) -> None:
+        check_window(self.window_s, self.hop_s)
 
 
 @dataclass
@@ -139,10 +144,10 @@ class Engine:
         self.cfg = cfg = config or EngineConfig()
         self.source = source
         self.gate = Gate(cfg.gate)
-        self.tracker = tracker or FaceTracker(detect_interval_s=cfg.detect_interval_s)
+        self.tracker = tracker or FaceTracker()
         self.vad = vad or VADGate(threshold=cfg.vad_threshold, hangover_s=cfg.vad_hangover_s)
-        self.frames = FrameBuffer(cfg.frame_capacity)
-        self.audio = AudioBuffer(cfg.audio_capacity_s)
+        self.frames = FrameBuffer(*frame_capacity(cfg.window_s))
+        self.audio = AudioBuffer(audio_capacity_s(cfg.window_s))
         self.windows = WindowAssembler(cfg.hop_s, cfg.window_s, cfg.n_frames)
         self.on_frame, self.on_segment, self.on_window = on_frame, on_segment, on_window
         self.clock = clock or Clock()
@@ -152,6 +157,8 @@ class Engine:
         self._lock = threading.RLock()  # one _step at a time
         self._inline = False
         self._frame_seq = 0
+        self._video_until: float | None = None  # time of the last frame the tracker settled
+        self._warned_short = False
         self._capture_error: BaseException | None = None
         self.n_frames = 0
         self.n_windows = 0
@@ -180,7 +187,7 @@ class Engine:
     # -- processing ----------------------------------------------------------------
     def _ready_until(self, final: bool) -> float | None:
         """Media time up to which the source's streams are complete (None: nothing yet)."""
-        v = self.frames.last_time()
+        v = self._video_until
         parts = []
         if self.source.has_video:
             parts.append(None if v is None else v + VIDEO_SLACK_S)
@@ -205,12 +212,18 @@ class Engine:
             new, next_seq = self.frames.since(self._frame_seq)
             self.skipped_frames += (next_seq - self._frame_seq) - len(new)
             self._frame_seq = next_seq
+            settled = []
             for frame in new:
                 self.windows.anchor(frame.t)
-                faces = self.tracker.annotate(frame)
+                settled += self.tracker.push(frame)
+            held = self.tracker.held_since
+            if held is not None and (final or (self.source.live and self.clock.now() - held > MAX_WAIT_S)):
+                settled += self.tracker.flush()  # the end, or a stalled stream
+            for frame in settled:
+                self._video_until = frame.t
                 self.n_frames += 1
                 if self.on_frame is not None:
-                    self.on_frame(frame, faces)
+                    self.on_frame(frame, frame.faces)
             total, fed = self.audio.total, self.vad.samples_in
             segs = []
             if total >= fed + CHUNK or (final and total > fed):
@@ -240,6 +253,13 @@ class Engine:
                                self.source.has_video, self.source.has_audio,
                                created=time.perf_counter())
         self.n_windows += 1
+        first = self.frames.first_time()
+        if w.has_video and first is not None and self.frames.dropped and first > w.start + VIDEO_SLACK_S \
+                and not self._warned_short:
+            self._warned_short = True  # a source faster than MAX_FPS
+            log.warning("frame buffer (%d frames) holds less than one %.1f s window: window %d "
+                        "starts at %.2f s but the oldest frame held is at %.2f s",
+                        self.frames.capacity, self.cfg.window_s, w.index, w.start, first)
         if not self.gate(w):
             self.window_cpu_s += time.thread_time() - c0
             self._emit_window(WindowEvent(w, False, None, "gated"))

@@ -1,10 +1,20 @@
 """Face tracking and face crops.
 
-``FaceTracker`` is a stateful callable: ``tracker(frame)`` → the faces it holds in
-that frame. It runs the detector only every ``detect_interval_s`` (detection is the
-most expensive step per frame) and carries boxes in between with a constant-velocity
-prediction, matches detections to tracks by IoU so track ids stay stable, smooths
-boxes, forgets a track not seen for ``lost_after_s``, and names a primary face.
+``FaceTracker.push(frame)`` tracks a stream of frames. It runs the detector only every
+``detect_interval_s`` (detection is the most expensive step per frame) and carries
+boxes in between with a constant-velocity prediction, matches detections to tracks by
+IoU so track ids stay stable, smooths boxes, forgets a track not seen for
+``lost_after_s``, and names a primary face.
+
+A face is reported in a frame only while a detection confirms it: a frame between two
+detections is held until the next one and settled with it (``push`` returns the
+frames it settles, with ``frame.faces``/``frame.primary`` set). A track confirmed on
+both sides is reported in the frames between; one that the next detection misses is
+checked frame by frame with the detector, so it stops in the first frame where the
+face is gone (no ghost box drifting on for ``lost_after_s``). A track survives misses
+internally for ``lost_after_s`` to keep its id, but is not reported while unconfirmed.
+Holding costs at most ``detect_interval_s`` of latency (0.2 s, less than one hop),
+far cheaper than detecting on every frame.
 
 ``window_faces(frames)`` is THE primary-face rule: which track is a window's face
 (live windows and training preprocessing both call it on tracked frames), and
@@ -41,8 +51,8 @@ class TrackedFace:
     """A face held by the tracker in one frame.
 
     ``box``: (4,) float [x0, y0, x1, y1] pixels of the full frame; ``score``: score of
-    the last matched detection; ``detected``: True if a detection matched in this frame
-    (False when the box is carried by prediction)."""
+    the last matched detection; ``detected``: True if a detection in this frame gave
+    the box (False when it is carried between two confirming detections)."""
 
     track: int
     box: np.ndarray
@@ -71,6 +81,12 @@ class _Track:
         return self.box + self.vel * (t - self.t)
 
 
+@dataclass
+class _Held:
+    frame: VideoFrame
+    boxes: dict[int, np.ndarray]  # track id -> carried box in this frame
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -84,8 +100,9 @@ class FaceTracker:
 
     ``detector``: a ``FaceDetector`` (default: the process's shared ``default_detector()``;
     ``live.detector.no_faces`` turns face detection off).
-    ``detect_interval_s``: 0 detects on every frame.
-    Call with a ``VideoFrame`` (or ``(t, rgb)`` via :meth:`track_array`).
+    ``detect_interval_s``: 0 detects on every frame (nothing is held).
+    ``push(frame)`` → the frames settled so far; ``flush()`` settles the rest (the
+    end of a stream); ``track(frames)`` does both for a whole sequence.
     Thread-safety: one tracker per stream; calls are serialised by a lock.
     """
 
@@ -123,6 +140,8 @@ class FaceTracker:
 
     def reset(self) -> None:
         self._tracks: list[_Track] = []
+        self._held: list[_Held] = []  # frames since the last detection, not yet settled
+        self._confirmed: set[int] = set()  # tracks the last detection matched
         self._next_id = 1
         self._last_detect = -np.inf
         self._last_t = -np.inf
@@ -142,19 +161,10 @@ class FaceTracker:
         return dets
 
     def _update(self, t: float, dets: list[Detection]) -> set[int]:
-        """Greedy IoU matching of detections to predicted tracks; returns matched ids."""
+        """Greedy matching of detections to predicted tracks; returns matched ids."""
         preds = [tr.predict(t) for tr in self._tracks]
-
-        def similarity(p: np.ndarray, b: np.ndarray) -> float:
-            o = iou(p, b)
-            if o >= self.iou_match:
-                return 1.0 + o  # overlap beats any distance-only match
-            side = max(1.0, float(p[2] - p[0]), float(p[3] - p[1]))
-            jump = np.hypot((p[0] + p[2] - b[0] - b[2]) / 2, (p[1] + p[3] - b[1] - b[3]) / 2)
-            return 1.0 - jump / side / self.max_jump  # > 0 only within max_jump sides
-
         pairs = sorted(
-            ((similarity(p, d.box), i, j) for i, p in enumerate(preds) for j, d in enumerate(dets)),
+            ((self._similarity(p, d.box), i, j) for i, p in enumerate(preds) for j, d in enumerate(dets)),
             reverse=True,
         )
         used_t, used_d, matched = set(), set(), set()
@@ -183,6 +193,87 @@ class FaceTracker:
                 self._next_id += 1
         return matched
 
+    def _similarity(self, p: np.ndarray, b: np.ndarray) -> float:
+        """> 0 when detection box ``b`` continues the track whose box is ``p``: IoU of
+        at least ``iou_match`` (scored above any distance-only match), or a centre
+        jump of less than ``max_jump`` face sides."""
+        o = iou(p, b)
+        if o >= self.iou_match:
+            return 1.0 + o
+        side = max(1.0, float(p[2] - p[0]), float(p[3] - p[1]))
+        jump = np.hypot((p[0] + p[2] - b[0] - b[2]) / 2, (p[1] + p[3] - b[1] - b[3]) / 2)
+        return 1.0 - jump / side / self.max_jump
+
+    def _confirm(self, frame: VideoFrame, box: np.ndarray, cache: dict) -> Detection | None:
+        """The detection in ``frame`` that continues a face at ``box``, or None
+        (detections are run once per frame and kept in ``cache``)."""
+        key = id(frame)
+        if key not in cache:
+            cache[key] = self._detect(frame)
+        best = max(cache[key], key=lambda d: self._similarity(box, d.box), default=None)
+        return best if best is not None and self._similarity(box, best.box) > 0.0 else None
+
+    def _carried(self, frame: VideoFrame) -> dict[int, np.ndarray]:
+        """Each live track's predicted box in ``frame``, kept on the picture (a face
+        leaving the frame stops at its edge); boxes under 2 px are left out."""
+        out = {}
+        for tr in self._tracks:
+            b = np.clip(tr.predict(frame.t), [0, 0, 0, 0], [frame.width, frame.height] * 2)
+            if b[2] - b[0] >= 2 and b[3] - b[1] >= 2:
+                out[tr.id] = b.astype(np.float32)
+        return out
+
+    def _settle(self, frame: VideoFrame) -> list[VideoFrame]:
+        """Run a detection on ``frame`` and settle it and every held frame before it.
+
+        A track is reported in a held frame only where a detection confirms it:
+        confirmed by the detections on both sides, it is reported in every held frame
+        (with its carried box); confirmed only before, held frames are checked oldest
+        first with the detector until it is missing (the face left); confirmed only
+        after, newest first (the face arrived). The detection frame reports the
+        tracks its detections matched."""
+        t = frame.t
+        self._last_detect = t
+        after = self._update(t, self._detect(frame))
+        self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= self.lost_after_s]
+        now = self._carried(frame)
+        scores = {tr.id: tr.score for tr in self._tracks}
+        held, before = self._held, self._confirmed
+        shown: list[dict[int, tuple[np.ndarray, bool]]] = [{} for _ in held]
+        cache: dict = {}
+        for tid in before | after:
+            if tid in before and tid in after:
+                for i, h in enumerate(held):
+                    if tid in h.boxes:
+                        shown[i][tid] = (h.boxes[tid], False)
+                continue
+            if tid in before:  # lost at this detection: where did it leave?
+                order, ref = range(len(held)), None
+            elif tid in now:  # found at this detection: since when is it there?
+                order, ref = range(len(held) - 1, -1, -1), now[tid]
+            else:
+                continue
+            for i in order:
+                box = held[i].boxes.get(tid) if ref is None else ref
+                d = None if box is None else self._confirm(held[i].frame, box, cache)
+                if d is None:
+                    break
+                shown[i][tid] = (np.asarray(d.box, np.float32), True)
+                if ref is not None:
+                    ref = d.box
+        out = []
+        for h, faces in zip(held, shown):
+            out.append(self._report(h.frame, {k: faces[k] for k in sorted(faces)}, scores))
+        out.append(self._report(frame, {k: (now[k], True) for k in sorted(after) if k in now}, scores))
+        self._held, self._confirmed = [], {k for k in after if k in now}
+        return out
+
+    def _report(self, frame: VideoFrame, faces: dict, scores: dict) -> VideoFrame:
+        frame.faces = [TrackedFace(k, b, scores.get(k, 0.0), det) for k, (b, det) in faces.items()]
+        self._pick_primary(frame.width, frame.height, {k: b for k, (b, _) in faces.items()})
+        frame.primary = self.primary
+        return frame
+
     def _pick_primary(self, w: int, h: int, boxes: dict[int, np.ndarray]) -> None:
         """Largest and most central face; the current one keeps the role unless
         another clearly beats it, so the primary does not flicker between faces."""
@@ -203,42 +294,44 @@ class FaceTracker:
         self.primary = best
 
     # -- public --------------------------------------------------------------------
-    def __call__(self, frame: VideoFrame, detect: bool | None = None) -> list[TrackedFace]:
-        """Faces held in ``frame``. ``detect``: force (True) or skip (False) detection;
-        None follows ``detect_interval_s``."""
+    def push(self, frame: VideoFrame) -> list[VideoFrame]:
+        """Track ``frame``; returns the frames settled by it, oldest first, each with
+        ``frame.faces`` (the ``TrackedFace``s a detection confirms there) and
+        ``frame.primary`` set. A frame between two detections is held until the next
+        detection (at most ``detect_interval_s`` later) and settled with it."""
         with self._lock:
             t = frame.t
             if t < self._last_t:
                 raise ValueError(f"frames must come in time order: {t} after {self._last_t}")
             self._last_t = t
-            if detect is None:
-                detect = t - self._last_detect >= self.detect_interval_s - 1e-9
-            matched: set[int] = set()
-            if detect:
-                self._last_detect = t
-                matched = self._update(t, self._detect(frame))
+            if t - self._last_detect >= self.detect_interval_s - 1e-9:
+                return self._settle(frame)
             self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= self.lost_after_s]
-            out, boxes = [], {}
-            for tr in self._tracks:
-                b = tr.predict(t)
-                # keep carried boxes on the picture (a face leaving the frame stops there)
-                b = np.clip(b, [0, 0, 0, 0], [frame.width, frame.height] * 2).astype(np.float32)
-                if b[2] - b[0] < 2 or b[3] - b[1] < 2:
-                    continue
-                boxes[tr.id] = b
-                out.append(TrackedFace(tr.id, b, tr.score, tr.id in matched))
-            self._pick_primary(frame.width, frame.height, boxes)
-            return out
+            self._held.append(_Held(frame, self._carried(frame)))
+            return []
 
-    def track_array(self, t: float, rgb: np.ndarray, detect: bool | None = None):
-        return self(VideoFrame(t, rgb), detect=detect)
+    def flush(self) -> list[VideoFrame]:
+        """Settle the held frames now (the end of a stream, or a stalled one): the
+        newest held frame gets a detection of its own."""
+        with self._lock:
+            if not self._held:
+                return []
+            return self._settle(self._held.pop().frame)
 
-    def annotate(self, frame: VideoFrame) -> list[TrackedFace]:
-        """Track ``frame`` and record the result on it (``frame.faces``,
-        ``frame.primary``), which ``window_faces`` reads; returns the faces."""
-        faces = self(frame)
-        frame.faces, frame.primary = faces, self.primary
-        return faces
+    @property
+    def held_since(self) -> float | None:
+        """Time of the oldest frame waiting for the next detection (None: none)."""
+        with self._lock:
+            return self._held[0].frame.t if self._held else None
+
+    def track(self, frames) -> list[list[TrackedFace]]:
+        """Track a whole sequence of ``VideoFrame``s (``push`` each, then ``flush``);
+        returns each frame's faces, in order."""
+        frames = list(frames)
+        for f in frames:
+            self.push(f)
+        self.flush()
+        return [f.faces for f in frames]
 
 
 def crop_face(
@@ -282,7 +375,7 @@ def primary_track(frames) -> int | None:
     """THE primary-face rule: which track is the face of a window's sampled frames.
 
     ``frames``: tracked ``VideoFrame``s (``.faces`` and ``.primary`` set by
-    ``FaceTracker.annotate``; None entries are skipped). The track present in the most
+    ``FaceTracker.push``; None entries are skipped). The track present in the most
     frames wins; a tie goes to the track the tracker last named primary in these frames
     (latest frame first), then to the lowest track id (the oldest track). None when no
     frame holds a face.

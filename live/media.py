@@ -8,6 +8,8 @@ defaults expects exactly what the front end delivers.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 AUDIO_RATE = 16_000  # Hz: all audio past the sources is 16 kHz mono float32 (Whisper's rate)
@@ -16,6 +18,22 @@ CROP_SIZE = 224  # px, side of a square face crop (FaceXFormer's input)
 FRAME_MAX_SIDE = 384  # px, long side frames are stored at for training (SigLIP sees 384×384)
 WINDOW_S = 4.0  # s covered by one live window
 HOP_S = 1.0  # s between live window ends
+MAX_WINDOW_S = 10.0  # s: the longest window (the live buffers are sized from the window)
+
+
+def check_window(window_s, hop_s, names: tuple[str, str] = ("window_s", "hop_s")) -> None:
+    """THE rule for a window and hop a user chose (engine config, CLI options, the
+    app's controls): both finite numbers of seconds > 0, the window at most
+    ``MAX_WINDOW_S``. Raises ValueError naming the option (``names``) and the value."""
+    for name, v in zip(names, (window_s, hop_s)):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = math.nan
+        if isinstance(v, (bool, str)) or not math.isfinite(x) or x <= 0:
+            raise ValueError(f"{name} must be a finite number of seconds > 0, got {v!r}")
+    if window_s > MAX_WINDOW_S:
+        raise ValueError(f"{names[0]} must be at most {MAX_WINDOW_S:g} s, got {window_s:g}")
 
 
 def sample_targets(start: float, end: float, n: int = N_FRAMES) -> np.ndarray:

@@ -4,12 +4,17 @@
                               [--model DIR [--plan NAME]] [...]
 
 SOURCE: a file path, ``webcam[:N]`` or ``mic[:DEVICE]``. Writes DIR/frames.jsonl,
-DIR/speech.jsonl, DIR/windows.jsonl and prints, last, one JSON line of stats:
+DIR/speech.jsonl, DIR/windows.jsonl (a DIR that exists and is not empty is refused
+unless ``--overwrite``) and prints, last, one JSON line of stats:
 ``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
 "dropped_windows", "analyser_errors"}``.
 
 This is a composition root: with ``--model`` it reaches up to ``model.serve.analyser``
 (lazily, only then), which ``live/`` as a library never does.
+
+Errors are one line (``live.cli``): exit 2 for bad options or inputs found before any
+work (checked before a model loads), 1 for a failure while working (a decode error
+mid-file, naming the file and the media time), 130 for Ctrl-C.
 """
 from __future__ import annotations
 
@@ -20,9 +25,9 @@ import os
 import sys
 
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
-from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, fail
+from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, fail
 from .face_models import ENV_MODELS, FaceModelError
-from .media import HOP_S, WINDOW_S
+from .media import HOP_S, WINDOW_S, check_window
 from .sources import SourceError, open_source
 from .window import GATES
 
@@ -31,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m live.run", description=__doc__.split("\n\n")[0])
     p.add_argument("source", help="video file, webcam[:N] or mic[:DEVICE]")
     p.add_argument("--out", required=True, help="folder for the JSONL logs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that is not empty (refused otherwise)")
     p.add_argument("--realtime", action="store_true", help="pace a file in real time")
     p.add_argument("--analyser", choices=("null", "fake"), default="null")
     p.add_argument("--fake-delay", type=float, default=FAKE_DELAY_S, help="s per window (fake)")
@@ -82,24 +89,28 @@ def main(argv: list[str] | None = None) -> int:
     from .faces import FaceTracker
     from .session_log import SessionLog
 
-    cfg = EngineConfig(hop_s=args.hop, window_s=args.window, gate=args.gate,
-                       every_window=args.every_window)
+    # 1. everything that can be wrong with the arguments and inputs, before any work
     try:
+        check_window(args.window, args.hop, names=("--window", "--hop"))
+        cfg = EngineConfig(hop_s=args.hop, window_s=args.window, gate=args.gate,
+                           every_window=args.every_window)
         source = open_source(args.source, realtime=args.realtime)
         source.open()  # fail fast, before loading models; Engine.run reopens
         source.close()
+        out = check_out(args.out, args.overwrite)
         analyser = make_analyser(args)
-        tracker = None
-        if source.has_video:
-            tracker = FaceTracker(MediaPipeFaceDetector(args.face_models),
-                                  detect_interval_s=cfg.detect_interval_s)
-        with SessionLog(args.out) as slog:
+        tracker = FaceTracker(MediaPipeFaceDetector(args.face_models)) if source.has_video else None
+    except (CliError, SourceError, FaceModelError, ValueError, KeyboardInterrupt) as e:
+        return fail(e, usage=(SourceError, FaceModelError, ValueError))
+    # 2. the work: a failure now (a decode error mid-file) is a runtime error
+    try:
+        with SessionLog(out) as slog:
             engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=slog.frame,
                             on_segment=slog.segment, on_window=slog.window)
             stats = engine.run(progress=not args.no_progress and not args.realtime
                                and sys.stderr.isatty())
-    except (CliError, SourceError, FaceModelError, ValueError, KeyboardInterrupt) as e:
-        return fail(e, usage=(SourceError, FaceModelError, ValueError))
+    except (SourceError, OSError, KeyboardInterrupt) as e:
+        return fail(e)
     print(json.dumps(stats), flush=True)
     return EXIT_INTERRUPTED if engine.interrupted else EXIT_OK
 

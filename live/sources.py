@@ -5,7 +5,8 @@ buffers), stamped on the session ``Clock``:
 
 * ``FileSource``: media time from the file; with ``realtime=True`` it is paced to the
   wall clock and stamped ``clock start + media time``.
-* ``WebcamSource``, ``MicSource``, ``PushSource``: stamped on arrival.
+* ``PushSource`` and the device sources (``live.devices``: ``WebcamSource``,
+  ``MicSource``): stamped on arrival.
 
 ``run(sink, stop)`` blocks until the media ends or ``stop`` is set; ``open()`` checks
 the device or file first and raises ``SourceError`` naming it.
@@ -17,21 +18,18 @@ audio decoder: ``Resampler``, as ``FileSource`` uses) read files on that same cl
 """
 from __future__ import annotations
 
-import platform
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 from urllib.parse import parse_qsl
 
 import numpy as np
 
+from .cli import one_line
 from .frames import AudioChunk, VideoFrame
 from .media import AUDIO_RATE
 from .resample import Resampler
-
-MIC_BLOCK = 1024  # frames per microphone callback (~21 ms at 48 kHz)
-MIC_RATE = 48_000  # Hz asked of the microphone when it has no preferred rate
 
 
 class SourceError(RuntimeError):
@@ -83,6 +81,11 @@ def _video_time(frame, count: int, fps: float, origin: float) -> float:
     return (frame.time if frame.time is not None else count / fps + origin) - origin
 
 
+def _reason(e: BaseException) -> str:
+    """What went wrong, without libav's ``[Errno N] ...: 'function()'`` decoration."""
+    return getattr(e, "strerror", None) or one_line(e)
+
+
 def _open_video(path: Path):
     import av
 
@@ -91,7 +94,8 @@ def _open_video(path: Path):
     try:
         c = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise SourceError(f"cannot read video file {path}: {e}") from None
+        raise SourceError(f"cannot read video file {path}: not a media file, or damaged "
+                          f"({_reason(e)})") from None
     if not c.streams.video:
         c.close()
         raise SourceError(f"no video stream in {path}")
@@ -107,13 +111,16 @@ def video_times(path: str | Path) -> np.ndarray:
     with _open_video(path) as c:
         v = c.streams.video[0]
         origin = file_origin(v, c.streams.audio[0] if c.streams.audio else None)
+        # the stream's rate and time base are read while the file is open: after
+        # close() they are undefined (garbage times were seen)
+        rate, base = float(v.average_rate or 30), v.time_base
         try:
             pts = [p.pts for p in c.demux(v) if p.size]
         except (av.FFmpegError, OSError) as e:
-            raise SourceError(f"cannot read video file {path}: {e}") from None
+            raise SourceError(f"cannot read video file {path}: damaged ({_reason(e)})") from None
     if any(p is None for p in pts):  # no timestamps: count at the nominal rate
-        return np.arange(len(pts)) / float(v.average_rate or 30)
-    return np.sort(np.array([float(p * v.time_base) for p in pts])) - origin
+        return np.arange(len(pts)) / rate
+    return np.sort(np.array([float(p * base) for p in pts])) - origin
 
 
 def iter_video_frames(path: str | Path) -> Iterator[VideoFrame]:
@@ -130,7 +137,7 @@ def iter_video_frames(path: str | Path) -> Iterator[VideoFrame]:
             for k, frame in enumerate(c.decode(v)):
                 yield VideoFrame(_video_time(frame, k, fps, origin), frame)
         except (av.FFmpegError, OSError) as e:
-            raise SourceError(f"cannot decode video file {path}: {e}") from None
+            raise SourceError(f"cannot decode video file {path}: damaged ({_reason(e)})") from None
 
 
 def decode_audio(path: str | Path, max_s: float | None = None) -> np.ndarray | None:
@@ -156,7 +163,7 @@ def decode_audio(path: str | Path, max_s: float | None = None) -> np.ndarray | N
             else:
                 chunks.append(res.flush())
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise SourceError(f"{path}: {e}") from None
+        raise SourceError(f"{path}: cannot decode audio ({_reason(e)})") from None
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     return audio[:limit].astype(np.float32, copy=False)
 
@@ -187,6 +194,8 @@ class FileSource:
     def run(self, sink: Sink, stop: threading.Event) -> None:
         if self._c is None:
             raise RuntimeError("FileSource.run before open()")
+        import av
+
         streams = [s for s in (self._v, self._a) if s is not None]
         origin = file_origin(self._v, self._a)  # the file clock's zero
         start_wall = self.clock.now()
@@ -203,22 +212,28 @@ class FileSource:
                 stop.wait(wait)
             return start_wall + media_t
 
-        for packet in self._c.demux(*streams):
-            if stop.is_set():
-                break
-            for frame in packet.decode():
-                ft = frame.time
-                if packet.stream.type == "video":
-                    sink.video(VideoFrame(stamp(_video_time(frame, vcount, vfps, origin)), frame))
-                    vcount += 1
-                else:
-                    if audio_t0 is None:
-                        audio_t0 = (ft if ft is not None else origin) - origin
-                    x = resampler(frame)
-                    if len(x):
-                        t = audio_t0 + audio_n / AUDIO_RATE
-                        audio_n += len(x)
-                        sink.audio(AudioChunk(stamp(t), x))
+        at = 0.0  # media time decoded so far, for the error message
+        try:
+            for packet in self._c.demux(*streams):
+                if stop.is_set():
+                    break
+                for frame in packet.decode():
+                    ft = frame.time
+                    if packet.stream.type == "video":
+                        at = _video_time(frame, vcount, vfps, origin)
+                        sink.video(VideoFrame(stamp(at), frame))
+                        vcount += 1
+                    else:
+                        if audio_t0 is None:
+                            audio_t0 = (ft if ft is not None else origin) - origin
+                        x = resampler(frame)
+                        if len(x):
+                            t = audio_t0 + audio_n / AUDIO_RATE
+                            audio_n += len(x)
+                            sink.audio(AudioChunk(stamp(t), x))
+        except av.FFmpegError as e:  # a damaged or truncated file, found mid-way
+            raise SourceError(f"{self.path}: cannot decode after {at:.2f} s, the file is damaged "
+                              f"({_reason(e)})") from None
         if not stop.is_set() and audio_t0 is not None:
             x = resampler.flush()
             if len(x):
@@ -228,159 +243,6 @@ class FileSource:
         if self._c is not None:
             self._c.close()
             self._c = None
-
-
-def _webcam_spec(index: str) -> tuple[str, str]:
-    """(av format, device string) for webcam ``index`` on this platform."""
-    system = platform.system()
-    if system == "Linux":
-        dev = index if index.startswith("/dev/") else f"/dev/video{index}"
-        return "v4l2", dev
-    if system == "Darwin":
-        return "avfoundation", f"{index}:none"
-    if system == "Windows":
-        return "dshow", index if index.startswith("video=") else f"video={index}"
-    raise SourceError(f"webcam capture is not supported on {system}")
-
-
-class WebcamSource:
-    """A camera through ``av``'s device input (v4l2 / avfoundation / dshow).
-
-    ``index``: ``"0"`` → /dev/video0 on Linux, device 0 on macOS; on Windows a
-    DirectShow device name. ``size`` (w, h) and ``fps`` are requests to the driver.
-    """
-
-    live = True
-    has_video, has_audio = True, False
-
-    def __init__(self, index: str | int = 0, size: tuple[int, int] | None = None,
-                 fps: int | None = None) -> None:
-        self.index = str(index)
-        self.fmt, self.device = _webcam_spec(self.index)
-        self.name = f"webcam {self.index} ({self.device})"
-        self.options = {}
-        if size:
-            self.options["video_size"] = f"{size[0]}x{size[1]}"
-        if fps:
-            self.options["framerate"] = str(fps)
-        self._c = None
-
-    def open(self, clock: Clock | None = None) -> None:
-        import av
-
-        self.clock = clock or Clock()
-        if self.fmt == "v4l2" and not Path(self.device).exists():
-            raise SourceError(f"{self.name}: no such device")
-        try:
-            self._c = av.open(self.device, format=self.fmt, options=self.options)
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise SourceError(f"{self.name}: cannot open (missing or busy?): {e}") from None
-        if not self._c.streams.video:
-            self.close()
-            raise SourceError(f"{self.name}: device has no video stream")
-
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        import av
-
-        try:
-            for frame in self._c.decode(video=0):
-                if stop.is_set():
-                    break
-                sink.video(VideoFrame(self.clock.now(), frame))
-        except av.FFmpegError as e:
-            if not stop.is_set():
-                raise SourceError(f"{self.name}: capture failed: {e}") from None
-
-    def close(self) -> None:
-        if self._c is not None:
-            self._c.close()
-            self._c = None
-
-
-StreamFactory = Callable[..., object]  # sounddevice.InputStream-like: start/stop/close
-
-
-def _sounddevice_stream(**kw):
-    try:
-        import sounddevice as sd
-    except OSError as e:  # PortAudio library missing
-        raise SourceError(f"microphone: PortAudio is not available ({e})") from None
-    return sd.InputStream(**kw)
-
-
-class MicSource:
-    """A microphone through a ``sounddevice.InputStream`` callback.
-
-    The callback stamps each block on arrival (time of its first sample), mixes to
-    mono, resamples to 16 kHz and appends; nothing else happens on the audio thread.
-    ``stream_factory`` builds the stream (tests pass a fake); it receives
-    ``samplerate, channels, blocksize, device, dtype, callback``.
-    """
-
-    live = True
-    has_video, has_audio = False, True
-
-    def __init__(self, device: str | int | None = None, rate: int | None = None,
-                 channels: int = 1, blocksize: int = MIC_BLOCK,
-                 stream_factory: StreamFactory | None = None) -> None:
-        self.device = device
-        self.rate = rate
-        self.channels = channels
-        self.blocksize = blocksize
-        self.name = f"microphone {device if device is not None else '(default)'}"
-        self._factory = stream_factory
-        self._stream = None
-        self._sink: Sink | None = None
-        self._res = Resampler()
-
-    def _resolve_rate(self) -> int:
-        if self.rate:
-            return int(self.rate)
-        if self._factory is not None:
-            return MIC_RATE
-        try:
-            import sounddevice as sd
-
-            info = sd.query_devices(self.device, "input")
-        except OSError as e:
-            raise SourceError(f"microphone: PortAudio is not available ({e})") from None
-        except (ValueError, Exception) as e:  # sd raises ValueError / PortAudioError
-            raise SourceError(f"{self.name}: no such input device ({e})") from None
-        return int(info["default_samplerate"]) or MIC_RATE
-
-    def open(self, clock: Clock | None = None) -> None:
-        self.clock = clock or Clock()
-        self.rate = self._resolve_rate()
-        factory = self._factory or _sounddevice_stream
-        try:
-            self._stream = factory(
-                samplerate=self.rate, channels=self.channels, blocksize=self.blocksize,
-                device=self.device, dtype="float32", callback=self._callback,
-            )
-        except SourceError:
-            raise
-        except Exception as e:  # PortAudioError, ValueError: missing or busy device
-            raise SourceError(f"{self.name}: cannot open (missing or busy?): {e}") from None
-
-    def _callback(self, indata, frames, time_info, status) -> None:
-        t = self.clock.now() - frames / self.rate
-        x = self._res.from_array(np.asarray(indata).copy(), self.rate)
-        if len(x) and self._sink is not None:
-            self._sink.audio(AudioChunk(t, x))
-
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        self._sink = sink
-        try:
-            self._stream.start()
-        except Exception as e:
-            raise SourceError(f"{self.name}: cannot start (busy?): {e}") from None
-        stop.wait()
-        self._stream.stop()
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
 
 
 class PushSource:
@@ -469,6 +331,7 @@ def open_source(spec: str, realtime: bool = False) -> Source:
     ``mic`` / ``mic:DEVICE`` (options ``?rate=HZ&channels=C``), or a file path.
     E.g. ``webcam:0?size=1280x720&fps=30``, ``mic:1?rate=48000&channels=2``.
     Raises ValueError for an unknown or malformed option."""
+    from .devices import MicSource, WebcamSource  # devices.py builds on this module
     if spec == "webcam" or spec.startswith(("webcam:", "webcam?")):
         name, opts = _options(spec, ("size", "fps"))
         size = None

@@ -16,7 +16,7 @@ import numpy as np
 from .buffers import AudioBuffer, FrameBuffer
 from .faces import FaceTracker, window_faces
 from .frames import VideoFrame
-from .media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, sample_frames
+from .media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, check_window, sample_frames
 from .sources import SourceError, iter_video_frames, video_times
 from .vad import VADGate
 
@@ -114,10 +114,9 @@ class WindowAssembler:
 
     def __init__(self, hop_s: float = HOP_S, window_s: float = WINDOW_S, n_frames: int = N_FRAMES,
                  crop_size: int = CROP_SIZE) -> None:
-        if hop_s <= 0 or window_s <= 0 or n_frames < 1:
-            raise ValueError(
-                f"need hop_s > 0, window_s > 0, n_frames >= 1; got {hop_s}, {window_s}, {n_frames}"
-            )
+        check_window(window_s, hop_s)
+        if n_frames < 1:
+            raise ValueError(f"need n_frames >= 1, got {n_frames}")
         self.hop_s, self.window_s, self.n_frames, self.crop_size = hop_s, window_s, n_frames, crop_size
         self.reset()
 
@@ -206,20 +205,30 @@ class FileSpan:
 
 def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,
           tracker: FaceTracker | None) -> list[VideoFrame] | None:
-    """Decode up to the last sampled frame, tracking every frame as the live engine
-    does; None when fewer frames decode than ``times`` promised."""
+    """Decode until the last sampled frame is settled, tracking every frame as the
+    live engine does (held frames settle at the next detection, or at the end of the
+    file); None when fewer frames decode than ``times`` promised."""
     idx = sample_frames(times, start, end, n)
     wanted, last = set(idx.tolist()), int(idx.max())
     kept: dict[int, VideoFrame] = {}
+    settled = 0
+
+    def take(frames: list[VideoFrame]) -> None:
+        nonlocal settled
+        for f in frames:
+            if settled in wanted:
+                kept[settled] = f
+            settled += 1
+
     if tracker is not None:
         tracker.reset()
-    for k, frame in enumerate(iter_video_frames(path)):
-        if tracker is not None:
-            tracker.annotate(frame)
-        if k in wanted:
-            kept[k] = frame
-        if k >= last:
+    for frame in iter_video_frames(path):
+        take([frame] if tracker is None else tracker.push(frame))
+        if settled > last:
             break
+    else:
+        if tracker is not None:
+            take(tracker.flush())
     return [kept[i] for i in idx.tolist()] if len(kept) == len(wanted) else None
 
 

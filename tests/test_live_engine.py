@@ -1,15 +1,15 @@
 """Engine, windows and the analyser worker on real media."""
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from live.analyser import AnalyserWorker, FakeAnalyser, NullAnalyser, make_result
 from live.engine import Engine, EngineConfig, WindowEvent
+from live.detector import no_faces
 from live.faces import FaceTracker, default_detector
-from live.sources import FileSource, PushSource
-from live.media import sample_targets
+from live.media import MAX_WINDOW_S, sample_targets
+from live.sources import FileSource, PushSource, decode_audio, video_times
 from live.window import Gate, Window
 from tests.media import cached_clip
 
@@ -166,17 +166,16 @@ def test_push_source_48k_browser_audio_and_frames():
                  on_segment=segs.append)
     runner = threading.Thread(target=eng.run)
     runner.start()
-    while src._sink is None:
-        time.sleep(0.01)
+    assert src.ready.wait(60)
     t0 = eng.clock.now()
     step = 9600  # 0.2 s chunks at 48 kHz
+    # stamped as captured (a browser chunk's capture time), not on arrival: a loaded
+    # machine delays the pushes, which must not change what the engine sees
     for k, i in enumerate(range(0, len(pcm), step)):
-        due = t0 + (k + 1) * 0.2
-        time.sleep(max(0.0, due - eng.clock.now()))
-        src.push_audio(pcm[i : i + step], 48_000)
-        src.push_video(frames[min(k, len(frames) - 1)])
+        src.push_audio(pcm[i : i + step], 48_000, t=t0 + k * 0.2)
+        src.push_video(frames[min(k, len(frames) - 1)], t=t0 + k * 0.2)
     src.end()
-    runner.join(10)
+    runner.join(60)
     stats = eng.stats()
     assert not runner.is_alive()
     assert stats["frames"] == 30 and stats["windows"] >= 3
@@ -236,3 +235,40 @@ def test_analyser_error_is_a_record_with_error():
     rec = next(e for e in events if e.window.index == 2).to_json()
     assert not rec["analysed"] and rec["reason"] == "error" and rec["label"] is None
     assert rec["error"] == "RuntimeError: fake analyser failure on window 2"
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(hop_s=float("nan")), "hop_s must be a finite number of seconds > 0, got nan"),
+    (dict(window_s=float("inf")), "window_s must be a finite number of seconds > 0, got inf"),
+    (dict(window_s=-4.0), "window_s .* got -4.0"),
+    (dict(hop_s=0), "hop_s .* got 0"),
+    (dict(window_s=MAX_WINDOW_S + 0.5), f"window_s must be at most {MAX_WINDOW_S:g} s, got 10.5"),
+])
+def test_engine_config_rejects_bad_window_and_hop(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        EngineConfig(**kw)
+
+
+def test_longest_window_at_60_fps_gets_its_own_frames_and_audio(caplog):
+    """A MAX_WINDOW_S window over a real 60 fps clip: the buffers are sized from the
+    window, so every window holds the frames nearest its slice centres (no repeated
+    oldest frame, as a 300-frame buffer gave: 5 s at 60 fps) and the file's audio."""
+    g = cached_clip("long60", seconds=12.0, fps=60, size=(320, 240), face_scale=120,
+                    speech=((0.3, "hello there, how are you today"),))
+    events = []
+    eng = Engine(FileSource(g["path"]), NullAnalyser(),
+                 EngineConfig(window_s=MAX_WINDOW_S, hop_s=1.0, every_window=True),
+                 tracker=FaceTracker(no_faces), on_window=events.append)
+    eng.run()
+    assert eng.frames.capacity_s >= MAX_WINDOW_S and eng.audio.capacity >= MAX_WINDOW_S * 16000
+    wins = sorted((e.window for e in events), key=lambda w: w.index)
+    assert [(w.start, w.end) for w in wins] == [(0.0, 10.0), (1.0, 11.0), (2.0, 12.0)]
+    times, audio = video_times(g["path"]), decode_audio(g["path"])
+    for w in wins:
+        nearest = times[np.abs(times[:, None] - sample_targets(w.start, w.end, 8)[None]).argmin(0)]
+        np.testing.assert_allclose(w.frame_times, nearest)
+        assert len(set(w.frame_times.tolist())) == 8
+        a0 = int(round(w.start * 16000))
+        np.testing.assert_array_equal(w.audio, audio[a0 : a0 + w.audio.size])
+    assert np.abs(wins[0].audio[:16000]).max() > 0.05  # the speech at 0.3 s is there
+    assert "frame buffer" not in caplog.text

@@ -8,7 +8,7 @@ from live.face_models import FACE_MODELS, FaceModelError, resolve_face_models
 from live.faces import FaceTracker, TrackedFace, crop_face, default_detector, iou, primary_track, window_faces
 from live.frames import VideoFrame
 from live.window import file_window
-from tests.media import cached_clip, clip_frames
+from tests.media import BACKGROUND, cached_clip, clip_frames
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,26 @@ def detector():
 
 def track_clip(path, detector, **kw):
     tracker = FaceTracker(detector, **kw)
-    out = []
     with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            out.append(tracker(VideoFrame(float(f.time), f)))
-    return tracker, out
+        frames = [VideoFrame(float(f.time), f) for f in c.decode(video=0)]
+    return tracker, tracker.track(frames)
+
+
+def vanishing_clip(path, vanish_s=5.0, seconds=8.0):
+    """A real clip (the astronaut's face moving across a plain background) whose face
+    is gone from ``vanish_s`` on: those frames are replaced by the bare background.
+    Returns (path, fps, index of the first frame without the face)."""
+    g = cached_clip("vanish_src", seconds=seconds, audio=False)
+    frames = clip_frames(g["path"])
+    cut = int(round(vanish_s * g["fps"]))
+    frames[cut:] = np.array(BACKGROUND, np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=g["fps"])
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for x in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(x, format="rgb24")))
+        c.mux(s.encode())
+    return path, g["fps"], cut
 
 
 def test_models_resolved_and_verified():
@@ -91,15 +106,80 @@ class ScriptedDetector:
         return [Detection(np.array(b, np.float32), 0.9) for b in boxes]
 
 
-def test_tracker_survives_short_miss_and_drops_after_timeout():
+def _frames(times):
+    return [VideoFrame(t, np.zeros((480, 640, 3), np.uint8)) for t in times]
+
+
+def test_unconfirmed_track_keeps_its_id_but_is_not_reported():
     box = [100, 100, 200, 200]
-    det = ScriptedDetector([[box], [], [], [], [], [], []])
+    # found, missed twice (kept internally, not reported), found again: same id
+    det = ScriptedDetector([[box], [], [], [box], [], [], [], [], [box]])
     tr = FaceTracker(det, detect_interval_s=0.0, lost_after_s=0.5)
-    img = np.zeros((480, 640, 3), np.uint8)
-    seen = [tr.track_array(t, img) for t in (0.0, 0.2, 0.4, 0.6, 0.8)]
-    assert [len(s) for s in seen] == [1, 1, 1, 0, 0]
-    assert seen[2][0].track == 1 and not seen[2][0].detected
-    assert tr.primary is None
+    seen = tr.track(_frames([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6]))
+    assert [len(s) for s in seen] == [1, 0, 0, 1, 0, 0, 0, 0, 1]
+    assert seen[0][0].track == seen[3][0].track == 1 and seen[3][0].detected
+    # missed for longer than lost_after_s: the track was dropped, a new id follows
+    assert seen[8][0].track == 2
+
+
+def test_frames_between_detections_wait_for_the_next_one():
+    box = [100, 100, 200, 200]
+    det = ScriptedDetector([[box], [box]])
+    tr = FaceTracker(det, detect_interval_s=0.2)
+    frames = _frames([0.0, 0.05, 0.1, 0.15, 0.2])
+    assert tr.push(frames[0]) == [frames[0]]  # a detection frame settles at once
+    assert [tr.push(f) for f in frames[1:4]] == [[], [], []]  # held
+    assert tr.held_since == 0.05 and frames[1].faces is None
+    assert tr.push(frames[4]) == frames[1:]  # the next detection settles them, in order
+    assert [len(f.faces) for f in frames] == [1] * 5 and tr.held_since is None
+    assert [f.faces[0].detected for f in frames] == [True, False, False, False, True]
+    assert det.calls == 2  # confirmed on both sides: no extra detections
+
+
+def test_face_that_leaves_between_detections_stops_where_it_left():
+    box = [100, 100, 200, 200]
+    # detections: t=0 finds it, t=0.2 misses; re-checking the held frames finds it at
+    # 0.05 and misses at 0.1 (it left there); 0.15 is never checked
+    det = ScriptedDetector([[box], [], [box], []])
+    tr = FaceTracker(det, detect_interval_s=0.2)
+    seen = tr.track(_frames([0.0, 0.05, 0.1, 0.15, 0.2]))
+    assert [len(s) for s in seen] == [1, 1, 0, 0, 0]
+    assert seen[1][0].detected and det.calls == 4
+
+
+def test_face_that_arrives_between_detections_is_found_back():
+    box = [100, 100, 200, 200]
+    # t=0 nothing; t=0.2 finds it; newest held frame first: 0.15 yes, 0.1 yes, 0.05 no
+    det = ScriptedDetector([[], [box], [box], [box], []])
+    tr = FaceTracker(det, detect_interval_s=0.2)
+    seen = tr.track(_frames([0.0, 0.05, 0.1, 0.15, 0.2]))
+    assert [len(s) for s in seen] == [0, 0, 1, 1, 1]
+    assert {s[0].track for s in seen if s} == {1} and tr.primary == 1
+
+
+def test_flush_settles_the_held_frames_with_a_detection():
+    box = [100, 100, 200, 200]
+    det = ScriptedDetector([[box], [box]])
+    tr = FaceTracker(det, detect_interval_s=0.2)
+    frames = _frames([0.0, 0.05, 0.1])
+    for f in frames:
+        tr.push(f)
+    assert tr.flush() == frames[1:] and det.calls == 2  # the newest held frame is detected
+    assert [len(f.faces) for f in frames] == [1, 1, 1] and tr.flush() == []
+
+
+def test_ghost_faces_after_a_face_leaves(detector, tmp_path):
+    """A real clip whose face vanishes at 5.0 s, the real BlazeFace tracker with the
+    live defaults: at most 2 frames after the vanish carry a face (the old tracker
+    carried a drifting box into 50 frames after it), and every frame before it does."""
+    path, fps, cut = vanishing_clip(tmp_path / "vanish.mp4")
+    tracker, per_frame = track_clip(path, detector)
+    after = sum(len(f) > 0 for f in per_frame[cut:])
+    assert after <= 2, f"{after} frames after the face left carry it"
+    assert all(len(f) == 1 for f in per_frame[:cut]), "a frame with the face lost it"
+    assert {f[0].track for f in per_frame[:cut]} == {1}
+    # the extra detections that find where the face left stay few
+    assert tracker.detections_run <= len(per_frame) / (fps * 0.2) + 2 * fps * 0.2
 
 
 def test_primary_is_largest_and_sticky():
@@ -107,14 +187,14 @@ def test_primary_is_largest_and_sticky():
     det = ScriptedDetector([[small, big], [small, big], [[20, 20, 150, 150], big]])
     tr = FaceTracker(det, detect_interval_s=0.0)
     img = np.zeros((480, 640, 3), np.uint8)
-    faces = tr.track_array(0.0, img)
-    big_id = next(f.track for f in faces if f.box[0] > 200)
-    assert tr.primary == big_id
-    tr.track_array(0.1, img)
-    tr.track_array(0.2, img)  # the other face grew, but not by enough to take over
-    assert tr.primary == big_id
+    first, = tr.push(VideoFrame(0.0, img))
+    big_id = next(f.track for f in first.faces if f.box[0] > 200)
+    assert tr.primary == first.primary == big_id
+    tr.push(VideoFrame(0.1, img))
+    last, = tr.push(VideoFrame(0.2, img))  # the other face grew, but not by enough to take over
+    assert tr.primary == last.primary == big_id
     with pytest.raises(ValueError, match="time order"):
-        tr.track_array(0.1, img)
+        tr.push(VideoFrame(0.1, img))
 
 
 def test_crop_face_square_padded():
