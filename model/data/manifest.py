@@ -33,6 +33,8 @@ ROLES = ("user", "assistant")
 _KEYS = {"id", "video", "audio", "task", "conversations"}
 # Extra keys a builder may keep for evaluation (gold label, options, open-vocab labels).
 _OPTIONAL_KEYS = {"label", "labels", "options"}
+# Provenance the curation commands keep (model.data.curate: SRE score, HRE reviewer).
+_OPTIONAL_KEYS |= {"score", "intensity", "source_label", "source", "reviewer"}
 
 
 class ManifestError(ValueError):

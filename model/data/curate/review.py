@@ -1,0 +1,185 @@
+"""The HRE review page: a person plays each candidate clip, reads its cues, explanation
+and labels, and accepts, edits or rejects it.
+
+    python -m model.data.curate review CAND_DIR --reviewer ID [--port 7861]
+
+CAND_DIR is a review pool (``model.data.curate.reviews``). Every decision is appended
+and fsynced to ``CAND_DIR/reviews/<ID>.jsonl`` before the next clip shows; a reviewer
+who stops (closes the tab, Ctrl-C) and starts again with the same id sees only the
+clips not yet decided; the page shows progress ``n/N``.
+
+Keys (outside the text boxes): ``a`` accept, ``r`` reject, ``e`` edit (focuses the
+explanation); ``Ctrl+Enter`` (anywhere) saves the edited explanation + labels. "Save
+edit" with the text unchanged records an accept.
+
+The page binds to 127.0.0.1 only (the review log has no login): a reviewer on another
+machine forwards the port (``ssh -L 7861:127.0.0.1:7861 host``). ``--port 0`` picks a
+free port; the address is printed as ``review page: http://127.0.0.1:PORT/``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from live.cli import CliError, run_main
+from model.data.curate.reviews import Candidate, ReviewError, ReviewLog, load_candidates, parse_labels
+from model.data.templates import reasoning_answer
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 7861  # app.py serves on 7860
+
+# Global key handler (Gradio 6: launch(head=...)); buttons are found by elem_id.
+KEYS_JS = """
+<script>
+document.addEventListener("keydown", (ev) => {
+  const t = ev.target;
+  const typing = t && (t.tagName === "TEXTAREA" || t.tagName === "INPUT" || t.isContentEditable);
+  const click = (id) => {
+    const b = document.getElementById(id);
+    if (b && !b.disabled) { ev.preventDefault(); b.click(); }
+  };
+  if ((ev.ctrlKey || ev.metaKey) && ev.key === "Enter") { click("review-edit"); return; }
+  if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.key === "a") click("review-accept");
+  else if (ev.key === "r") click("review-reject");
+  else if (ev.key === "e") {
+    const x = document.querySelector("#review-explanation textarea");
+    if (x) { ev.preventDefault(); x.focus(); }
+  }
+});
+</script>
+"""
+
+
+class Reviewer:
+    """The page's logic, without Gradio: the pool, the log, what to show next."""
+
+    def __init__(self, cand_dir: str | Path, reviewer: str) -> None:
+        self.candidates = load_candidates(cand_dir)
+        self.by_id = {c.id: c for c in self.candidates}
+        self.log = ReviewLog(cand_dir, reviewer)
+
+    def next(self) -> Candidate | None:
+        done = self.log.reviewed()
+        return next((c for c in self.candidates if c.id not in done), None)
+
+    def progress(self) -> tuple[int, int]:
+        ids = set(self.by_id)
+        return len(self.log.reviewed() & ids), len(ids)
+
+    def decide(self, sid: str | None, decision: str, explanation: str = "", labels_text: str = "") -> dict | None:
+        """Record a decision on clip ``sid`` (None: nothing shown, nothing recorded).
+        "edit": the text boxes, checked (ReviewError when unusable); unchanged → accept."""
+        cand = self.by_id.get(sid or "")
+        if cand is None:
+            return None
+        if decision == "reject":
+            return self.log.add(cand.id, "reject")
+        if decision == "edit":
+            expl, labels = " ".join((explanation or "").split()), parse_labels(labels_text)
+            if not expl or not labels:
+                raise ReviewError("an edit needs an explanation and at least one label")
+            try:
+                reasoning_answer(expl, labels)
+            except ValueError as e:
+                raise ReviewError(str(e)) from None
+            if expl != " ".join(cand.explanation.split()) or labels != parse_labels(", ".join(cand.labels)):
+                return self.log.add(cand.id, "edit", expl, labels)
+        return self.log.add(cand.id, "accept", cand.explanation, cand.labels)
+
+
+def cues_markdown(c: Candidate) -> str:
+    rows = [f"**clip** `{c.id}` · source `{c.source or '-'}` · gold label `{c.source_label or '-'}`"
+            + (f" · self-review score {c.score}" if c.score is not None else "")]
+    names = {"scene": "Scene", "face": "Face", "transcript": "Transcript", "language": "Language",
+             "audio_caption": "Audio"}
+    for key, title in names.items():
+        v = c.cues.get(key)
+        rows.append(f"**{title}:** {v if v not in (None, '') else '—'}")
+    return "\n\n".join(rows)
+
+
+def build_page(rev: Reviewer):
+    """The Gradio Blocks of the page (launch it with ``head=KEYS_JS``)."""
+    import gradio as gr
+
+    def show():
+        c = rev.next()
+        done, total = rev.progress()
+        prog = f"**{done}/{total} reviewed** by `{rev.log.reviewer}`"
+        if c is None:
+            return (None, None, f"{prog}. All clips are reviewed: close the page.", "", "", "")
+        return (c.id, str(c.video) if c.video else None, f"{prog} · keys: a accept, e edit, "
+                f"Ctrl+Enter save edit, r reject", cues_markdown(c), c.explanation, ", ".join(c.labels))
+
+    def on(decision):
+        def handler(sid, expl, labels):
+            try:
+                rev.decide(sid, decision, expl, labels)
+            except ReviewError as e:
+                gr.Warning(str(e))
+                return (gr.update(),) * 6
+            return show()
+        return handler
+
+    with gr.Blocks(title="Omni-Emotion HRE review") as page:
+        cur = gr.State(None)
+        progress = gr.Markdown(elem_id="review-progress")
+        with gr.Row():
+            with gr.Column(scale=3):
+                video = gr.Video(label="clip", interactive=False, elem_id="review-video")
+            with gr.Column(scale=4):
+                cues = gr.Markdown(elem_id="review-cues")
+        expl = gr.Textbox(label="explanation", lines=5, elem_id="review-explanation")
+        labels = gr.Textbox(label="open-vocabulary labels (comma separated)", elem_id="review-labels")
+        with gr.Row():
+            accept = gr.Button("Accept (a)", variant="primary", elem_id="review-accept")
+            edit = gr.Button("Save edit (Ctrl+Enter)", elem_id="review-edit")
+            reject = gr.Button("Reject (r)", variant="stop", elem_id="review-reject")
+        outs = [cur, video, progress, cues, expl, labels]
+        for btn, decision in ((accept, "accept"), (edit, "edit"), (reject, "reject")):
+            btn.click(on(decision), [cur, expl, labels], outs, concurrency_limit=1)
+        page.load(show, None, outs)
+    return page
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model.data.curate review",
+                                description="Review HRE candidates in the browser (127.0.0.1 only).")
+    p.add_argument("cand_dir", help="the review pool (the SRE --out folder to review)")
+    p.add_argument("--reviewer", required=True, help="your reviewer id (letters, digits, _ - .)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: a free one)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
+        try:
+            rev = Reviewer(args.cand_dir, args.reviewer)
+        except ReviewError as e:
+            raise CliError(str(e)) from None
+        if not rev.candidates:
+            raise CliError(f"{args.cand_dir}: sre.jsonl has no candidates to review")
+        videos = sorted({str(c.video.parent) for c in rev.candidates if c.video is not None})
+        page = build_page(rev)
+        done, total = rev.progress()
+        print(f"{done}/{total} clips already reviewed by {rev.log.reviewer}; decisions go to {rev.log.path}",
+              file=sys.stderr)
+        page.queue()
+        _, url, _ = page.launch(server_name=HOST, server_port=args.port or None, head=KEYS_JS,
+                                allowed_paths=videos, prevent_thread_lock=True, quiet=True)
+        print(f"review page: {url}", flush=True)
+        try:
+            page.block_thread()
+        finally:
+            page.close()
+        return 0
+
+    return run_main(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The HRE review page in a real browser: ``python -m model.data.curate review`` in a
+subprocess, driven by Debian's chromium through Playwright with the keyboard
+shortcuts (a = accept, Ctrl+Enter = save edit, r = reject) and a mouse click; then the
+page is restarted and the reviewer resumes where they stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from model.data.curate.reviews import read_decisions
+from tests.media import cached_clip
+from tests.test_app_server import CHROMIUM, free_port
+from tests.test_curate_hre import CANDIDATES, make_review_pool
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 60  # s for the page to import gradio and serve (2 shared cores)
+STEP_TIMEOUT_MS = 20_000  # ms for one decision to show the next clip
+
+
+def start_review(cand: Path, reviewer: str, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    out = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "model.data.curate", "review", str(cand),
+                             "--reviewer", reviewer, "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"review exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError(f"review page did not serve {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def wait_progress(page, text: str) -> None:
+    page.locator("#review-progress").get_by_text(text).wait_for(timeout=STEP_TIMEOUT_MS)
+
+
+def shown_explanation(page) -> str:
+    return page.locator("#review-explanation textarea").input_value()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("review")
+    return make_review_pool(tmp / "cand", cached_clip("review", seconds=2.0, fps=10)["path"])
+
+
+def test_review_page_accept_edit_reject_then_resume(pool, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    n = len(CANDIDATES)
+    log = pool / "reviews" / "alice.jsonl"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        try:
+            proc, url = start_review(pool, "alice", tmp_path / "review1.log")
+            assert url.startswith("http://127.0.0.1:")
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 1100})
+                page.goto(url, wait_until="load")
+                wait_progress(page, f"0/{n} reviewed")
+                assert shown_explanation(page) == CANDIDATES[0][1]
+                assert page.locator("#review-labels input, #review-labels textarea").first.input_value() == \
+                    ", ".join(CANDIDATES[0][2])
+                assert "scene of dfew/001" in page.locator("#review-cues").inner_text()
+                src = page.locator("#review-video video").get_attribute("src", timeout=STEP_TIMEOUT_MS)
+                with urllib.request.urlopen(src if src.startswith("http") else url.rstrip("/") + src) as r:
+                    assert r.status == 200 and len(r.read()) > 1000  # the clip is served
+
+                page.locator("#review-progress").click()  # focus the page, not a text box
+                page.keyboard.press("a")  # accept
+                wait_progress(page, f"1/{n} reviewed")
+                assert shown_explanation(page) == CANDIDATES[1][1]
+
+                page.locator("#review-explanation textarea").fill("Brows drawn together, lips pressed.")
+                labels = page.locator("#review-labels input, #review-labels textarea").first
+                labels.fill("Angry, tense")
+                labels.press("Control+Enter")  # save the edit
+                wait_progress(page, f"2/{n} reviewed")
+                assert shown_explanation(page) == CANDIDATES[2][1]
+
+                page.locator("#review-progress").click()
+                page.keyboard.press("r")  # reject
+                wait_progress(page, f"3/{n} reviewed")
+                assert shown_explanation(page) == CANDIDATES[3][1]
+            finally:
+                stop(proc)
+
+            # every decision is on disk, in order, with the reviewer's id
+            rows = [json.loads(x) for x in log.read_text().splitlines()]
+            assert [(r["id"], r["decision"], r["reviewer"]) for r in rows] == [
+                (CANDIDATES[0][0], "accept", "alice"), (CANDIDATES[1][0], "edit", "alice"),
+                (CANDIDATES[2][0], "reject", "alice")]
+            assert rows[0]["explanation"] == CANDIDATES[0][1] and rows[0]["labels"] == CANDIDATES[0][2]
+            assert rows[1]["explanation"] == "Brows drawn together, lips pressed."
+            assert rows[1]["labels"] == ["angry", "tense"]
+            assert rows[2]["explanation"] is None and rows[2]["labels"] is None
+
+            # restart: the reviewed clips are not shown again
+            proc, url = start_review(pool, "alice", tmp_path / "review2.log")
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 1100})
+                page.goto(url, wait_until="load")
+                wait_progress(page, f"3/{n} reviewed")
+                assert shown_explanation(page) == CANDIDATES[3][1]
+                page.locator("#review-accept").click()  # the mouse works too
+                wait_progress(page, f"4/{n} reviewed")
+                assert shown_explanation(page) == CANDIDATES[4][1]
+            finally:
+                stop(proc)
+        finally:
+            browser.close()
+    decided = read_decisions(pool, "alice")
+    assert list(decided) == [c[0] for c in CANDIDATES[:4]]
+    assert decided[CANDIDATES[3][0]]["decision"] == "accept"
