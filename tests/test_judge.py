@@ -1,61 +1,40 @@
 """Judge client and judge-based evaluation against a fake OpenAI-compatible server."""
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from live.cli import EXIT_RUNTIME
+from model.data.curate.endpoint import base_url
 from model.evaluate import cli as evaluate
 from model.evaluate.judge import (
-    JudgeAnswerError, JudgeClient, JudgeError, chat_url, group_synonyms, parse_groups_answer,
+    JudgeAnswerError, JudgeClient, JudgeError, group_synonyms, parse_groups_answer,
     parse_scores_answer, score_reasoning,
 )
+from tests.openai_server import Fail, OpenAIServer
 
 
-class FakeJudge:
-    """A chat-completions endpoint on 127.0.0.1. ``answer(prompt) -> str`` makes the
+class FakeJudge(OpenAIServer):
+    """The test OpenAI server answering a judge: ``answer(prompt) -> str`` makes the
     reply; the first ``fail`` requests get HTTP ``fail_status``."""
 
     def __init__(self, answer):
-        self.answer = answer
+        self.answer_prompt = answer
         self.fail, self.fail_status = 0, 503
-        self.prompts: list[str] = []
-        self.lock = threading.Lock()
-        fake = self
+        self._fail_lock = threading.Lock()
+        super().__init__(self._reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.prompts.append(body["messages"][0]["content"])
-                    failing = fake.fail > 0
-                    fake.fail -= failing
-                if self.path != "/v1/chat/completions":
-                    self.send_error(404)
-                    return
-                if failing:
-                    self.send_error(fake.fail_status)
-                    return
-                data = json.dumps({"choices": [{"message": {
-                    "role": "assistant", "content": fake.answer(body["messages"][0]["content"])}}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data.encode())
+    def _reply(self, request):
+        with self._fail_lock:
+            failing = self.fail > 0
+            self.fail -= failing
+        if failing:
+            return Fail(self.fail_status)
+        return self.answer_prompt(request["messages"][0]["content"])
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def prompts(self) -> list[str]:
+        return [r["messages"][0]["content"] for r in self.requests]
 
 
 def synonym_answer(prompt: str) -> str:
@@ -81,12 +60,12 @@ def judge():
         s.close()
 
 
-def test_chat_url():
-    assert chat_url("http://h:1") == "http://h:1/v1/chat/completions"
-    assert chat_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
-    assert chat_url("https://h/v1/chat/completions") == "https://h/v1/chat/completions"
+def test_base_url():
+    assert base_url("http://h:1") == "http://h:1/v1"
+    assert base_url("http://h:1/v1/") == "http://h:1/v1"
+    assert base_url("https://h/v1/chat/completions") == "https://h/v1"
     with pytest.raises(ValueError):
-        chat_url("h:1")
+        base_url("h:1")
 
 
 def test_grouping_and_disk_cache(judge, tmp_path):
@@ -101,29 +80,27 @@ def test_grouping_and_disk_cache(judge, tmp_path):
     assert len(j.prompts) == 1 and client2.requests == 0
 
 
-def test_retries_with_backoff_then_succeeds(judge):
+def test_retries_then_succeeds(judge):
     j = judge()
     j.fail = 2
-    waits = []
-    client = JudgeClient(j.url, retries=3, backoff_s=0.5, sleep=waits.append)
+    client = JudgeClient(j.url, retries=3)
     assert group_synonyms(client, ["happy"], ["glad"]) == [["glad", "happy"]]
-    assert waits == [0.5, 1.0]
-    assert len(j.prompts) == 3
+    assert len(j.prompts) == 3  # two 503s retried by the client, then the answer
+    assert client.requests == 1
 
 
 def test_gives_up_after_retries_and_does_not_retry_client_errors(judge):
     j = judge()
     j.fail = 100
-    waits = []
-    client = JudgeClient(j.url, retries=2, backoff_s=0.1, sleep=waits.append)
-    with pytest.raises(JudgeError, match="3 attempts"):
+    client = JudgeClient(j.url, retries=2)
+    with pytest.raises(JudgeError, match="HTTP 503"):
         client.complete("hi")
-    assert waits == [0.1, 0.2]
+    assert len(j.prompts) == 3
     j.fail, j.fail_status = 100, 400
     n = len(j.prompts)
     with pytest.raises(JudgeError, match="HTTP 400"):
         client.complete("hi")
-    assert len(j.prompts) == n + 1  # no retry on a 4xx that is not 429
+    assert len(j.prompts) == n + 1  # no retry on a 4xx that is not 408/409/429
 
 
 def test_unreachable_endpoint_is_a_judge_error():
@@ -132,7 +109,7 @@ def test_unreachable_endpoint_is_a_judge_error():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = JudgeClient(f"http://127.0.0.1:{port}", retries=1, sleep=lambda s: None)
+    client = JudgeClient(f"http://127.0.0.1:{port}", retries=1)
     with pytest.raises(JudgeError, match="2 attempts"):
         client.complete("hi")
 
