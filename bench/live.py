@@ -2,10 +2,10 @@
 decode + VAD + faces + windows on a 640x480, 30 fps clip, and the per-window
 overhead around a slow (fake) analyser. Prints one JSON object.
 
-    python bench/live.py [--seconds 30] [--realtime-seconds 8] [--out FILE]
+    .venv/bin/python bench/live.py [--seconds 30] [--realtime-seconds 8] [--out FILE]
 
 Measured with time.process_time() (all threads of the process), after the models
-are loaded; the clip is made with tests/media.py (real face photo + espeak-ng).
+are loaded; the clip is made with live.testclip (real face photo + espeak-ng).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ SPEECH = [  # (start s, text), repeated every 10 s of the clip
 
 
 def make_media(path: Path, seconds: float) -> dict:
-    from tests.media import make_clip
+    from live.testclip import make_clip
 
     speech = [(k * 10.0 + s, txt) for k in range(int(seconds // 10) + 1) for s, txt in SPEECH
               if k * 10.0 + s < seconds - 2.5]
@@ -70,7 +70,7 @@ def bench_parts(path: Path, seconds: float) -> dict:
     c_vad, _, _ = cpu_of(lambda: (gate(audio, t=0.0), gate.flush()))
     tracker = FaceTracker()
     tracker.detector
-    c_face, _, _ = cpu_of(lambda: [tracker(f) for f in frames])
+    c_face, _, _ = cpu_of(lambda: tracker.track(frames))
     return {
         "decode_cpu_s_per_media_s": round(c_dec / seconds, 4),
         "decode_ms_per_frame": round(1000 * c_dec / len(frames), 3),
@@ -90,7 +90,7 @@ def bench_engine(path: Path, realtime: bool, analyser) -> dict:
     eng = Engine(FileSource(path, realtime=realtime), analyser, on_window=events.append)
     eng.vad.prob, eng.tracker.detector  # load models before the clock starts
     stats = eng.run()
-    queue = [e.info["queue_s"] for e in events if e.analysed]
+    queue = [e.queue_s for e in events if e.analysed]
     stats.update(
         window_build_ms=round(1000 * eng.window_cpu_s / max(1, eng.n_windows), 2),
         analysed_windows=sum(e.analysed for e in events),
