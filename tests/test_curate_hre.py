@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from model.data.curate import agreement as A
+from model.data.curate.__main__ import main as curate_main
 from model.data.curate import selection as S
 from model.data.curate.reviews import ReviewLog, load_candidates
 from model.data.manifest import read_manifest
 from model.data.templates import reasoning_answer
 from tests.media import cached_clip
 
-ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTION = "What can we deduce about the character's emotional state? Please elaborate."
 
 
@@ -39,9 +38,12 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model.data.curate", module, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+def run_cli(capsys, *argv: str) -> SimpleNamespace:
+    """``python -m model.data.curate ARGV`` in this process: returncode, stdout, stderr."""
+    capsys.readouterr()
+    code = curate_main(list(argv))
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 # ----------------------------------------------------------------------- selection
@@ -56,10 +58,10 @@ def _pool(tmp_path: Path) -> tuple[Path, Path, set[str]]:
     return man, tmp_path / "sre", done
 
 
-def test_selection_even_disjoint_and_deterministic(tmp_path):
+def test_selection_even_disjoint_and_deterministic(tmp_path, capsys):
     man, sre, done = _pool(tmp_path)
     out = tmp_path / "sel.jsonl"
-    r = _cli("hre-select", str(man), "--sre", str(sre), "--per-source", "6", "--out", str(out))
+    r = run_cli(capsys, "hre-select", str(man), "--sre", str(sre), "--per-source", "6", "--out", str(out))
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     sel = [json.loads(x) for x in out.read_text().splitlines()]
@@ -83,9 +85,9 @@ def test_selection_even_disjoint_and_deterministic(tmp_path):
     other, _ = S.select(rows, done, 6, seed=1)
     assert sorted(s["id"] for s in other) != sorted(ids)
     # an existing --out is refused without --overwrite
-    r2 = _cli("hre-select", str(man), "--sre", str(sre), "--out", str(out))
+    r2 = run_cli(capsys, "hre-select", str(man), "--sre", str(sre), "--out", str(out))
     assert r2.returncode == 2 and "--overwrite" in r2.stderr
-    r3 = _cli("hre-select", str(man), "--sre", str(tmp_path / "nope"), "--out", str(tmp_path / "x.jsonl"))
+    r3 = run_cli(capsys, "hre-select", str(man), "--sre", str(tmp_path / "nope"), "--out", str(tmp_path / "x.jsonl"))
     assert r3.returncode == 2 and "clues.jsonl" in r3.stderr
 
 
@@ -148,7 +150,7 @@ def _two_reviewers(pool: Path) -> None:
     a.add("caer/007", "accept", CANDIDATES[6][1], CANDIDATES[6][2])  # only alice: not compared
 
 
-def test_agreement_kappa_by_hand(tmp_path, clip_path):
+def test_agreement_kappa_by_hand(tmp_path, clip_path, capsys):
     pool = make_review_pool(tmp_path / "cand", clip_path)
     _two_reviewers(pool)
     # 6 clips both reviewed: table keep/keep 3, keep/reject 1, reject/keep 1, reject/reject 1
@@ -158,7 +160,7 @@ def test_agreement_kappa_by_hand(tmp_path, clip_path):
     kappa = (p_o - p_e) / (1 - p_e)  # 0.25
     # labels on the 3 clips both kept: {happy, excited}/{happy} 1/2, identical 1, {sad, tired}/{sad, lonely} 1/3
     jac = (1 / 2 + 1 + 1 / 3) / 3
-    r = _cli("agreement", str(pool))
+    r = run_cli(capsys, "agreement", str(pool))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     rep = json.loads(lines[-1])
@@ -174,21 +176,21 @@ def test_agreement_kappa_by_hand(tmp_path, clip_path):
     assert A.cohen_kappa([(True, False), (False, True)])[0] == pytest.approx(-1.0)
     # a third reviewer: --reviewers is needed; an unknown one is named
     ReviewLog(pool, "carol").add("dfew/001", "reject")
-    assert _cli("agreement", str(pool)).returncode == 2
-    r = _cli("agreement", str(pool), "--reviewers", "alice,dave")
+    assert run_cli(capsys, "agreement", str(pool)).returncode == 2
+    r = run_cli(capsys, "agreement", str(pool), "--reviewers", "alice,dave")
     assert r.returncode == 2 and "dave" in r.stderr
 
 
-def test_export_reads_back_as_training_manifest(tmp_path, clip_path):
+def test_export_reads_back_as_training_manifest(tmp_path, clip_path, capsys):
     from model.data.preprocess import no_face_tracker
     from model.train.dataset import TrainDataset
 
     pool = make_review_pool(tmp_path / "cand", clip_path)
     _two_reviewers(pool)
     out = tmp_path / "export" / "hre_alice.jsonl"
-    r = _cli("export", str(pool), "--out", str(out))
+    r = run_cli(capsys, "export", str(pool), "--out", str(out))
     assert r.returncode == 2 and "--reviewer" in r.stderr  # two reviewers: say whose
-    r = _cli("export", str(pool), "--reviewer", "alice", "--out", str(out))
+    r = run_cli(capsys, "export", str(pool), "--reviewer", "alice", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"exported": 5, "rejected": 2, "disagreed": 0,
                                                              "unreviewed": 0}
@@ -202,18 +204,19 @@ def test_export_reads_back_as_training_manifest(tmp_path, clip_path):
     assert edited["labels"] == ["angry", "tense"] and edited["reviewer"] == "alice"
     assert edited["task"] == "emotion_reason" and edited["source"] == "dfew" and edited["source_label"] == "angry"
     assert edited["conversations"][0]["content"] == INSTRUCTION
+    assert Path(edited["video"]).is_absolute() and Path(edited["video"]).is_file()
     ds = TrainDataset.from_manifest(out, phase=3, face_tracker=no_face_tracker)
     item = ds[ids.index("dfew/002")]
-    assert item["clip"].has_video and item["clip"].has_audio  # the video path resolves from the export folder
+    assert item["clip"].has_video and item["clip"].has_audio  # the absolute video path decodes
     # --require-agreement: only clips both kept; the text of the first listed reviewer
     both = tmp_path / "hre_both.jsonl"
-    r = _cli("export", str(pool), "--require-agreement", "--reviewers", "bob,alice", "--out", str(both))
+    r = run_cli(capsys, "export", str(pool), "--require-agreement", "--reviewers", "bob,alice", "--out", str(both))
     assert r.returncode == 0, r.stderr
     got = {s["id"]: s for s in read_manifest(both)}
     assert sorted(got) == ["caer/006", "dfew/001", "mafw/003"]
     assert got["dfew/001"]["labels"] == ["happy"] and got["dfew/001"]["reviewer"] == "bob,alice"
     assert got["caer/006"]["labels"] == ["sad", "lonely"]
     # nothing is overwritten silently
-    r = _cli("export", str(pool), "--reviewer", "alice", "--out", str(out))
+    r = run_cli(capsys, "export", str(pool), "--reviewer", "alice", "--out", str(out))
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert len(load_candidates(pool)) == len(CANDIDATES)

@@ -140,3 +140,21 @@ def test_review_page_accept_edit_reject_then_resume(pool, tmp_path):
     decided = read_decisions(pool, "alice")
     assert list(decided) == [c[0] for c in CANDIDATES[:4]]
     assert decided[CANDIDATES[3][0]]["decision"] == "accept"
+
+
+def test_reviewer_rules_without_a_browser(tmp_path):
+    from model.data.curate.review import Reviewer
+    from model.data.curate.reviews import ReviewError
+
+    pool = make_review_pool(tmp_path / "cand", cached_clip("review", seconds=2.0, fps=10)["path"])
+    rev = Reviewer(pool, "bob")
+    first, second = CANDIDATES[0], CANDIDATES[1]
+    with pytest.raises(ReviewError, match="at least one label"):
+        rev.decide(first[0], "edit", "Some text.", " , ")
+    assert rev.progress() == (0, len(CANDIDATES))  # a refused edit records nothing
+    # an "edit" that changes nothing (spacing and case aside) is an accept
+    rec = rev.decide(first[0], "edit", "  " + first[1], ", ".join(x.upper() for x in first[2]))
+    assert rec["decision"] == "accept" and rec["labels"] == first[2]
+    assert rev.decide(first[0], "reject") is None  # a second key press on the same clip
+    assert rev.next().id == second[0] and rev.decide(None, "accept") is None
+    assert read_decisions(pool, "bob")[first[0]]["decision"] == "accept"

@@ -6,9 +6,6 @@ decode, and which the SRE run (dry run) and the trainer's dataset read.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +16,11 @@ from live.study_log import StudyLog
 from live.window import file_window
 from model.data.manifest import read_manifest
 from tests.media import cached_clip, clip_frames
+from tests.test_curate_hre import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 WINDOW_S = 2.0  # s per recorded window
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model.data.curate", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
 
 
 def _window(path: str, index: int) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -70,10 +64,10 @@ def sessions(tmp_path_factory):
     return root, saved
 
 
-def test_study_sessions_to_manifest(sessions, tmp_path):
+def test_study_sessions_to_manifest(sessions, tmp_path, capsys):
     root, saved = sessions
     out = tmp_path / "data" / "study.jsonl"
-    r = _cli("study", str(root), "--out", str(out))
+    r = run_cli(capsys, "study", str(root), "--out", str(out))
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     # only s1 has a consent record saying yes; s2 needs --consented, s3 said no
@@ -100,7 +94,7 @@ def test_study_sessions_to_manifest(sessions, tmp_path):
     assert np.abs(sound).max() > 0.05  # the speech survived encoding
 
     # the SRE run reads it as is (dry run: every clip readable, no server called)
-    r = _cli("sre", str(out), "--out", str(tmp_path / "sre"), "--vlm", "http://127.0.0.1:9/v1",
+    r = run_cli(capsys, "sre", str(out), "--out", str(tmp_path / "sre"), "--vlm", "http://127.0.0.1:9/v1",
              "--vlm-model", "m", "--llm", "http://127.0.0.1:9/v1", "--llm-model", "m", "--asr", "none",
              "--dry-run")
     assert r.returncode == 0, r.stderr
@@ -108,16 +102,16 @@ def test_study_sessions_to_manifest(sessions, tmp_path):
     assert dry["clips"] == 2 and dry["unreadable"] == 0
 
 
-def test_study_consented_flag_and_refusals(sessions, tmp_path):
+def test_study_consented_flag_and_refusals(sessions, tmp_path, capsys):
     from model.data.preprocess import no_face_tracker
     from model.train.dataset import TrainDataset
 
     root, _ = sessions
     out = tmp_path / "study.jsonl"
     # the model's own output is never taken as the participant's label
-    r = _cli("study", str(root), "--out", str(out), "--label-field", "label")
+    r = run_cli(capsys, "study", str(root), "--out", str(out), "--label-field", "label")
     assert r.returncode == 2 and "model's own output" in r.stderr and not out.exists()
-    r = _cli("study", str(root), "--out", str(out), "--consented", "--session", "s2", "--session", "s3")
+    r = run_cli(capsys, "study", str(root), "--out", str(out), "--consented", "--session", "s2", "--session", "s3")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     # --consented covers s2 (no consent field) but never s3 (consent: false)
@@ -128,7 +122,7 @@ def test_study_consented_flag_and_refusals(sessions, tmp_path):
     ds = TrainDataset.from_manifest(out, phase=2, face_tracker=no_face_tracker)
     assert ds[0]["clip"].has_video
     # nothing is overwritten silently; an unknown session is named
-    r = _cli("study", str(root), "--out", str(out), "--consented")
+    r = run_cli(capsys, "study", str(root), "--out", str(out), "--consented")
     assert r.returncode == 2 and "--overwrite" in r.stderr
-    r = _cli("study", str(root), "--out", str(tmp_path / "x.jsonl"), "--session", "nope")
+    r = run_cli(capsys, "study", str(root), "--out", str(tmp_path / "x.jsonl"), "--session", "nope")
     assert r.returncode == 2 and "nope" in r.stderr

@@ -6,8 +6,8 @@
 The kept clips (accepted or edited) in the pool's order, in the same manifest format as
 ``sre.jsonl`` (its line with the answer rebuilt by ``model.data.templates.reasoning_answer``
 from the reviewed explanation and labels, ``labels`` replaced, ``reviewer`` added;
-the video path rewritten relative to the output's folder), so ``model.train --phase 3``
-reads ``hre.jsonl`` as is, alone or beside ``sre.jsonl``.
+the video path absolute, as in ``sre.jsonl``), so ``model.train --phase 3`` reads
+``hre.jsonl`` as is, alone or concatenated with ``sre.jsonl``.
 
 Which decisions count:
   --reviewer ID          that reviewer's (the default when the pool has one reviewer);
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from model.data.manifest import ManifestError, validate_sample
 from model.data.templates import reasoning_answer
 
 
-def hre_sample(cand: Candidate, decision: dict, reviewer: str, out_dir: Path) -> dict:
+def hre_sample(cand: Candidate, decision: dict, reviewer: str) -> dict:
     """The manifest line of a kept clip (module docstring)."""
     row = json.loads(json.dumps(cand.sample))  # deep copy of the sre.jsonl line
     labels = list(dict.fromkeys(n for n in map(normalize_label, decision.get("labels") or cand.labels) if n))
@@ -44,7 +43,7 @@ def hre_sample(cand: Candidate, decision: dict, reviewer: str, out_dir: Path) ->
     row["labels"] = labels
     row["reviewer"] = reviewer
     if cand.video is not None:
-        row["video"] = os.path.relpath(cand.video, out_dir.resolve())
+        row["video"] = str(cand.video)
     return validate_sample(row, f"{cand.id}")
 
 
@@ -66,7 +65,7 @@ def export(cand_dir: str | Path, out: str | Path, names: list[str], require_all:
         if not all(kept):
             counts["disagreed"] += 1
             continue
-        rows.append(hre_sample(cand, got[0], ",".join(names), out.parent))
+        rows.append(hre_sample(cand, got[0], ",".join(names)))
     counts["exported"] = len(rows)
     write_lines(rows, out)
     return counts

@@ -69,10 +69,11 @@ class Reviewer:
         return len(self.log.reviewed() & ids), len(ids)
 
     def decide(self, sid: str | None, decision: str, explanation: str = "", labels_text: str = "") -> dict | None:
-        """Record a decision on clip ``sid`` (None: nothing shown, nothing recorded).
-        "edit": the text boxes, checked (ReviewError when unusable); unchanged → accept."""
+        """Record a decision on clip ``sid``; None (nothing recorded) when no clip is shown
+        or it is already decided (a second key press). "edit": the text boxes, checked
+        (ReviewError when unusable); an edit that changes nothing is an accept."""
         cand = self.by_id.get(sid or "")
-        if cand is None:
+        if cand is None or cand.id in self.log.reviewed():  # a second key press on the same clip
             return None
         if decision == "reject":
             return self.log.add(cand.id, "reject")
@@ -128,7 +129,7 @@ def build_page(rev: Reviewer):
         progress = gr.Markdown(elem_id="review-progress")
         with gr.Row():
             with gr.Column(scale=3):
-                video = gr.Video(label="clip", interactive=False, elem_id="review-video")
+                video = gr.Video(label="clip", interactive=False, autoplay=True, elem_id="review-video")
             with gr.Column(scale=4):
                 cues = gr.Markdown(elem_id="review-cues")
         expl = gr.Textbox(label="explanation", lines=5, elem_id="review-explanation")
