@@ -44,6 +44,7 @@ import numpy as np
 
 from live.cli import CliError, check_out, run_main
 from live.study_log import StudyLogError, check_id, read_jsonl, write_whole
+from live.testclip import AAC_FRAME, AUDIO_BIT_RATE  # the project's mp4 audio settings
 from model.data.answers import normalize_label
 from model.data.curate.selection import write_lines
 from model.data.manifest import TASK_EMOTION_CLS, make_sample
@@ -52,8 +53,6 @@ from model.data.templates import DFEW_CLASSES, classification_answer, classifica
 LABEL_FIELD = "self_report"  # default record field holding the participant's own label
 MODEL_FIELDS = ("label", "labels", "explanation")  # written by the model: never gold
 SOURCE = "study"  # id prefix = source dataset
-AUDIO_BIT_RATE = 64_000  # bit/s, AAC mono
-AAC_FRAME = 1024  # samples per AAC frame
 
 
 def write_window_mp4(path: str | Path, frames: np.ndarray, seconds: float,
