@@ -82,12 +82,12 @@ def build_tiny_whisper(folder: Path) -> Path:
     eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
     cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                        decoder_ffn_dim=64, max_target_positions=64, decoder_start_token_id=sot,
+                        decoder_ffn_dim=64, max_target_positions=16, decoder_start_token_id=sot,
                         eos_token_id=eot, pad_token_id=eot, bos_token_id=eot)
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(cfg)
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, max_length=64, is_multilingual=True,
+        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, max_length=16, is_multilingual=True,
         lang_to_id={f"<|{x}|>": ids(f"<|{x}|>") for x in langs},
         task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
         no_timestamps_token_id=ids("<|notimestamps|>"))
@@ -243,7 +243,7 @@ def test_endpoint_down_is_one_line_usage_error(world, capsys):
 
 def test_resume_after_kill_9(world, tmp_path):
     """A real run killed with SIGKILL once some clips are written, then resumed."""
-    slow = OpenAIServer(lambda r: Hang(0.4, '{"score": 9}') if kind(r) == "review" and label_of(r) == "surprise" else answer(r))
+    slow = OpenAIServer(lambda r: Hang(0.6, '{"score": 9}') if kind(r) == "review" and label_of(r) == "surprise" else answer(r))
     ids = [f"dfew/k{i:02d}" for i in range(12)]
     clip = cached_clip("curate_a", seconds=2.0, **SMALL)["path"]
     manifest = tmp_path / "m.jsonl"

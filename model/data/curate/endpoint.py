@@ -160,6 +160,7 @@ class Endpoint:
         self.model = model
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.retries, self.timeout_s, self.max_tokens = retries, timeout_s, max_tokens
+        self.api_key_env = api_key_env
         self.client = openai.OpenAI(base_url=self.url, api_key=os.environ.get(api_key_env) or NO_KEY,
                                     max_retries=retries, timeout=timeout_s)
         self._lock = threading.Lock()
@@ -197,11 +198,15 @@ class Endpoint:
     # -- calls
     def check(self) -> None:
         """Raise EndpointError when nothing answers at the URL (connection refused,
-        timeout). Any HTTP answer counts as up: some servers do not list models."""
+        timeout) or the server refuses the key (401/403). Any other HTTP answer counts
+        as up: some servers do not list models."""
         import openai
 
         try:
             self.client.with_options(max_retries=0, timeout=CHECK_TIMEOUT_S).models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise EndpointError(f"{self.url}: the server refused the API key (HTTP {e.status_code}); "
+                                f"set ${self.api_key_env}") from None
         except openai.APIStatusError:
             return
         except (openai.APIConnectionError, openai.APITimeoutError) as e:

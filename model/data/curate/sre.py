@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="scene frames (1 fps) at most")
     p.add_argument("--face-crops", type=int, default=DEFAULT_FACE_CROPS, help="face crops per clip")
     p.add_argument("--age-gender", action="store_true", help="also ask apparent age and gender")
+    p.add_argument("--cache", help="answer cache folder (default OUT/cache); runs may share one")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
     p.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="extra attempts per request")
     p.add_argument("--api-key-env", default=API_KEY_ENV, help="environment variable with the API key")
@@ -164,8 +165,8 @@ def dry_run(samples: list[dict], base: Path, settings: Settings, alm: bool) -> d
     audio_s = tokens_in = 0.0
     fixed = sum(len(p) for p in (SCENE_PROMPT, FACE_PROMPT, CONSISTENCY_PROMPT, REVIEW_PROMPT)) / CHARS_PER_TOKEN
     for s in samples:
-        video = Path(s["video"]) if Path(s["video"]).is_absolute() else base / s["video"]
         try:
+            video = Path(s["video"]) if Path(s["video"]).is_absolute() else base / s["video"]
             duration = clip_duration(video)
         except Exception:  # noqa: BLE001 - counted, the real run records why
             unreadable += 1
@@ -203,25 +204,26 @@ def run(samples: list[dict], base: Path, out: Path, models: Models, settings: Se
 
     outputs = R.Outputs(out)
     bar = tqdm(total=len(samples), unit="clip", file=sys.stderr, disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="curate")
     try:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="curate") as pool:
-            pending: set = set()
-            it = iter(samples)
-            while True:
-                while len(pending) < concurrency * PENDING_PER_WORKER:
-                    s = next(it, None)
-                    if s is None:
-                        break
-                    pending.add(pool.submit(curate_clip, s, base, models, settings, default_source))
-                if not pending:
+        pending: set = set()
+        it = iter(samples)
+        while True:
+            while len(pending) < concurrency * PENDING_PER_WORKER:
+                s = next(it, None)
+                if s is None:
                     break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    o = fut.result()
-                    outputs.append(R.CLUES, o.clues)
-                    outputs.append(R.OUTCOME_FILE[o.kind], o.record)  # the commit
-                    bar.update(1)
-    finally:
+                pending.add(pool.submit(curate_clip, s, base, models, settings, default_source))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                o = fut.result()
+                outputs.append(R.CLUES, o.clues)
+                outputs.append(R.OUTCOME_FILE[o.kind], o.record)  # the commit
+                bar.update(1)
+    finally:  # on Ctrl-C: queued clips are dropped, clips in flight are lost (redone next run)
+        pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
         outputs.close()
 
@@ -249,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run_settings = {"manifest": str(Path(args.manifest).resolve()), "shard": args.shard}
         _check_run_folder(out, run_settings)
-        cache = out / R.CACHE
+        cache = Path(args.cache) if args.cache else out / R.CACHE
         eps = {}
         for opt, url, model in (("vlm", args.vlm, args.vlm_model), ("llm", args.llm, args.llm_model),
                                 ("alm", args.alm, args.alm_model)):

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from live.cli import one_line
 from live.media import AUDIO_RATE, CROP_SIZE
 from live.sources import SourceError, decode_audio, video_times
 from live.window import file_window
@@ -327,3 +328,5 @@ def curate_clip(sample: dict, base_dir: Path, models: Models, settings: Settings
         return Outcome("failed", clues, {"id": sid, "error": str(e)})
     except (EndpointError, AnswerError) as e:
         return Outcome("failed", clues, {"id": sid, "error": f"{stage}: {e}"})
+    except Exception as e:  # noqa: BLE001 - one clip's surprise must not end a run of thousands
+        return Outcome("failed", clues, {"id": sid, "error": f"{stage}: {type(e).__name__}: {one_line(e)}"})
