@@ -35,10 +35,10 @@ from pathlib import Path
 
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line
 from live.file_analysis import analyse_video
-from live.media import HOP_S, WINDOW_S
+from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S
 from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, label_markdown,
                          model_banner, speech_markdown, stats_markdown, timeline_figure)
-from live.session import LiveSession
+from live.session import LiveSession, Tabs, limit_malloc, release_memory
 from live.sources import SourceError
 from live.study_log import LogOwners, StudyLog, StudyLogError, check_id
 from live.window import GATES
@@ -73,6 +73,33 @@ def load_with_plan(path, plan, device):
 
 
 log = logging.getLogger("app")
+
+
+class ServerErrors(logging.Filter):
+    """On uvicorn's error logger: "Exception in ASGI application" becomes one line (its
+    traceback goes to the log file, once per distinct error); a client that went away
+    mid-request (a closed tab, a cancelled upload) is a line in the log file only."""
+
+    GONE = ("ClientDisconnect", "CancelledError", "ConnectionResetError", "BrokenPipeError")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.exc_info[1] is None:
+            return True
+        exc = record.exc_info[1]
+        what = f"{type(exc).__name__}: {one_line(exc)}"
+        if type(exc).__name__ in self.GONE:
+            log.info("client disconnected (%s)", what)
+            return False
+        first = what not in self.seen
+        self.seen.add(what)
+        log.info("server error: %s", what, exc_info=record.exc_info if first else None)
+        record.msg, record.args = f"{one_line(record.getMessage())}: {what}", ()
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 def user_error(message: str):
@@ -130,7 +157,7 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
                 c["start"] = gr.Button("Start / restart", variant="primary")
                 c["stop"] = gr.Button("Stop")
             with gr.Accordion("Settings (apply on start / restart)", open=False):
-                c["win"] = gr.Slider(1, 16, a.window, step=0.5, label="window (s)")
+                c["win"] = gr.Slider(1, MAX_WINDOW_S, a.window, step=0.5, label="window (s)")
                 c["hop"] = gr.Slider(0.5, 8, a.hop, step=0.5, label="hop (s)")
                 c["gate"] = gr.Radio(list(GATES), value=a.gate, label="analyse windows")
                 c["plan"] = gr.Dropdown(plan_names(), value=holder.plan or "none", label="plan")
@@ -141,7 +168,7 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
                 c["keep"] = gr.Checkbox(a.keep_media, label="also store raw frames + audio")
                 c["log_on"] = gr.Checkbox(False, label=f"log this session to {a.log_dir}/<session>.jsonl")
                 c["csv_btn"] = gr.Button("Export session CSV")
-                c["csv_file"] = gr.File(label="session CSV")
+                c["csv_file"] = gr.File(label="session CSV", elem_id="csv_file")
         with gr.Column(scale=2):
             c["faces"] = gr.Image(label="Faces", elem_id="faces", interactive=False, type="numpy")
             c["speech"] = gr.Markdown(NO_AUDIO, elem_id="speech")
@@ -167,25 +194,34 @@ def _file_tab(a: argparse.Namespace) -> dict:
     return {"video": video, "go": go, "outputs": [status, table, plot, jsonl, csv_file]}
 
 
-def _wire_live(c: dict, banner, session, holder: ModelHolder) -> None:
+def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> None:
     """Streams in, the refresh timer out, and the Live tab's buttons."""
     import gradio as gr
 
-    c["cam"].stream(lambda f, s: s.push_frame(f), [c["cam"], session], [],
-                    stream_every=STREAM_EVERY_S, **QUIET)
-    c["mic"].stream(lambda ch, s: s.push_audio(ch), [c["mic"], session], [],
-                    stream_every=STREAM_EVERY_S, **QUIET)
+    def on_frame(f, s, request):
+        tabs.seen(request.session_hash, s).push_frame(f)
+
+    def on_chunk(ch, s, request):
+        tabs.seen(request.session_hash, s).push_audio(ch)
+
+    for fn in (on_frame, on_chunk):
+        fn.__annotations__ = {"request": gr.Request}  # Gradio injects the request
+    c["cam"].stream(on_frame, [c["cam"], session], [], stream_every=STREAM_EVERY_S, **QUIET)
+    c["mic"].stream(on_chunk, [c["mic"], session], [], stream_every=STREAM_EVERY_S, **QUIET)
     outs = [banner, c["faces"], c["speech"], c["label"], c["expl"], c["timeline"], c["stats"]]
     gr.Timer(REFRESH_S).tick(refresh, [session], outs, **QUIET)
 
-    def on_start(w, h, g, s):
+    def on_start(w, h, g, s, request):
+        s = tabs.seen(request.session_hash, s)
         s.window_s, s.hop_s, s.gate = w, h, g
         s.restart()
+
+    on_start.__annotations__ = {"request": gr.Request}
 
     def on_logging(on, p, sess, km, s, request):
         # the owner is the caller's own Gradio session, never an id the client names
         try:
-            s.set_logging(on, p, sess, km, owner=request.session_hash)
+            tabs.seen(request.session_hash, s).set_logging(on, p, sess, km, owner=request.session_hash)
         except StudyLogError as e:
             log.info("study log refused: %s", e)
             gr.Warning(str(e))
@@ -228,6 +264,8 @@ def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
             raise user_error(f"Cannot analyse this upload: {one_line(e)}") from None
         except (OSError, StudyLogError) as e:
             raise user_error(f"Study log write failed: {one_line(e)}") from None
+        finally:
+            release_memory()
         return file_outputs(records, Path(path).name)
 
     f["go"].click(analyse_file, [f["video"], live["win"], live["hop"], live["gate"], session],
@@ -244,6 +282,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
 
     a = args or parse_args([])
     owners = owners or LogOwners()
+    tabs = Tabs()
     with gr.Blocks(title="Omni-Emotion Live", analytics_enabled=False) as demo:
         gr.Markdown("# Omni-Emotion Live\nWhat emotion the person in front of the camera "
                     "shows, and why. Everything runs on this machine.")
@@ -255,7 +294,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
             live = _live_tab(a, holder)
         with gr.Tab("File"):
             file = _file_tab(a)
-        _wire_live(live, banner, session, holder)
+        _wire_live(live, banner, session, holder, tabs)
         _wire_file(file, live, session, holder)
 
         def on_load(s):
@@ -265,6 +304,15 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
             return s.study is not None, *done
 
         demo.load(on_load, [session], [live["log_on"], *file["outputs"]], **PRIVATE)
+
+        def on_unload(request):
+            if tabs.closed(request.session_hash):
+                release_memory()
+                log.info("tab closed: its live session stopped (%d tabs open)", len(tabs))
+
+        on_unload.__annotations__ = {"request": gr.Request}
+        demo.unload(on_unload)
+    demo.tabs = tabs  # (tests, bench: how many tabs hold a session)
     return demo
 
 
@@ -390,6 +438,7 @@ def setup_logging(log_file: str | Path) -> None:
     root.addHandler(to_err)
     for noisy in ("httpx", "httpcore", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").addFilter(ServerErrors())  # kept by uvicorn's dictConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from model.checkpoint.loading import resolve_device
 
+    limit_malloc()  # before the threads that allocate start
     owners = LogOwners()
     if shared_log is not None:
         owners.reserve(args.log_dir, args.log_session, "app")  # no tab can open it as its own

@@ -3,11 +3,15 @@ results and the tab's study log. The page's streaming handlers only push into it
 page's timer reads what the engine's callbacks left here (``live.render`` draws it).
 
 Knows no model: the served model is any ``ModelServer`` (the app passes
-``model.serve.serving.ModelHolder``).
+``model.serve.serving.ModelHolder``). Also here: ``Tabs`` (each open tab's session, so a
+closed tab's engine stops at once) and the process-memory helpers a server of many
+sessions needs (``limit_malloc``, ``release_memory``).
 """
 from __future__ import annotations
 
 import collections
+import ctypes
+import gc
 import sys
 import threading
 import time
@@ -20,10 +24,13 @@ from .analyser import Result
 from .engine import Engine, EngineConfig, WindowEvent
 from .sources import PushSource
 from .study_log import LogOwners, StudyLog, StudyLogError
-from .window import HOP_S, WINDOW_S, Window
+from .media import HOP_S, WINDOW_S
+from .window import Window
 
 FPS_SPAN_S = 2.0  # s of frame arrivals that "frames/s in" averages over
 NO_MEDIA_WARN_S = 5.0  # s after start without frames / audio before the page warns
+M_ARENA_MAX = -8  # glibc mallopt() parameter number
+MALLOC_ARENAS = 2  # glibc malloc arenas (default: 8 per core), see limit_malloc()
 
 
 class ModelServer(Protocol):
@@ -63,6 +70,7 @@ class LiveSession:
         self.run_no = 0
         self.open_run = 0  # the run whose records are still taken (0: none, after stop)
         self.paused = False  # Stop pressed: streams no longer auto-start the engine
+        self.closed = False  # close() called (the tab is gone): nothing starts again
         self.started_at = 0.0
         self.error = ""
         self.records: list[dict] = []
@@ -86,7 +94,7 @@ class LiveSession:
 
     def start(self) -> None:
         with self.lock:
-            if self.engine is not None:
+            if self.engine is not None or self.closed:
                 return
             self.paused, self.error = False, ""
             self.run_no += 1
@@ -135,6 +143,8 @@ class LiveSession:
         """Stop (waiting for the last window, see ``stop``), then close the study log:
         every line is on disk when this returns. Drops what the tab kept (frames,
         records) so a closed tab holds no memory."""
+        with self.lock:
+            self.closed = True
         self.stop()
         self.set_logging(False)
         with self.lock:
@@ -265,3 +275,59 @@ class LiveSession:
                 out.append("No microphone audio arrives: allow microphone access and press "
                            "Record on the microphone (analysis goes on with video only).")
         return out
+
+
+class Tabs:
+    """Each open tab's ``LiveSession`` by the page's session hash, so that closing a tab
+    stops its engine and closes its log at once: Gradio keeps a closed tab's State for
+    an hour before calling its ``delete_callback`` (that was the app's memory growth:
+    every closed tab kept a running engine with full buffers)."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, LiveSession] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, session_hash: str | None, session: "LiveSession") -> "LiveSession":
+        """Note ``session`` as the tab ``session_hash``'s; returns it."""
+        if session_hash:
+            with self._lock:
+                if not session.closed:  # a stream chunk that arrives after the unload
+                    self._by_hash[session_hash] = session
+        return session
+
+    def closed(self, session_hash: str | None) -> bool:
+        """The tab is gone: close its session (waits for its last window). True if it had one."""
+        with self._lock:
+            session = self._by_hash.pop(session_hash, None)
+        if session is not None:
+            session.close()
+        return session is not None
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+def limit_malloc() -> None:
+    """Cap glibc's malloc arenas (call once, at start). A web server runs requests on
+    many worker threads; every thread that decoded frames got its own arena, and freed
+    frames stayed mapped in each: the app's RSS grew ~80 MB per file analysis
+    (bench/soak.py)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def release_memory() -> None:
+    """After a file analysis or a closed tab: collect the cycles its engine left
+    (callbacks referring back to their owners) and hand freed heap pages back."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -32,11 +32,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str], log_path: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
-    """Start app.py with ``args`` on a free port; (process, url) once it serves."""
+def start_app(args: list[str], log_path: Path, cwd: Path,
+              env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start app.py with ``args`` on a free port; (process, url) once it serves.
+    ``env``: the environment to start from (default: ours, offline)."""
     port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    base = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else env
+    env = dict(base, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
                             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -136,7 +138,7 @@ def _green_pixels(png: bytes) -> int:
 def test_real_browser_webcam_and_microphone(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, _ = server
+    url, tmp = server
     make_clip(tmp_path / "cam.mp4", seconds=4.0, fps=10, audio=False)
     y4m = write_y4m(clip_frames(tmp_path / "cam.mp4"), tmp_path / "cam.y4m", fps=10)
     wav = write_wav(speak("Hello there. I am so happy to see you today!", tmp_path / "raw.wav"),
@@ -188,3 +190,36 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
             browser.close()
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}; first seen after (s): {first}")
+    # the closed tab's engine is stopped at once (Gradio would keep its State an hour)
+    wait_for_line(tmp / "runs" / "app.log", "tab closed: its live session stopped", BROWSER_TIMEOUT_S)
+
+
+def test_study_log_belongs_to_the_tab_that_opened_it(server):
+    """Two browser sessions name the same study session id: the second is refused and
+    cannot export the first one's CSV."""
+    from playwright.sync_api import sync_playwright
+
+    url, tmp = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            mine, theirs = browser.new_page(), browser.new_page()  # one context (session) each
+            for page, who in ((mine, "P40"), (theirs, "P41")):
+                page.goto(url, wait_until="load")
+                page.get_by_text("Study log (opt-in)").click()
+                page.get_by_label("participant id").fill(who)
+                page.get_by_label("session id").fill("S40")
+                page.get_by_label(re.compile("log this session")).click()
+                if page is mine:
+                    page.locator("#banner", has_text="Study logging is ON").wait_for(timeout=30_000)
+            theirs.get_by_text("in use by another browser session").first.wait_for(timeout=30_000)
+            theirs.wait_for_function("() => !document.querySelector('input[type=checkbox]:checked')",
+                                     timeout=30_000)  # their box is unticked again
+            theirs.get_by_role("button", name="Export session CSV").click()
+            theirs.get_by_text("Study logging is off").first.wait_for(timeout=30_000)
+            mine.get_by_role("button", name="Export session CSV").click()
+            mine.locator("#csv_file a[href*='S40.csv']").first.wait_for(state="attached", timeout=30_000)
+            assert "Study logging is ON" not in theirs.locator("#banner").inner_text()
+        finally:
+            browser.close()
+    assert (tmp / "sessions" / "S40.jsonl").exists()
