@@ -11,9 +11,11 @@ next-token distributions over the reference's answer (teacher-forced), and word-
 similarity of the explanations. A plan that fails to load or run is reported as failed
 with its reason; the others still run.
 
-Writes OUT/results.json, OUT/results.md and OUT/results.png. Errors follow `live.cli`:
-one line on stderr; bad arguments or input (an unknown plan, a missing checkpoint or
-source file) exit 2, a failure while working exits 1.
+Writes OUT/results.json, OUT/results.md and OUT/results.png (and OUT/errors.log: the
+tracebacks of failed plans). Errors follow `live.cli`: one line on stderr; bad
+arguments or input (an unknown plan, a missing or damaged checkpoint, a missing source
+file, an existing --out without --overwrite, --device cuda without CUDA) exit 2, a
+failure while working exits 1.
 """
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ from pathlib import Path
 
 import torch
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, fail
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
 from model.serve.generate import COMPARE_MAX_NEW_TOKENS
 
 MAX_WINDOWS = 8  # default cap; windows are spread evenly over the file
+ERROR_LOG = "errors.log"  # tracebacks of failed plans and of a failed run, in OUT
 
 
 class _Stamps:
@@ -168,7 +171,7 @@ def run_experiments(
     results dict that results.json holds."""
     from tqdm import tqdm
 
-    from live.cli import one_line
+    from live.cli import log_traceback, one_line
     from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
     from . import windows as win
@@ -176,9 +179,9 @@ def run_experiments(
     from .report import write_markdown, write_plot
 
     plans = [get_plan(p) for p in plans]
-    model_dir, out = Path(model_dir), Path(out)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
+    from model.checkpoint.loading import check_checkpoint
+
+    model_dir, out = check_checkpoint(model_dir), Path(out)
     windows, how = win.load_windows(
         source, hop_s or win.HOP_S, window_s or win.WINDOW_S, max_windows=max_windows, faces=faces
     )
@@ -207,6 +210,7 @@ def run_experiments(
         except Exception as err:  # noqa: BLE001 — a failed plan is a result, not a crash
             record = {"name": plan.name, "plan": plan.to_dict(), "status": "failed",
                       "error": one_line(f"{type(err).__name__}: {err}")}
+            log_traceback(err, out / ERROR_LOG)
             bar.update(len(windows) - (bar.n - done_before))
             gc.collect()
         if record["status"] == "ok" and reference is None:
@@ -227,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plans", default="fp16,int8,nf4,nf4-dq,edge-8gb", help="comma-separated plans; the first is the reference")
     ap.add_argument("--source", required=True, help="video file to cut windows from")
     ap.add_argument("--out", required=True, help="folder for results.json/.md/.png")
+    ap.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out folder")
     ap.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     ap.add_argument("--max-windows", type=int, default=MAX_WINDOWS)
     ap.add_argument("--max-new-tokens", type=int, default=COMPARE_MAX_NEW_TOKENS)
@@ -237,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--options", default=None, help="comma-separated labels to match the answer against")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        from model.checkpoint.loading import resolve_device
+    checked: list[Path] = []  # --out once it is known to be ours: the traceback log goes there
+
+    def work() -> int:
+        from model.checkpoint.loading import check_checkpoint
 
         from .plans import parse_plans
 
@@ -248,23 +255,26 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(err) from None
         if args.max_windows < 1 or args.max_new_tokens < 1:
             raise CliError("--max-windows and --max-new-tokens must be >= 1")
-        if not (Path(args.model) / "config.json").is_file():
-            raise CliError(f"no Omni-Emotion checkpoint at {args.model} (config.json missing)")
+        check_checkpoint(args.model)
         if not Path(args.source).is_file():
             raise CliError(f"no such file: {args.source}")
+        check_out(args.out, args.overwrite)
+        checked.append(Path(args.out))
+        device = resolve_device(args.device)
         results = run_experiments(
-            args.model, plans, args.source, args.out, device=resolve_device(args.device),
+            args.model, plans, args.source, args.out, device=device,
             max_windows=args.max_windows,
             max_new_tokens=args.max_new_tokens, hop_s=args.hop, window_s=args.window,
             faces=not args.no_faces, prompt=args.prompt,
             options=[o.strip() for o in args.options.split(",")] if args.options else None,
             progress=not args.no_progress,
         )
-    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 — CLI: one line, no traceback
-        return fail(err)
-    failed = [p["name"] for p in results["plans"] if p["status"] != "ok"]
-    print(json.dumps({"out": args.out, "plans": len(results["plans"]), "failed": failed, "windows": results["windows"]}))
-    return 0
+        failed = [p["name"] for p in results["plans"] if p["status"] != "ok"]
+        print(json.dumps({"out": args.out, "plans": len(results["plans"]), "failed": failed,
+                          "windows": results["windows"]}))
+        return 0
+
+    return run_main(work, log=lambda: checked[0] / ERROR_LOG if checked else None)
 
 
 if __name__ == "__main__":

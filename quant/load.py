@@ -61,12 +61,15 @@ def bnb_config(plan: QuantPlan, primary: str, skip: list[str]):
     )
 
 
-def _check_device(device: str, plan: QuantPlan) -> None:
-    kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise PlanLoadError(f"plan {plan.name!r} asks for device {device!r} but CUDA is not available")
-    if kind not in ("cpu", "cuda"):
-        raise PlanLoadError(f"plan {plan.name!r}: device {device!r} is not supported (cpu or cuda)")
+def _check_device(device: str, plan: QuantPlan) -> str:
+    """The device rule of every CLI (`live.cli.resolve_device`: "auto", cpu, cuda[:N]
+    checked against the machine), as a PlanLoadError naming the plan."""
+    from live.cli import CliError, resolve_device
+
+    try:
+        return resolve_device(device)
+    except CliError as err:
+        raise PlanLoadError(f"plan {plan.name!r}: {err}") from None
 
 
 def _bnb_params():
@@ -133,13 +136,11 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
     missing checkpoint, PlanLoadError when the device cannot run the plan.
     """
     from model.net.config import OmniEmotionConfig
-    from model.checkpoint.loading import load
+    from model.checkpoint.loading import check_checkpoint, load
 
     plan = get_plan(plan)
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no Omni-Emotion checkpoint at {path} (config.json missing)")
-    _check_device(device, plan)
+    path = check_checkpoint(path)
+    device = _check_device(device, plan)
     layout = resolve(OmniEmotionConfig.from_pretrained(path), plan)
     dtype = torch_dtype(layout["load_dtype"])
     primary = layout["primary"]

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from live.cli import CliError, fail
+from live.cli import CliError, run_main
 
 GB = 1e9  # decimal gigabytes, as cards are sold
 
@@ -37,10 +37,9 @@ def estimate(preset: str | None, model_dir: str | None, plan_spec: str) -> dict:
 
     plan = get_plan(plan_spec)
     if model_dir:
-        from pathlib import Path
+        from model.checkpoint.loading import check_checkpoint
 
-        if not (Path(model_dir) / "config.json").is_file():
-            raise FileNotFoundError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
+        check_checkpoint(model_dir, weights=False)
         result = estimate_checkpoint(model_dir, plan)
         where = str(model_dir)
     else:
@@ -65,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--list", action="store_true", help="list the named plans and exit")
     args = ap.parse_args(argv)
-    try:
+
+    def work() -> int:
         if args.list:
             from .plans import PLANS
 
@@ -85,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             get_plan(args.plan)
         except ValueError as err:
             raise CliError(err) from None
-        if args.model and not (Path(args.model) / "config.json").is_file():
-            raise CliError(f"no Omni-Emotion checkpoint at {args.model} (config.json missing)")
+        if args.model:
+            from model.checkpoint.loading import check_checkpoint
+
+            check_checkpoint(args.model, weights=False)
         result = estimate(args.preset, args.model, args.plan)
-    except (CliError, ValueError, OSError, RuntimeError) as err:
-        return fail(err)
-    print(json.dumps(result, indent=1) if args.json else _table(result))
-    return 0
+        print(json.dumps(result, indent=1) if args.json else _table(result))
+        return 0
+
+    return run_main(work)
 
 
 if __name__ == "__main__":

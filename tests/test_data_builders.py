@@ -182,9 +182,15 @@ def test_cli_writes_manifest_and_counts_skips(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skipped dfew/00002: missing file" in err and "wrote 1 samples" in err and "skipped 1" in err
     assert [s["label"] for s in read_manifest(out)] == ["sad"]
+    written = out.read_text()
+    assert B.main(["dfew", str(csv_path), str(vids), "--out", str(out)]) == 2  # never replaced silently
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == written
     csv_path.write_text("video_name,label\n1,9\n")
-    assert B.main(["dfew", str(csv_path), str(vids), "--out", str(out)]) == 2
-    assert "train.csv:2" in capsys.readouterr().err
+    assert B.main(["dfew", str(csv_path), str(vids), "--out", str(out), "--overwrite"]) == 2
+    assert "train.csv:2" in capsys.readouterr().err and out.read_text() == written
+    csv_path.write_text("video_name,label\n1,3\n")
+    assert B.main(["dfew", str(csv_path), str(vids), "--out", str(out), "--overwrite"]) == 0
+    assert [s["label"] for s in read_manifest(out)] == ["neutral"]
 
 
 def test_undecodable_video_dropped_with_count(tmp_path):

@@ -6,6 +6,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.evaluate import cli as evaluate
 from model.serve.generate import EVAL_MAX_NEW_TOKENS
@@ -147,7 +148,7 @@ def _manifest(tmp_path):
     return path
 
 
-def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch):
+def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch, tiny_checkpoint):
     texts = {"c1": "The answer is happy.", "c2": "Angry.",
              "r1": "He frowns. Open-vocabulary labels: Worried, tense."}
     calls = {}
@@ -160,18 +161,19 @@ def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch
 
     monkeypatch.setitem(sys.modules, "model.evaluate.predict",
                         types.SimpleNamespace(predict_manifest=predict_manifest))
-    (tmp_path / "model").mkdir()
     out = tmp_path / "pred.jsonl"
-    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data",
+    rc, _, err = _run(capsys, "predict", "--model", tiny_checkpoint, "--data",
                       _manifest(tmp_path), "--out", out, "--batch-size", "2", "--device", "cpu")
     assert rc == 0, err
-    assert calls == {"model_dir": tmp_path / "model", "batch_size": 2, "device": "cpu", "cache_dir": None,
+    assert calls == {"model_dir": tiny_checkpoint, "batch_size": 2, "device": "cpu", "cache_dir": None,
                      "max_new_tokens": EVAL_MAX_NEW_TOKENS}
     (tmp_path / "cache").mkdir()  # --cache and --max-new-tokens reach predict_manifest
-    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", _manifest(tmp_path),
-                      "--out", out, "--cache", tmp_path / "cache", "--max-new-tokens", "17")
+    rc, _, err = _run(capsys, "predict", "--model", tiny_checkpoint, "--data", _manifest(tmp_path),
+                      "--out", out, "--cache", tmp_path / "cache", "--max-new-tokens", "17", "--overwrite")
     assert rc == 0, err
-    assert (calls["cache_dir"], calls["max_new_tokens"], calls["device"]) == (str(tmp_path / "cache"), 17, "auto")
+    # --device auto reaches predict_manifest resolved by the CLI: cuda on a GPU machine, else cpu
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert (calls["cache_dir"], calls["max_new_tokens"], calls["device"]) == (str(tmp_path / "cache"), 17, auto)
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows["c1"]["label"] == "happy" and rows["c1"]["text"] == texts["c1"]
     assert rows["c2"]["label"] == "anger"  # option spelling, from the prompt's list
@@ -179,24 +181,23 @@ def test_predict_parses_labels_from_generated_text(tmp_path, capsys, monkeypatch
     assert set(rows["c1"]) >= {"id", "text", "label", "labels"}
 
 
-def test_predict_validates_before_loading(tmp_path, capsys, monkeypatch):
+def test_predict_validates_before_loading(tmp_path, capsys, monkeypatch, tiny_checkpoint):
     monkeypatch.setitem(sys.modules, "model.evaluate.predict", types.SimpleNamespace(
         predict_manifest=lambda *a: pytest.fail("must not run on bad input")))
     rc, _, err = _run(capsys, "predict", "--model", tmp_path / "nope", "--data", "x", "--out", "y")
-    assert rc == 2 and "model folder not found" in err
-    (tmp_path / "model").mkdir()
+    assert rc == 2 and "no Omni-Emotion checkpoint at" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "video": "v.mp4", "task": "asr", "conversations": []}\n')
-    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", bad,
+    rc, _, err = _run(capsys, "predict", "--model", tiny_checkpoint, "--data", bad,
                       "--out", tmp_path / "o.jsonl")
     assert rc == 2 and "bad.jsonl:1" in err
-    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", bad,
+    rc, _, err = _run(capsys, "predict", "--model", tiny_checkpoint, "--data", bad,
                       "--out", tmp_path / "o.jsonl", "--batch-size", "0")
     assert rc == 2 and "--batch-size" in err
     good = _manifest(tmp_path)
-    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", good,
+    rc, _, err = _run(capsys, "predict", "--model", tiny_checkpoint, "--data", good,
                       "--out", tmp_path / "o.jsonl", "--max-new-tokens", "0")
     assert rc == 2 and "--max-new-tokens" in err
-    rc, _, err = _run(capsys, "predict", "--model", tmp_path / "model", "--data", good,
+    rc, _, err = _run(capsys, "predict", "--model", tiny_checkpoint, "--data", good,
                       "--out", tmp_path / "o.jsonl", "--cache", tmp_path / "no-cache")
     assert rc == 2 and "cache folder not found" in err

@@ -7,6 +7,8 @@ ACCELERATE_USE_CPU=1, which makes each process a CPU worker of one gloo group.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,20 @@ CONFIGS = ROOT / "configs" / "accelerate"
 LAUNCH_TIMEOUT_S = 120
 
 
+def free_port() -> int:
+    """A port no one listens on now (the OS picks it: bind port 0), so runs beside
+    each other never share a rendezvous port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def whole(proc: subprocess.CompletedProcess) -> str:
+    """Everything a launch printed, for the failure message (a rank's crash cause can be
+    anywhere in it)."""
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
 def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
     from model.checkpoint.loading import build_tiny
 
@@ -31,13 +47,13 @@ def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
         "-m", "model.train", "--phase", "3", "--model", str(tmp_path / "tiny"), "--data", str(manifest),
         "--cache", str(cache), "--out", str(out), "--max-steps", "2", "--batch", "1", "--grad-accum", "1",
         "--lr", "1e-3", "--save-every", "1", "--no-progress",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, whole(proc)
     assert "2 process(es)" in proc.stdout and "effective batch 2" in proc.stdout
     assert proc.stdout.count("trained 2 steps") == 1  # printed by the main process only
     rows = read_log(out / "log.csv")
@@ -47,15 +63,57 @@ def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
     assert (out / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name,kind,processes", [("single_gpu", "NO", 1), ("ddp", "MULTI_GPU", 8), ("fsdp", "FSDP", 8)])
+def test_launch_with_more_processes_than_gpus_is_refused_in_one_line(tmp_path):
+    """A GPU config (no --cpu) on a machine with fewer GPUs than processes: the trainer
+    refuses before loading anything, the main process says so once, nothing is written."""
+    from model.checkpoint.loading import build_tiny
+
+    build_tiny(tmp_path / "tiny")
+    manifest, cache = make_synthetic_set(tmp_path / "data")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")  # 0 GPUs visible
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "model.train", "--phase", "3", "--model", str(tmp_path / "tiny"), "--data", str(manifest),
+        "--cache", str(cache), "--out", str(out), "--max-steps", "1", "--no-progress",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    assert proc.returncode != 0, whole(proc)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1, whole(proc)  # the main process only
+    assert "2 processes" in ours[0] and "no GPU is visible" in ours[0], whole(proc)
+    assert not out.exists()
+
+
+def test_check_processes_rule():
+    from live.cli import CliError
+    from model.train.cli import check_processes
+
+    check_processes({}, 0)  # one plain process
+    check_processes({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "ACCELERATE_USE_CPU": "true"}, 0)
+    check_processes({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"}, 8)
+    check_processes({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}, 8)  # two machines of 8
+    with pytest.raises(CliError, match="8 processes on this machine but only 2 GPU"):
+        check_processes({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"}, 2)
+    with pytest.raises(CliError, match="no GPU is visible"):
+        check_processes({"WORLD_SIZE": "8"}, 0)
+
+
+@pytest.mark.parametrize("name,kind,processes",
+                         [("single_gpu", "NO", 1), ("ddp-8gpu", "MULTI_GPU", 8), ("fsdp-8gpu", "FSDP", 8)])
 def test_shipped_accelerate_configs_load(name, kind, processes):
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     assert config.distributed_type.value == kind
     assert config.num_processes == processes
+    named = re.search(r"-(\d+)gpu$", name)  # a multi-GPU config says in its name what it needs
+    assert int(named.group(1)) == processes if named else processes == 1
     assert config.mixed_precision == "bf16"
-    if name == "fsdp":
+    if name.startswith("fsdp"):
         assert config.fsdp_config["fsdp_version"] == 2
         from model.net.modeling import OmniEmotionPreTrainedModel
 

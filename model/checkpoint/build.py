@@ -4,8 +4,9 @@
     python -m model.checkpoint.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
     python -m model.checkpoint.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
 
-Errors follow `live.cli`: one line on stderr; bad options or a missing input file exit
-2, a checkpoint that fails to download, load or fit exits 1.
+Errors follow `live.cli`: one line on stderr; bad options, a missing input file or an
+existing --out (without --overwrite) exit 2, a checkpoint that fails to download, load
+or fit exits 1.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from live.cli import CliError, fail
+from live.cli import CliError, check_out, run_main
 
 from model.net.config import FUSIONS
 from model.net.presets import HUB_SOURCES, PRESETS
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.checkpoint.build", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=PRESETS, required=True)
     ap.add_argument("--out", help="checkpoint folder to write")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder's files")
     ap.add_argument("--describe", action="store_true", help="print parameter counts (meta device)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--from-pretrained", action="store_true", help="compose from public checkpoints")
@@ -38,40 +40,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    return run_main(lambda: _run(ap, args))
 
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from model.checkpoint import loading
 
-    try:
-        if args.describe:
-            counts = loading.describe(args.preset, fusion=args.fusion)
-            print(json.dumps(counts) if args.json else "\n".join(f"{k:>10}: {v:,}" for k, v in counts.items()))
-            return 0
-        if not args.out:
-            ap.error("--out is required unless --describe")
-        if args.from_pretrained:
-            if args.preset == "tiny" and not (args.base and args.audio):
-                ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
-            if args.face and not Path(args.face).is_file():
-                raise CliError(f"FaceXFormer checkpoint not found: {args.face}")
-            for flag, folder in (("--base", args.base), ("--audio", args.audio)):
-                if args.preset == "tiny" and not Path(folder).is_dir():
-                    raise CliError(f"{flag} folder not found: {folder}")
-            src = HUB_SOURCES.get(args.preset, {})
-            model, processor = loading.compose_from_pretrained(
-                args.preset,
-                base=args.base or src["base"],
-                audio=args.audio or src["audio"],
-                face=args.face,
-                dtype=DTYPES[args.dtype],
-                fusion=args.fusion,
-            )
-            loading.save(model, processor, args.out)
-        elif args.preset == "tiny":
-            loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
-        else:
-            ap.error(f"--preset {args.preset} has no random build; use --from-pretrained or --describe")
-    except (CliError, OSError, ValueError, RuntimeError, KeyboardInterrupt) as err:
-        return fail(err)
+    if args.describe:
+        counts = loading.describe(args.preset, fusion=args.fusion)
+        print(json.dumps(counts) if args.json else "\n".join(f"{k:>10}: {v:,}" for k, v in counts.items()))
+        return 0
+    if not args.out:
+        ap.error("--out is required unless --describe")
+    check_out(args.out, args.overwrite)  # before minutes of downloading
+    if args.from_pretrained:
+        if args.preset == "tiny" and not (args.base and args.audio):
+            ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
+        if args.face and not Path(args.face).is_file():
+            raise CliError(f"FaceXFormer checkpoint not found: {args.face}")
+        for flag, folder in (("--base", args.base), ("--audio", args.audio)):
+            if args.preset == "tiny" and not Path(folder).is_dir():
+                raise CliError(f"{flag} folder not found: {folder}")
+        src = HUB_SOURCES.get(args.preset, {})
+        model, processor = loading.compose_from_pretrained(
+            args.preset,
+            base=args.base or src["base"],
+            audio=args.audio or src["audio"],
+            face=args.face,
+            dtype=DTYPES[args.dtype],
+            fusion=args.fusion,
+        )
+        loading.save(model, processor, args.out)
+    elif args.preset == "tiny":
+        loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
+    else:
+        ap.error(f"--preset {args.preset} has no random build; use --from-pretrained or --describe")
     if args.json:
         print(json.dumps({"out": args.out, "preset": args.preset}))
     else:

@@ -6,6 +6,7 @@ A checkpoint folder holds `config.json`, `model.safetensors` and the tokenizer f
 """
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoModel, AutoModelForImageTextToText
+
+from live.cli import CliError, one_line, resolve_device  # noqa: F401 - resolve_device: the one --device rule
 
 from model.net.config import OmniEmotionConfig
 from model.net.face_encoder import FaceXFormerEncoder, load_facexformer_checkpoint
@@ -93,22 +96,61 @@ def save(model: OmniEmotionForConditionalGeneration, processor: OmniEmotionProce
     return out
 
 
-def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when a GPU is visible, else "cpu"; anything else unchanged."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+class CheckpointMissing(CliError, FileNotFoundError):
+    """No checkpoint (or a weights file missing) at the given folder; a command line
+    reports it as bad input (exit 2)."""
+
+
+class CheckpointDamaged(CliError, ValueError):
+    """A checkpoint file that cannot be parsed (truncated, garbage); exit 2 too."""
+
+
+def check_checkpoint(path: str | Path, weights: bool = True) -> Path:
+    """The one check of a checkpoint folder before anything loads (cheap: config.json is
+    parsed and, with `weights`, each safetensors file's header read). Raises
+    `CheckpointMissing` (a FileNotFoundError) or `CheckpointDamaged` (a ValueError),
+    both `live.cli.CliError`s (exit 2), naming the file and what to do."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    config = path / "config.json"
+    if not config.is_file():
+        raise CheckpointMissing(f"no Omni-Emotion checkpoint at {path} (config.json missing)")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointDamaged(f"{config} is damaged ({one_line(err)}); rebuild or re-download the checkpoint") from None
+    if not weights:
+        return path
+    index = path / "model.safetensors.index.json"
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    except (ValueError, KeyError, AttributeError) as err:
+        raise CheckpointDamaged(f"{index} is damaged ({one_line(err)}); rebuild or re-download the checkpoint") from None
+    for name in shards:
+        weights = path / name
+        if not weights.is_file():
+            raise CheckpointMissing(f"{weights} is missing; rebuild or re-download the checkpoint")
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CheckpointDamaged(f"{weights} is damaged ({one_line(err)}); rebuild or re-download the checkpoint") from None
+    return path
 
 
 def load(path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu", **kwargs):
     """(model, processor) from a checkpoint folder ("auto" device: GPU if any). Errors
-    name the folder."""
-    path = Path(path)
+    name the folder (`check_checkpoint`) or the device (`live.cli.resolve_device`)."""
+    path = check_checkpoint(path)
     device = resolve_device(device)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no Omni-Emotion checkpoint at {path} (config.json missing)")
-    model = OmniEmotionForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
-    if "device_map" not in kwargs and "quantization_config" not in kwargs:
-        model = model.to(device)
-    processor = OmniEmotionProcessor.from_pretrained(path, config=model.config)
+    try:
+        model = OmniEmotionForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
+        if "device_map" not in kwargs and "quantization_config" not in kwargs:
+            model = model.to(device)
+        processor = OmniEmotionProcessor.from_pretrained(path, config=model.config)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"cannot load the checkpoint at {path}: {one_line(err)}") from err
     return model.eval(), processor
 
 

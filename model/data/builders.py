@@ -17,9 +17,10 @@ manifest are absolute (resolved from ``media_dir``).
 Command line::
 
     python -m model.data.builders dfew LABELS.csv VIDEO_DIR --out train.jsonl \\
-        [--seed 0] [--cache CACHE_DIR] [--no-check-files]
+        [--seed 0] [--cache CACHE_DIR] [--no-check-files] [--overwrite]
 
-Errors follow `live.cli`: a bad label file exits 2, a cache or output that fails while
+Errors follow `live.cli`: a bad label file, an existing --out (without --overwrite) or
+an --out / --cache that cannot be written exit 2, a cache or output that fails while
 writing exits 1; one line on stderr.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from live.cli import CliError, fail
+from live.cli import CliError, check_out, run_main
 from model.data import templates as T
 from model.data.manifest import (
     TASK_ASR, TASK_AUDIO_CAPTION, TASK_EMOTION_CLS, TASK_EMOTION_REASON, make_sample,
@@ -387,8 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", help="decode into this cache and drop undecodable samples")
     p.add_argument("--no-check-files", action="store_true", help="do not skip missing media")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out manifest")
     args = p.parse_args(argv)
-    try:
+
+    def work() -> int:
+        check_out(args.out, args.overwrite, folder=False)
+        if args.cache:
+            check_out(args.cache, True, option="--cache")  # a cache is added to, never replaced
         try:  # the label file is the input: a bad one is a usage error
             result = BUILDERS[args.format](args.labels, args.media_dir, seed=args.seed,
                                            check_files=not args.no_check_files)
@@ -397,12 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cache:
             drop_undecodable(result, args.cache)
         n = write_manifest(result.samples, args.out)
-    except (CliError, ValueError, OSError, RuntimeError, KeyboardInterrupt) as e:
-        return fail(e)
-    for skip in result.skipped:
-        print(f"skipped {skip.id}: {skip.reason}", file=sys.stderr)
-    print(f"wrote {n} samples to {args.out}; skipped {result.n_skipped}", file=sys.stderr)
-    return 0
+        for skip in result.skipped:
+            print(f"skipped {skip.id}: {skip.reason}", file=sys.stderr)
+        print(f"wrote {n} samples to {args.out}; skipped {result.n_skipped}", file=sys.stderr)
+        return 0
+
+    return run_main(work)
 
 
 if __name__ == "__main__":

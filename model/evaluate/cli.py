@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, fail
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
 from model.data.manifest import ManifestError, iter_jsonl, read_manifest, write_jsonl
 from model.serve.generate import EVAL_MAX_NEW_TOKENS
 
@@ -178,9 +178,12 @@ def _good_answers(ids, answers, malformed: list[str]):
 # ------------------------------------------------------------------------ commands
 def cmd_predict(args: argparse.Namespace) -> int:
     """Generate answers for a manifest, then parse labels from them."""
-    model_dir, manifest, out = Path(args.model), Path(args.data), Path(args.out)
-    if not model_dir.is_dir():
-        raise CliError(f"{model_dir}: model folder not found")
+    from model.checkpoint.loading import check_checkpoint
+
+    manifest = Path(args.data)
+    model_dir = check_checkpoint(args.model)  # missing or damaged: exit 2 before any work
+    out = check_out(args.out, args.overwrite, folder=False)
+    device = resolve_device(args.device)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
@@ -194,7 +197,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from model.evaluate.predict import predict_manifest
     except ImportError as e:
         raise CliError(f"model.evaluate.predict is not available ({e})") from None
-    n = predict_manifest(model_dir, manifest, out, args.batch_size, args.device, cache_dir=args.cache,
+    n = predict_manifest(model_dir, manifest, out, args.batch_size, device, cache_dir=args.cache,
                          max_new_tokens=args.max_new_tokens)
     rows = add_parsed_labels([obj for _, obj in iter_jsonl(out)], samples)
     write_jsonl(rows, out)
@@ -384,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model folder")
     s.add_argument("--data", required=True, help="manifest JSONL")
     s.add_argument("--out", required=True, help="predictions JSONL to write")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     s.add_argument("--cache", help="preprocessing cache to read media from (default: decode each file)")
@@ -423,14 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from model.evaluate.judge import JudgeError
-
-    try:
-        return args.func(args)
-    except (CliError, ManifestError, FileNotFoundError) as e:  # input, found before the work
-        return fail(e, usage=(ManifestError, FileNotFoundError))
-    except (JudgeError, OSError, ValueError, RuntimeError, KeyboardInterrupt) as e:  # while working
-        return fail(e)
+    # Input errors found before the work are usage errors (exit 2); the judge's and
+    # others while working are runtime errors (exit 1).
+    return run_main(lambda: args.func(args), usage=(ManifestError, FileNotFoundError))
 
 
 if __name__ == "__main__":

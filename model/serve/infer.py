@@ -7,8 +7,9 @@ would (`model.data.preprocess.preprocess_sample` → `live.window.file_window`) 
 16 kHz audio, runs one analysis and prints the answer (streamed) or, with
 `--json`, one object: {"text", "label", "labels", "tokens": {"visual", "face", "audio",
 "text"}, "face": "present"|"absent", "seconds"}. Errors follow `live.cli`: one line on
-stderr; bad input (no checkpoint, a missing or unreadable video, no audio track) exits 2
-before the model loads, a failure while loading or generating exits 1.
+stderr; bad input (a missing or damaged checkpoint, a missing or unreadable video, no
+audio track, --device cuda without CUDA) exits 2 before the model loads, a failure while
+loading or generating exits 1.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, fail
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, resolve_device, run_main
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 
@@ -70,32 +71,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     args = ap.parse_args(argv)
 
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from model.checkpoint.loading import check_checkpoint
+
     started = time.perf_counter()
-    try:
-        model_dir = Path(args.model)
-        if not (model_dir / "config.json").is_file():
-            raise CliError(f"no Omni-Emotion checkpoint at {model_dir} (config.json missing)")
-        if args.max_new_tokens < 1:
-            raise CliError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-        try:  # the input file, checked and decoded before the model loads
-            clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
-        except (ValueError, OSError) as err:
-            raise CliError(err) from None
-        from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+    model_dir = check_checkpoint(args.model)  # missing or damaged: exit 2, before any work
+    device = resolve_device(args.device)
+    if args.max_new_tokens < 1:
+        raise CliError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    try:  # the input file, checked and decoded before the model loads
+        clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
+    except (ValueError, OSError) as err:
+        raise CliError(err) from None
+    from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
-        options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
-        analyser = OmniEmotionAnalyser.load(model_dir, device=args.device, prompt=args.prompt or DEFAULT_PROMPT,
-                                            options=options, max_new_tokens=args.max_new_tokens)
-        printed = [0]
+    options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
+    analyser = OmniEmotionAnalyser.load(model_dir, device=device, prompt=args.prompt or DEFAULT_PROMPT,
+                                        options=options, max_new_tokens=args.max_new_tokens)
+    printed = [0]
 
-        def stream(text: str) -> None:
-            sys.stdout.write(text[printed[0]:])
-            sys.stdout.flush()
-            printed[0] = len(text)
+    def stream(text: str) -> None:
+        sys.stdout.write(text[printed[0]:])
+        sys.stdout.flush()
+        printed[0] = len(text)
 
-        result = analyser.analyse(clip, on_text=None if args.json else stream)
-    except (CliError, ValueError, OSError, RuntimeError, KeyboardInterrupt) as err:
-        return fail(err)
+    result = analyser.analyse(clip, on_text=None if args.json else stream)
     result["face"] = "present" if result["face_frames"] else "absent"
     result["seconds"] = round(time.perf_counter() - started, 3)
     if args.json:

@@ -1,7 +1,7 @@
 """Train Omni-Emotion, one phase of paper §4.4 at a time, under `accelerate`.
 
     python -m model.train --phase 1|2|3 --model DIR --data MANIFEST --out DIR [--cache DIR]
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m model.train --phase 3 ...
+    accelerate launch --config_file configs/accelerate/ddp-8gpu.yaml -m model.train --phase 3 ...
 
 Defaults per phase (paper §4.4): what trains (`set_trainable_phase`), lr 1e-3 / 1e-3 /
 1e-5, effective batch 256 / 256 / 128 (reached by gradient accumulation), epochs
@@ -9,8 +9,10 @@ Defaults per phase (paper §4.4): what trains (`set_trainable_phase`), lr 1e-3 /
 
 The options are declared once, as the fields of `TrainSettings`; the flags are
 generated from them and `train(**options)` takes them as keywords. Errors follow
-`live.cli`: one line on stderr; a missing checkpoint, manifest or cache exits 2 before
-any loading, a failure while training exits 1.
+`live.cli`: one line on stderr; a missing or damaged checkpoint, manifest or cache, an
+existing OUT without --resume or --overwrite, or more launched processes than GPUs
+exit 2 before any loading; a failure while training exits 1 (its traceback in
+OUT/errors.log).
 """
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from live.cli import CliError, fail
+from live.cli import EXIT_USAGE, CliError, check_out, run_main
 from model.checkpoint.loading import Loader
 from model.train.lora import LoraSettings
-from model.train.trainer import WARMUP_RATIO, TrainResult, run_training
+from model.train.trainer import ERROR_LOG, WARMUP_RATIO, TrainResult, run_training
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -73,7 +75,9 @@ class TrainSettings:
     dtype: str | None = option(None, "load the weights in this dtype (default: the checkpoint's)", choices=DTYPES)
     save_every: int = option(500, "checkpoint every N optimizer steps (0: only at the end)")
     resume: str | bool = option(False, "resume from OUT's latest checkpoint, or from PATH",
-                                nargs="?", const="latest", metavar="PATH")
+                                nargs="?", const="latest", metavar="PATH", group="outputs")
+    overwrite: bool = option(False, "start afresh in an existing OUT: its checkpoints, final/ and logs are "
+                                    "deleted first (other files are kept)", group="outputs")
     merge: bool = option(True, "LoRA / QLoRA: merge the adapter into the full-precision base as OUT/final")
     seed: int = option(0, "seeds Python, numpy, torch and the data order")
     workers: int = option(0, "DataLoader worker processes")
@@ -82,6 +86,8 @@ class TrainSettings:
     def __post_init__(self):
         if self.lora and self.qlora:
             raise ValueError("choose one of lora and qlora")
+        if self.resume and self.overwrite:
+            raise ValueError("choose one of resume and overwrite")
 
     @property
     def lora_settings(self) -> LoraSettings | None:
@@ -163,31 +169,68 @@ def _value_type(annotation) -> type:
     return int if text.startswith("int") else float if text.startswith("float") else str
 
 
+ACCEL_CONFIGS = "configs/accelerate"  # ddp-8gpu.yaml, fsdp-8gpu.yaml, single_gpu.yaml
+
+
+def check_processes(env: dict[str, str], cuda_devices: int) -> None:
+    """Refuse a multi-process launch with more processes on this machine than visible
+    GPUs (they would share devices, or race as CPU processes nobody asked for).
+    `env`: the launcher's environment (WORLD_SIZE, LOCAL_WORLD_SIZE, ACCELERATE_USE_CPU)."""
+    world = int(env.get("WORLD_SIZE", "1"))
+    local = int(env.get("LOCAL_WORLD_SIZE", world))
+    on_cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if world <= 1 or on_cpu or local <= cuda_devices:
+        return
+    if cuda_devices == 0:
+        raise CliError(f"accelerate launched {local} processes but no GPU is visible; run without "
+                       "accelerate launch (one CPU process), or pass --cpu to accelerate launch")
+    raise CliError(f"accelerate launched {local} processes on this machine but only {cuda_devices} GPU(s) are "
+                   f"visible; pass --num_processes {cuda_devices} to accelerate launch or use a config of "
+                   f"{ACCEL_CONFIGS} whose name fits the machine")
+
+
 def _check_inputs(s: TrainSettings) -> None:
-    """Inputs that can be checked before anything loads (exit 2, not minutes later)."""
-    if not (Path(s.model_dir) / "config.json").is_file():
-        raise CliError(f"no Omni-Emotion checkpoint at {s.model_dir} (config.json missing)")
+    """Inputs and outputs that can be checked before anything loads (exit 2, not
+    minutes later)."""
+    import torch
+
+    from model.checkpoint.loading import check_checkpoint
+
+    check_processes(dict(os.environ), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    check_checkpoint(s.model_dir)
     if not Path(s.data).is_file():
         raise CliError(f"{s.data}: no such manifest")
     if s.cache is not None and not Path(s.cache).is_dir():
         raise CliError(f"cache folder {s.cache} does not exist; run the preprocessing first")
+    check_out(s.out, s.overwrite, resume=bool(s.resume))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    rank = int(os.environ.get("RANK", "0"))
+    checked: list[Path] = []  # OUT once it is known to be ours: the traceback log goes there
+
+    def work() -> None:
         try:
-            settings = TrainSettings(**vars(args))
-        except ValueError as err:
-            raise CliError(err) from None
-        _check_inputs(settings)
+            try:
+                settings = TrainSettings(**vars(args))
+            except ValueError as err:
+                raise CliError(err) from None
+            _check_inputs(settings)
+        except CliError:
+            if rank != 0:  # every process finds the same; the main one reports it
+                raise SystemExit(EXIT_USAGE) from None
+            raise
+        checked.append(Path(settings.out))
         result = train(settings, loader=quant_loader() if settings.qlora else None)
-    except (CliError, ValueError, OSError, RuntimeError, FloatingPointError, KeyboardInterrupt) as err:
-        return fail(err)
-    if os.environ.get("RANK", "0") == "0":  # once, not once per process
-        where = result.final if result.final is not None else result.out
-        print(f"trained {result.steps} steps; model in {where}")
-    return 0
+        if rank == 0:  # once, not once per process
+            where = result.final if result.final is not None else result.out
+            print(f"trained {result.steps} steps; model in {where}")
+
+    def log() -> Path | None:
+        return checked[0] / (ERROR_LOG if rank == 0 else f"errors-rank{rank}.log") if checked else None
+
+    return run_main(work, log=log)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ OUT layout:
         accelerate/                 `Accelerator.save_state` (what `--resume` loads)
     OUT/final/                      the trained model, `save_pretrained` format
     OUT/final-adapter/              LoRA / QLoRA only: the adapter `final/` was merged from
-    OUT/log.csv, OUT/loss.png       see `model/train_log.py`
+    OUT/log.csv, OUT/loss.png       see `model/train/log.py`
+    OUT/errors.log                  tracebacks of a failure (the terminal gets one line)
+
+Only the main process creates folders and writes checkpoints, logs and final/; the
+others write only their own shards and RNG state (`Accelerator.save_state`) and wait at
+a barrier before the main process renames a checkpoint into place.
 """
 from __future__ import annotations
 
@@ -65,6 +70,9 @@ ADAM_BETAS = (0.9, 0.999)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 ACCEL_DIR = "accelerate"
+ERROR_LOG = "errors.log"  # full tracebacks of a failed run (the main process's; others add -rankN)
+# What a run writes into OUT: `--overwrite` deletes these, and only these, first.
+OUTPUTS = ("checkpoint-*", "final", "final-adapter", "log.csv", "loss.png", "errors*.log")
 
 @dataclass
 class TrainPlan:
@@ -145,6 +153,13 @@ class TrainResult:
     steps: int
     losses: list[float]  # per optimizer step, this invocation only
     plan: TrainPlan
+
+
+def clear_outputs(out: Path) -> None:
+    """Delete what a run writes into `out` (`OUTPUTS`), nothing else (`--overwrite`)."""
+    for pattern in OUTPUTS:
+        for p in out.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:
@@ -334,20 +349,22 @@ class Trainer:
                 save_adapter(unwrapped, folder, state)
                 self.processor.save_pretrained(folder)
                 self.processor.config.save_pretrained(folder)
-        else:
-            unwrapped.save_pretrained(folder, state_dict=state, is_main_process=self.main, save_function=acc.save)
-            if self.main:
-                self.processor.save_pretrained(folder)
+        elif self.main:  # the state dict is gathered above (collective); writing is the main's
+            unwrapped.save_pretrained(folder, state_dict=state, save_function=acc.save)
+            self.processor.save_pretrained(folder)
 
     def save_checkpoint(self) -> Path:
         acc, step = self.accelerator, self.state.step
         final = self.out / f"checkpoint-{step}"
         tmp = self.out / f"checkpoint-{step}.tmp"
-        if self.main and tmp.exists():
-            shutil.rmtree(tmp)
+        if self.main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            (tmp / ACCEL_DIR).mkdir(parents=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp / ACCEL_DIR))
         self._save_model(tmp)
+        acc.wait_for_everyone()  # every process's RNG state / shard is in tmp before it moves
         if self.main:
             (tmp / STATE_FILE).write_text(json.dumps(self.state.state_dict(), indent=2))
             if final.exists():
@@ -374,7 +391,11 @@ class Trainer:
         from tqdm.auto import tqdm
 
         acc, plan, state = self.accelerator, self.plan, self.state
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            if self.s.overwrite:
+                clear_outputs(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
         acc.print(plan.describe())
         if self.resume_from is not None:
             self._resume()
