@@ -63,7 +63,7 @@ def live_windows(path: str | Path, hop_s: float, window_s: float, faces: bool = 
     # garbage-collected closes itself through mediapipe's dispatcher from whatever
     # thread runs the GC, which deadlocked the next import here.
     detector = default_detector() if faces else no_faces
-    tracker = FaceTracker(detector, detect_interval_s=cfg.detect_interval_s)
+    tracker = FaceTracker(detector)
     Engine(FileSource(path), collector, cfg, tracker=tracker).run()
     return sorted(collector.windows, key=lambda w: w.index)
 
