@@ -2,7 +2,10 @@
 
 Capture threads only ``append``; readers copy what they need under the lock. Both
 buffers have a fixed capacity, so memory stays flat however long a session runs:
-the oldest items fall out and are counted.
+the oldest items fall out and are counted. The capacity is a bound in bytes too:
+frames are stored at ``live.media.ingest_size`` (long side <= 640 px), so a
+``FrameBuffer`` holds at most ``capacity * MAX_FRAME_BYTES`` of pictures
+(``max_bytes``) whatever the source resolution.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from collections import deque
 
 import numpy as np
 
-from .frames import VideoFrame
+from .frames import MAX_FRAME_BYTES, VideoFrame
 from .media import AUDIO_RATE, N_FRAMES, WINDOW_S, nearest_indices, sample_frames
 
 MAX_FPS = 60  # frames/s up to which a FrameBuffer sized by frame_capacity holds its seconds
@@ -72,6 +75,16 @@ class FrameBuffer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of pictures the buffer can hold: ``capacity * MAX_FRAME_BYTES``."""
+        return self.capacity * MAX_FRAME_BYTES
+
+    def nbytes(self) -> int:
+        """Bytes of pictures held now (``VideoFrame.nbytes`` summed), <= ``max_bytes``."""
+        with self._lock:
+            return sum(f.nbytes for f in self._items)
 
     @property
     def appended(self) -> int:

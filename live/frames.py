@@ -5,6 +5,12 @@ frame straight from a decoder, or an RGB array) and converts to RGB only when
 someone asks: most frames of a 30 fps stream are never looked at (detection runs a
 few times a second, a window samples 8 frames), and the YUV→RGB conversion is a
 large share of the per-frame cost.
+
+A frame is stored at ``live.media.ingest_size`` from the moment it is made (long side
+at most ``INGEST_MAX_SIDE``, 640 px): a larger decoded picture is scaled down once, in
+its own YUV format (the cheap part; RGB still only on demand), a larger pushed array
+once with PIL. Everything downstream (buffers, face boxes, crops, windows, training's
+``file_window``) sees the stored picture; ``scale`` maps its pixels back to the source.
 """
 from __future__ import annotations
 
@@ -13,17 +19,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .media import AUDIO_RATE
+from PIL import Image
+
+from .media import AUDIO_RATE, INGEST_MAX_SIDE, ingest_size
+
+# bytes: the most picture one stored frame holds, RGB of a square INGEST_MAX_SIDE
+# picture (4:2:0 decoder planes take half; a 16:9 frame 56 % of that)
+MAX_FRAME_BYTES = INGEST_MAX_SIDE * INGEST_MAX_SIDE * 3
 
 
 class VideoFrame:
-    """One picture at time ``t`` (seconds, session clock).
+    """One picture at time ``t`` (seconds, session clock), stored at
+    ``ingest_size(source width, source height)``.
 
-    ``rgb()`` → (H, W, 3) uint8, computed once and cached (thread-safe).
-    ``rgb_scaled(max_side)`` → a smaller RGB copy for detection, not cached.
+    ``width``, ``height``: the stored picture's size (px); ``scale``: source pixels per
+    stored pixel (1.0 when the source was small enough; a stored-frame box times
+    ``scale`` is the box in the source picture).
+    ``rgb()`` → (height, width, 3) uint8, computed once and cached (thread-safe).
+    ``rgb_scaled(max_side)`` → a smaller RGB view for detection, not cached.
+    ``nbytes``: bytes of picture the frame holds now (decoder planes or RGB).
     """
 
-    __slots__ = ("t", "width", "height", "_src", "_rgb", "_lock", "faces", "primary", "crops")
+    __slots__ = ("t", "width", "height", "scale", "_src", "_rgb", "_lock", "faces", "primary",
+                 "crops")
 
     def __init__(self, t: float, image) -> None:
         self.t = float(t)
@@ -39,13 +57,21 @@ class VideoFrame:
                 raise ValueError(
                     f"video frame must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
                 )
+            h, w = image.shape[:2]
+            size = ingest_size(w, h)
+            if size != (w, h):  # one resize on ingestion (PIL's bilinear filters when reducing)
+                image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BILINEAR))
             self._rgb = np.ascontiguousarray(image)
             self._src = None
-            self.height, self.width = image.shape[:2]
         else:  # an av.VideoFrame
+            w, h = int(image.width), int(image.height)
+            size = ingest_size(w, h)
+            if size != (w, h):  # scaled in its own pixel format: the source planes are freed
+                image = image.reformat(width=size[0], height=size[1])
             self._src = image
             self._rgb = None
-            self.width, self.height = int(image.width), int(image.height)
+        self.width, self.height = size
+        self.scale = w / size[0]
 
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
@@ -58,13 +84,22 @@ class VideoFrame:
     def rgb_scaled(self, max_side: int) -> tuple[np.ndarray, float]:
         """RGB subsampled by a whole step so its longer side is about ``max_side`` or
         less; returns (image, scale) where ``scale`` maps its coordinates back to full
-        size. Reuses the cached full RGB (converting once is cheaper than a scaled
+        size (stored pixels). Reuses the cached full RGB (converting once is cheaper than a scaled
         conversion, and sampled window frames need the full picture anyway)."""
         step = max(1, max(self.width, self.height) // max_side)
         img = self.rgb()
         if step == 1:
             return img, 1.0
         return np.ascontiguousarray(img[::step, ::step]), float(step)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of picture held now: the RGB array once converted, else the decoder's
+        planes (at most ``MAX_FRAME_BYTES``). The 224 px face crops of sampled frames
+        (150 KB per crop) are not counted."""
+        if self._rgb is not None:
+            return self._rgb.nbytes
+        return sum(p.buffer_size for p in self._src.planes)
 
     def __repr__(self) -> str:
         return f"VideoFrame(t={self.t:.3f}, {self.width}x{self.height})"

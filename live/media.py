@@ -19,6 +19,17 @@ FRAME_MAX_SIDE = 384  # px, long side frames are stored at for training (SigLIP 
 WINDOW_S = 4.0  # s covered by one live window
 HOP_S = 1.0  # s between live window ends
 MAX_WINDOW_S = 10.0  # s: the longest window (the live buffers are sized from the window)
+# px: the long side every video frame is stored at from ingestion on (sources,
+# buffers, tracker, windows, training's file_window): a larger picture is downscaled
+# once, as it is decoded or pushed, so buffer memory is bounded in bytes whatever the
+# source resolution (4K costs what 640×360 does). Why 640: SigLIP sees 384×384, so
+# 640 keeps 1.7× headroom for its square resize; the face detector already works on a
+# 640 px picture (live.detector.DETECT_MAX_SIDE), so boxes are no finer than that; and
+# a face at laptop-to-desk distance (≥ 1/4 of the frame width) is ≥ 160 px wide here,
+# a crop of ≥ 240 px with its margin, so its 224 px crop is not upscaled. Smaller faces
+# (a person across the room) lose detail a 4K source had; 720 px would cost 27 % more
+# bytes per frame for 12 % more linear detail.
+INGEST_MAX_SIDE = 640
 
 
 def check_window(window_s, hop_s, names: tuple[str, str] = ("window_s", "hop_s")) -> None:
@@ -34,6 +45,18 @@ def check_window(window_s, hop_s, names: tuple[str, str] = ("window_s", "hop_s")
             raise ValueError(f"{name} must be a finite number of seconds > 0, got {v!r}")
     if window_s > MAX_WINDOW_S:
         raise ValueError(f"{names[0]} must be at most {MAX_WINDOW_S:g} s, got {window_s:g}")
+
+
+def ingest_size(width: int, height: int, max_side: int = INGEST_MAX_SIDE) -> tuple[int, int]:
+    """THE downscale rule of ingestion: (width, height) a (width × height) picture is
+    stored at. Unchanged when its long side is at most ``max_side``; else scaled so the
+    long side is ``max_side``, aspect kept, both sides rounded to even numbers (4:2:0
+    video halves them) and at least 2."""
+    long = max(width, height)
+    if long <= max_side:
+        return int(width), int(height)
+    s = max_side / long
+    return (max(2, 2 * int(round(width * s / 2))), max(2, 2 * int(round(height * s / 2))))
 
 
 def sample_targets(start: float, end: float, n: int = N_FRAMES) -> np.ndarray:

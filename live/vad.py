@@ -94,8 +94,56 @@ def load_silero():
     return load_silero_vad()
 
 
+ONNX_CONTEXT = 64  # samples of the previous chunk the 16 kHz ONNX model sees before each chunk
+ONNX_STATE = (2, 1, 128)  # the ONNX model's recurrent state, float32
+
+
+class SileroOnnxProb:
+    """Streaming silero-vad, its ONNX model (``silero_vad/data/silero_vad.onnx``, shipped
+    in the same wheel as the JIT one) through onnxruntime on one thread, numpy only:
+    the default (docs/benchmarks.md: a fraction of the JIT model's CPU, the same speech
+    edges). Feeds the model what silero's own wrapper does: the last ``ONNX_CONTEXT``
+    samples of the previous chunk, then the chunk; keeps the state; ``reset()`` clears it."""
+
+    def __init__(self, path: str | None = None) -> None:
+        import onnxruntime
+
+        if path is None:
+            from importlib.resources import files
+
+            path = str(files("silero_vad") / "data" / "silero_vad.onnx")
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = opts.intra_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(path, sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+        self._x = np.zeros((1, ONNX_CONTEXT + CHUNK), np.float32)  # [context | chunk]
+        self._sr = np.array(AUDIO_RATE, np.int64)
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = np.zeros(ONNX_STATE, np.float32)
+        self._x[:] = 0.0
+
+    def warm_up(self, chunks: int = 3) -> None:
+        noise = np.random.default_rng(0).normal(0, 0.05, CHUNK).astype(np.float32)
+        for _ in range(chunks):
+            self(noise)
+        self.reset()
+
+    def __call__(self, chunk: np.ndarray) -> float:
+        if chunk.shape != (CHUNK,):
+            raise ValueError(f"silero-vad needs ({CHUNK},) chunks at 16 kHz, got {chunk.shape}")
+        x = self._x
+        x[0, :ONNX_CONTEXT] = x[0, -ONNX_CONTEXT:]  # the previous chunk's tail
+        x[0, ONNX_CONTEXT:] = chunk
+        out, self._state = self.session.run(None, {"input": x, "state": self._state, "sr": self._sr})
+        return float(out.reshape(-1)[0])
+
+
 class SileroSpeechProb:
-    """Streaming silero-vad: keeps the model's state across calls; ``reset()`` clears it."""
+    """Streaming silero-vad, the JIT (TorchScript) model: keeps the model's state across
+    calls; ``reset()`` clears it. Kept for comparison (``bench/live.py``); the default
+    is ``SileroOnnxProb``."""
 
     def __init__(self, model=None) -> None:
         import torch
@@ -175,7 +223,7 @@ class VADGate:
     @property
     def prob(self) -> SpeechProb:
         if self._prob is None:
-            self._prob = SileroSpeechProb()
+            self._prob = SileroOnnxProb()
         return self._prob
 
     def reset(self) -> None:

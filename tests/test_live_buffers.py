@@ -4,8 +4,13 @@ import threading
 import numpy as np
 import pytest
 
-from live.buffers import AudioBuffer, FrameBuffer
-from live.frames import VideoFrame
+from live.buffers import AudioBuffer, FrameBuffer, frame_capacity
+from live.engine import Engine
+from live.faces import iou
+from live.frames import MAX_FRAME_BYTES, VideoFrame
+from live.media import INGEST_MAX_SIDE, N_FRAMES, WINDOW_S, ingest_size
+from live.sources import FileSource, PushSource
+from tests.media import cached_clip
 
 
 def frame(t):
@@ -113,3 +118,70 @@ def test_video_frame_validation_and_lazy_rgb():
     assert f.rgb().shape == (48, 64, 3) and abs(int(f.rgb()[10, 10, 0]) - 100) < 4
     small, scale = f.rgb_scaled(32)
     assert small.shape == (24, 32, 3) and scale == 2.0
+
+
+# -- frames at the size the consumers need (issue 12) --------------------------------
+
+UHD = (3840, 2160)  # px: a 4K source
+STORED = (640, 360)  # its ingest_size (long side INGEST_MAX_SIDE)
+
+
+def test_ingest_size_rule():
+    assert ingest_size(*UHD) == STORED == ingest_size(1920, 1080) == ingest_size(1280, 720)
+    assert ingest_size(640, 480) == (640, 480) and ingest_size(320, 240) == (320, 240)
+    assert ingest_size(1080, 1920) == (360, 640)  # portrait: the long side is capped
+    w, h = ingest_size(1001, 3001)
+    assert h == INGEST_MAX_SIDE - INGEST_MAX_SIDE % 2 and w % 2 == 0 and w == 214
+
+
+def test_4k_pushed_frames_bounded_in_bytes():
+    """4K RGB arrays pushed into a PushSource are stored at 640×360: the buffer holds
+    what a 640×360 source would, never more than capacity * MAX_FRAME_BYTES."""
+    buf = FrameBuffer(*frame_capacity(WINDOW_S))
+
+    class Sink:
+        def video(self, f):
+            buf.append(f)
+
+        def audio(self, chunk):
+            pass
+
+    src = PushSource(has_audio=False)
+    src.open()
+    src._sink = Sink()  # what run() sets: the engine's sink
+    img = np.zeros((UHD[1], UHD[0], 3), np.uint8)
+    img[:, UHD[0] // 2 :] = 200  # right half bright: the downscale keeps the picture
+    for k in range(12):
+        src.push_video(img, t=k / 30)
+    frames = buf.since(0)[0]
+    assert len(frames) == 12 and all((f.width, f.height) == STORED and f.scale == 6.0 for f in frames)
+    rgb = frames[0].rgb()
+    assert rgb.shape == (360, 640, 3) and rgb[:, :300].max() == 0 and rgb[:, 340:].min() == 200
+    assert buf.nbytes() == 12 * 640 * 360 * 3 <= buf.max_bytes
+    assert buf.max_bytes == buf.capacity * MAX_FRAME_BYTES < buf.capacity * UHD[0] * UHD[1]
+
+
+def test_4k_file_bounded_in_bytes_and_boxes_in_stored_pixels():
+    """A 3840×2160 clip through the engine: every frame is decoded then stored at
+    640×360 in YUV (not 12 MB of 4K planes), the frame buffer stays under its byte
+    bound, windows carry 640×360 frames, and face boxes are in stored pixels (times
+    ``frame.scale`` they are the source's boxes)."""
+    g = cached_clip("uhd", seconds=1.0, fps=10, size=UHD, face_scale=800, speech=None)
+    seen, windows = [], []
+    eng = Engine(FileSource(g["path"]), on_frame=lambda f, faces: seen.append(f),
+                 on_window=windows.append)
+    eng.run()
+    assert len(seen) == g["n_frames"] == 10
+    assert all((f.width, f.height) == STORED for f in seen)
+    held = eng.frames.nbytes()
+    assert 0 < held <= eng.frames.max_bytes
+    assert held <= len(eng.frames) * 640 * 360 * 3  # at most RGB of the stored size
+    assert held < len(eng.frames) * UHD[0] * UHD[1]  # far below 4K's 4:2:0 planes
+    ious = [iou(f.faces[0].box * f.scale, np.array(g["face_boxes"][i]))
+            for i, f in enumerate(seen) if f.faces]
+    assert len(ious) >= 5 and min(ious) > 0.5  # the face crosses the picture in 1 s
+    assert all(0 <= f.faces[0].box[0] and f.faces[0].box[2] <= 640 for f in seen if f.faces)
+    w = windows[0].window
+    assert w.frames.shape == (N_FRAMES, 360, 640, 3)
+    boxes = w.face_boxes[w.face_present]
+    assert len(boxes) and boxes[:, 2].max() <= 640 and boxes[:, 3].max() <= 360

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from live.vad import CHUNK, Rechunker, SileroSpeechProb, VADGate, load_silero
+from live.media import AUDIO_RATE
+from live.vad import CHUNK, Rechunker, SileroOnnxProb, SileroSpeechProb, VADGate, load_silero
 from tests.media import cached_clip
 
 TOL_S = 0.150  # the issue's tolerance for segment boundaries
@@ -74,10 +75,11 @@ def test_gate_feeds_model_exact_512_chunks():
 
 
 @pytest.mark.parametrize("chunk", [160, 512, 1000, 4800])
-def test_speech_segments_match_truth(silero, chunk):
+def test_speech_segments_match_truth(chunk):
     g = cached_clip("two_phrases", seconds=6.0,
                     speech=((0.6, "one two three four"), (3.4, "I am very happy today")))
-    gate = VADGate(SileroSpeechProb(silero))
+    gate = VADGate()  # the default model: silero's ONNX one
+    assert isinstance(gate.prob, SileroOnnxProb)
     a, segs = g["audio"], []
     for i in range(0, len(a), chunk):
         segs += gate(a[i : i + chunk], t=0.0)
@@ -120,3 +122,24 @@ def test_speech_ratio_and_segments_between():
     assert gate.speech_ratio(0.0, 1.0) == pytest.approx(0.4)
     gate.segments.append(Segment(0.0, 0.5))  # overlapping segments never count above 1
     assert gate.speech_ratio(0.2, 0.6) == 1.0 and gate.speech_ratio(0.6, 0.6) == 0.0
+
+
+def test_onnx_model_gives_the_jit_models_speech_edges(silero):
+    """The default ONNX model decides like the JIT one on real espeak-ng speech: the
+    same segments, each edge within one 512-sample chunk (32 ms), and per-chunk
+    probabilities within 1e-3 (measured: 4e-6)."""
+    g = cached_clip("four_phrases", seconds=12.0, speech=(
+        (0.6, "one two three four"), (3.4, "I am very happy today"),
+        (7.0, "good morning everybody"), (9.5, "see you")))
+    jit, onnx = SileroSpeechProb(silero), SileroOnnxProb()
+    edges = []
+    for prob in (jit, onnx):
+        gate = VADGate(prob)
+        edges.append([(s.start, s.end) for s in gate(g["audio"], t=0.0) + gate.flush()])
+    assert len(edges[0]) == len(edges[1]) == 4, edges
+    np.testing.assert_allclose(np.array(edges[1]), np.array(edges[0]), atol=CHUNK / AUDIO_RATE)
+    jit.reset(), onnx.reset()
+    a = g["audio"][: len(g["audio"]) // CHUNK * CHUNK].reshape(-1, CHUNK)
+    pj, po = np.array([[jit(c), onnx(c)] for c in a[:120]]).T
+    assert np.abs(pj - po).max() < 1e-3
+    assert pj[20:60].max() > 0.9  # the comparison covers speech (0.6 s on)
