@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="Omni-Emotion model folder: use it as the analyser")
     p.add_argument("--plan", help="precision plan for --model (see quant/)")
     p.add_argument("--device", default=DEVICE_DEFAULT, help=f"device for --model: {DEVICE_HELP}")
+    p.add_argument("--pool", metavar="ADDRESS|local:N",
+                   help="analyse on a pool of --model replicas (model.serve.pool, docs/serving.md): "
+                        "local:N starts N here, HOST:PORT joins a Ray cluster")
+    p.add_argument("--pool-batch", type=int,
+                   help="windows per batch on the pool (default: model.serve.pool.MAX_BATCH_SIZE)")
     p.add_argument("--hop", type=float, default=HOP_S, help="s between windows")
     p.add_argument("--window", type=float, default=WINDOW_S, help="s per window")
     p.add_argument("--gate", choices=GATES, default="always", help="which windows to analyse")
@@ -54,9 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def make_pool_analyser(args) -> Analyser:
+    """The --pool analyser (the pool is kept in ``args.pool_handle`` to close it)."""
+    from model.serve.pool import PoolConfig, parse_spec, start_pool
+
+    parse_spec(args.pool)  # a bad spec is a usage error before anything starts
+    if not args.model:
+        raise CliError("--pool needs --model DIR (what the replicas load)")
+    cfg = PoolConfig(model=args.model, plan=args.plan, loader="quant:load_model" if args.plan else None,
+                     device=args.device,
+                     **({} if args.pool_batch is None else {"max_batch_size": args.pool_batch}))
+    try:
+        args.pool_handle = start_pool(args.pool, cfg)
+    except RuntimeError as e:  # the replicas did not start (their model does not load)
+        raise CliError(f"--pool {args.pool}: the replicas did not start: {e}") from None
+    return args.pool_handle.analyser()
+
+
 def make_analyser(args) -> Analyser:
     if args.plan and not args.model:
         raise CliError("--plan needs --model")
+    if args.pool:
+        return make_pool_analyser(args)
     if args.model:
         if not os.path.isdir(args.model):
             raise CliError(f"model folder not found: {args.model}")
@@ -111,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                                and sys.stderr.isatty())
     except (SourceError, OSError, KeyboardInterrupt) as e:
         return fail(e)
+    finally:
+        if getattr(args, "pool_handle", None) is not None:
+            args.pool_handle.close()
     print(json.dumps(stats), flush=True)
     return EXIT_INTERRUPTED if engine.interrupted else EXIT_OK
 

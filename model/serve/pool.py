@@ -1,0 +1,273 @@
+"""Many live sessions on a pool of replicas: the analyser as a Ray Serve deployment.
+
+* ``AnalyserReplica``: one Ray Serve replica = one loaded model (``OmniEmotionAnalyser``,
+  any precision plan through ``quant.load_model``, or the tiny model). Windows of
+  many sessions are batched into one ``generate`` call (``@serve.batch``;
+  ``OmniEmotionAnalyser.analyse_batch``: greedy, left padding, each result equal to
+  the window analysed alone).
+* Session affinity: a session's windows carry its id as Ray Serve's multiplexed model
+  id (``serve.multiplexed``): the router sends them to the replica that already holds
+  that session (its per-session state), and to another replica when that one dies.
+* ``PoolAnalyser`` (in ``model.serve.remote``): the engine's analyser protocol
+  (``live.analyser.Analyser``) over a deployment handle.
+
+``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas on this
+machine or deploys onto an existing Ray cluster (``ray start --head``), and returns a
+``Pool``. docs/serving.md has the commands.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from live.analyser import Result
+from live.cli import CliError, one_line
+from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, TINY_MAX_NEW_TOKENS
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "omni-emotion"  # the Ray Serve application (one per cluster)
+DEPLOYMENT = "AnalyserReplica"
+MAX_BATCH_SIZE = 4  # windows per generate call
+BATCH_WAIT_S = 0.05  # s a replica waits for more windows to fill a batch
+MAX_SESSIONS_PER_REPLICA = 64  # sessions whose state a replica keeps (least recent evicted)
+MAX_ONGOING_PER_REPLICA = 16  # requests a replica accepts at once (queued for its batches)
+CONNECT_TIMEOUT_S = 5.0  # s to reach a cluster's address before it counts as down
+CONSTRUCTOR_RETRIES = 1  # a replica whose model does not load is not retried forever
+REPO = Path(__file__).resolve().parents[2]  # replicas import live/ and model/ from here
+
+
+@dataclass
+class PoolConfig:
+    """What each replica loads and how the deployment scales.
+
+    model: a checkpoint folder (read on the replica's machine) or "tiny" (random).
+    plan: precision plan (quant/), None for the checkpoint as saved.
+    loader: "module:function" that applies ``plan`` (the composition root names
+        "quant:load_model"; model/ never imports quant/), resolved on the replica.
+    device: "auto" (the replica's GPU if it has one), "cpu", "cuda".
+    replicas: fixed replica count (ignored when ``autoscaling`` is given).
+    num_gpus / num_cpus: resources per replica; num_gpus None: 1 when the cluster has
+        GPUs, else 0 (then num_cpus is the replica's share of the CPU).
+    max_batch_size, batch_wait_s: ``@serve.batch`` settings.
+    autoscaling: Ray Serve ``autoscaling_config`` (min_replicas, max_replicas,
+        target_ongoing_requests, ...), passed as is.
+    """
+
+    model: str = "tiny"
+    plan: str | None = None
+    loader: str | None = None
+    device: str = "auto"
+    max_new_tokens: int = ANALYSIS_MAX_NEW_TOKENS
+    replicas: int = 1
+    num_gpus: float | None = None
+    num_cpus: float = 1.0
+    max_batch_size: int = MAX_BATCH_SIZE
+    batch_wait_s: float = BATCH_WAIT_S
+    autoscaling: dict | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise CliError(f"a pool needs at least one replica, got {self.replicas}")
+        if self.max_batch_size < 1 or self.batch_wait_s < 0:
+            raise CliError(f"batch size must be >= 1 and wait >= 0 s, got {self.max_batch_size}, "
+                           f"{self.batch_wait_s}")
+        if (self.num_gpus or 0) < 0 or self.num_cpus < 0:
+            raise CliError("num_gpus and num_cpus must be >= 0")
+
+
+def load_analyser(cfg: PoolConfig):
+    """The replica's model: the same loading rules as ``live.run --model`` / the app."""
+    import torch
+
+    from live.cli import resolve_device
+    from model.checkpoint.loading import build_tiny
+    from model.serve.analyser import OmniEmotionAnalyser
+
+    device = resolve_device(cfg.device)
+    if device == "cpu" and cfg.num_cpus >= 1:
+        torch.set_num_threads(int(cfg.num_cpus))  # replicas on one box share its cores
+    loader = None
+    if cfg.plan:
+        if not cfg.loader:
+            raise ValueError(f"plan {cfg.plan!r} needs a loader (PoolConfig.loader, e.g. quant:load_model)")
+        module, _, name = cfg.loader.partition(":")
+        loader = getattr(importlib.import_module(module), name)
+    if cfg.model == "tiny" and not cfg.plan:
+        model, proc = build_tiny()
+        return OmniEmotionAnalyser(model.to(device), proc, name="tiny",
+                                   max_new_tokens=min(cfg.max_new_tokens, TINY_MAX_NEW_TOKENS))
+    return OmniEmotionAnalyser.load(cfg.model, plan=cfg.plan, device=device, loader=loader,
+                                    max_new_tokens=cfg.max_new_tokens)
+
+
+def _replica_class():
+    """The deployment class (built on first use: importing this module needs no Ray)."""
+    from ray import serve
+
+    class AnalyserReplica:
+        """One model; ``__call__(window) -> Result`` with the session id as the
+        multiplexed model id. Adds ``replica`` (this replica's id) to each result."""
+
+        def __init__(self, cfg: dict) -> None:
+            self.cfg = PoolConfig(**cfg)
+            self.analyser = load_analyser(self.cfg)
+            self.analyse_windows.set_max_batch_size(self.cfg.max_batch_size)
+            self.analyse_windows.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
+            self.replica = serve.get_replica_context().replica_id.unique_id
+            self.batches: list[int] = []  # sizes of the batches run (tests, the bench)
+
+        @serve.multiplexed(max_num_models_per_replica=MAX_SESSIONS_PER_REPLICA)
+        async def session(self, session_id: str) -> dict:
+            """A session's state on this replica, kept while the session's windows come
+            here (the home of per-session caches such as per-frame reuse)."""
+            return {"id": session_id, "windows": 0}
+
+        async def __call__(self, window) -> Result:
+            sid = serve.get_multiplexed_model_id()
+            if sid:
+                (await self.session(sid))["windows"] += 1
+            result = await self.analyse_windows(window)
+            return {**result, "replica": self.replica}
+
+        @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
+        async def analyse_windows(self, windows: list) -> list[Result]:
+            clips = [self.analyser.clip_from_window(w) for w in windows]
+            self.batches.append(len(clips))
+            # off the event loop: health checks and new requests are answered meanwhile
+            return await asyncio.to_thread(self.analyser.analyse_batch, clips)
+
+        def stats(self) -> dict:
+            return {"replica": self.replica, "batches": list(self.batches)}
+
+    return AnalyserReplica
+
+
+def build_app(cfg: PoolConfig):
+    """The Ray Serve application for ``cfg``."""
+    from ray import serve
+
+    options = {"ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+               "max_ongoing_requests": max(MAX_ONGOING_PER_REPLICA, 2 * cfg.max_batch_size),
+               "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
+               "health_check_period_s": 2.0, "health_check_timeout_s": 30.0}
+    if cfg.autoscaling:
+        options["autoscaling_config"] = dict(cfg.autoscaling)
+        options["num_replicas"] = "auto"
+    else:
+        options["num_replicas"] = cfg.replicas
+    deployment = serve.deployment(name=DEPLOYMENT, **options)(_replica_class())
+    return deployment.bind(asdict(cfg))
+
+
+def parse_spec(spec: str) -> tuple[str, int | None]:
+    """``local:N`` → ("local", N); ``HOST:PORT`` or ``ray://HOST:PORT`` → (spec, None).
+    CliError for anything else."""
+    if spec.startswith("local:"):
+        n = spec.partition(":")[2]
+        if not n.isdigit() or int(n) < 1:
+            raise CliError(f"--pool {spec}: local:N needs a replica count N >= 1")
+        return "local", int(n)
+    host, sep, port = spec.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise CliError(f"--pool {spec}: expected local:N or HOST:PORT of a Ray cluster "
+                       "(`ray start --head` prints it)")
+    return spec, None
+
+
+def check_reachable(spec: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """CliError when nothing listens at the cluster address (a down pool fails at once
+    instead of Ray retrying for a minute)."""
+    host, _, port = spec.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise CliError(f"--pool {spec}: no Ray cluster answers there ({one_line(e)}); "
+                       "start one with `ray start --head` on the GPU machine") from None
+
+
+class Pool:
+    """A running deployment: ``analyser(session)`` gives a session its analyser;
+    ``close()`` shuts down what ``start_pool`` started (a local pool) or leaves the
+    cluster (an address)."""
+
+    def __init__(self, handle, spec: str, cfg: PoolConfig, local: bool) -> None:
+        self.handle, self.spec, self.cfg, self.local = handle, spec, cfg, local
+        self.name = f"pool {spec} ({cfg.model}{', ' + cfg.plan if cfg.plan else ''})"
+
+    def analyser(self, session: str | None = None, timeout_s: float | None = None):
+        from model.serve.remote import PoolAnalyser
+
+        return PoolAnalyser(self.handle, session=session, name=self.name,
+                            **({} if timeout_s is None else {"timeout_s": timeout_s}))
+
+    def server(self):
+        """The app's ``ModelServer`` over this pool (``model.serve.remote.PoolServer``)."""
+        from model.serve.remote import PoolServer
+
+        return PoolServer(self)
+
+    def close(self) -> None:
+        import ray
+        from ray import serve
+
+        if self.local:
+            serve.shutdown()
+        ray.shutdown()
+
+
+def start_pool(spec: str, cfg: PoolConfig | None = None, ray_options: dict | None = None) -> Pool:
+    """Start (``local:N``) or join (``HOST:PORT``) a pool and deploy ``cfg`` on it.
+
+    ``ray_options``: extra ``ray.init`` arguments (tests: num_cpus). Raises CliError
+    when the cluster is down or lacks the resources the replicas ask for; RuntimeError
+    when the replicas fail to start (their model does not load)."""
+    cfg = cfg or PoolConfig()
+    target, n = parse_spec(spec)
+    if n is not None:
+        cfg.replicas = n
+    if target != "local":
+        check_reachable(target)
+    import ray
+    from ray import serve
+
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}}
+    init = {"include_dashboard": False, "runtime_env": env, "log_to_driver": False,
+            "ignore_reinit_error": True, **(ray_options or {})}
+    try:
+        if target == "local":
+            ray.init(**init)
+        else:
+            ray.init(address=target, **init)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise CliError(f"--pool {spec}: cannot join the Ray cluster ({one_line(e)})") from None
+    try:
+        if cfg.num_gpus is None:
+            cfg.num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        _check_resources(cfg, spec)
+        serve.start(proxy_location="Disabled")
+        handle = serve.run(build_app(cfg), name=APP_NAME, route_prefix=None)
+    except BaseException:
+        if target == "local":
+            serve.shutdown()
+        ray.shutdown()
+        raise
+    return Pool(handle, spec, cfg, local=target == "local")
+
+
+def _check_resources(cfg: PoolConfig, spec: str) -> None:
+    """CliError when the cluster cannot place the replicas (they would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    count = (cfg.autoscaling or {}).get("min_replicas", cfg.replicas) if cfg.autoscaling else cfg.replicas
+    for what, per in (("GPU", cfg.num_gpus), ("CPU", cfg.num_cpus)):
+        if per * count > have.get(what, 0) + 1e-9:
+            raise CliError(f"--pool {spec}: {count} replica(s) x {per:g} {what} need "
+                           f"{per * count:g} {what}s, the cluster has {have.get(what, 0):g}")

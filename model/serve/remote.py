@@ -1,0 +1,97 @@
+"""The client side of the pool (``model.serve.pool``): the engine's analyser protocol
+over a Ray Serve deployment handle.
+
+``PoolAnalyser(handle, session)`` is ``live.analyser.Analyser``: ``__call__(window) ->
+Result``. The engine's ``AnalyserWorker`` still keeps one window in flight per session
+and drops stale ones (newest wins); every remote call has a timeout, so nothing hangs.
+
+Failures (each raises ``PoolError``, which the engine records as the window's
+``error``, reason "error", and the page and study log show):
+
+* the replica died mid-window (killed, its machine gone): the window is retried once;
+  the router sends it, and the session's next windows, to a live replica;
+* no answer within ``timeout_s``: "pool: no answer within N s";
+* the pool itself is gone (the cluster or the deployment): "pool lost: ...".
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from live.analyser import Result
+from live.cli import one_line
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 120.0  # s one window may take on the pool (queue + batch + generate)
+RETRIES = 1  # times a window is sent again when its replica died under it
+
+
+class PoolError(RuntimeError):
+    """A window the pool could not analyse (the message says why, in one line)."""
+
+
+def _replica_died(err: BaseException) -> bool:
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    return isinstance(err, (ActorDiedError, ActorUnavailableError, RayActorError))
+
+
+class PoolAnalyser:
+    """One session's analyser on the pool. ``session``: its id (routing key; a fresh
+    one by default). ``retried`` counts windows sent twice (replica lost)."""
+
+    def __init__(self, handle, session: str | None = None, name: str = "pool",
+                 timeout_s: float = CALL_TIMEOUT_S) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.handle, self.name, self.timeout_s = handle, name, timeout_s
+        self.session = session or uuid.uuid4().hex
+        self.retried = 0
+
+    def __call__(self, window, on_text=None) -> Result:
+        """``on_text`` (streaming) is not supported over the pool: the whole result comes
+        at once."""
+        from ray.exceptions import GetTimeoutError, RayError
+
+        last: BaseException | None = None
+        for attempt in range(1 + RETRIES):
+            if attempt:
+                self.retried += 1
+                log.warning("session %s: replica lost on window %d, retrying once (%s)",
+                            self.session, window.index, one_line(last))
+            try:
+                response = self.handle.options(multiplexed_model_id=self.session).remote(window)
+                return response.result(timeout_s=self.timeout_s)
+            except (TimeoutError, GetTimeoutError):
+                response.cancel()
+                raise PoolError(f"pool: no answer within {self.timeout_s:g} s") from None
+            except Exception as e:  # noqa: BLE001  (classified below)
+                if _replica_died(e):
+                    last = e
+                    continue
+                if isinstance(e, RayError) or type(e).__module__.startswith("ray."):
+                    raise PoolError(f"pool lost: {type(e).__name__}: {one_line(e)}") from None
+                raise  # the model's own error on the replica: reported as is
+        raise PoolError(f"pool lost: the replica died and so did the retry's ({one_line(last)})")
+
+
+class PoolServer:
+    """The app's ``live.session.ModelServer`` over a pool: every live session (its
+    analyser thread: one per session) gets its own ``PoolAnalyser``, so its windows
+    stay on one replica, and sessions run concurrently (no process-wide lock)."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.name, self.plan, self.weights_mb, self.state = pool.name, pool.cfg.plan, 0.0, "ready"
+        self._local = threading.local()
+
+    def analyse(self, window, on_text=None) -> Result:
+        a = getattr(self._local, "analyser", None)
+        if a is None:
+            a = self._local.analyser = self.pool.analyser()
+        return a(window)
+
+    def status(self) -> str:
+        return f"{self.name}: {self.pool.cfg.replicas} replica(s), batches of up to {self.pool.cfg.max_batch_size}"

@@ -1,0 +1,183 @@
+"""The analyser pool (model.serve.pool / model.serve.remote): a local Ray instance,
+started once for this module, with two replicas of the tiny model."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from live.analyser import AnalyserWorker
+from tests.media import cached_clip
+
+JOIN_S = 240.0  # s a test's sessions may take before the test fails as hung
+SESSIONS = 4
+WINDOW_S = 2.0  # s per window: short clips give several windows
+
+
+def _strip(result: dict) -> dict:
+    """A result without what legitimately differs between runs (time, replica)."""
+    return {k: v for k, v in result.items() if k not in ("seconds", "replica")}
+
+
+@pytest.fixture(scope="module")
+def windows():
+    """Windows of two real clips (a face and speech; a face only), as the engine cuts them."""
+    from live.detector import MediaPipeFaceDetector
+    from live.engine import Engine, EngineConfig
+    from live.faces import FaceTracker
+    from live.sources import open_source
+
+    out = []
+    for clip in (cached_clip("study", seconds=4.0), cached_clip("silent", seconds=3.0, audio=False)):
+        got = []
+        Engine(open_source(clip["path"]), lambda w: got.append(w) or {},
+               EngineConfig(window_s=WINDOW_S, every_window=True),
+               tracker=FaceTracker(MediaPipeFaceDetector())).run()
+        out.append(got)
+    assert all(len(ws) >= 2 for ws in out) and any(w.face_present.any() for w in out[0])
+    return out
+
+
+@pytest.fixture(scope="module")
+def local(tiny_checkpoint):
+    """The single-process reference: the same checkpoint, analysed in this process."""
+    from model.serve.analyser import OmniEmotionAnalyser
+
+    return OmniEmotionAnalyser.load(tiny_checkpoint, device="cpu", max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_checkpoint):
+    from model.serve.pool import PoolConfig, start_pool
+
+    cfg = PoolConfig(model=str(tiny_checkpoint), device="cpu", max_new_tokens=12, num_cpus=0.5,
+                     max_batch_size=4, batch_wait_s=0.2)
+    p = start_pool("local:2", cfg, ray_options={"num_cpus": 2})
+    yield p
+    p.close()
+
+
+def _run_sessions(analysers, window_lists):
+    """Each session on its own thread, windows in order; returns (results, errors) per
+    session, a window's result None where it raised. Fails (not hangs) when a session
+    does not finish."""
+    results = [[] for _ in analysers]
+    errors = [[] for _ in analysers]
+
+    def session(i):
+        for w in window_lists[i]:
+            try:
+                results[i].append(analysers[i](w))
+            except Exception as e:  # recorded, asserted on the main thread
+                results[i].append(None)
+                errors[i].append(e)
+
+    threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(len(analysers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(JOIN_S)
+    assert not any(t.is_alive() for t in threads), "a session hung"
+    return results, errors
+
+
+def test_a_batch_gives_each_window_its_alone_result(windows, local):
+    clips = [local.clip_from_window(w) for ws in windows for w in ws][:4]
+    batched = local.analyse_batch(clips)
+    alone = [local.analyse(c) for c in clips]
+    assert [_strip(r) for r in batched] == [_strip(r) for r in alone]
+    # the batch really was padded: the prompts differ in length (audio vs none)
+    assert len({r["tokens"]["audio"] for r in alone}) == 2
+
+
+def test_four_sessions_give_the_single_process_results_each_on_one_replica(pool, windows, local):
+    lists = [windows[i % 2] for i in range(SESSIONS)]
+    expected = [[_strip(local(w)) for w in ws] for ws in lists]
+    analysers = [pool.analyser(f"s{i}") for i in range(SESSIONS)]
+    results, errors = _run_sessions(analysers, lists)
+    assert errors == [[] for _ in range(SESSIONS)]
+    assert [[_strip(r) for r in rs] for rs in results] == expected
+    assert all(r["label"] == e["label"] for rs, es in zip(results, expected) for r, e in zip(rs, es))
+    # session affinity: one replica per session while it lives
+    assert all(len({r["replica"] for r in rs}) == 1 for rs in results)
+
+
+def test_the_engine_worker_runs_on_the_pool(pool, windows):
+    """The engine's own worker (newest wins) with a pool analyser: every window submitted
+    after the previous one finished is analysed; a window displaced while one is in
+    flight is dropped and counted, never sent."""
+    done = []
+    worker = AnalyserWorker(pool.analyser("engine"), lambda w, r, e, info: done.append((w.index, r, e)))
+    worker.start()
+    ws = windows[0]
+    worker.submit(ws[0])
+    assert worker.wait_idle(JOIN_S)
+    for w in ws[1:]:
+        worker.submit(w)
+    assert worker.wait_idle(JOIN_S)
+    worker.stop()
+    assert all(e is None and "replica" in r for _, r, e in done)
+    assert worker.analysed + worker.dropped == len(ws) and worker.errors == 0
+    assert done[0][0] == 0 and done[-1][0] == ws[-1].index  # the newest window always runs
+
+
+def test_a_killed_replica_loses_no_session_and_hangs_nothing(pool, windows, local):
+    import ray
+
+    lists = [windows[0] * 3 for _ in range(2)]
+    analysers = [pool.analyser(f"k{i}") for i in range(2)]
+    first = [a(lists[i][0]) for i, a in enumerate(analysers)]  # each session has its replica
+    victim = first[0]["replica"]
+    name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith("SERVE_REPLICA") and victim in a["name"])
+    killer = threading.Timer(0.5, lambda: ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True))
+    killer.start()
+    results, errors = _run_sessions(analysers, [ws[1:] for ws in lists])
+    killer.join()
+    # every window has its answer or a one-line pool error; the session went on after it
+    expected = {w.index: _strip(local(w)) for w in windows[0]}
+    for i in range(2):
+        assert len(results[i]) == len(lists[i]) - 1 and results[i][-1] is not None
+        assert all(type(e).__name__ == "PoolError" and "\n" not in str(e) for e in errors[i])
+        assert len(errors[i]) <= 1  # at most one window lost (it was retried once)
+        assert all(r is None or _strip(r) == expected[w.index] for w, r in zip(lists[i][1:], results[i]))
+    # the killed replica's session moved to a live one
+    assert victim not in {r["replica"] for r in results[0][-2:]}
+    # and the pool serves a new session
+    assert _strip(pool.analyser("after")(windows[1][0])) == _strip(local(windows[1][0]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("127.0.0.1:{port}", "no Ray cluster answers there"),
+    ("local:0", "local:N needs a replica count N >= 1"),
+    ("gpu-box", "expected local:N or HOST:PORT"),
+])
+def test_a_pool_that_cannot_start_is_a_one_line_usage_error(tiny_checkpoint, tmp_path, capsys, spec, says):
+    from live import run
+
+    clip = cached_clip("silent", seconds=3.0, audio=False)
+    rc = run.main([clip["path"], "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
+                   "--pool", spec.format(port=_free_port()), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --pool ") and says in err
+
+
+def test_the_pool_lost_mid_session_is_the_windows_error(pool, windows):
+    """Last in the module: it takes the deployment down."""
+    from ray import serve
+
+    from model.serve.remote import PoolError
+
+    a = pool.analyser("lost", timeout_s=20.0)
+    assert "replica" in a(windows[1][0])
+    serve.delete("omni-emotion")
+    with pytest.raises(PoolError) as e:
+        a(windows[1][1])
+    assert str(e.value).startswith("pool") and "\n" not in str(e.value)
