@@ -40,7 +40,8 @@ class Window:
     start, end:    seconds on the session clock; ``end - start == window_s`` except
                    for a single short window at the end of a clip shorter than that.
     index:         0, 1, 2, ... in emission order.
-    frames:        (T, H, W, 3) uint8 RGB at source resolution, chosen by
+    frames:        (T, H, W, 3) uint8 RGB as stored (``live.media.ingest_size``: the
+                   source size, or scaled so the long side is 640 px), chosen by
                    ``live.media.sample_frames`` (frame ``i`` is the one nearest to
                    ``start + (i + 0.5) * (end - start) / T``); (0, 0, 0, 3) when
                    ``has_video`` is False.
@@ -49,7 +50,8 @@ class Window:
     faces:         (T, 224, 224, 3) uint8 RGB square crops of the window's face
                    (``live.faces.window_faces``), zeros where ``face_present`` is False.
     face_present:  (T,) bool, True where frame i has a crop of the window's face.
-    face_boxes:    (T, 4) float32 [x0, y0, x1, y1] pixels of the crops' boxes, NaN if absent.
+    face_boxes:    (T, 4) float32 [x0, y0, x1, y1] pixels of the crops' boxes in the
+                   stored frames (the pixels of ``frames``), NaN if absent.
     face_track:    tracker id of the window's face, or None.
     audio:         (round((end - start) * 16000),) float32 mono at 16 kHz; zeros
                    where there was no audio, all zeros when ``has_audio`` is False.
@@ -162,6 +164,8 @@ class WindowAssembler:
         T, S = self.n_frames, self.crop_size
         picked = frames.sample(start, end, T) if has_video else [None] * T
         if has_video and picked[0] is not None:
+            # the one copy of a window's pictures: the (T, H, W, 3) array its consumers
+            # take; each frame's RGB is the buffer's cached array (converted once)
             imgs = np.stack([f.rgb() for f in picked])
             times = np.array([f.t for f in picked])
         else:
@@ -199,7 +203,8 @@ class FileSpan:
     face_track: int | None
 
     def rgb(self) -> np.ndarray:
-        """(T, H, W, 3) uint8 RGB at source resolution."""
+        """(T, H, W, 3) uint8 RGB as stored (``live.media.ingest_size``), as a live
+        window's ``frames``."""
         return np.stack([f.rgb() for f in self.frames])
 
 
