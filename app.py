@@ -312,7 +312,6 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
 
         on_unload.__annotations__ = {"request": gr.Request}
         demo.unload(on_unload)
-    demo.tabs = tabs  # (tests, bench: how many tabs hold a session)
     return demo
 
 
@@ -338,6 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="checkpoint folder, hub id, or 'tiny' (the built-in random "
                    "model); default: the 0.5b preset composed from public weights")
     p.add_argument("--plan", help=f"precision plan (quant/): {', '.join(plan_names()[1:]) or 'none yet'}")
+    p.add_argument("--pool", metavar="ADDRESS|local:N",
+                   help="analyse on a pool of --model replicas (docs/serving.md): local:N starts N "
+                        "here, HOST:PORT joins a Ray cluster")
     p.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     p.add_argument("--max-new-tokens", type=int, default=ANALYSIS_MAX_NEW_TOKENS,
                    help="generation budget per window (the tiny model caps it at 24)")
@@ -441,6 +443,21 @@ def setup_logging(log_file: str | Path) -> None:
     logging.getLogger("uvicorn.error").addFilter(ServerErrors())  # kept by uvicorn's dictConfig
 
 
+def start_pool_server(args: argparse.Namespace, plan: str | None):
+    """--pool: the model served by a pool (model.serve.pool); None after a one-line error."""
+    from model.serve.pool import PoolConfig, start_pool
+
+    try:
+        if not args.model:
+            raise CliError("--pool needs --model DIR or --model tiny (what the replicas load)")
+        cfg = PoolConfig(model=args.model, plan=plan, loader="quant:load_model" if plan else None,
+                         device=args.device, max_new_tokens=args.max_new_tokens)
+        return start_pool(args.pool, cfg).server()
+    except (CliError, RuntimeError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shared_log = None
@@ -459,9 +476,14 @@ def main(argv: list[str] | None = None) -> int:
     if shared_log is not None:
         owners.reserve(args.log_dir, args.log_session, "app")  # no tab can open it as its own
     plan = None if args.plan in (None, "none") else args.plan
-    holder = ModelHolder(args.model, plan, resolve_device(args.device), args.max_new_tokens,
-                         plan_loader=load_with_plan)
-    holder.start()
+    if args.pool:
+        holder = start_pool_server(args, plan)
+        if holder is None:
+            return EXIT_USAGE
+    else:
+        holder = ModelHolder(args.model, plan, resolve_device(args.device), args.max_new_tokens,
+                             plan_loader=load_with_plan)
+        holder.start()
     startup: dict = {}
     if args.video:
         threading.Thread(target=run_startup_video, args=(holder, args, startup, shared_log),

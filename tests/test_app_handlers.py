@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -228,6 +229,29 @@ def test_analyser_failure_logs_one_line_per_window_and_one_traceback(caplog):
     assert [f"window {i} " in r.getMessage() for i, r in enumerate(lines)] == [True] * 3
     assert [r.exc_info is not None for r in lines] == [True, False, False]
     assert worker.errors == 3
+
+
+def test_server_errors_are_one_line_and_disconnects_are_quiet(caplog):
+    """uvicorn's "Exception in ASGI application" records, through the app's filter."""
+    from starlette.requests import ClientDisconnect
+
+    def record(exc):
+        try:
+            raise exc
+        except Exception:
+            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1,
+                                     "Exception in ASGI application\n", (), sys.exc_info())
+
+    f = app.ServerErrors()
+    with caplog.at_level(logging.INFO, logger="app"):
+        assert f.filter(record(ClientDisconnect())) is False  # dropped: a line in the log file only
+        shown = [record(ValueError("bad header\nsecond line")) for _ in range(2)]
+        assert all(f.filter(r) for r in shown)
+    assert [r.getMessage() for r in shown] == ["Exception in ASGI application: ValueError: bad header"] * 2
+    assert all(r.exc_info is None for r in shown)  # the terminal gets no traceback
+    to_file = [r for r in caplog.records if r.name == "app"]
+    assert "client disconnected" in to_file[0].getMessage()
+    assert [r.exc_info is not None for r in to_file[1:]] == [True, False]  # traceback once
 
 
 def test_label_says_why_a_window_has_no_result():
