@@ -14,7 +14,7 @@ from .engine import Engine, EngineConfig, WindowEvent
 from .session import ModelServer
 from .sources import FileSource
 from .study_log import StudyLog, jsonable, write_csv, write_whole
-from .window import HOP_S, WINDOW_S
+from .media import HOP_S, WINDOW_S
 
 
 def analyse_video(path: str | Path, holder: ModelServer, window_s: float = WINDOW_S,
