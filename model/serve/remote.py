@@ -85,7 +85,13 @@ class PoolServer:
     def __init__(self, pool) -> None:
         self.pool = pool
         self.name, self.plan, self.weights_mb, self.state = pool.name, pool.cfg.plan, 0.0, "ready"
+        self.thread = None  # nothing loads in this process
         self._local = threading.local()
+
+    def start(self, plan: str | None = None) -> None:
+        """The page's reload: a pool's model and plan are set when it starts (--plan)."""
+        if plan is not None and (None if plan == "none" else plan) != self.plan:
+            log.warning("a pool's plan is set at start (--plan %s); restart to change it", self.plan)
 
     def analyse(self, window, on_text=None) -> Result:
         a = getattr(self._local, "analyser", None)
