@@ -8,6 +8,7 @@ window over that span gets (training preprocessing uses it), because both sample
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,9 @@ class Window:
     has_video: bool = True
     audio_rate: int = AUDIO_RATE
     created: float = field(default=0.0, repr=False)  # perf_counter() at assembly
+    # Which session (WindowAssembler run) the window belongs to: with frame_times, the
+    # identity of its frames (model.serve.features caches encoder outputs by it).
+    session: str = field(default="", repr=False)
 
     def summary(self) -> dict:
         """The JSON-able part logged to windows.jsonl (no pixels or samples)."""
@@ -123,6 +127,7 @@ class WindowAssembler:
         self.reset()
 
     def reset(self) -> None:
+        self.session = uuid.uuid4().hex  # a new session: new frame identities
         self.t_first: float | None = None
         self._k = 0  # index of the next window
         self.emitted = 0
@@ -179,6 +184,7 @@ class WindowAssembler:
             index=self.emitted, start=start, end=end, frames=imgs, frame_times=times, faces=faces,
             face_present=present, face_boxes=boxes, face_track=track, audio=wav, speech=speech,
             speech_ratio=float(ratio), has_audio=has_audio, has_video=has_video, created=created,
+            session=self.session,
         )
         self.emitted += 1
         return w

@@ -4,6 +4,8 @@ The answer formats are the training ones (``model.data.templates``):
 
 * classification (phase 2): ``"neutral."`` — one option, a full stop;
 * analysis (phase 3): ``"<explanation> Open-vocabulary labels: worried, tense, sad."``
+  or, labels first, ``"Open-vocabulary labels: worried, tense, sad. <explanation>"``
+  (both orders parse the same; ``reformat_answer`` turns one into the other).
 
 A model does not always answer in format, so parsing is lenient in what it reads but
 never invents: when no option can be found, ``label`` is None (a wrong answer for the
@@ -15,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from model.data.templates import OV_LABELS_MARKER
+from model.data.templates import ANSWER_FORMATS, OV_LABELS_MARKER, reasoning_answer
 
 # Word forms that name the same class. Option lists mix forms (DFEW "angry", MAFW
 # "anger", the paper's prompts "anxious"/"helpless"), and a model may answer in either.
@@ -56,7 +58,8 @@ class ParsedAnswer:
     label: the chosen option (exactly as spelled in ``options``), or, without options,
         the first open-vocabulary label / the short answer itself; None if none found.
     labels: open-vocabulary labels, lower-cased, de-duplicated, in order.
-    explanation: the text before the label list (the whole text when there is none).
+    explanation: the text before the label list, or after it when the answer opens with
+        it (labels first); the whole text when there is no list.
     """
 
     label: str | None
@@ -90,22 +93,58 @@ def split_labels(text: str) -> list[str]:
     return out
 
 
-def split_explanation(text: str) -> tuple[str, list[str]]:
-    """Split an analysis answer into (explanation, open-vocab labels).
-
-    Uses the last label marker (``Open-vocabulary labels:``, case-insensitive, variants
-    allowed); the label list ends at the first full stop or line break after it.
-    Without a marker the labels are empty and the explanation is the whole text.
-    """
+def _label_list(text: str) -> tuple[re.Match, int | None] | None:
+    """(last marker match, end of its label list in ``text`` or None while still open)."""
     matches = list(_MARKER_RE.finditer(text))
     if not matches:
-        return text.strip(), []
+        return None
     m = matches[-1]
-    tail = text[m.end():]
     # the list ends at ". " / newline / end (a bare "." inside a label is not expected)
-    end = re.search(r"\.(?:\s|$)|\n", tail)
-    label_text = tail[: end.start()] if end else tail
-    return text[: m.start()].strip(), split_labels(label_text)
+    end = re.search(r"\.(?:\s|$)|\n", text[m.end():])
+    return m, (m.end() + end.start()) if end else None
+
+
+def split_explanation(text: str) -> tuple[str, list[str]]:
+    """Split an analysis answer, in either order, into (explanation, open-vocab labels).
+
+    Uses the last label marker (``Open-vocabulary labels:``, case-insensitive, variants
+    allowed); the label list ends at the first full stop or line break after it; the
+    explanation is the text before the marker, or, when the answer opens with the
+    list (labels first), the text after it.
+    Without a marker the labels are empty and the explanation is the whole text.
+    """
+    found = _label_list(text)
+    if found is None:
+        return text.strip(), []
+    m, end = found
+    if end is None:
+        return text[: m.start()].strip(), split_labels(text[m.end():])
+    before = text[: m.start()].strip()
+    explanation = before or text[end:].lstrip(".").strip()
+    return explanation, split_labels(text[m.end(): end])
+
+
+def labels_complete(text: str) -> bool:
+    """True once a (partial) answer holds a closed label list: the marker, at least one
+    label, and the list's full stop or line break. The labels-first stop criterion of
+    `model.serve.generate` asks this of the text generated so far."""
+    found = _label_list(text)
+    if found is None or found[1] is None:
+        return False
+    m, end = found
+    return bool(split_labels(text[m.end(): end]))
+
+
+def reformat_answer(text: str, answer_format: str) -> str:
+    """A phase-3 answer rendered in ``answer_format`` (either order in): the trainer's
+    collator renders manifest answers in the model config's order with this. Text
+    without a label list or without an explanation is returned unchanged."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+    explanation, labels = split_explanation(text)
+    if not labels or not explanation:
+        return text
+    return reasoning_answer(explanation, labels, answer_format)
 
 
 def _option_keys(option: str) -> set[str]:

@@ -286,14 +286,17 @@ def _indexed_label(value: str, classes: Sequence[str], where: str, names_ok: boo
 
 # ------------------------------------------------------------------------- phase 3
 def build_reasoning(path: str | Path, video_dir: str | Path, seed: int = 0,
-                    check_files: bool = True, dataset: str = "reason") -> BuildResult:
+                    check_files: bool = True, dataset: str = "reason",
+                    answer_format: str = T.DEFAULT_ANSWER_FORMAT) -> BuildResult:
     """SRE/HRE-style annotations → detailed-analysis instructions.
 
     ``path``: a JSON array (or ``{"data": [...]}``) or JSONL of objects with
     ``id`` (or ``name``), optional ``video`` (default ``<id>.mp4``), ``explanation``
     (or ``description``/``reason``) and ``labels`` (or ``openset``: a list or a
     list-like string). The answer is the explanation followed by
-    ``Open-vocabulary labels: a, b, c.``
+    ``Open-vocabulary labels: a, b, c.`` (``answer_format="labels_first"``: the label
+    sentence first). The trainer renders answers in its model's ``answer_format``
+    whatever the manifest holds, so either order trains either model.
     """
     from model.evaluate.metrics import parse_label_list
 
@@ -319,7 +322,7 @@ def build_reasoning(path: str | Path, video_dir: str | Path, seed: int = 0,
         vpath = _media(root, video, VIDEO_EXT)
         sid = f"{dataset}/{rid}"
         try:
-            answer = T.reasoning_answer(expl, labels)
+            answer = T.reasoning_answer(expl, labels, answer_format)
         except ValueError as e:
             raise ValueError(f"{where}: {rid}: {e}") from None
         c.add(where, sid, [vpath], lambda: make_sample(
@@ -389,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache", help="decode into this cache and drop undecodable samples")
     p.add_argument("--no-check-files", action="store_true", help="do not skip missing media")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out manifest")
+    p.add_argument("--answer-format", choices=T.ANSWER_FORMATS, default=T.DEFAULT_ANSWER_FORMAT,
+                   help="reasoning: label sentence after (paper) or before the explanation")
     args = p.parse_args(argv)
 
     def work() -> int:
@@ -396,8 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cache:
             check_out(args.cache, True, option="--cache")  # a cache is added to, never replaced
         try:  # the label file is the input: a bad one is a usage error
+            extra = {"answer_format": args.answer_format} if args.format == "reasoning" else {}
             result = BUILDERS[args.format](args.labels, args.media_dir, seed=args.seed,
-                                           check_files=not args.no_check_files)
+                                           check_files=not args.no_check_files, **extra)
         except (ValueError, OSError) as e:
             raise CliError(e) from None
         if args.cache:

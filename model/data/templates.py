@@ -49,9 +49,14 @@ REASONING_INSTRUCTIONS = (
     "provide an in-depth analysis.",
 )
 
-# The phase-3 answer ends with this marker and a comma list of labels, then a full stop:
-#   "<explanation> Open-vocabulary labels: worried, tense, sad."
+# The phase-3 answer holds this marker and a comma list of labels, then a full stop, in
+# one of two orders (the model config's `answer_format`):
+#   explanation_first (the paper): "<explanation> Open-vocabulary labels: worried, tense, sad."
+#   labels_first (live: the label is out after ~10 tokens):
+#                                  "Open-vocabulary labels: worried, tense, sad. <explanation>"
 OV_LABELS_MARKER = "Open-vocabulary labels:"
+ANSWER_FORMATS = ("explanation_first", "labels_first")
+DEFAULT_ANSWER_FORMAT = "explanation_first"
 
 # Class lists in the datasets' own order (index i ↔ label id i+1 in their label files).
 DFEW_CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
@@ -102,8 +107,9 @@ def reasoning_instruction(rng: random.Random) -> str:
     return rng.choice(REASONING_INSTRUCTIONS)
 
 
-def reasoning_answer(explanation: str, labels: Sequence[str]) -> str:
-    """Phase-3 answer: explanation, then ``Open-vocabulary labels: a, b, c.``
+def reasoning_answer(explanation: str, labels: Sequence[str], answer_format: str = DEFAULT_ANSWER_FORMAT) -> str:
+    """Phase-3 answer: explanation, then ``Open-vocabulary labels: a, b, c.``; with
+    ``answer_format="labels_first"`` the label sentence comes first.
 
     Labels are lower-cased and de-duplicated (order kept); commas inside a label would
     break the list, so they are rejected.
@@ -120,9 +126,14 @@ def reasoning_answer(explanation: str, labels: Sequence[str]) -> str:
             clean.append(lab)
     if not clean:
         raise ValueError(f"no open-vocabulary labels in {list(labels)!r}")
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
     if explanation[-1] not in ".!?":
         explanation += "."
-    return f"{explanation} {OV_LABELS_MARKER} {', '.join(clean)}."
+    label_line = f"{OV_LABELS_MARKER} {', '.join(clean)}."
+    if answer_format == "labels_first":
+        return f"{label_line} {explanation}"
+    return f"{explanation} {label_line}"
 
 
 def caption_answer(text: str) -> str:

@@ -14,8 +14,12 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from live.media import CROP_SIZE, N_FRAMES
+from model.data.templates import ANSWER_FORMATS
 
 FUSIONS = ("video_concat", "frame_concat", "cross_attention")
+# What the Whisper encoder sees: the paper's padded 30 s, or the window's own length.
+AUDIO_CONTEXTS = ("30s", "window")
+
 
 # LLaVA-OneVision-7B (llava-hf/llava-onevision-qwen2-7b-ov-hf): Qwen2-7B decoder.
 QWEN2_7B = dict(
@@ -100,6 +104,15 @@ class OmniEmotionConfig(PreTrainedConfig):
         absent_audio_seconds: with `trim_audio`, the length whose token count a missing
             audio track fills with zeros, so the layout of a live window never changes.
         cross_attention_heads: heads of the `cross_attention` fusion layer.
+        audio_context: `"30s"` (default, the paper: every clip padded to Whisper's 30 s)
+            or `"window"`: the encoder runs on the clip's own length with its position
+            embeddings sliced to it (4 s → 67 tokens either way, 7.5× less encoder work).
+            The processor, the trainer's collator, evaluation and serving all read it,
+            so a model is served with the context it was trained with.
+        answer_format: phase-3 answer order, `"explanation_first"` (default, the paper:
+            "<explanation> Open-vocabulary labels: a, b.") or `"labels_first"`
+            ("Open-vocabulary labels: a, b. <explanation>"): the trainer renders targets
+            in it and the analyser can stop once the labels are out.
     """
 
     model_type = "omni_emotion"
@@ -127,6 +140,8 @@ class OmniEmotionConfig(PreTrainedConfig):
     trim_audio: bool = True
     absent_audio_seconds: float = 4.0
     cross_attention_heads: int = 8
+    audio_context: str = "30s"
+    answer_format: str = "explanation_first"
     # Filled by the tokenizer builder; None until then.
     face_token_id: int | None = None
     audio_token_id: int | None = None
@@ -140,6 +155,10 @@ class OmniEmotionConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.audio_context not in AUDIO_CONTEXTS:
+            raise ValueError(f"audio_context must be one of {AUDIO_CONTEXTS}, got {self.audio_context!r}")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.audio_pool_stride < 1:

@@ -27,7 +27,8 @@ from model.net.config import OmniEmotionConfig
 from model.net.face_encoder import FaceXFormerEncoder
 
 # Inputs only the prefill step needs; decode steps see just the new token.
-PREFILL_ONLY_INPUTS = ("pixel_values_videos", "face_pixel_values", "face_present", "input_features", "audio_lengths")
+PREFILL_ONLY_INPUTS = ("pixel_values_videos", "face_pixel_values", "face_present", "input_features", "audio_lengths",
+                       "visual_embeds", "face_embeds")
 
 # What trains in each phase of paper §4.4 (module-name prefixes under the top model).
 PHASE_TRAINABLE = {
@@ -52,6 +53,20 @@ def float_dtype(module: nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float32
+
+
+def whisper_encode_window(enc: WhisperEncoder, mel: torch.Tensor) -> torch.Tensor:
+    """`WhisperEncoder.forward` on a mel shorter than 30 s (the "window" audio context):
+    the same layers, with the first M/2 position embeddings (the stock forward insists
+    on 3000 frames). mel (B, 128, M) → states (B, ceil(M/2), d_model)."""
+    if (mel.shape[-1] + 1) // 2 > enc.embed_positions.num_embeddings:
+        raise ValueError(f"{mel.shape[-1]} mel frames exceed the encoder's {2 * enc.embed_positions.num_embeddings}")
+    x = F.gelu(enc.conv2(F.gelu(enc.conv1(mel)))).permute(0, 2, 1)
+    x = x + enc.embed_positions.weight[: x.shape[1]].to(x.dtype)
+    x = F.dropout(x, p=enc.dropout, training=enc.training)
+    for layer in enc.layers:
+        x = layer(x, None)
+    return enc.layer_norm(x)
 
 
 class ProjectorMLP(nn.Module):
@@ -168,17 +183,29 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         return feats.view(b, t, feats.shape[1], -1)
 
     def audio_features(self, input_features: torch.Tensor) -> torch.Tensor:
-        """(B, 128, 3000) log-mel → (B, 500, H): Whisper encoder → avg-pool /3 → MLP."""
-        states = self.audio_encoder(input_features.to(float_dtype(self.audio_encoder))).last_hidden_state
+        """(B, 128, M) log-mel → (B, M / 6, H): Whisper encoder → avg-pool /3 → MLP.
+
+        M = 3000 (→ 500 tokens) in the "30s" audio context; in "window" any M up to 3000
+        (`tokens.audio_mel_frames`), the position embeddings sliced to its length."""
+        mel = input_features.to(float_dtype(self.audio_encoder))
+        if self.config.audio_context == "30s":
+            states = self.audio_encoder(mel).last_hidden_state
+        else:
+            states = whisper_encode_window(self.audio_encoder, mel)
         stride = self.config.audio_pool_stride
         pooled = F.avg_pool1d(states.transpose(1, 2), kernel_size=stride, stride=stride).transpose(1, 2)
         return self.audio_projector(pooled.to(float_dtype(self.audio_projector)))
 
     # ---- assembling the sequence -----------------------------------------------------
 
-    def _visual_sequence(self, batch, pixel_values_videos, face_pixel_values, face_present, dtype, device):
+    def _visual_sequence(self, batch, pixel_values_videos, face_pixel_values, face_present, dtype, device,
+                         visual_embeds=None, face_embeds=None):
         """Visual and face token features for `batch` clips, in placeholder order.
 
+        visual_embeds (B, T, v, H) / face_embeds (B, T, f, H): `visual_features` /
+        `face_features` already computed (the serving per-frame cache,
+        `model.serve.features`), used instead of the pixels; the per-slot parts (frame
+        embeddings, face_present mask, fusion, newline) are applied here either way.
         Returns video (B·(T·v+1), H) and face (B·T·f, H) rows.
         """
         cfg, hidden = self.config, self.config.hidden_size
@@ -186,7 +213,11 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         v, f = tokens.visual_tokens_per_frame(cfg), tokens.face_tokens_per_frame(cfg)
         frame_pos = self.frame_embeddings.to(dtype)[None, :, None, :]  # (1, T, 1, H)
 
-        if pixel_values_videos is not None:
+        if visual_embeds is not None:
+            if visual_embeds.shape[:2] != (batch, t):
+                raise ValueError(f"visual_embeds must be (batch={batch}, frames={t}, v, H), got {tuple(visual_embeds.shape)}")
+            visual = visual_embeds.to(dtype) + frame_pos
+        elif pixel_values_videos is not None:
             if pixel_values_videos.shape[:2] != (batch, t):
                 raise ValueError(
                     f"pixel_values_videos must be (batch={batch}, frames={t}, 3, S, S), got {tuple(pixel_values_videos.shape)}"
@@ -195,21 +226,26 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         else:
             visual = torch.zeros(batch, t, v, hidden, dtype=dtype, device=device)
 
-        if face_pixel_values is not None:
+        has_face = face_embeds is not None or face_pixel_values is not None
+        if face_embeds is not None:
+            if face_embeds.shape[:2] != (batch, t):
+                raise ValueError(f"face_embeds must be (batch={batch}, frames={t}, f, H), got {tuple(face_embeds.shape)}")
+            face = face_embeds.to(dtype) + frame_pos
+        elif face_pixel_values is not None:
             if face_pixel_values.shape[:2] != (batch, t):
                 raise ValueError(
                     f"face_pixel_values must be (batch={batch}, frames={t}, 3, 224, 224), got {tuple(face_pixel_values.shape)}"
                 )
             face = self.face_features(face_pixel_values).to(dtype) + frame_pos
-            if face_present is not None:
-                # Frames without a face get the zero tensor of a missing modality.
-                face = face * face_present.to(device=device, dtype=dtype)[:, :, None, None]
-        else:
+        if has_face and face_present is not None:
+            # Frames without a face get the zero tensor of a missing modality.
+            face = face * face_present.to(device=device, dtype=dtype)[:, :, None, None]
+        if not has_face:
             face = torch.zeros(batch, t, f, hidden, dtype=dtype, device=device)
 
         if self.fusion is not None:
             attended = self.fusion(face.flatten(0, 1), visual.flatten(0, 1)).view_as(face)
-            if face_pixel_values is None:
+            if not has_face:
                 attended = torch.zeros_like(attended)
             elif face_present is not None:
                 attended = attended * face_present.to(device=device, dtype=dtype)[:, :, None, None]
@@ -217,7 +253,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
 
         newline = (
             self.image_newline.to(dtype)[None, None, :].expand(batch, 1, hidden)
-            if pixel_values_videos is not None
+            if pixel_values_videos is not None or visual_embeds is not None
             else torch.zeros(batch, 1, hidden, dtype=dtype, device=device)
         )
         video_rows = torch.cat([visual.reshape(batch, t * v, hidden), newline], dim=1)
@@ -259,12 +295,15 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         face_present: torch.Tensor | None = None,
         input_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
+        visual_embeds: torch.Tensor | None = None,
+        face_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids (B, L) with placeholders → inputs_embeds (B, L, H)."""
         cfg = self.config
         embeds = self.get_input_embeddings()(input_ids)
         batch, dtype, device = input_ids.shape[0], embeds.dtype, embeds.device
-        video, face = self._visual_sequence(batch, pixel_values_videos, face_pixel_values, face_present, dtype, device)
+        video, face = self._visual_sequence(batch, pixel_values_videos, face_pixel_values, face_present, dtype, device,
+                                            visual_embeds, face_embeds)
         audio = self._audio_sequence(batch, input_features, audio_lengths, dtype, device)
         embeds = self._scatter(embeds, input_ids, cfg.video_token_id, video, "video")
         embeds = self._scatter(embeds, input_ids, cfg.face_token_id, face, "face")
@@ -286,6 +325,8 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         input_features=None,
         audio_lengths=None,
         use_cache=None,
+        visual_embeds=None,
+        face_embeds=None,
         **kwargs,
     ):
         if inputs_embeds is None:
@@ -293,7 +334,8 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
                 raise ValueError("give input_ids or inputs_embeds")
             if self.has_placeholders(input_ids):
                 inputs_embeds = self.merge_multimodal(
-                    input_ids, pixel_values_videos, face_pixel_values, face_present, input_features, audio_lengths
+                    input_ids, pixel_values_videos, face_pixel_values, face_present, input_features, audio_lengths,
+                    visual_embeds, face_embeds,
                 )
             else:
                 inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -343,6 +385,8 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        visual_embeds: torch.Tensor | None = None,
+        face_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> OmniEmotionOutput:
         """
@@ -350,7 +394,10 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
         pixel_values_videos: (B, T, 3, S, S) SigLIP-normalised frames, or None (absent).
         face_pixel_values: (B, T, 3, 224, 224) ImageNet-normalised crops, or None (absent).
         face_present: (B, T) bool, False where a frame has no face.
-        input_features: (B, 128, 3000) Whisper log-mel, or None.
+        input_features: (B, 128, 3000) Whisper log-mel ((B, 128, M) in the "window"
+            audio context), or None.
+        visual_embeds, face_embeds: (B, T, v, H) / (B, T, f, H) precomputed
+            `visual_features` / `face_features` in place of the pixels (per-frame cache).
         audio_lengths: (B,) real samples per clip at 16 kHz; 0 marks an absent track.
         labels: (B, L), -100 where no loss is taken.
         """
@@ -367,6 +414,8 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
             input_features=input_features,
             audio_lengths=audio_lengths,
             use_cache=use_cache,
+            visual_embeds=visual_embeds,
+            face_embeds=face_embeds,
             **kwargs,
         )
         hidden = out.last_hidden_state

@@ -83,6 +83,22 @@ def _to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
     return (x - mean_t) / std_t
 
 
+def _stack_mel(feats: list[torch.Tensor | None]) -> torch.Tensor:
+    """Per-clip log-mel (128, n_i) (None: no audio) → (B, 128, max n_i). In the "window"
+    audio context lengths differ: a shorter clip is right-padded with its own minimum,
+    the value Whisper's extractor gives silence (log-mel clamped at max − 8), as the
+    extractor itself pads; a clip without audio is zeros (its audio length is 0)."""
+    given = [f for f in feats if f is not None]
+    bins, longest = given[0].shape[0], max(f.shape[-1] for f in given)
+    rows = []
+    for f in feats:
+        if f is None:
+            rows.append(torch.zeros(bins, longest))
+        else:
+            rows.append(F.pad(f, (0, longest - f.shape[-1]), value=float(f.min())) if f.shape[-1] < longest else f)
+    return torch.stack(rows)
+
+
 class OmniEmotionProcessor:
     """Turns media + a conversation into `OmniEmotionForConditionalGeneration` inputs.
 
@@ -166,7 +182,10 @@ class OmniEmotionProcessor:
             out["face_present"] = torch.from_numpy(present.copy())
         if clip.has_audio:
             audio = self.validate_audio(clip.audio, sampling_rate)
-            feats = self.feature_extractor(audio, sampling_rate=AUDIO_RATE, return_tensors="pt")["input_features"]
+            # (128, 3000) in the "30s" context, (128, tokens.audio_mel_frames) in "window".
+            mel = tokens.audio_mel_frames(cfg, audio.size)
+            feats = self.feature_extractor(audio, sampling_rate=AUDIO_RATE, return_tensors="pt",
+                                           max_length=mel * tokens.MEL_HOP_SAMPLES)["input_features"]
             out["input_features"] = feats[0]
             out["num_samples"] = int(audio.size)
         out["audio_tokens"] = tokens.audio_token_count(cfg, out["num_samples"] or None)
@@ -275,8 +294,7 @@ class OmniEmotionProcessor:
             )
             out["face_present"] = torch.stack([m.get("face_present", torch.zeros(t, dtype=torch.bool)) for m in media])
         if any("input_features" in m for m in media):
-            shape = next(m["input_features"] for m in media if "input_features" in m).shape
-            out["input_features"] = torch.stack([m.get("input_features", torch.zeros(shape)) for m in media])
+            out["input_features"] = _stack_mel([m.get("input_features") for m in media])
         out["audio_lengths"] = torch.tensor([m["num_samples"] for m in media], dtype=torch.long)
         return out
 

@@ -58,28 +58,46 @@ def audio_tokens_total(config) -> int:
 
 
 def audio_window_samples(config) -> int:
-    """Samples the Whisper encoder sees (30 s at 16 kHz for large-v3)."""
+    """The longest audio the Whisper encoder takes, in samples (30 s at 16 kHz for
+    large-v3: its 1500 positions), in either audio context."""
     return config.audio_config.max_source_positions * ENCODER_CONV_STRIDE * MEL_HOP_SAMPLES
+
+
+def _real_token_count(config, num_samples: int) -> int:
+    """Tokens covering `num_samples` of real audio: samples → mel frames (÷160) →
+    encoder states (÷2, ceil) → tokens (÷stride, ceil): 4 s → 400 → 200 → 67."""
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    mel_frames = max(1, num_samples // MEL_HOP_SAMPLES)
+    states = math.ceil(mel_frames / ENCODER_CONV_STRIDE)
+    return min(audio_tokens_total(config), math.ceil(states / config.audio_pool_stride))
 
 
 def audio_token_count(config, num_samples: int | None) -> int:
     """Audio tokens for a clip of `num_samples` at 16 kHz; None means the track is absent.
 
-    With `trim_audio` only the tokens covering real audio are kept: samples → mel frames
-    (÷160) → encoder states (÷2, ceil) → tokens (÷stride, ceil): 4 s → 400 → 200 → 67.
+    `audio_context="30s"` (the paper): the encoder sees 30 s; with `trim_audio` only the
+    tokens covering real audio are kept (4 s → 67 of 500), else all 500.
+    `audio_context="window"`: the encoder sees the clip's own length (see
+    `audio_mel_frames`) and gives exactly the tokens covering it (4 s → 67), trimmed or not.
     An absent track is given `absent_audio_seconds` worth of (zero) tokens so a live
     window's layout is the same with and without a microphone.
     """
-    total = audio_tokens_total(config)
-    if not config.trim_audio:
-        return total
+    if config.audio_context == "30s" and not config.trim_audio:
+        return audio_tokens_total(config)
     if num_samples is None:
         num_samples = int(round(config.absent_audio_seconds * AUDIO_RATE))
-    if num_samples <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    mel_frames = max(1, num_samples // MEL_HOP_SAMPLES)
-    states = math.ceil(mel_frames / ENCODER_CONV_STRIDE)
-    return min(total, math.ceil(states / config.audio_pool_stride))
+    return _real_token_count(config, num_samples)
+
+
+def audio_mel_frames(config, num_samples: int) -> int:
+    """Mel frames the Whisper encoder is fed for a clip of `num_samples`: 3000 (30 s)
+    in the "30s" context; in the "window" context the clip's own frames padded up to
+    a whole number of tokens (tokens × stride × 2: 4 s → 67 × 6 = 402), so pooling keeps
+    the same 67 tokens the 30 s context keeps."""
+    if config.audio_context == "30s":
+        return config.audio_config.max_source_positions * ENCODER_CONV_STRIDE
+    return _real_token_count(config, num_samples) * config.audio_pool_stride * ENCODER_CONV_STRIDE
 
 
 def modality_layout(config, audio_tokens: int, num_frames: int | None = None) -> list[str]:

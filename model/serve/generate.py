@@ -10,11 +10,11 @@ The generation budgets live here too, one per purpose. Importing this module is 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from model.data.answers import ParsedAnswer, parse_answer
+from model.data.answers import ParsedAnswer, labels_complete, parse_answer
 
 # max_new_tokens, per purpose. A budget only caps the answer; greedy decoding stops
 # earlier at the end-of-turn token.
@@ -64,14 +64,52 @@ def encode(model, processor, prompts: Sequence[str], clips: Sequence) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def prompt_tokens(batch: dict) -> int:
+    """Length of the (padded) prompt of a batch from `encode`."""
+    return int(batch["input_ids"].shape[1])
+
+
+class StopAfterLabels:
+    """A `transformers` stopping criterion for labels-first answers: once a row's label
+    list is complete (`model.data.answers.labels_complete`), it asks
+    `explain(parsed_labels_so_far)` once; False stops the row there, True lets it go on
+    to the explanation (and the end-of-turn token). `tokens_to_label[row]`: new tokens
+    generated when the list closed (None while open).
+    """
+
+    def __init__(self, processor, prompt_tokens: int, explain: Callable[[ParsedAnswer], bool] = lambda p: False):
+        self.processor, self.prompt_tokens, self.explain = processor, prompt_tokens, explain
+        self.tokens_to_label: dict[int, int] = {}
+        self._stop: dict[int, bool] = {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = []
+        for row, ids in enumerate(input_ids):
+            if row not in self._stop:
+                text = self.processor.decode(ids[self.prompt_tokens:]).strip()
+                if labels_complete(text):
+                    self.tokens_to_label[row] = int(ids.shape[0]) - self.prompt_tokens
+                    self._stop[row] = not self.explain(parse_answer(text))
+            done.append(self._stop.get(row, False))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def explained(self, row: int) -> bool:
+        """Whether the row went on past its labels (the policy asked for an explanation)."""
+        return row in self._stop and not self._stop[row]
+
+
 def generate(model, processor, batch: dict, max_new_tokens: int, options: Sequence[str] | None = None,
-             streamer=None, logits_processor=None) -> list[Generated]:
+             streamer=None, logits_processor=None, stopping_criteria=None) -> list[Generated]:
     """Greedy answers for `batch` (from `encode`), one `Generated` per row.
 
     options: class names to match the label against (classification), else open vocabulary.
-    streamer, logits_processor: passed to `model.generate` (streaming UI, timing stamps).
+    streamer, logits_processor, stopping_criteria: passed to `model.generate` (streaming
+    UI, timing stamps, `StopAfterLabels`).
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -80,10 +118,12 @@ def generate(model, processor, batch: dict, max_new_tokens: int, options: Sequen
         extra["streamer"] = streamer
     if logits_processor is not None:
         extra["logits_processor"] = logits_processor
+    if stopping_criteria is not None:
+        extra["stopping_criteria"] = StoppingCriteriaList([stopping_criteria])
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=processor.tokenizer.pad_token_id, **extra)
-    prompt_len = int(batch["input_ids"].shape[1])
+    prompt_len = prompt_tokens(batch)
     answers = []
     for row in out:
         ids = row[prompt_len:].cpu()

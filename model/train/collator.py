@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from model.data.answers import reformat_answer
 from model.train.dataset import SampleError
 from model.net.processor import IGNORE_INDEX, OmniEmotionProcessor
 
@@ -21,15 +22,23 @@ class TrainCollator:
 
     Returns a plain dict: input_ids, attention_mask, labels (B, L); and, when the batch
     has them, pixel_values_videos (B, T, 3, S, S), face_pixel_values (B, T, 3, 224, 224),
-    face_present (B, T), input_features (B, 128, 3000); audio_lengths (B,) always.
+    face_present (B, T), input_features (B, 128, 3000) (or (B, 128, M) in the "window"
+    audio context: the processor reads `config.audio_context`); audio_lengths (B,) always.
+
+    Phase-3 answers are rendered in the model config's `answer_format` (either order in
+    the manifest), the order the analyser then expects.
     """
 
     def __init__(self, processor: OmniEmotionProcessor):
         self.processor = processor
 
     def _call(self, items: list[dict[str, Any]]):
+        fmt = self.processor.config.answer_format
+        convs = [it["conversation"][:-1] + [{**it["conversation"][-1],
+                                              "content": reformat_answer(it["conversation"][-1]["content"], fmt)}]
+                 for it in items]
         return self.processor(
-            [it["conversation"] for it in items],
+            convs,
             [it["clip"] for it in items],
             return_labels=True,
             padding_side="right",
