@@ -28,7 +28,7 @@ import sys
 import torch
 from torch import nn
 
-from .layout import effective_precisions, is_tied, quant_targets, slot_of, slot_totals
+from .layout import effective_precisions, host_slots, is_tied, quant_targets, slot_of, slot_totals
 from .plans import BYTES_PER_ELEMENT, FLOAT_PRECISIONS, QuantPlan
 
 BLOCKSIZE_4BIT = 64  # elements per absmax block (bitsandbytes default, CPU and CUDA)
@@ -60,8 +60,11 @@ def linear_bytes(precision: str, out_features: int, in_features: int, double_qua
 
 def estimate_model(model: nn.Module, plan: QuantPlan) -> dict:
     """Bytes per slot/component of `model` (float, typically on the meta device) once
-    `plan` is applied. Returns {"slots", "components", "total", "params_buffers",
-    "quant_state", "params"} — params_buffers is what get_memory_footprint() will say."""
+    `plan` is applied. Returns {"slots", "components", "total", "host", "params_buffers",
+    "quant_state", "params"}: `total` is device-resident, `host` what the plan keeps in
+    host memory (its slots still appear in "slots"), params_buffers what
+    get_memory_footprint() will say (device parameters + buffers). Raises
+    PlacementError for a placement the model cannot take."""
     precisions = effective_precisions(plan, is_tied(model))
     targets = quant_targets(model, plan)
     compute = BYTES_PER_ELEMENT[plan.compute_dtype]
@@ -82,7 +85,7 @@ def estimate_model(model: nn.Module, plan: QuantPlan) -> dict:
             per_name[name] = p.numel() * compute
     for name, b in model.named_buffers():
         per_name[name] = b.numel() * b.element_size()
-    out = slot_totals(per_name)
+    out = slot_totals(per_name, host_slots(plan))
     out["quant_state"] = state_total
     out["params_buffers"] = out["total"] - state_total
     out["params"] = params
@@ -112,7 +115,16 @@ def meta_model(config, plan: QuantPlan) -> nn.Module:
 
 
 def estimate_config(config, plan: QuantPlan) -> dict:
-    return estimate_model(meta_model(config, plan), plan)
+    """`estimate_model` of the meta model of `config`, plus "window": the estimated
+    peak device memory of analysing one window beyond the weights
+    (`quant.window_memory.window_peak`), and "peak_window" = its peak."""
+    from .window_memory import window_peak
+
+    model = meta_model(config, plan)
+    out = estimate_model(model, plan)
+    out["window"] = window_peak(model, plan)
+    out["peak_window"] = out["window"]["peak"]
+    return out
 
 
 def estimate_preset(preset: str, plan: QuantPlan, **overrides) -> dict:
@@ -159,15 +171,20 @@ def measure(model: nn.Module) -> dict:
     `estimate_model`, plus "footprint" = model.get_memory_footprint().
 
     Quant-state tensors are counted once per storage (a tensor shared between layers,
-    or a CB that aliases the int8 weight, is not counted twice)."""
-    seen = set()
-    per_name: dict[str, int] = {}
+    or a CB that aliases the int8 weight, is not counted twice). Host embedding tables
+    (`quant.placement`) are counted under their slot and in "host", not in "total"."""
+    from .placement import host_tensors
+
+    host = host_tensors(model)
+    seen = {_storage_key(t) for t in host.values()}
+    per_name: dict[str, int] = {name: t.numel() * t.element_size() for name, t in host.items()}
+    host_bytes = sum(per_name.values())
     for name, p in model.named_parameters():
         seen.add(_storage_key(p))
         per_name[name] = p.numel() * p.element_size()
     for name, b in model.named_buffers():
         per_name[name] = b.numel() * b.element_size()
-    params_buffers = sum(per_name.values())
+    params_buffers = sum(per_name.values()) - host_bytes
     state_total = 0
     for name, module in model.named_modules():
         for t in _quant_state_tensors(module):
@@ -178,7 +195,7 @@ def measure(model: nn.Module) -> dict:
             n = t.numel() * t.element_size()
             per_name[f"{name}.weight.quant_state.{len(seen)}"] = n
             state_total += n
-    out = slot_totals(per_name)
+    out = slot_totals(per_name, tuple({slot_of(name) for name in host}))
     out["quant_state"] = state_total
     out["params_buffers"] = params_buffers
     out["footprint"] = int(model.get_memory_footprint())

@@ -1,11 +1,12 @@
 """Compare quantization plans on the same windows of a media file.
 
-    python -m quant.experiments --model DIR --plans fp16,int8,nf4,nf4-dq,edge-8gb \\
+    python -m quant.experiments --model DIR --plans fp16,int8,nf4,nf4-dq,edge-8gb,edge-6gb \\
         --source FILE --out DIR [--device cpu|cuda] [--max-windows N] [--max-new-tokens N]
 
 Each plan is loaded in turn (one at a time, freed in between) and analyses the same
 windows (`quant.windows`). Per plan: weight bytes (estimated and measured), peak
-memory, load time, prefill time, decode tokens/s, and agreement with the first plan
+memory (and, on CUDA, each window's allocator peak beside its estimate), host-resident
+bytes, load time, prefill time, decode tokens/s, and agreement with the first plan
 that loads (the reference): top-1 label agreement, mean KL(ref || plan) of the
 next-token distributions over the reference's answer (teacher-forced), and word-level
 similarity of the explanations. A plan that fails to load or run is reported as failed
@@ -89,23 +90,27 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
     from .agreement import answer_log_probs, labels_agree, mean_kl, text_similarity
     from .estimate import estimate_checkpoint, measure
     from .load import load_model
-    from .memory import PeakMemory
+    from .memory import PeakMemory, WindowPeak
 
     record = {"name": plan.name, "plan": plan.to_dict(), "status": "ok"}
     estimated = estimate_checkpoint(model_dir, plan)
-    record["weights"] = {"estimated": estimated["total"], "estimated_slots": estimated["slots"]}
+    record["weights"] = {"estimated": estimated["total"], "estimated_slots": estimated["slots"],
+                         "estimated_host": estimated["host"]}
+    record["peak_window_estimated"] = estimated["peak_window"]
     with PeakMemory(device) as peak:
         t0 = time.perf_counter()
         model, processor = load_model(model_dir, plan, device)
         record["load_s"] = time.perf_counter() - t0
         measured = measure(model)
         record["weights"].update(
-            measured=measured["total"], footprint=measured["footprint"], measured_slots=measured["slots"]
+            measured=measured["total"], footprint=measured["footprint"], measured_slots=measured["slots"],
+            measured_host=measured["host"],
         )
         per_window, ref_state = [], []
         for i, (clip, window) in enumerate(zip(clips, windows)):
-            batch = encode(model, processor, [prompt], [clip])
-            generated, prefill, decode = _timed_generate(model, processor, batch, max_new_tokens, options)
+            with WindowPeak(device, outer=peak) as window_peak:  # CUDA: the window's allocator peak
+                batch = encode(model, processor, [prompt], [clip])
+                generated, prefill, decode = _timed_generate(model, processor, batch, max_new_tokens, options)
             answer, text, parsed = generated.ids, generated.text, generated.parsed
             row = {
                 "window": window.summary() if hasattr(window, "summary") else {"index": i},
@@ -114,6 +119,7 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
                 "tokens": int(answer.numel()),
                 "prefill_s": prefill,
                 "decode_tokens_per_s": decode,
+                "peak_window_bytes": window_peak.bytes,  # None on the CPU
             }
             if reference is None:
                 ref_state.append({"answer": answer, "log_probs": answer_log_probs(model, batch, answer),
@@ -139,10 +145,13 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Means over windows; decode speed as total steps over total decode time."""
+    """Means over windows; decode speed as total steps over total decode time; the
+    largest per-window peak (None where it was not measured: the CPU)."""
     n = len(rows)
     decode = [r["decode_tokens_per_s"] for r in rows if r["decode_tokens_per_s"]]
+    peaks = [r["peak_window_bytes"] for r in rows if r.get("peak_window_bytes") is not None]
     return {
+        "peak_window_bytes": max(peaks) if peaks else None,
         "prefill_s": sum(r["prefill_s"] for r in rows) / n,
         "decode_tokens_per_s": (sum(decode) / len(decode)) if decode else None,
         "label_agreement": sum(r["label_agrees"] for r in rows) / n,
@@ -228,7 +237,7 @@ def run_experiments(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m quant.experiments", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="checkpoint folder")
-    ap.add_argument("--plans", default="fp16,int8,nf4,nf4-dq,edge-8gb", help="comma-separated plans; the first is the reference")
+    ap.add_argument("--plans", default="fp16,int8,nf4,nf4-dq,edge-8gb,edge-6gb", help="comma-separated plans; the first is the reference")
     ap.add_argument("--source", required=True, help="video file to cut windows from")
     ap.add_argument("--out", required=True, help="folder for results.json/.md/.png")
     ap.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out folder")

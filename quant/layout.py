@@ -47,15 +47,43 @@ def slot_prefixes(slot: str) -> tuple[str, ...]:
     return COMPONENT_PREFIXES[slot]
 
 
+class PlacementError(ValueError):
+    """A plan's placement cannot work on this model (host embeddings with a tied head)."""
+
+
+def check_placement(plan: QuantPlan, tied_lm_head: bool) -> None:
+    """Refuse host embeddings for a model whose lm_head is tied to them.
+
+    A tied head *is* the embedding table: it cannot stay on the device while the table
+    moves to the host, and running the output projection on the host would cost a
+    152k-row matmul in RAM per token. Untying at load would keep a device copy of the
+    table for the head — nothing saved — so the plan is refused instead."""
+    if tied_lm_head and plan.host_embeddings:
+        raise PlacementError(
+            f"plan {plan.name!r} puts the input embeddings in host memory, but this model ties "
+            "lm_head to them (tie_word_embeddings: true, e.g. the 0.5b preset); a tied head cannot "
+            "stay on the device without its table. Keep embeddings on the device for tied models "
+            f"(e.g. +embeddings={plan.compute_dtype})"
+        )
+
+
 def effective_precisions(plan: QuantPlan, tied_lm_head: bool) -> dict[str, str]:
-    """The plan's slot precisions as applied to a model.
+    """The plan's slot storage precisions as applied to a model (host embeddings: their
+    dtype, `compute_dtype`).
 
     A tied `lm_head` shares its weight with the embeddings, which are float: it follows
-    the embeddings' precision (quantizing it would untie or corrupt the embedding)."""
-    precisions = plan.precisions()
+    the embeddings' precision (quantizing it would untie or corrupt the embedding).
+    Raises PlacementError for a placement the model cannot take (`check_placement`)."""
+    check_placement(plan, tied_lm_head)
+    precisions = plan.dtypes()
     if tied_lm_head:
         precisions["lm_head"] = precisions["embeddings"]
     return precisions
+
+
+def host_slots(plan: QuantPlan) -> tuple[str, ...]:
+    """Slots whose tensors live in host memory under `plan`."""
+    return ("embeddings",) if plan.host_embeddings else ()
 
 
 def is_tied(model: nn.Module) -> bool:
@@ -98,12 +126,15 @@ def skip_modules(plan: QuantPlan, precisions: dict[str, str], primary: str) -> l
     return sorted(set(skipped))
 
 
-def slot_totals(per_name: dict[str, int]) -> dict[str, int]:
-    """{name: bytes} → bytes per slot, per component and the total."""
+def slot_totals(per_name: dict[str, int], host: tuple[str, ...] = ()) -> dict:
+    """{name: bytes} → bytes per slot (wherever it lives), device bytes per component,
+    `total` (device-resident) and `host` (bytes of the `host` slots)."""
     slots = dict.fromkeys(SLOTS, 0)
     for name, n in per_name.items():
         slots[slot_of(name)] += n
     components = dict.fromkeys(COMPONENTS, 0)
     for slot, n in slots.items():
-        components[component_of_slot(slot)] += n
-    return {"slots": slots, "components": components, "total": sum(slots.values())}
+        if slot not in host:
+            components[component_of_slot(slot)] += n
+    on_host = sum(slots[s] for s in host)
+    return {"slots": slots, "components": components, "total": sum(slots.values()) - on_host, "host": on_host}

@@ -13,7 +13,12 @@ Quantization is a load-time transform with an explicit skip list (litgpt-style):
    converted directly with bitsandbytes (`quant.convert`).
 4. Float tensors are cast to the plan's float dtype (a no-op unless transformers left
    one behind, e.g. a bias it did not cast).
-5. The result is checked: every target has the right bitsandbytes type and nothing
+5. Host embeddings (`embeddings="host"`): the input embedding table moves to host
+   memory behind a `quant.placement.HostEmbedding` (pinned where CUDA exists). A model
+   whose lm_head is tied to the table is refused before anything loads
+   (`quant.layout.check_placement`). The table is read onto the device with the rest
+   and moved right after, so loading briefly holds it there (see docs/quantization.md).
+6. The result is checked: every target has the right bitsandbytes type and nothing
    else is quantized. A mismatch raises instead of returning a silently wrong model.
 
 `model/` never imports bitsandbytes; only this package does, and only when a plan
@@ -133,7 +138,8 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
     `plan`: a `QuantPlan`, a name of `quant.plans.PLANS`, or `NAME+key=value...`.
     The plan and the resolved layout are attached as `model.quant_plan` and
     `model.quant_layout`. Raises ValueError for a bad plan, FileNotFoundError for a
-    missing checkpoint, PlanLoadError when the device cannot run the plan.
+    missing checkpoint, PlanLoadError when the device cannot run the plan,
+    `quant.layout.PlacementError` (a ValueError) for host embeddings with a tied head.
     """
     from model.net.config import OmniEmotionConfig
     from model.checkpoint.loading import check_checkpoint, load
@@ -155,6 +161,12 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
 
         convert_linears(model, secondary, plan, device)
     cast_float_tensors(model, layout["precisions"], plan.compute_dtype)
+    if plan.host_embeddings:
+        from .placement import embeddings_to_host
+
+        embeddings_to_host(model)
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()  # give the table's device copy back to the card
     if torch.device(device).type == "cpu" and not CPU_REPACK_4BIT:
         for module in model.modules():
             if hasattr(module, "support_avx512bf16_for_cpu"):

@@ -35,11 +35,17 @@ class PeakMemory:
         while not self._stop.wait(RSS_SAMPLE_S):
             self._peak = max(self._peak, rss_bytes())
 
+    def fold(self) -> None:
+        """Keep the CUDA peak so far before someone resets the counter (`WindowPeak`)."""
+        if self.cuda:
+            self._max_seen = max(self._max_seen, torch.cuda.max_memory_allocated())
+
     def __enter__(self) -> "PeakMemory":
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
+            self._max_seen = 0
         else:
             self._base = self._peak = rss_bytes()
             self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
@@ -49,9 +55,56 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         if self.cuda:
             torch.cuda.synchronize()
-            self.bytes = max(0, torch.cuda.max_memory_allocated() - self._base)
+            self.bytes = max(0, max(self._max_seen, torch.cuda.max_memory_allocated()) - self._base)
         else:
             self._stop.set()
             self._thread.join()
             self._peak = max(self._peak, rss_bytes())
             self.bytes = max(0, self._peak - self._base)
+
+
+class WindowPeak:
+    """`with WindowPeak(device) as w: ...` then `w.bytes`: on CUDA the allocator's peak
+    over the block above what was allocated at entry (`torch.cuda.max_memory_allocated`,
+    reset at entry) — the quantity `quant.window_memory` estimates; None on the CPU,
+    which has no allocator counter (`PeakMemory`'s RSS sampling is too coarse for one
+    window). `outer`: a `PeakMemory` around this block, whose peak so far is kept
+    before the counter is reset."""
+
+    def __init__(self, device: str = "cpu", outer: PeakMemory | None = None):
+        self.cuda = torch.device(device).type == "cuda"
+        self.outer = outer
+        self.bytes: int | None = None
+
+    def __enter__(self) -> "WindowPeak":
+        if self.cuda:
+            torch.cuda.synchronize()
+            if self.outer is not None:
+                self.outer.fold()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.bytes = max(0, torch.cuda.max_memory_allocated() - self._base)
+
+
+def profiled_peak(fn, *args, **kwargs) -> tuple[object, int]:
+    """(fn's result, peak bytes of CPU tensor memory allocated while it ran, above the
+    level at entry), from `torch.profiler` memory records (every allocation and free of
+    the CPU allocator, in time order). Exact for tensors, unlike RSS sampling; slow
+    (seconds), so for tests and one-off checks of `quant.window_memory` on the CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn(*args, **kwargs)
+    records = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    level = peak = 0
+    for _, nbytes in records:
+        level += nbytes
+        peak = max(peak, level)
+    return result, peak

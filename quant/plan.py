@@ -6,7 +6,9 @@
 
 `--plan` takes a name of `quant.plans.PLANS` or `NAME+key=value+...` overrides.
 Bytes are per plan slot and per component, computed from bitsandbytes' storage rules
-(`quant.estimate`). Errors follow `live.cli`: one line on stderr; a bad plan, preset or
+(`quant.estimate`); `total` is what sits on the device, `host` what the plan keeps
+in host memory, `peak_window` the estimated peak device memory of analysing one
+window beyond the weights (`quant.window_memory`). Errors follow `live.cli`: one line on stderr; a bad plan, preset or
 model folder exits 2.
 """
 from __future__ import annotations
@@ -25,14 +27,21 @@ def _table(result: dict) -> str:
     lines = [f"plan {result['plan']['name']} on {result['model']}:"]
     for slot, n in result["slots"].items():
         lines.append(f"  {slot:>11}: {n / GB:8.3f} GB  ({result['precisions'][slot]}, {result['params'][slot]:,} params)")
-    lines.append(f"  {'total':>11}: {result['total'] / GB:8.3f} GB  (quant state {result['quant_state'] / GB:.3f} GB)")
+    lines.append(f"  {'total':>11}: {result['total'] / GB:8.3f} GB on the device  (quant state {result['quant_state'] / GB:.3f} GB)")
+    lines.append(f"  {'host':>11}: {result['host'] / GB:8.3f} GB in host memory")
+    window = result["window"]
+    phases = ", ".join(f"{k} {v / GB:.3f}" for k, v in window["phases"].items())
+    lines.append(f"  {'peak window':>11}: {result['peak_window'] / GB:8.3f} GB  ({window['tokens']['total']:,} prefill + "
+                 f"{window['tokens']['generated']} new tokens; phases: {phases})")
+    lines.append(f"  {'device need':>11}: {(result['total'] + result['peak_window']) / GB:8.3f} GB  "
+                 "(weights + peak window; add the CUDA context, ~0.3-0.5 GB)")
     return "\n".join(lines)
 
 
 def estimate(preset: str | None, model_dir: str | None, plan_spec: str) -> dict:
     """The estimate as a JSON-able dict (what `--json` prints)."""
     from .estimate import estimate_checkpoint, estimate_preset
-    from .layout import effective_precisions
+    from .layout import effective_precisions, host_slots
     from .plans import get_plan
 
     plan = get_plan(plan_spec)
@@ -49,8 +58,11 @@ def estimate(preset: str | None, model_dir: str | None, plan_spec: str) -> dict:
     result.update(
         model=where,
         plan=plan.to_dict(),
-        precisions=effective_precisions(plan, tied_note),
+        precisions={slot: f"host ({p})" if slot in host_slots(plan) else p
+                    for slot, p in effective_precisions(plan, tied_note).items()},
         total_gb=result["total"] / GB,
+        host_gb=result["host"] / GB,
+        peak_window_gb=result["peak_window"] / GB,
     )
     return result
 
@@ -89,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             from model.checkpoint.loading import check_checkpoint
 
             check_checkpoint(args.model, weights=False)
-        result = estimate(args.preset, args.model, args.plan)
+        from .layout import PlacementError
+
+        try:
+            result = estimate(args.preset, args.model, args.plan)
+        except PlacementError as err:  # the plan cannot work on this model: bad input
+            raise CliError(err) from None
         print(json.dumps(result, indent=1) if args.json else _table(result))
         return 0
 

@@ -5,16 +5,23 @@ and `quant.estimate` prices it. Slots (module-name prefixes in `quant.layout`):
 
     llm         decoder layers + final norm (model.language_model minus embed_tokens)
     lm_head     the output projection (tied models: follows `embeddings`, see layout)
-    embeddings  model.language_model.embed_tokens (an nn.Embedding: float only)
+    embeddings  model.language_model.embed_tokens (an nn.Embedding: float, or `host`)
     vision      SigLIP vision tower
     audio       Whisper encoder
     face        FaceXFormer (Swin) encoder
     projectors  the three projectors, frame embeddings, image newline, fusion layer
+                (float, or int8 for their Linear layers)
 
 Precisions: `fp32`, `bf16`, `fp16` (plain dtypes), `int8` (bitsandbytes LLM.int8,
 `Linear8bitLt`), `nf4`, `fp4` (bitsandbytes 4-bit, `Linear4bit`). Only `nn.Linear`
 layers are quantized; everything else in a quantized slot (norms, convolutions,
 position tables, biases) is kept in `compute_dtype`.
+
+Placement: `embeddings="host"` keeps the input embedding table in host memory (pinned
+where CUDA exists), in `compute_dtype`; the lookup runs there and only the gathered
+rows move to the model's device (`quant.placement`). Every other slot lives on the
+device. A tied lm_head cannot follow the table to the host: such a model is refused
+at load and by the estimator (`quant.layout.check_placement`).
 """
 from __future__ import annotations
 
@@ -23,17 +30,25 @@ from dataclasses import asdict, dataclass, fields, replace
 FLOAT_PRECISIONS = ("fp32", "bf16", "fp16")
 QUANT_PRECISIONS = ("int8", "nf4", "fp4")
 PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
+HOST = "host"  # embeddings placement: the table in host memory, in compute_dtype
 SLOTS = ("llm", "lm_head", "embeddings", "vision", "audio", "face", "projectors")
-# Slots that must stay in a float dtype: embeddings are gathered, not multiplied
-# (bitsandbytes' Linear layers do not apply), and the projectors are the paper's small
-# trained bridges whose precision the issue fixes as high.
-FLOAT_ONLY_SLOTS = ("embeddings", "projectors")
+# What each slot allows. Embeddings are gathered, not multiplied (bitsandbytes' Linear
+# layers do not apply): a float dtype on the device, or the host. The projectors are
+# the paper's small trained bridges: float, or at most 8-bit (issue 13 measures int8
+# projectors as an `edge-6gb` candidate; 4-bit stays refused).
+ALLOWED = {slot: PRECISIONS for slot in SLOTS}
+ALLOWED["embeddings"] = FLOAT_PRECISIONS + (HOST,)
+ALLOWED["projectors"] = FLOAT_PRECISIONS + ("int8",)
 QUANT_STORAGES = ("uint8", "fp16", "bf16", "fp32")  # bnb_4bit_quant_storage
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "uint8": 1, "int8": 1}
 DEFAULT_INT8_THRESHOLD = 6.0  # LLM.int8 outlier threshold (bitsandbytes' default)
 # Budget the `edge-8gb` plan must meet for the 7B preset (decimal GB): leaves ~2 GB of an
 # 8 GB card for the CUDA context, activations and the KV cache (57 KB/token in 16-bit).
 EDGE_8GB_BUDGET_BYTES = 6.0e9
+# Budgets of `edge-6gb` for the 7B preset (issue 13, decimal GB): device-resident weights,
+# and weights + the estimated peak of analysing one window (CUDA context aside, ~0.5 GB).
+EDGE_6GB_BUDGET_BYTES = 4.8e9
+EDGE_6GB_WINDOW_BUDGET_BYTES = 5.5e9
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class QuantPlan:
     def __post_init__(self):
         for slot in SLOTS:
             value = getattr(self, slot)
-            valid = FLOAT_PRECISIONS if slot in FLOAT_ONLY_SLOTS else PRECISIONS
+            valid = ALLOWED[slot]
             if value not in valid:
                 raise ValueError(
                     f"plan {self.name!r}: {slot} precision {value!r} is not one of {', '.join(valid)}"
@@ -86,13 +101,13 @@ class QuantPlan:
         # multiplies in its weight's dtype), so every float tensor of the model must share
         # one dtype: float slots and the compute dtype of quantized ones. Lifting this
         # needs casts in model/modeling.py (docs/quantization.md).
-        activation = {p if p in FLOAT_PRECISIONS else self.compute_dtype for p in self.precisions().values()}
+        activation = {p if p in FLOAT_PRECISIONS else self.compute_dtype for p in self.dtypes().values()}
         if len(activation) > 1:
             raise ValueError(
                 f"plan {self.name!r}: float slots and compute_dtype must share one dtype, got "
-                f"{sorted(activation)}; set them all, e.g. +dtype={self.embeddings}"
+                f"{sorted(activation)}; set them all, e.g. +dtype={self.compute_dtype}"
             )
-        fourbit = {getattr(self, s) for s in SLOTS} & {"nf4", "fp4"}
+        fourbit = set(self.precisions().values()) & {"nf4", "fp4"}
         if len(fourbit) > 1:
             # One QuantState code table per model keeps the loader a single transformers pass
             # plus one direct pass; mixing nf4 and fp4 buys nothing measurable.
@@ -101,10 +116,23 @@ class QuantPlan:
     @property
     def float_dtype(self) -> str:
         """The one float dtype of the plan (float slots, compute, non-Linear tensors)."""
-        return self.embeddings  # embeddings are always float
+        return self.dtypes()["embeddings"]  # always float; validated equal to the rest
+
+    @property
+    def host_embeddings(self) -> bool:
+        return self.embeddings == HOST
 
     def precisions(self) -> dict[str, str]:
+        """{slot: value as written} (`embeddings` may be "host")."""
         return {slot: getattr(self, slot) for slot in SLOTS}
+
+    def dtypes(self) -> dict[str, str]:
+        """{slot: storage precision}: as `precisions`, with host embeddings stored in
+        `compute_dtype`."""
+        out = self.precisions()
+        if out["embeddings"] == HOST:
+            out["embeddings"] = self.compute_dtype
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +154,23 @@ PLANS: dict[str, QuantPlan] = {
         name="edge-8gb",
         llm="nf4",
         lm_head="int8",
+        vision="nf4",
+        audio="nf4",
+        face="fp16",
+        projectors="fp16",
+        double_quant=True,
+    ),
+    # The 7B model on a 6 GB laptop card: edge-8gb with the input embedding table (1.09 GB
+    # in 16-bit) in host memory. Of the candidates measured in docs/quantization.md (host
+    # embeddings, 4-bit lm_head, 4-bit face encoder, int8 projectors) it is the only one
+    # that reaches <= 4.8 GB on the device by itself, and it costs no agreement at all
+    # (a gather is exact wherever it runs); the others would all be needed together and
+    # still miss (5.38 GB).
+    "edge-6gb": QuantPlan(
+        name="edge-6gb",
+        llm="nf4",
+        lm_head="int8",
+        embeddings=HOST,
         vision="nf4",
         audio="nf4",
         face="fp16",

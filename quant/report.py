@@ -10,6 +10,10 @@ def _fmt(value, spec: str, missing: str = "–") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _div(value, by: float):
+    return None if value is None else value / by
+
+
 def markdown_table(results: dict) -> str:
     """One row per plan; failed plans show their reason."""
     lines = [
@@ -17,23 +21,27 @@ def markdown_table(results: dict) -> str:
         f"{results['window_source']}), device {results['device_name']}, reference plan "
         f"`{results['reference']}`, up to {results['max_new_tokens']} new tokens per window.",
         "",
-        "| plan | status | weights est. (MB) | weights meas. (MB) | footprint (MB) | peak (MB) | load (s) "
-        "| prefill (s) | decode (tok/s) | label agree | mean KL (nats) | text sim. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| plan | status | weights est. (MB) | weights meas. (MB) | host (MB) | footprint (MB) | peak (MB) "
+        "| window peak est. / meas. (MB) | load (s) | prefill (s) | decode (tok/s) | label agree "
+        "| mean KL (nats) | text sim. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["plans"]:
         if p["status"] != "ok":
             reason = p.get("error", "").replace("|", "/")
-            lines.append(f"| {p['name']} | failed: {reason} |" + " |" * 10)
+            lines.append(f"| {p['name']} | failed: {reason} |" + " |" * 12)
             continue
         w = p["weights"]
         lines.append(
-            "| {} | ok | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | ok | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |".format(
                 p["name"],
                 _fmt(w["estimated"] / MB, ".3f"),
                 _fmt(w["measured"] / MB, ".3f"),
+                _fmt(w.get("measured_host", 0) / MB, ".3f"),
                 _fmt(w["footprint"] / MB, ".3f"),
                 _fmt(p["peak_bytes"] / MB, ".1f"),
+                _fmt(_div(p.get("peak_window_estimated"), MB), ".1f"),
+                _fmt(_div(p.get("peak_window_bytes"), MB), ".1f"),
                 _fmt(p["load_s"], ".2f"),
                 _fmt(p["prefill_s"], ".3f"),
                 _fmt(p["decode_tokens_per_s"], ".1f"),
@@ -45,9 +53,12 @@ def markdown_table(results: dict) -> str:
     peak_kind = next((p["peak_kind"] for p in results["plans"] if p["status"] == "ok"), "")
     lines += [
         "",
-        "Weights: estimated = `quant.estimate` from shapes; measured = parameters + buffers + "
-        "bitsandbytes quant state; footprint = `get_memory_footprint()` (misses the quant state). "
-        f"Peak: {peak_kind}, over loading and all windows. Label agreement counts two missing "
+        "Weights: device-resident; estimated = `quant.estimate` from shapes; measured = parameters + "
+        "buffers + bitsandbytes quant state; host = tables the plan keeps in host memory; footprint = "
+        "`get_memory_footprint()` (misses the quant state). "
+        f"Peak: {peak_kind}, over loading and all windows. Window peak: `quant.window_memory`'s "
+        "estimate / the largest `torch.cuda.max_memory_allocated()` of one window (– on a CPU). "
+        "Label agreement counts two missing "
         "labels as agreeing. KL: teacher-forced on the reference's answer.",
     ]
     return "\n".join(lines) + "\n"

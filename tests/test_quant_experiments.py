@@ -9,7 +9,7 @@ from quant.estimate import estimate_checkpoint
 from quant.experiments import main, run_experiments
 from quant.plans import get_plan
 
-PLANS = ["fp16", "nf4-dq", "edge-8gb", "int8"]
+PLANS = ["fp16", "nf4-dq", "edge-8gb", "int8", "edge-6gb"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,11 @@ def test_harness_writes_results_table_and_plot(setup, monkeypatch):
     ref = by_name["fp16"]
     assert ref["kl_mean"] == 0 and ref["text_similarity"] == 1 and ref["label_agreement"] == 1
     assert by_name["edge-8gb"]["weights"]["measured"] < ref["weights"]["measured"]
+    edge6, edge8 = by_name["edge-6gb"], by_name["edge-8gb"]
+    assert edge6["status"] == "ok" and edge6["kl_mean"] == edge8["kl_mean"]  # the gather is exact
+    assert edge6["weights"]["measured_host"] == edge6["weights"]["estimated_host"] > 0
+    assert edge6["weights"]["measured"] + edge6["weights"]["measured_host"] == edge8["weights"]["measured"]
+    assert edge6["peak_window_estimated"] > 0 and edge6["peak_window_bytes"] is None  # no CUDA here
 
     table = (out / "results.md").read_text()
     for name in PLANS:

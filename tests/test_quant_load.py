@@ -64,6 +64,9 @@ def test_plan_loads_quantizes_estimates_and_generates(tiny, clip, name):
     assert abs(est["params_buffers"] - got["footprint"]) <= TOLERANCE * got["footprint"]
     for slot, n in got["slots"].items():
         assert abs(est["slots"][slot] - n) <= TOLERANCE * max(n, 1), slot
+    # on the tiny model the estimate is exact, on the device and on the host
+    assert (est["total"], est["host"], est["slots"]) == (got["total"], got["host"], got["slots"])
+    assert est["host"] == (est["slots"]["embeddings"] if plan.host_embeddings else 0)
 
     batch = processor([{"role": "user", "content": "What emotion?"}], clip)
     with torch.inference_mode():

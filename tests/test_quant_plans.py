@@ -6,11 +6,20 @@ import sys
 import pytest
 
 from live.cli import EXIT_USAGE
-from quant.plans import EDGE_8GB_BUDGET_BYTES, PLANS, PRECISIONS, QuantPlan, get_plan, parse_plans
+from quant.plans import (
+    EDGE_6GB_BUDGET_BYTES,
+    EDGE_6GB_WINDOW_BUDGET_BYTES,
+    EDGE_8GB_BUDGET_BYTES,
+    PLANS,
+    PRECISIONS,
+    QuantPlan,
+    get_plan,
+    parse_plans,
+)
 
 
 def test_named_plans_exist_and_keep_projectors_high_precision():
-    assert list(PLANS) == ["fp16", "int8", "nf4", "nf4-dq", "edge-8gb"]
+    assert list(PLANS) == ["fp16", "int8", "nf4", "nf4-dq", "edge-8gb", "edge-6gb"]
     for plan in PLANS.values():
         assert plan.projectors in ("fp32", "bf16", "fp16")
     assert PLANS["nf4-dq"].double_quant and not PLANS["nf4"].double_quant
@@ -29,8 +38,14 @@ def test_bad_precision_lists_valid_precisions():
         QuantPlan(llm="int4")
     for p in PRECISIONS:
         assert p in str(err.value)
-    with pytest.raises(ValueError, match="fp32, bf16, fp16"):
-        QuantPlan(projectors="nf4")  # projectors stay in high precision
+    with pytest.raises(ValueError, match="projectors precision 'nf4' is not one of fp32, bf16, fp16, int8$"):
+        QuantPlan(projectors="nf4")  # projectors: at most 8-bit
+    with pytest.raises(ValueError, match="embeddings precision 'nf4' is not one of fp32, bf16, fp16, host$"):
+        QuantPlan(embeddings="nf4")  # a gather: float, or the host
+    with pytest.raises(ValueError, match="lm_head precision 'host'"):
+        get_plan("edge-8gb+lm_head=host")  # only the embeddings can live in host memory
+    with pytest.raises(ValueError, match="share one dtype"):
+        get_plan("fp16+embeddings=host+compute_dtype=bf16")  # a host table is in compute_dtype
     with pytest.raises(ValueError, match="valid plans"):
         parse_plans("fp16,nope")
 
@@ -80,7 +95,7 @@ def test_cli_json_and_errors():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert set(result["components"]) == {"llm", "vision", "audio", "face", "projectors"}
-    assert result["total"] == sum(result["slots"].values())
+    assert result["total"] == sum(result["slots"].values()) and result["host"] == 0
     assert result["precisions"]["lm_head"] == "fp16"  # 0.5B ties lm_head to the embeddings
 
     bad = subprocess.run(
@@ -89,5 +104,36 @@ def test_cli_json_and_errors():
     )
     assert bad.returncode == EXIT_USAGE
     lines = [line for line in bad.stderr.splitlines() if "kernels" not in line]
-    assert len(lines) == 1 and "valid plans: fp16, int8, nf4, nf4-dq, edge-8gb" in lines[0]
+    assert len(lines) == 1 and "valid plans: fp16, int8, nf4, nf4-dq, edge-8gb, edge-6gb" in lines[0]
     assert main(["--preset", "13b", "--plan", "fp16"]) == EXIT_USAGE
+
+
+def test_edge_6gb_fits_7b_weights_and_a_window_in_a_6gb_card():
+    from quant.estimate import estimate_preset
+
+    est = estimate_preset("7b", PLANS["edge-6gb"])
+    edge8 = estimate_preset("7b", PLANS["edge-8gb"])
+    assert est["total"] <= EDGE_6GB_BUDGET_BYTES, est["total"] / 1e9
+    assert est["total"] + est["peak_window"] <= EDGE_6GB_WINDOW_BUDGET_BYTES
+    # the table moves, nothing else changes: device + host = edge-8gb's bytes
+    assert est["host"] == est["slots"]["embeddings"] == edge8["slots"]["embeddings"] == 152128 * 3584 * 2
+    assert est["total"] + est["host"] == edge8["total"]
+    assert est["components"]["llm"] == edge8["components"]["llm"] - est["host"]
+    assert est["peak_window"] == edge8["peak_window"]  # the same rows reach the device
+
+
+def test_cli_reports_host_and_peak_window():
+    from quant.plan import main
+
+    out = subprocess.run(
+        [sys.executable, "-m", "quant.plan", "--preset", "7b", "--plan", "edge-6gb", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["host"] == result["slots"]["embeddings"] > 0
+    assert result["total"] + result["host"] == sum(result["slots"].values())
+    assert result["precisions"]["embeddings"] == "host (fp16)"
+    assert 0 < result["peak_window"] == max(result["window"]["phases"].values())
+    # host embeddings with a tied head (0.5b ties lm_head to the table): refused, one line, exit 2
+    assert main(["--preset", "0.5b", "--plan", "edge-6gb"]) == EXIT_USAGE
