@@ -32,6 +32,7 @@ import torch
 
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
 from model.serve.generate import COMPARE_MAX_NEW_TOKENS
+from model.net.config import AUDIO_CONTEXTS
 
 MAX_WINDOWS = 8  # default cap; windows are spread evenly over the file
 ERROR_LOG = "errors.log"  # tracebacks of failed plans and of a failed run, in OUT
@@ -82,9 +83,11 @@ def _timed_generate(model, processor, batch: dict, max_new_tokens: int, options)
     return answer, prefill, decode
 
 
-def run_plan(plan, model_dir, device, clips, windows, reference, progress, prompt, options, max_new_tokens) -> dict:
+def run_plan(plan, model_dir, device, clips, windows, reference, progress, prompt, options, max_new_tokens,
+             audio_context: str | None = None) -> dict:
     """Load `plan`, analyse every clip, compare with `reference` (None: this plan becomes
-    it — its per-window answers and log-probs are stored in the returned dict)."""
+    it — its per-window answers and log-probs are stored in the returned dict).
+    audio_context: serve with this `config.audio_context` instead of the checkpoint's."""
     from model.serve.generate import encode
 
     from .agreement import answer_log_probs, labels_agree, mean_kl, text_similarity
@@ -100,6 +103,9 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
     with PeakMemory(device) as peak:
         t0 = time.perf_counter()
         model, processor = load_model(model_dir, plan, device)
+        if audio_context is not None:  # the processor and the model read the same config field
+            model.config.audio_context = processor.config.audio_context = audio_context
+        record["audio_context"] = model.config.audio_context
         record["load_s"] = time.perf_counter() - t0
         measured = measure(model)
         record["weights"].update(
@@ -175,12 +181,15 @@ def run_experiments(
     prompt: str | None = None,
     options: list[str] | None = None,
     progress: bool = True,
+    audio_context: str | None = None,
 ) -> dict:
     """Run every plan (`QuantPlan`s or specs) and write the three outputs; returns the
-    results dict that results.json holds."""
+    results dict that results.json holds. `audio_context` ("30s" | "window") overrides
+    the checkpoint's for every plan (run twice to compare the two)."""
     from tqdm import tqdm
 
     from live.cli import log_traceback, one_line
+    from live.media import HOP_S, WINDOW_S
     from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
 
     from . import windows as win
@@ -192,7 +201,7 @@ def run_experiments(
 
     model_dir, out = check_checkpoint(model_dir), Path(out)
     windows, how = win.load_windows(
-        source, hop_s or win.HOP_S, window_s or win.WINDOW_S, max_windows=max_windows, faces=faces
+        source, hop_s or HOP_S, window_s or WINDOW_S, max_windows=max_windows, faces=faces
     )
     clips = [OmniEmotionAnalyser.clip_from_window(w) for w in windows]
     prompt = prompt or DEFAULT_PROMPT
@@ -215,7 +224,8 @@ def run_experiments(
         bar.set_postfix_str(plan.name)
         done_before = bar.n
         try:
-            record = run_plan(plan, model_dir, device, clips, windows, reference, bar, prompt, options, max_new_tokens)
+            record = run_plan(plan, model_dir, device, clips, windows, reference, bar, prompt, options, max_new_tokens,
+                              audio_context)
         except Exception as err:  # noqa: BLE001 — a failed plan is a result, not a crash
             record = {"name": plan.name, "plan": plan.to_dict(), "status": "failed",
                       "error": one_line(f"{type(err).__name__}: {err}")}
@@ -250,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", default=None, help="instruction (default: the paper's analysis prompt)")
     ap.add_argument("--options", default=None, help="comma-separated labels to match the answer against")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--audio-context", choices=AUDIO_CONTEXTS, default=None,
+                    help="Whisper context to serve with (default: the checkpoint's config.audio_context)")
     args = ap.parse_args(argv)
     checked: list[Path] = []  # --out once it is known to be ours: the traceback log goes there
 
@@ -276,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens, hop_s=args.hop, window_s=args.window,
             faces=not args.no_faces, prompt=args.prompt,
             options=[o.strip() for o in args.options.split(",")] if args.options else None,
-            progress=not args.no_progress,
+            progress=not args.no_progress, audio_context=args.audio_context,
         )
         failed = [p["name"] for p in results["plans"] if p["status"] != "ok"]
         print(json.dumps({"out": args.out, "plans": len(results["plans"]), "failed": failed,
