@@ -27,15 +27,15 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import argparse
-import ipaddress
 import logging
 import sys
 import threading
 from pathlib import Path
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line
-from live.file_analysis import analyse_video
-from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S
+from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device
+from live.file_analysis import analyse_at_start, analyse_video
+from live.hosting import AUTH_ENV, LOG_FILE, check_exposure, read_auth, setup_logging
+from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
 from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, label_markdown,
                          model_banner, speech_markdown, stats_markdown, timeline_figure)
 from live.session import LiveSession, Tabs, limit_malloc, release_memory
@@ -46,8 +46,6 @@ from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 from model.serve.serving import ModelHolder
 
 HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
-LOG_FILE = "runs/app.log"  # full tracebacks go here (stderr gets one line each)
-AUTH_ENV = "OMNI_EMOTION_AUTH"  # "user:password": the login when not bound to loopback
 STREAM_EVERY_S = 0.2  # s between webcam frames / mic chunks sent by the browser (~5/s)
 REFRESH_S = 0.5  # s between page refreshes of the live outputs
 PRIVATE = dict(api_visibility="private")  # page-only events: not part of the API
@@ -73,33 +71,6 @@ def load_with_plan(path, plan, device):
 
 
 log = logging.getLogger("app")
-
-
-class ServerErrors(logging.Filter):
-    """On uvicorn's error logger: "Exception in ASGI application" becomes one line (its
-    traceback goes to the log file, once per distinct error); a client that went away
-    mid-request (a closed tab, a cancelled upload) is a line in the log file only."""
-
-    GONE = ("ClientDisconnect", "CancelledError", "ConnectionResetError", "BrokenPipeError")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info or record.exc_info[1] is None:
-            return True
-        exc = record.exc_info[1]
-        what = f"{type(exc).__name__}: {one_line(exc)}"
-        if type(exc).__name__ in self.GONE:
-            log.info("client disconnected (%s)", what)
-            return False
-        first = what not in self.seen
-        self.seen.add(what)
-        log.info("server error: %s", what, exc_info=record.exc_info if first else None)
-        record.msg, record.args = f"{one_line(record.getMessage())}: {what}", ()
-        record.exc_info, record.exc_text = None, None
-        return True
 
 
 def user_error(message: str):
@@ -316,22 +287,6 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
 
 
 # -------------------------------------------------------------------- command line
-def run_startup_video(holder: ModelHolder, args, startup: dict, study: StudyLog | None = None) -> None:
-    """--video: analyse the file once the model is in; log it to ``study`` (the app's
-    --log-session log) when given."""
-    startup["status"] = f"analysing {args.video} in the background…"
-    if holder.thread is not None:
-        holder.thread.join()
-    try:
-        records = analyse_video(args.video, holder, args.window, args.hop, args.gate, study=study,
-                                on_record=lambda r: print(f"logged window {r['index']}", flush=True))
-        startup["outputs"] = file_outputs(records, Path(args.video).name)
-        print(f"analysed {args.video}: {len(records)} windows", flush=True)
-    except (SourceError, OSError, StudyLogError) as e:
-        startup["status"] = f"❌ cannot analyse {args.video}: {one_line(e)}"
-        print(f"error: {startup['status']}", file=sys.stderr, flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python app.py", description="Omni-Emotion Live web page")
     p.add_argument("--model", help="checkpoint folder, hub id, or 'tiny' (the built-in random "
@@ -361,52 +316,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_auth(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """Logins from --auth-file (one user:password a line; blank and # lines skipped)
-    or $OMNI_EMOTION_AUTH; [] when neither is given. CliError for a bad one (the
-    message never repeats a password)."""
-    if args.auth_file:
-        try:
-            text = Path(args.auth_file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise CliError(f"--auth-file {args.auth_file}: cannot read it ({e.strerror})") from None
-        lines = [(i, x.strip()) for i, x in enumerate(text.splitlines(), 1)]
-        lines = [(i, x) for i, x in lines if x and not x.startswith("#")]
-        where = lambda i: f"--auth-file {args.auth_file}, line {i}"  # noqa: E731
-    else:
-        lines = [(0, os.environ.get(AUTH_ENV, "").strip())] if os.environ.get(AUTH_ENV, "").strip() else []
-        where = lambda i: f"${AUTH_ENV}"  # noqa: E731
-    out = []
-    for i, line in lines:
-        user, sep, password = line.partition(":")
-        if not sep or not user.strip() or not password:
-            raise CliError(f"{where(i)}: expected user:password with a non-empty user and password")
-        out.append((user.strip(), password))
-    if args.auth_file and not out:
-        raise CliError(f"--auth-file {args.auth_file}: no user:password line in it")
-    return out
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Usage errors found before any work, as CliError; sets ``args.auth``."""
     plans = plan_names()
     if args.plan is not None and args.plan not in plans:
         raise CliError(f"--plan {args.plan!r} is not a plan: choose one of {', '.join(plans)}")
-    args.auth = read_auth(args)
-    exposed = [o for o, on in ((f"--host {args.host}", not is_loopback(args.host)),
-                               ("--share", args.share)) if on]
-    if exposed and not args.auth:
-        raise CliError(f"{' and '.join(exposed)} makes the page reachable from other machines: "
-                       f"give a login with --auth-file FILE (user:password lines) or ${AUTH_ENV}")
+    try:
+        check_window(args.window, args.hop, names=("--window", "--hop"))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    args.auth = read_auth(args.auth_file)
+    check_exposure(args.host, args.share, args.auth)
     if bool(args.log_session) != bool(args.participant):
         raise CliError("--log-session and --participant go together")
     if args.log_session:
@@ -416,31 +336,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise CliError(str(e)) from None
     if args.video and not Path(args.video).is_file():
         raise CliError(f"--video file not found: {args.video}")
-
-
-class OneLine(logging.Formatter):
-    """``<level>: <first line of the message>``: no traceback (those go to the log file)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {one_line(record.getMessage())}"
-
-
-def setup_logging(log_file: str | Path) -> None:
-    """Warnings and errors as one line each on stderr; everything from INFO up, with
-    full tracebacks, appended to ``log_file``."""
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(log_file, encoding="utf-8")
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    to_err = logging.StreamHandler(sys.stderr)
-    to_err.setLevel(logging.WARNING)
-    to_err.setFormatter(OneLine())
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    root.addHandler(to_file)
-    root.addHandler(to_err)
-    for noisy in ("httpx", "httpcore", "urllib3", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.error").addFilter(ServerErrors())  # kept by uvicorn's dictConfig
 
 
 def start_pool_server(args: argparse.Namespace, plan: str | None):
@@ -463,14 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     shared_log = None
     try:
         check_args(args)
+        args.device = resolve_device(args.device)  # --device cuda on a machine without one: here, one line
         setup_logging(args.log_file)
         if args.log_session:
             shared_log = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media)
     except (CliError, OSError, StudyLogError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
-    from model.checkpoint.loading import resolve_device
-
     limit_malloc()  # before the threads that allocate start
     owners = LogOwners()
     if shared_log is not None:
@@ -481,13 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         if holder is None:
             return EXIT_USAGE
     else:
-        holder = ModelHolder(args.model, plan, resolve_device(args.device), args.max_new_tokens,
+        holder = ModelHolder(args.model, plan, args.device, args.max_new_tokens,
                              plan_loader=load_with_plan)
         holder.start()
     startup: dict = {}
     if args.video:
-        threading.Thread(target=run_startup_video, args=(holder, args, startup, shared_log),
-                         daemon=True).start()
+        threading.Thread(target=analyse_at_start, daemon=True,
+                         args=(holder, args.video, args.window, args.hop, args.gate, startup, shared_log)).start()
     demo = build_ui(holder, args, startup, shared_log, owners)
     theme = __import__("gradio").themes.Default(font=["system-ui", "sans-serif"],
                                                 font_mono=["ui-monospace", "monospace"])

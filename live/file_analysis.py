@@ -6,6 +6,7 @@ Knows no model: ``holder`` is any ``live.session.ModelServer``.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -55,3 +56,27 @@ def export_records(records: list[dict], stem: str) -> tuple[str, str]:
     with write_whole(jsonl, "w", encoding="utf-8") as f:
         f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
     return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))
+
+
+def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: float, gate: str,
+                     startup: dict, study: StudyLog | None = None) -> None:
+    """``app.py --video``: analyse the file once the model is in (run it on a thread);
+    log it to ``study`` (the app's --log-session log) when given. ``startup`` gets the
+    page's "status" line and, when done, the File tab's "outputs"."""
+    from .cli import one_line
+    from .render import file_outputs
+    from .sources import SourceError
+    from .study_log import StudyLogError
+
+    startup["status"] = f"analysing {video} in the background…"
+    loading = getattr(holder, "thread", None)
+    if loading is not None:
+        loading.join()
+    try:
+        records = analyse_video(video, holder, window_s, hop_s, gate, study=study,
+                                on_record=lambda r: print(f"logged window {r['index']}", flush=True))
+        startup["outputs"] = file_outputs(records, Path(video).name)
+        print(f"analysed {video}: {len(records)} windows", flush=True)
+    except (SourceError, OSError, StudyLogError) as e:
+        startup["status"] = f"❌ cannot analyse {video}: {one_line(e)}"
+        print(f"error: {startup['status']}", file=sys.stderr, flush=True)

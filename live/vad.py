@@ -98,6 +98,19 @@ ONNX_CONTEXT = 64  # samples of the previous chunk the 16 kHz ONNX model sees be
 ONNX_STATE = (2, 1, 128)  # the ONNX model's recurrent state, float32
 
 
+def _check_chunk(chunk: np.ndarray) -> None:
+    if chunk.shape != (CHUNK,):
+        raise ValueError(f"silero-vad needs ({CHUNK},) chunks at 16 kHz, got {chunk.shape}")
+
+
+def _warm_up(prob, chunks: int) -> None:
+    """Run a speech-probability model on ``chunks`` chunks of noise, then reset it."""
+    noise = np.random.default_rng(0).normal(0, 0.05, CHUNK).astype(np.float32)
+    for _ in range(chunks):
+        prob(noise)
+    prob.reset()
+
+
 class SileroOnnxProb:
     """Streaming silero-vad, its ONNX model (``silero_vad/data/silero_vad.onnx``, shipped
     in the same wheel as the JIT one) through onnxruntime on one thread, numpy only:
@@ -125,14 +138,10 @@ class SileroOnnxProb:
         self._x[:] = 0.0
 
     def warm_up(self, chunks: int = 3) -> None:
-        noise = np.random.default_rng(0).normal(0, 0.05, CHUNK).astype(np.float32)
-        for _ in range(chunks):
-            self(noise)
-        self.reset()
+        _warm_up(self, chunks)
 
     def __call__(self, chunk: np.ndarray) -> float:
-        if chunk.shape != (CHUNK,):
-            raise ValueError(f"silero-vad needs ({CHUNK},) chunks at 16 kHz, got {chunk.shape}")
+        _check_chunk(chunk)
         x = self._x
         x[0, :ONNX_CONTEXT] = x[0, -ONNX_CONTEXT:]  # the previous chunk's tail
         x[0, ONNX_CONTEXT:] = chunk
@@ -158,14 +167,10 @@ class SileroSpeechProb:
     def warm_up(self, chunks: int = 40) -> None:
         """Run the TorchScript model a few times, so its profiling passes happen now
         rather than in the first second of a session; then reset."""
-        noise = np.random.default_rng(0).normal(0, 0.05, CHUNK).astype(np.float32)
-        for _ in range(chunks):
-            self(noise)
-        self.reset()
+        _warm_up(self, chunks)
 
     def __call__(self, chunk: np.ndarray) -> float:
-        if chunk.shape != (CHUNK,):
-            raise ValueError(f"silero-vad needs ({CHUNK},) chunks at 16 kHz, got {chunk.shape}")
+        _check_chunk(chunk)
         torch = self._torch
         # One intra-op thread for this call only: a 512-sample chunk is too small to
         # share, and idle OpenMP workers spin afterwards (twice the CPU for nothing).

@@ -14,6 +14,7 @@ import pytest
 
 import app
 from live.analyser import AnalyserWorker, make_result
+from live.hosting import ServerErrors
 from live.file_analysis import analyse_video
 from live.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
 from live.session import NO_MEDIA_WARN_S, LiveSession
@@ -242,7 +243,7 @@ def test_server_errors_are_one_line_and_disconnects_are_quiet(caplog):
             return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1,
                                      "Exception in ASGI application\n", (), sys.exc_info())
 
-    f = app.ServerErrors()
+    f = ServerErrors()
     with caplog.at_level(logging.INFO, logger="app"):
         assert f.filter(record(ClientDisconnect())) is False  # dropped: a line in the log file only
         shown = [record(ValueError("bad header\nsecond line")) for _ in range(2)]

@@ -21,13 +21,17 @@ CLI_TIMEOUT_S = 120  # s for a refused start (imports only, no model; 2 busy cor
 
 
 def run_app(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "OMNI_EMOTION_AUTH"} | env
+    # no GPU visible, so `--device cuda` is refused the same way on any machine
+    env = {k: v for k, v in os.environ.items() if k != "OMNI_EMOTION_AUTH"} | {"CUDA_VISIBLE_DEVICES": ""} | env
     return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("args, needles", [
     (["--plan", "foo"], ["'foo' is not a plan", "none", "nf4"]),
+    (["--window", "nan"], ["--window", "nan"]),
+    (["--hop", "0"], ["--hop", "> 0"]),
+    (["--device", "cuda"], ["--device"]),
     (["--host", "0.0.0.0"], ["--host 0.0.0.0", "--auth-file"]),
     (["--share"], ["--share", "OMNI_EMOTION_AUTH"]),
     (["--host", "0.0.0.0", "--auth-file", "missing.txt"], ["missing.txt"]),
