@@ -2,7 +2,7 @@
 
     .venv/bin/python app.py [--model DIR|HUB_ID|tiny] [--plan NAME] [--port 7860]
                             [--host ADDR] [--share] [--auth-file FILE] [--log-file runs/app.log]
-                            [--video FILE] [--log-session S --participant P] [--keep-media]
+                            [--video FILE] [--log-session S --participant P] [--keep-media --consent]
 
 Live tab: the browser's webcam + microphone stream into a per-tab ``live.session.
 LiveSession``; a timer draws its newest results (``live.render``). File tab (and the
@@ -14,6 +14,10 @@ Security: the page binds to loopback; another ``--host`` or ``--share`` needs Gr
 login (``--auth-file`` or ``$OMNI_EMOTION_AUTH``). A study log opened on the page belongs
 to that browser session (``live.study_log.LogOwners``, keyed by Gradio's session hash);
 ``--log-session`` opens one log for the whole app (live tab, File tab, API, ``--video``).
+Study mode: raw frames + audio are stored only with the participant's recorded consent
+(the page's consent box, or ``--consent`` with ``--keep-media``); the emotion the
+participant states (DFEW classes or free text) goes to every window record as
+``self_report``, which ``python -m model.data.curate study`` takes as the gold label.
 
 Logging: one line per event on stderr; full tracebacks only in ``--log-file``.
 
@@ -40,8 +44,9 @@ from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outp
                          model_banner, speech_markdown, stats_markdown, timeline_figure)
 from live.session import LiveSession, Tabs, limit_malloc, release_memory
 from live.sources import SourceError
-from live.study_log import LogOwners, StudyLog, StudyLogError, check_id
+from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id
 from live.window import GATES
+from model.data.templates import DFEW_CLASSES
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 from model.serve.serving import ModelHolder
 
@@ -49,6 +54,8 @@ HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
 STREAM_EVERY_S = 0.2  # s between webcam frames / mic chunks sent by the browser (~5/s)
 REFRESH_S = 0.5  # s between page refreshes of the live outputs
 PRIVATE = dict(api_visibility="private")  # page-only events: not part of the API
+CONSENT_LABEL = "participant consents to storing recordings for research"
+NOT_STATED = "(not stated)"  # the self-report choice that records none
 QUIET = dict(show_progress="hidden", concurrency_limit=None, **PRIVATE)  # streams and timer
 
 
@@ -136,7 +143,13 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
             with gr.Accordion("Study log (opt-in)", open=bool(a.log_session)):
                 c["who"] = gr.Textbox(a.participant or "", label="participant id")
                 c["sid"] = gr.Textbox(a.log_session or "", label="session id")
-                c["keep"] = gr.Checkbox(a.keep_media, label="also store raw frames + audio")
+                c["consent"] = gr.Checkbox(a.consent, label=CONSENT_LABEL, elem_id="consent")
+                c["keep"] = gr.Checkbox(a.keep_media, label="also store raw frames + audio "
+                                        "(needs the consent above)", elem_id="keep_media")
+                # the DFEW classes keep labels consistent for curation; any other word may be typed
+                c["self_report"] = gr.Dropdown([NOT_STATED, *DFEW_CLASSES], value=NOT_STATED,
+                                               allow_custom_value=True, elem_id="self_report",
+                                               label="participant's own emotion now (pick, or type another)")
                 c["log_on"] = gr.Checkbox(False, label=f"log this session to {a.log_dir}/<session>.jsonl")
                 c["csv_btn"] = gr.Button("Export session CSV")
                 c["csv_file"] = gr.File(label="session CSV", elem_id="csv_file")
@@ -189,10 +202,11 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
 
     on_start.__annotations__ = {"request": gr.Request}
 
-    def on_logging(on, p, sess, km, s, request):
+    def on_logging(on, p, sess, km, ok, s, request):
         # the owner is the caller's own Gradio session, never an id the client names
         try:
-            tabs.seen(request.session_hash, s).set_logging(on, p, sess, km, owner=request.session_hash)
+            tabs.seen(request.session_hash, s).set_logging(on, p, sess, km, owner=request.session_hash,
+                                                          consent=ok)
         except StudyLogError as e:
             log.info("study log refused: %s", e)
             gr.Warning(str(e))
@@ -200,6 +214,18 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
         return on
 
     on_logging.__annotations__ = {"request": gr.Request}  # Gradio injects the request
+
+    def on_consent(ok, s, request):
+        tabs.seen(request.session_hash, s).set_consent(ok)  # withdrawn: no more raw media
+
+    def on_self_report(text, s, request):
+        try:
+            tabs.seen(request.session_hash, s).set_self_report("" if text == NOT_STATED else text)
+        except ValueError as e:
+            raise user_error(str(e)) from None
+
+    for fn in (on_consent, on_self_report):
+        fn.__annotations__ = {"request": gr.Request}
 
     def on_csv(s):
         if s.study is None:
@@ -211,8 +237,10 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
 
     c["start"].click(on_start, [c["win"], c["hop"], c["gate"], session], [], **PRIVATE)
     c["stop"].click(lambda s: s.stop(), [session], [], **PRIVATE)
-    c["log_on"].input(on_logging, [c["log_on"], c["who"], c["sid"], c["keep"], session], [c["log_on"]],
-                      **PRIVATE)
+    c["log_on"].input(on_logging, [c["log_on"], c["who"], c["sid"], c["keep"], c["consent"], session],
+                      [c["log_on"]], **PRIVATE)
+    c["consent"].input(on_consent, [c["consent"], session], [], **PRIVATE)
+    c["self_report"].input(on_self_report, [c["self_report"], session], [], **PRIVATE)
     c["csv_btn"].click(on_csv, [session], [c["csv_file"]], **PRIVATE)
     c["reload"].click(lambda p: holder.start(plan=p), [c["plan"]], [], **PRIVATE)
 
@@ -312,7 +340,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-session", help="study log session id (turns logging on)")
     p.add_argument("--participant", help="study participant id (with --log-session)")
     p.add_argument("--log-dir", default="sessions", help="folder of study logs")
-    p.add_argument("--keep-media", action="store_true", help="store raw frames + audio in logs")
+    p.add_argument("--keep-media", action="store_true", help="store raw frames + audio in logs "
+                   "(needs --consent)")
+    p.add_argument("--consent", action="store_true", help="the participant consents to storing "
+                   "recordings for research (recorded in the study log; ticks the page's consent box)")
     return p.parse_args(argv)
 
 
@@ -327,6 +358,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise CliError(str(e)) from None
     args.auth = read_auth(args.auth_file)
     check_exposure(args.host, args.share, args.auth)
+    if args.keep_media and not args.consent:
+        raise CliError(f"--keep-media: {KEEP_MEDIA_NEEDS_CONSENT}: add --consent once they have given it")
     if bool(args.log_session) != bool(args.participant):
         raise CliError("--log-session and --participant go together")
     if args.log_session:
@@ -361,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         args.device = resolve_device(args.device)  # --device cuda on a machine without one: here, one line
         setup_logging(args.log_file)
         if args.log_session:
-            shared_log = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media)
+            shared_log = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media,
+                                  consent=args.consent)
     except (CliError, OSError, StudyLogError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE

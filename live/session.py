@@ -23,12 +23,13 @@ import numpy as np
 from .analyser import Result
 from .engine import Engine, EngineConfig, WindowEvent
 from .sources import PushSource
-from .study_log import LogOwners, StudyLog, StudyLogError
+from .study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError
 from .media import HOP_S, WINDOW_S
 from .window import Window
 
 FPS_SPAN_S = 2.0  # s of frame arrivals that "frames/s in" averages over
 NO_MEDIA_WARN_S = 5.0  # s after start without frames / audio before the page warns
+SELF_REPORT_MAX_CHARS = 64  # a self-reported emotion is a word or a short phrase
 M_ARENA_MAX = -8  # glibc mallopt() parameter number
 MALLOC_ARENAS = 2  # glibc malloc arenas (default: 8 per core), see limit_malloc()
 
@@ -81,6 +82,9 @@ class LiveSession:
         self.frames_in = self.frames_dropped = 0
         self.audio_s, self.audio_rate = 0.0, None
         self.sent: dict = {}  # what the page shows already (its refresh skips unchanged outputs)
+        # the emotion the participant says they feel (None: not stated) and when it was set
+        self.self_report: str | None = None
+        self.self_report_at: float | None = None
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies the value its factory made for a new tab; that value is
@@ -201,6 +205,8 @@ class LiveSession:
     def _on_window(self, ev: WindowEvent, run: int) -> None:
         rec = ev.to_json(run=run, source="live", plan=self.holder.plan)
         with self.lock:
+            # the participant's own label, beside (never instead of) the model's "label"
+            rec["self_report"], rec["self_report_at"] = self.self_report, self.self_report_at
             if run != self.open_run:  # stopped: nothing is recorded after stop() returned
                 return
             self.records.append(rec)
@@ -218,12 +224,16 @@ class LiveSession:
 
     # -- study log -----------------------------------------------------------------
     def set_logging(self, on: bool, participant: str = "", session: str = "",
-                    keep_media: bool = False, owner: str | None = None) -> str:
+                    keep_media: bool = False, owner: str | None = None, consent: bool = False) -> str:
         """Open/close this tab's own study log; returns the banner text ('' when off).
         With ``owners`` (the app's ``LogOwners``), the session id must be free or
         already ``owner``'s (the browser session's hash): StudyLogError otherwise.
+        ``keep_media`` needs ``consent`` (the participant's, to storing recordings for
+        research): StudyLogError otherwise, and nothing is opened.
         Turning it off falls back to the app's ``shared_log`` (--log-session), if any."""
         with self.lock:
+            if on and keep_media and not consent:
+                raise StudyLogError(KEEP_MEDIA_NEEDS_CONSENT)
             if on and self.owners is not None:
                 if owner is None:
                     raise StudyLogError("opening a study log needs the browser session that owns it")
@@ -232,8 +242,31 @@ class LiveSession:
                 self.study.close()
             self.study = self.shared_log
             if on:
-                self.study = StudyLog(self.log_root, session, participant, keep_media=keep_media)
+                self.study = StudyLog(self.log_root, session, participant, keep_media=keep_media,
+                                      consent=consent)
         return self.study.banner() if self.study else ""
+
+    def set_consent(self, consent: bool) -> str:
+        """The consent box changed while this tab's own log is open: recorded from the
+        next window on; withdrawn also stops storing raw media. Returns the banner."""
+        with self.lock:
+            if self.own_log:
+                self.study.set_consent(consent)
+            return self.study.banner() if self.study else ""
+
+    def set_self_report(self, label: str | None) -> str | None:
+        """The emotion the participant says they feel, recorded as ``self_report`` (and
+        ``self_report_at``, when it was set) in every window record from now on; empty
+        or None clears it. One line of at most SELF_REPORT_MAX_CHARS characters
+        (ValueError otherwise). Returns the stored text."""
+        text = " ".join((label or "").split())
+        if len(text) > SELF_REPORT_MAX_CHARS:
+            raise ValueError(f"a self-reported emotion is at most {SELF_REPORT_MAX_CHARS} characters")
+        with self.lock:
+            if (text or None) != self.self_report:
+                self.self_report = text or None
+                self.self_report_at = round(time.time(), 3) if text else None
+            return self.self_report
 
     @property
     def own_log(self) -> bool:

@@ -6,6 +6,12 @@ returns, so a crash, a killed process or a power cut loses at most the window in
 flight. Re-opening the same session appends (a study session that was interrupted
 goes on in the same file).
 
+Consent: every line carries ``consent`` (true/false: the participant consents to
+storing recordings for research) and ``consent_at`` (the wall time it was given, null
+without consent). Raw media need it: ``keep_media=True`` without ``consent=True`` is
+refused (StudyLogError), and ``set_consent(False)`` (consent withdrawn) stops storing
+media at once. ``model.data.curate study`` reads these fields.
+
 No raw video or audio is stored unless ``keep_media=True``: then each window's
 sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
 (arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``).
@@ -38,7 +44,10 @@ CSV_FIELDS = (
     "session", "participant", "wall_time", "source", "run", "index", "start", "end",
     "analysed", "reason", "label", "labels", "explanation", "pending", "error", "model",
     "plan", "queue_s", "analyse_s", "latency_s", "face_track", "speech_ratio",
+    "self_report", "self_report_at", "consent", "consent_at",
 )
+KEEP_MEDIA_NEEDS_CONSENT = ("storing raw frames + audio needs the participant's consent to storing "
+                            "recordings for research")
 
 
 class StudyLogError(ValueError):
@@ -60,9 +69,13 @@ class StudyLog:
     """Append-only, fsynced JSONL log of one study session. Thread-safe."""
 
     def __init__(self, root: str | Path, session: str, participant: str,
-                 keep_media: bool = False) -> None:
+                 keep_media: bool = False, consent: bool = False) -> None:
         self.session = check_id("session", session)
         self.participant = check_id("participant", participant)
+        if keep_media and not consent:
+            raise StudyLogError(KEEP_MEDIA_NEEDS_CONSENT)
+        self.consent = bool(consent)
+        self.consent_at = round(time.time(), 3) if consent else None  # wall time it was given
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / f"{self.session}.jsonl"
@@ -75,7 +88,8 @@ class StudyLog:
         """Append ``record`` (plus session, participant, wall_time) as one line and
         make it durable before returning. Returns the dict as written."""
         line = {"session": self.session, "participant": self.participant,
-                "wall_time": round(time.time(), 3), **record}
+                "wall_time": round(time.time(), 3), **record,
+                "consent": self.consent, "consent_at": self.consent_at}  # the log's, never the caller's
         text = json.dumps(line, ensure_ascii=False, default=jsonable) + "\n"
         with self._lock:
             if self._f is None:
@@ -85,10 +99,19 @@ class StudyLog:
             os.fsync(self._f.fileno())  # the line survives a killed process / power cut
         return line
 
+    def set_consent(self, consent: bool) -> None:
+        """Consent given (now) or withdrawn: withdrawn also stops storing raw media."""
+        with self._lock:
+            if bool(consent) != self.consent:
+                self.consent = bool(consent)
+                self.consent_at = round(time.time(), 3) if consent else None
+            if not consent:
+                self.keep_media = False
+
     def save_media(self, name: str, frames: np.ndarray | None, audio: np.ndarray | None,
                    rate: int) -> Path | None:
         """Store one window's frames + audio (only when ``keep_media``); the path or None."""
-        if not self.keep_media:
+        if not (self.keep_media and self.consent):
             return None
         self.media_dir.mkdir(parents=True, exist_ok=True)
         out = self.media_dir / f"{name}.npz"
@@ -103,7 +126,8 @@ class StudyLog:
 
     def banner(self) -> str:
         """One Markdown line telling the participant/researcher that logging is on."""
-        media = "raw frames + audio ARE stored" if self.keep_media else "no raw video or audio is stored"
+        media = ("raw frames + audio ARE stored (participant consented)" if self.keep_media
+                 else "no raw video or audio is stored")
         return (f"📝 **Study logging is ON**: participant `{self.participant}`, session "
                 f"`{self.session}` → `{self.path}` ({media}).")
 

@@ -90,18 +90,37 @@ def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     assert isinstance(app.refresh(s)[1], dict)  # no new frame: the image is not sent again
     logged = read_jsonl(tmp_path / "S01.jsonl")
     assert len(logged) == len(s.records) and logged[0]["participant"] == "P01"
-    # the study log line is the page's record plus who/when, nothing renamed
-    assert set(logged[0]) == set(s.records[0]) | {"session", "participant", "wall_time"}
+    # the study log line is the page's record plus who/when and consent, nothing renamed
+    assert set(logged[0]) == set(s.records[0]) | {"session", "participant", "wall_time", "consent", "consent_at"}
+    assert logged[0]["consent"] is False and logged[0]["consent_at"] is None  # none given
+    assert logged[0]["self_report"] is None and logged[0]["self_report_at"] is None  # none stated
     assert not (tmp_path / "S01_media").exists()  # no raw media unless asked
 
 
-def test_keep_media_stores_window_media(tiny, clip, tmp_path):
+def test_keep_media_needs_consent_and_feeds_the_study_builder(tiny, clip, tmp_path):
+    """The study mode end to end: consent recorded, raw media only with it, the
+    participant's self-report in every window record beside the model's label, and
+    ``curate study`` reads the session as it is (no --consented) into labelled samples."""
+    from model.data.curate.study import build
+    from model.data.manifest import read_manifest
+
     _, _, frames, audio48 = clip
     s = LiveSession(tiny, window_s=1.0, hop_s=1.0, log_root=tmp_path)
-    s.set_logging(True, "P02", "S02", keep_media=True)
+    with pytest.raises(StudyLogError, match="consent"):
+        s.set_logging(True, "P02", "S02", keep_media=True)  # consent box not ticked
+    assert s.study is None and not (tmp_path / "S02.jsonl").exists()
+    with pytest.raises(StudyLogError, match="consent"):
+        StudyLog(tmp_path, "S02", "P02", keep_media=True)  # the log itself refuses too
+    before = round(time.time(), 3) - 0.001  # the log's times are rounded to ms
+    banner = s.set_logging(True, "P02", "S02", keep_media=True, consent=True)
+    assert "ARE stored" in banner and "consented" in banner
+    with pytest.raises(ValueError, match="at most"):
+        s.set_self_report("x" * 65)
+    assert s.set_self_report("  Happy ") == "Happy" and s.self_report_at >= before
     feed(s, frames[:25], audio48)
     assert wait_until(lambda: len(s.records) >= 1)
     n = len(read_jsonl(tmp_path / "S02.jsonl"))
+    assert s.records[0]["self_report"] == "Happy"  # the page's record is the logged one
     s.close()  # returns once the last window and its media are on disk
     logged = read_jsonl(tmp_path / "S02.jsonl")
     npz = sorted((tmp_path / "S02_media").glob("*.npz"))
@@ -111,6 +130,32 @@ def test_keep_media_stores_window_media(tiny, clip, tmp_path):
     with np.load(npz[0]) as z:
         assert z["frames"].shape[1:] == frames.shape[1:] and z["audio"].dtype == np.float32
         assert int(z["rate"]) == 16_000
+    for r in logged:
+        assert r["consent"] is True and before <= r["consent_at"] <= r["wall_time"]
+        assert r["self_report"] == "Happy" and before <= r["self_report_at"] <= r["wall_time"]
+        assert r["label"] != "Happy"  # the model's field is the model's
+
+    out = tmp_path / "curated" / "study.jsonl"
+    summary = build(tmp_path, out)  # no consented=True: the log says consent: true
+    assert summary["sessions"] == 1 and summary["samples"] == len(npz) and not summary["skipped"]
+    samples = read_manifest(out)
+    assert {x["label"] for x in samples} == {"happy"}
+    assert samples[0]["id"].startswith("study/S02/") and (out.parent / samples[0]["video"]).is_file()
+
+
+def test_consent_withdrawn_stops_media_and_self_report_clears(tiny, tmp_path):
+    s = LiveSession(tiny, log_root=tmp_path)
+    s.set_logging(True, "P06", "S06", keep_media=True, consent=True)
+    s.set_self_report("tired")
+    s.set_self_report("")  # cleared: no self-report from here on
+    assert s.self_report is None and s.self_report_at is None
+    assert "no raw video or audio" in s.set_consent(False)
+    assert s.study.save_media("window_001_00000", np.zeros((1, 4, 4, 3), np.uint8), None, 16_000) is None
+    line = s.study.write({"index": 0, "consent": True})  # a record cannot claim consent
+    assert line["consent"] is False and line["consent_at"] is None
+    s.set_consent(True)
+    assert s.study.consent and s.study.consent_at is not None and not s.study.keep_media
+    s.close()
 
 
 class _Crashing:
@@ -348,3 +393,5 @@ def test_cli_rejects_bad_arguments(capsys):
     assert app.main(["--video", "/nonexistent.mp4"]) == 2
     err = capsys.readouterr().err
     assert "go together" in err and "not valid" in err and "not found" in err
+    assert app.main(["--keep-media", "--log-session", "S", "--participant", "P"]) == 2
+    assert "--keep-media" in capsys.readouterr().err  # raw media need --consent

@@ -34,6 +34,7 @@ def run_app(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     (["--device", "cuda"], ["--device"]),
     (["--host", "0.0.0.0"], ["--host 0.0.0.0", "--auth-file"]),
     (["--share"], ["--share", "OMNI_EMOTION_AUTH"]),
+    (["--keep-media", "--log-session", "S1", "--participant", "P1"], ["--keep-media", "consent", "--consent"]),
     (["--host", "0.0.0.0", "--auth-file", "missing.txt"], ["missing.txt"]),
     (["--host", "0.0.0.0", "--auth-file", "bad.txt"], ["bad.txt, line 2", "user:password"]),
 ])

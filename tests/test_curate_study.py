@@ -12,7 +12,7 @@ import pytest
 
 from live.media import AUDIO_RATE
 from live.sources import decode_audio, video_times
-from live.study_log import StudyLog
+from live.study_log import StudyLog, read_jsonl
 from live.window import file_window
 from model.data.manifest import read_manifest
 from tests.media import cached_clip, clip_frames
@@ -38,8 +38,10 @@ def _window(path: str, index: int) -> tuple[dict, np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
-    """s1: consent recorded; windows 0 (happy), 1 (no self-report), 2 (sad), 3 (sad,
-    no media). s2: no consent field (one window, happy). s3: consent refused."""
+    """s1: window 4 (angry) logged before consent was given, then consent: windows 0
+    (happy), 1 (no self-report), 2 (sad), 3 (sad, no media). s2: an older app's log
+    with no consent field (one window, happy). s3: consent given (window 0, angry, with
+    media), then withdrawn."""
     root = tmp_path_factory.mktemp("study") / "logs"
     clip = cached_clip("study", seconds=6.0, fps=10)["path"]
     saved = {}
@@ -51,16 +53,22 @@ def sessions(tmp_path_factory):
             log.save_media(f"window_{rec['run']:03d}_{index:05d}", frames, audio, AUDIO_RATE)
             saved[(log.session, index)] = (frames, audio)
 
-    with StudyLog(root, "s1", "p01", keep_media=True) as log:
-        log.write({"event": "start", "consent": True})  # not a window record
+    with StudyLog(root, "s1", "p01") as log:  # logging on, consent box not yet ticked
+        record(log, 4, {"self_report": "angry"}, media=False)
+    with StudyLog(root, "s1", "p01", keep_media=True, consent=True) as log:
+        log.write({"event": "start"})  # not a window record
         record(log, 0, {"self_report": "Happy"})
         record(log, 1, {})
-        record(log, 2, {"self_report": "sad", "consent": True})
+        record(log, 2, {"self_report": "sad", "consent": False})  # the log's consent, not the caller's
         record(log, 3, {"self_report": "sad"}, media=False)
-    with StudyLog(root, "s2", "p02", keep_media=True) as log:
+    with StudyLog(root, "s2", "p02", keep_media=True, consent=True) as log:
         record(log, 0, {"self_report": "happy"})
-    with StudyLog(root, "s3", "p03", keep_media=True) as log:
-        record(log, 0, {"self_report": "angry", "consent": False})
+    old = [{k: v for k, v in r.items() if k not in ("consent", "consent_at")} for r in read_jsonl(log.path)]
+    log.path.write_text("".join(json.dumps(r) + "\n" for r in old))  # as an older app wrote it
+    with StudyLog(root, "s3", "p03", keep_media=True, consent=True) as log:
+        record(log, 0, {"self_report": "angry"})
+        log.set_consent(False)  # withdrawn: the session is never used
+        log.write({"event": "consent withdrawn"})
     return root, saved
 
 
@@ -70,9 +78,10 @@ def test_study_sessions_to_manifest(sessions, tmp_path, capsys):
     r = run_cli(capsys, "study", str(root), "--out", str(out))
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    # only s1 has a consent record saying yes; s2 needs --consented, s3 said no
-    assert summary == {"sessions": 1, "samples": 2,
-                       "skipped": {"no_consent_sessions": 2, "unlabelled": 1, "no_media": 1}}
+    # only s1's log says yes (its window from before consent is skipped); s2 needs
+    # --consented, s3 withdrew
+    assert summary == {"sessions": 1, "samples": 2, "skipped": {
+        "no_consent_sessions": 2, "no_consent_windows": 1, "unlabelled": 1, "no_media": 1}}
     assert "s2" in r.stderr and "s3" in r.stderr
     samples = read_manifest(out)
     assert [s["id"] for s in samples] == ["study/s1/001_00000", "study/s1/001_00002"]
@@ -114,7 +123,8 @@ def test_study_consented_flag_and_refusals(sessions, tmp_path, capsys):
     r = run_cli(capsys, "study", str(root), "--out", str(out), "--consented", "--session", "s2", "--session", "s3")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    # --consented covers s2 (no consent field) but never s3 (consent: false)
+    # --consented covers s2 (no consent field) but never s3 (consent withdrawn, media stored)
+    assert (root / "s3_media" / "window_001_00000.npz").is_file()
     assert summary["sessions"] == 1 and summary["samples"] == 1
     (sample,) = read_manifest(out)
     assert sample["id"] == "study/s2/001_00000" and sample["label"] == "happy"

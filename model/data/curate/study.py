@@ -23,10 +23,16 @@ Label: the record field ``--label-field`` (default ``self_report``). The engine'
 window without a self-reported label is skipped and counted (SRE stage 5 reviews an
 explanation against the gold label, so an unlabelled clip cannot pass it).
 
-Consent: a session is used only if its records say ``"consent": true``; a session
-whose records say ``false`` is never used. Study logs without a consent field (the app
-records none today) need ``--consented``: the user's explicit statement that every
-participant in these sessions consented to their recordings being used for training.
+Label as the app records it: the page's self-report (``self_report``, set while the
+participant states an emotion; ``app.py``'s study mode), so no flag is needed.
+
+Consent: the app writes ``consent`` (and ``consent_at``) on every line of a study log
+(``live.study_log.StudyLog``). A session is used when its last line with a consent
+field says ``true``; one whose last says ``false`` (never given, or withdrawn) is never
+used, whatever the flags. Inside a used session, a window whose own line says ``false``
+is skipped (recorded before consent was given). Only logs with no consent field at all
+(written before the app recorded it) need ``--consented``: the user's explicit
+statement that every participant in these sessions consented to training use.
 
 The last line on stdout: ``{"sessions", "samples", "skipped": {...}}``.
 """
@@ -97,11 +103,12 @@ def write_window_mp4(path: str | Path, frames: np.ndarray, seconds: float,
 
 
 def session_consent(records: list[dict]) -> bool | None:
-    """True/False from the records' ``consent`` fields (any False wins), None if absent."""
+    """The last ``consent`` field of the session's records (a withdrawal wins over an
+    earlier consent), True only for a JSON true; None if no record has one."""
     vals = [r["consent"] for r in records if "consent" in r]
     if not vals:
         return None
-    return all(v is True for v in vals)
+    return vals[-1] is True
 
 
 def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIELD,
@@ -124,7 +131,8 @@ def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIE
         consent = session_consent(records)
         if consent is False or (consent is None and not consented):
             skipped["no_consent_sessions"] += 1
-            why = "its records say consent: false" if consent is False else "no consent recorded (--consented)"
+            why = ("its log says consent: false (not given or withdrawn)" if consent is False
+                   else "no consent recorded (--consented)")
             print(f"warning: session {log.stem} not used: {why}", file=sys.stderr)
             continue
         used += 1
@@ -132,6 +140,9 @@ def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIE
         for r in records:
             if not isinstance(r.get("index"), int) or not isinstance(r.get("run"), int):
                 continue  # not a window record
+            if "consent" in r and r["consent"] is not True:
+                skipped["no_consent_windows"] += 1
+                continue
             label = r.get(label_field)
             label = normalize_label(label) if isinstance(label, str) else ""
             if not label:
@@ -174,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"record field with the participant's self-reported label (default {LABEL_FIELD})")
     p.add_argument("--session", action="append", help="use only this session id (repeatable)")
     p.add_argument("--consented", action="store_true",
-                   help="state that every participant of sessions without a consent record consented "
-                        "to training use")
+                   help="state that every participant of sessions whose log has no consent field (an "
+                        "older app) consented to training use; consent: false is never overridden")
     p.add_argument("--seed", type=int, default=0, help="question/option order seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its media")
     return p
