@@ -150,7 +150,8 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
                 c["self_report"] = gr.Dropdown([NOT_STATED, *DFEW_CLASSES], value=NOT_STATED,
                                                allow_custom_value=True, elem_id="self_report",
                                                label="participant's own emotion now (pick, or type another)")
-                c["log_on"] = gr.Checkbox(False, label=f"log this session to {a.log_dir}/<session>.jsonl")
+                c["log_on"] = gr.Checkbox(False, label=f"log this session to {a.log_dir}/<session>.jsonl",
+                                          elem_id="log_on")
                 c["csv_btn"] = gr.Button("Export session CSV")
                 c["csv_file"] = gr.File(label="session CSV", elem_id="csv_file")
         with gr.Column(scale=2):

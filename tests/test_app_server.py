@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from live.study_log import read_jsonl
 from tests.media import clip_frames, make_clip, speak, write_wav, write_y4m
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,20 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(url, wait_until="load")
+            # study mode: raw media are refused until the participant's consent is ticked
+            page.get_by_text("Study log (opt-in)").click()
+            page.get_by_label("participant id").fill("P50")
+            page.get_by_label("session id").fill("S50")
+            page.get_by_label(re.compile("also store raw frames")).check()
+            page.get_by_label(re.compile("log this session")).check()
+            page.get_by_text("needs the participant's consent").first.wait_for(timeout=30_000)
+            page.wait_for_function("() => !document.querySelector('#log_on input:checked')",
+                                   timeout=30_000)  # refused: the box is unticked again
+            page.get_by_label(re.compile("consents to storing recordings")).check()
+            page.get_by_label(re.compile("own emotion now")).click()
+            page.get_by_role("option", name="sad", exact=True).click()
+            page.get_by_label(re.compile("log this session")).check()
+            page.locator("#banner", has_text="raw frames + audio ARE stored").wait_for(timeout=30_000)
             page.get_by_text("Click to Access Webcam").click(timeout=30_000)
             # one at a time: a click while the other stream is still starting can be lost
             for elem in ("#webcam", "#mic"):
@@ -190,6 +205,12 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
             browser.close()
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}; first seen after (s): {first}")
+    # consent and the participant's self-report are on the logged windows, with their media
+    logged = [r for r in read_jsonl(tmp / "sessions" / "S50.jsonl", allow_partial_tail=True)
+              if r.get("source") == "live"]
+    assert logged and all(r["consent"] is True and r["consent_at"] for r in logged)
+    assert logged[-1]["self_report"] == "sad" and logged[-1]["self_report_at"]
+    assert list((tmp / "sessions" / "S50_media").glob("window_*.npz"))
     # the closed tab's engine is stopped at once (Gradio would keep its State an hour)
     wait_for_line(tmp / "runs" / "app.log", "tab closed: its live session stopped", BROWSER_TIMEOUT_S)
 
