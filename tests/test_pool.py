@@ -103,6 +103,27 @@ def test_four_sessions_give_the_single_process_results_each_on_one_replica(pool,
     assert all(len({r["replica"] for r in rs}) == 1 for rs in results)
 
 
+def test_each_session_reuses_its_own_frames_inside_the_pools_batches(pool, windows, tiny_checkpoint):
+    """Two sessions batched together on the pool: each window's frames go through its own
+    session's cache on the replica, so each session encodes what the single-process
+    analyser (reuse on) encodes, and its overlapping windows only their new frames."""
+    from model.serve.analyser import OmniEmotionAnalyser
+
+    ws = windows[0]
+    ref = OmniEmotionAnalyser.load(tiny_checkpoint, device="cpu", max_new_tokens=12)
+    expected = [_strip(ref(w)) for w in ws]
+    t = ref.model.config.num_frames
+    assert ref.stats["windows"] == len(ws) and ref.stats["vision_frames_encoded"] < t * len(ws)  # windows overlap
+    analysers = [pool.analyser(f"reuse{i}") for i in range(2)]
+    results, errors = _run_sessions(analysers, [ws, ws])
+    assert errors == [[], []]
+    assert [[_strip(r) for r in rs] for rs in results] == [expected, expected]
+    for a in analysers:
+        stats = pool.handle.options(method_name="stats", multiplexed_model_id=a.session).remote().result(timeout_s=JOIN_S)
+        assert stats["replica"] == results[analysers.index(a)][-1]["replica"]
+        assert stats["session"] == ref.stats
+
+
 def test_the_engine_worker_runs_on_the_pool(pool, windows):
     """The engine's own worker (newest wins) with a pool analyser: every window submitted
     after the previous one finished is analysed; a window displaced while one is in

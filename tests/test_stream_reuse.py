@@ -125,3 +125,63 @@ def test_stop_after_labels_stops_at_the_label_line_unless_explaining():
 def test_parse_both_orders(fmt):
     parsed = parse_answer(reasoning_answer("He grins. He laughs", ["happy", "amused"], fmt))
     assert (parsed.label, parsed.labels, parsed.explanation) == ("happy", ["happy", "amused"], "He grins. He laughs.")
+
+
+def test_a_batch_of_interleaved_sessions_reuses_each_sessions_frames_exactly():
+    """The pool's path: windows of three sessions batched together, each encoded through
+    its own session's cache, equal the windows analysed alone without reuse."""
+    model, processor = build_tiny()
+    pooled = OmniEmotionAnalyser(model, processor, max_new_tokens=4)
+    plain = OmniEmotionAnalyser(model, processor, max_new_tokens=4, reuse=False)
+    names = ["a", "b", "c"]
+    sessions = {n: pooled.new_session(n) for n in names}
+    starts = {"a": 0, "b": 3, "c": 5}  # the sessions are at different places in the source
+    worst = 0.0
+    for step in range(3):
+        ws = [window(starts[n] + step, session=n) for n in names]
+        clips = [pooled.clip_from_window(w) for w in ws]
+        ids = [pooled.frame_ids(w) for w in ws]
+        if step == 2:  # the prefill logits, batched + reuse vs alone without
+            with torch.inference_mode():
+                batched = model(**pooled.batch_inputs(clips, ids, [sessions[n] for n in names])).logits
+                for row, (c, i) in enumerate(zip(clips, ids)):
+                    alone = model(**plain.inputs(c, i)).logits
+                    worst = max(worst, float((batched[row] - alone[0]).abs().max()))
+        results = pooled.analyse_batch(clips, ids, [w.end for w in ws], [sessions[n] for n in names])
+        for w, r in zip(ws, results):
+            assert r["text"] == plain(w)["text"]
+            assert {k: v for k, v in r.items() if k != "seconds"} == {k: v for k, v in plain(w).items() if k != "seconds"}
+    assert worst <= 1e-5
+    for n in names:  # 3 windows + the logits pass on window 2: each frame encoded once per session
+        st = sessions[n].stats
+        assert st["windows"] == 4 and st["vision_frames_encoded"] == T + 2 * HOP_FRAMES
+        assert st["face_crops_encoded"] == int(PRESENT[HOP_FRAMES * starts[n]: HOP_FRAMES * (starts[n] + 2) + T].sum())
+        assert len(sessions[n].cache) <= 2 * CACHE_FRAMES
+    assert pooled.stats["windows"] == 0  # the analyser's own session untouched
+
+
+def test_the_label_memory_is_per_session_in_a_batch():
+    """Labels first with explain_every_s: in one batch, each row's stop asks its own
+    session's memory (last label, last explanation time)."""
+    from model.serve.analyser import _PerRow
+
+    model, processor = build_tiny(answer_format="labels_first")
+    a = OmniEmotionAnalyser(model, processor, max_new_tokens=6, explain_every_s=10.0)
+    same, new = a.new_session("same"), a.new_session("new")
+    same.last_label, same.explained_at = "sad", 9.0  # same label, explained 1 s ago: stop
+    new.last_label = "happy"  # the label changed: go on to the explanation
+    answer = reasoning_answer("She frowns.", ["sad", "tired"], "labels_first")
+    row = [7, 7] + processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([row, row])
+    stop = _PerRow([StopAfterLabels(processor, 2, a._wants_explanation(s, 10.0)) for s in (same, new)])
+    n = next(n for n in range(1, ids.shape[1] - 1) if stop(ids[:, : 2 + n], None).any())
+    assert stop(ids[:, : 2 + n], None).tolist() == [True, False]
+    assert [r.tokens_to_label[0] for r in stop.rows] == [n, n]
+    assert [r.explained(0) for r in stop.rows] == [False, True]
+    # and the batch path gives each row what the window gives alone (random text: no stop)
+    ws = [window(0, "same"), window(1, "new")]
+    clips = [a.clip_from_window(w) for w in ws]
+    batched = a.analyse_batch(clips, [a.frame_ids(w) for w in ws], [10.0, 10.0], [same, new])
+    alone = [a.analyse(c, at=10.0, session=a.new_session()) for c in clips]
+    assert [r["tokens"] for r in batched] == [r["tokens"] for r in alone]
+    assert same.stats["windows"] == new.stats["windows"] == 1

@@ -10,6 +10,11 @@ Streaming cost (issue 12): windows of one session share a `FrameFeatureCache`
 hold it; with a labels-first model (`config.answer_format`) and `explain_every_s`, a
 window stops generating once its labels are out unless the label changed or the last
 explanation is that old.
+
+That per-session memory is a `Session` (cache, last label, last explanation time,
+counters). The analyser keeps one for its own use (`__call__` starts a new one when the
+window's session changes); `analyse_batch` takes one per clip, so a pool replica
+(`model.serve.pool`) batches windows of several sessions, each through its own cache.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from model.net import tokens
 from model.data.templates import REASONING_INSTRUCTIONS
 from model.net.processor import Clip
 from live.analyser import Result, make_result
-from model.serve.features import FrameFeatureCache
+from model.serve.features import CACHE_FRAMES, FrameFeatureCache
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, StopAfterLabels, encode, generate
 
 if TYPE_CHECKING:
@@ -49,6 +54,25 @@ class _CallbackStreamer(TextStreamer):
             self.on_text(self.text)
 
 
+class Session:
+    """One session's memory in an analyser.
+
+    cache: its `FrameFeatureCache` (bounded: `capacity` frames per branch).
+    last_label, explained_at: the label-first policy's memory (`explain_every_s`).
+    stats: windows, vision_frames_encoded, face_crops_encoded, audio_s_encoded (seconds
+        of audio the Whisper encoder ran on).
+    used_at: `time.monotonic()` of its last window (a pool drops idle sessions' caches).
+    """
+
+    def __init__(self, model, id: object = None, capacity: int = CACHE_FRAMES):
+        self.id = id
+        self.cache = FrameFeatureCache(model, capacity)
+        self.last_label: str | None = None
+        self.explained_at: float | None = None
+        self.stats = {"windows": 0, "vision_frames_encoded": 0, "face_crops_encoded": 0, "audio_s_encoded": 0.0}
+        self.used_at = time.monotonic()
+
+
 class OmniEmotionAnalyser:
     """Analyse clips or live windows with a loaded model.
 
@@ -67,6 +91,7 @@ class OmniEmotionAnalyser:
             from the last window's or the last explanation is at least this many seconds
             (window clock) old. None: every window explains (the whole answer).
 
+    `current` is the analyser's own `Session` (`cache`, `stats`, `session` read it):
     `stats` counts, since the last `reset`: windows, vision_frames_encoded,
     face_crops_encoded, audio_s_encoded (seconds of audio the Whisper encoder ran on).
     """
@@ -80,9 +105,8 @@ class OmniEmotionAnalyser:
         if explain_every_s is not None and explain_every_s < 0:
             raise ValueError(f"explain_every_s must be >= 0 or None, got {explain_every_s}")
         self.reuse, self.explain_every_s = reuse, explain_every_s
-        self.cache = FrameFeatureCache(model)
-        self.reset()
         self.model, self.processor = model, processor
+        self.reset()
         self.use_faces, self.use_audio = use_faces, use_audio
         self.prompt, self.options, self.max_new_tokens = prompt, options, max_new_tokens
         self.name = name or Path(str(getattr(model.config, "_name_or_path", "") or "omni-emotion")).name
@@ -105,54 +129,86 @@ class OmniEmotionAnalyser:
 
     def reset(self) -> None:
         """A new session: forget cached frames, the last label and the counters."""
-        self.cache.reset()
-        self.session: object = None
-        self._last_label: str | None = None
-        self._explained_at: float | None = None
-        self.stats = {"windows": 0, "vision_frames_encoded": 0, "face_crops_encoded": 0, "audio_s_encoded": 0.0}
+        self.current = self.new_session()
 
-    def _use_cache(self, batch: dict, clip: Clip, frame_ids) -> dict:
-        """Pixels → cached per-frame features (`visual_embeds`, `face_embeds`)."""
-        batch = dict(batch)
-        before = (self.cache.vision_frames_encoded, self.cache.face_crops_encoded)
+    def new_session(self, id: object = None) -> Session:
+        """A fresh `Session` for this analyser's model."""
+        return Session(self.model, id)
+
+    @property
+    def session(self) -> object:
+        return self.current.id
+
+    @property
+    def cache(self) -> FrameFeatureCache:
+        return self.current.cache
+
+    @property
+    def stats(self) -> dict:
+        return self.current.stats
+
+    def _features(self, batch: dict, clips: list[Clip], frame_ids: list, sessions: list[Session]) -> dict:
+        """Counts each row's window in its session's `stats`; where `reuse` and the row's
+        frame ids allow, replaces the pixels by per-frame features from the row's session
+        cache (`visual_embeds` (B, T, v, H), `face_embeds` (B, T, f, H)). Rows without
+        frame ids in such a batch are encoded whole, on their own."""
+        t = self.model.config.num_frames
+        for clip, s in zip(clips, sessions):
+            s.stats["windows"] += 1
+            s.used_at = time.monotonic()
+            if "input_features" in batch and clip.has_audio:
+                s.stats["audio_s_encoded"] += batch["input_features"].shape[-1] / 100.0  # 10 ms mel hop
+        use = [self.reuse and ids is not None for ids in frame_ids]
+        if not any(use):  # the encoders see the pixels whole, inside the model
+            for s in sessions:
+                s.stats["vision_frames_encoded"] += t if "pixel_values_videos" in batch else 0
+                s.stats["face_crops_encoded"] += t if "face_pixel_values" in batch else 0
+            return batch
+        batch, inner = dict(batch), self.model.model
         with torch.inference_mode():
             if "pixel_values_videos" in batch:
-                batch["visual_embeds"] = self.cache.visual(frame_ids, batch.pop("pixel_values_videos")[0])
+                pixels, rows = batch.pop("pixel_values_videos"), []
+                for i, s in enumerate(sessions):
+                    before = s.cache.vision_frames_encoded
+                    rows.append(s.cache.visual(frame_ids[i], pixels[i]) if use[i] else inner.visual_features(pixels[i][None]))
+                    s.stats["vision_frames_encoded"] += s.cache.vision_frames_encoded - before if use[i] else t
+                batch["visual_embeds"] = torch.cat(rows)
             if "face_pixel_values" in batch:
-                present = batch["face_present"][0].cpu().numpy()
-                batch["face_embeds"] = self.cache.faces(frame_ids, clip.faces, present, batch.pop("face_pixel_values")[0])
-        self.stats["vision_frames_encoded"] += self.cache.vision_frames_encoded - before[0]
-        self.stats["face_crops_encoded"] += self.cache.face_crops_encoded - before[1]
+                pixels, rows = batch.pop("face_pixel_values"), []
+                for i, s in enumerate(sessions):
+                    before = s.cache.face_crops_encoded
+                    present = batch["face_present"][i].cpu().numpy()
+                    rows.append(s.cache.faces(frame_ids[i], clips[i].faces, present, pixels[i]) if use[i]
+                                else inner.face_features(pixels[i][None]))
+                    s.stats["face_crops_encoded"] += s.cache.face_crops_encoded - before if use[i] else t
+                batch["face_embeds"] = torch.cat(rows)
         return batch
 
-    def _count(self, batch: dict) -> None:
-        """Window and encoder counters for a batch the encoders see whole (no cache)."""
-        t = self.model.config.num_frames
-        self.stats["vision_frames_encoded"] += t if "pixel_values_videos" in batch else 0
-        self.stats["face_crops_encoded"] += t if "face_pixel_values" in batch else 0
-
-    def inputs(self, clip: Clip, frame_ids: list | None = None) -> dict:
+    def inputs(self, clip: Clip, frame_ids: list | None = None, session: Session | None = None) -> dict:
         """The model inputs of one clip (a batch of 1 on the model's device), its frames'
-        and crops' features taken from the cache where `reuse` and `frame_ids` allow;
-        counts the window in `stats`. `model(**inputs(...))` gives the prefill logits."""
-        batch = encode(self.model, self.processor, [self.prompt], [clip])
-        self.stats["windows"] += 1
-        if "input_features" in batch:
-            self.stats["audio_s_encoded"] += batch["input_features"].shape[-1] / 100.0  # 10 ms mel hop
-        if self.reuse and frame_ids is not None:
-            return self._use_cache(batch, clip, frame_ids)
-        self._count(batch)
-        return batch
+        and crops' features taken from the session's cache (default: `current`) where
+        `reuse` and `frame_ids` allow; counts the window in the session's `stats`.
+        `model(**inputs(...))` gives the prefill logits."""
+        return self.batch_inputs([clip], [frame_ids], [session or self.current])
 
-    def _wants_explanation(self, at: float | None) -> Callable:
+    def batch_inputs(self, clips: list[Clip], frame_ids: list, sessions: list[Session]) -> dict:
+        """`inputs` for many clips (left-padded), each through its own session's cache."""
+        clips = [self._modalities(c) for c in clips]
+        batch = encode(self.model, self.processor, [self.prompt] * len(clips), clips)
+        return self._features(batch, clips, frame_ids, sessions)
+
+    def _wants_explanation(self, session: Session, at: float | None) -> Callable:
         """The window policy, asked once the labels are parsed (see `explain_every_s`)."""
+        if self.explain_every_s is None:
+            return lambda parsed: True
+
         def explain(parsed) -> bool:
-            due = at is None or self._explained_at is None or at - self._explained_at >= self.explain_every_s
-            return parsed.label != self._last_label or due
+            due = at is None or session.explained_at is None or at - session.explained_at >= self.explain_every_s
+            return parsed.label != session.last_label or due
         return explain
 
     def analyse(self, clip: Clip, on_text: Callable[[str], None] | None = None,
-                frame_ids: list | None = None, at: float | None = None) -> Result:
+                frame_ids: list | None = None, at: float | None = None, session: Session | None = None) -> Result:
         """One clip → a `Result` (label, labels, explanation, text, model, pending, error;
         plus tokens, face_frames, audio, seconds).
 
@@ -162,38 +218,53 @@ class OmniEmotionAnalyser:
             window's (session, frame time)); given with `reuse`, frames and crops already
             encoded are not encoded again.
         at: the clip's time on the session clock, for `explain_every_s`.
+        session: whose cache and label memory to use (default: `current`).
         """
-        started = time.perf_counter()
-        clip = self._modalities(clip)
-        batch = self.inputs(clip, frame_ids)
-        prompt_len = int(batch["input_ids"].shape[1])
-        stop = None
-        if self.model.config.answer_format == "labels_first":
-            explain = (lambda p: True) if self.explain_every_s is None else self._wants_explanation(at)
-            stop = StopAfterLabels(self.processor, prompt_len, explain)
         streamer = _CallbackStreamer(self.processor.tokenizer, on_text) if on_text else None
-        answer = generate(self.model, self.processor, batch, self.max_new_tokens, self.options, streamer=streamer,
-                          stopping_criteria=stop)[0]
-        if stop is not None and 0 in stop.tokens_to_label:
-            if stop.explained(0):
-                self._explained_at = at
-            self._last_label = answer.parsed.label
-        result = self._result(clip, answer, prompt_len, started)
-        if stop is not None:  # labels first: new tokens until the label list closed (None: never)
-            result["tokens"]["to_label"] = stop.tokens_to_label.get(0)
-        return result
+        return self._analyse([clip], [frame_ids], [at], [session or self.current], streamer)[0]
 
-    def analyse_batch(self, clips: list[Clip]) -> list[Result]:
+    def analyse_batch(self, clips: list[Clip], frame_ids: list | None = None, at: list | None = None,
+                      sessions: list[Session] | None = None) -> list[Result]:
         """Many clips (e.g. windows of several sessions) in one `generate` call; each
-        `Result` equals `analyse(clip)`'s (greedy, left padding; ``seconds`` is the
-        batch's time). Used by the serving pool (`model.serve.pool`)."""
+        `Result` equals `analyse(clip, frame_ids=..., at=..., session=...)`'s (greedy, left
+        padding; ``seconds`` is the batch's time). frame_ids, at, sessions: one per clip
+        (None: no reuse, no clock, each clip a fresh session of its own). Each clip's
+        frames go through its own session's cache. Used by the serving pool."""
+        n = len(clips)
+        sessions = sessions or [self.new_session() for _ in range(n)]
+        return self._analyse(clips, frame_ids or [None] * n, at or [None] * n, sessions)
+
+    def _analyse(self, clips: list[Clip], frame_ids: list, at: list, sessions: list[Session],
+                 streamer=None) -> list[Result]:
+        """encode → per-session features → one generate → each session's label memory."""
+        if not len(clips) == len(frame_ids) == len(at) == len(sessions):
+            raise ValueError(f"one frame_ids, at and session per clip: {len(clips)} clips, {len(frame_ids)}, "
+                             f"{len(at)}, {len(sessions)}")
         started = time.perf_counter()
         clips = [self._modalities(c) for c in clips]
-        batch = encode(self.model, self.processor, [self.prompt] * len(clips), clips)
-        answers = generate(self.model, self.processor, batch, self.max_new_tokens, self.options)
+        batch = self.batch_inputs(clips, frame_ids, sessions)
         lengths = batch["attention_mask"].sum(dim=1).tolist() if "attention_mask" in batch \
             else [int(batch["input_ids"].shape[1])] * len(clips)
-        return [self._result(c, a, int(n), started) for c, a, n in zip(clips, answers, lengths)]
+        stop = None
+        if self.model.config.answer_format == "labels_first":
+            stop = _PerRow([StopAfterLabels(self.processor, int(batch["input_ids"].shape[1]),
+                                            self._wants_explanation(s, a)) for s, a in zip(sessions, at)])
+        answers = generate(self.model, self.processor, batch, self.max_new_tokens, self.options, streamer=streamer,
+                           stopping_criteria=stop)
+        results = []
+        for i, (clip, answer, n, s) in enumerate(zip(clips, answers, lengths, sessions)):
+            row = stop.rows[i] if stop is not None else None
+            stopped = row is not None and 0 in row.tokens_to_label and not row.explained(0)
+            if row is not None and 0 in row.tokens_to_label:
+                if row.explained(0):
+                    s.explained_at = at[i]
+                s.last_label = answer.parsed.label
+            result = self._result(clip, answer, int(n), started,
+                                  generated=row.tokens_to_label[0] if stopped else None)
+            if row is not None:  # labels first: new tokens until the label list closed (None: never)
+                result["tokens"]["to_label"] = row.tokens_to_label.get(0)
+            results.append(result)
+        return results
 
     def _modalities(self, clip: Clip) -> Clip:
         """The clip with the branches this analyser does not use fed as missing."""
@@ -213,8 +284,9 @@ class OmniEmotionAnalyser:
                 return i + 1
         return int(ids.numel())
 
-    def _result(self, clip: Clip, answer, prompt_tokens: int, started: float) -> Result:
-        """The one `Result` of a clip's answer; ``prompt_tokens``: its unpadded prompt length."""
+    def _result(self, clip: Clip, answer, prompt_tokens: int, started: float, generated: int | None = None) -> Result:
+        """The one `Result` of a clip's answer; ``prompt_tokens``: its unpadded prompt length;
+        ``generated``: its new tokens where a stop criterion ended it (else counted)."""
         text, parsed = answer.text, answer.parsed
         cfg = self.model.config
         counts = {
@@ -228,7 +300,7 @@ class OmniEmotionAnalyser:
             model=self.name,
             # tokens["text"]: the prompt's own text tokens (chat template + instruction + wrappers).
             tokens={**counts, "text": prompt_tokens - sum(counts.values()),
-                    "generated": self._generated(answer.ids)},
+                    "generated": self._generated(answer.ids) if generated is None else generated},
             face_frames=face_frames,
             audio="present" if clip.has_audio else "absent",
             seconds=round(time.perf_counter() - started, 4),
@@ -246,11 +318,28 @@ class OmniEmotionAnalyser:
             has_audio=bool(window.has_audio) and window.audio.size > 0,
         )
 
+    @staticmethod
+    def frame_ids(window) -> list | None:
+        """A live window's frames' identities in their source: (T,) (session, frame time)."""
+        session = getattr(window, "session", None)
+        return [(session, float(t)) for t in window.frame_times] if window.has_video else None
+
     def __call__(self, window, on_text: Callable[[str], None] | None = None) -> Result:
-        """One live window; a window of another session (`Window.session`) resets first."""
+        """One live window; a window of another session (`Window.session`) starts a new
+        `current` session first."""
         session = getattr(window, "session", None)
         if session != self.session:
-            self.reset()
-            self.session = session
-        frame_ids = [(session, float(t)) for t in window.frame_times] if window.has_video else None
-        return self.analyse(self.clip_from_window(window), on_text=on_text, frame_ids=frame_ids, at=window.end)
+            self.current = self.new_session(session)
+        return self.analyse(self.clip_from_window(window), on_text=on_text, frame_ids=self.frame_ids(window),
+                            at=window.end)
+
+
+class _PerRow:
+    """One `StopAfterLabels` per batch row (each with its own session's policy), as one
+    stopping criterion: row i's criterion sees row i alone (as its row 0)."""
+
+    def __init__(self, rows: list[StopAfterLabels]):
+        self.rows = rows
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.cat([r(input_ids[i:i + 1], scores, **kwargs) for i, r in enumerate(self.rows)])

@@ -9,8 +9,10 @@ and hands the model the (1, T, v, H) / (1, T, f, H) rows it would have computed
 fusion, newline) are applied after the cache, inside the model. Exact: every encoder
 sees the same per-frame pixels, one frame at a time being independent of the others.
 
-The cache is bounded (`capacity` entries per branch, least recently used dropped) and
-owned by `model.serve.analyser.OmniEmotionAnalyser`, which clears it on a new session.
+The cache is bounded (`capacity` entries per branch, least recently used dropped). One
+cache per session: `model.serve.analyser.Session` holds it (the single-process analyser
+keeps one and starts a new one on a new session; a pool replica keeps one per session it
+serves, `model.serve.pool`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from live.media import N_FRAMES
+from model.net import tokens
 
 # Entries kept per branch: two windows' worth covers every overlap of a sliding window
 # (a window shares at most T frames with the one before it). At 7B size one visual
@@ -61,7 +64,7 @@ class _LRU:
 
 
 class FrameFeatureCache:
-    """Visual and face features per frame, for one session at a time.
+    """Visual and face features per frame, for one session.
 
     Counters (since the last `reset`): ``vision_frames_encoded``, ``face_crops_encoded``.
     """
@@ -93,6 +96,9 @@ class FrameFeatureCache:
         → (1, T, f, H). Frames without a face get zero rows without being encoded: the
         model multiplies them by face_present = 0 whatever they hold."""
         idx = [i for i in range(len(frame_ids)) if present[i]]
+        if not idx:  # no face in the window: nothing to encode or keep
+            cfg = self.inner.config
+            return pixels.new_zeros(1, len(frame_ids), tokens.face_tokens_per_frame(cfg), cfg.hidden_size)
         keys = [(frame_ids[i], crop_digest(crops[i])) for i in idx]
         got, n = self._face.lookup(keys, pixels[idx], self.inner.face_features)
         self.face_crops_encoded += n
