@@ -390,27 +390,46 @@ def primary_track(frames) -> int | None:
     return max(sorted(votes), key=lambda k: (votes[k], k == last_primary))
 
 
-def window_faces(frames, size: int = CROP_SIZE):
-    """Crops of the window's face (``primary_track``) in each of its T tracked frames.
+def window_face_boxes(frames):
+    """Where the window's face (``primary_track``) is in each of its T tracked frames.
 
-    Returns ``(faces, present, boxes, track)``: faces (T, size, size, 3) uint8, zeros
-    where absent; present (T,) bool; boxes (T, 4) float32 [x0, y0, x1, y1] px, NaN where
-    absent; track the primary track id or None. A crop is made once per frame and track
-    (``frame.crops``) and reused by every overlapping window.
+    Returns ``(present, boxes, track)``: present (T,) bool; boxes (T, 4) float32
+    [x0, y0, x1, y1] px, NaN where absent; track the primary track id or None.
     """
     n = len(frames)
-    faces = np.zeros((n, size, size, 3), np.uint8)
     present = np.zeros(n, bool)
     boxes = np.full((n, 4), np.nan, np.float32)
     track = primary_track(frames)
     if track is None:
-        return faces, present, boxes, None
+        return present, boxes, None
     for i, f in enumerate(frames):
         box = next((tf.box for tf in f.faces or () if tf.track == track), None) if f is not None else None
-        if box is None:
-            continue
+        if box is not None:
+            present[i], boxes[i] = True, box
+    return present, boxes, track
+
+
+def face_crops(frames, present, boxes, track, size: int = CROP_SIZE) -> np.ndarray:
+    """(T, size, size, 3) uint8 crops of ``track`` at ``boxes`` where ``present``
+    (``window_face_boxes``), zeros elsewhere. A crop is made once per frame and track
+    (``frame.crops``) and reused by every overlapping window."""
+    faces = np.zeros((len(frames), size, size, 3), np.uint8)
+    for i in np.flatnonzero(present):
+        f = frames[i]
         crop = f.crops.get((track, size))
         if crop is None:
-            crop = f.crops[(track, size)] = crop_face(f.rgb(), box, size=size)
-        faces[i], present[i], boxes[i] = crop, True, box
-    return faces, present, boxes, track
+            crop = f.crops[(track, size)] = crop_face(f.rgb(), boxes[i], size=size)
+        faces[i] = crop
+    return faces
+
+
+def window_faces(frames, size: int = CROP_SIZE):
+    """Crops of the window's face (``primary_track``) in each of its T tracked frames:
+    ``window_face_boxes`` then ``face_crops``.
+
+    Returns ``(faces, present, boxes, track)``: faces (T, size, size, 3) uint8, zeros
+    where absent; present (T,) bool; boxes (T, 4) float32 [x0, y0, x1, y1] px, NaN where
+    absent; track the primary track id or None.
+    """
+    present, boxes, track = window_face_boxes(frames)
+    return face_crops(frames, present, boxes, track, size), present, boxes, track

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .buffers import AudioBuffer, FrameBuffer
-from .faces import FaceTracker, window_faces
+from .faces import FaceTracker, face_crops, window_face_boxes, window_faces
 from .frames import VideoFrame
 from .media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, check_window, sample_frames
 from .sources import SourceError, iter_video_frames, video_times
@@ -61,6 +62,9 @@ class Window:
     speech:        [(start_s, end_s), ...] speech segments clipped to the window
                    (an ongoing one ends at ``end``).
     speech_ratio:  fraction of the window that is speech, in [0, 1].
+
+    ``frames`` and ``faces`` read as these arrays; a window from ``WindowAssembler``
+    computes them on first read (see ``_lazy``), everything else at assembly.
     """
 
     index: int
@@ -83,6 +87,12 @@ class Window:
     # identity of its frames (model.serve.features caches encoder outputs by it).
     session: str = field(default="", repr=False)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in LAZY_FIELDS:  # the arrays, never the live frames
+            state["_" + name] = getattr(self, name)
+        return state
+
     def summary(self) -> dict:
         """The JSON-able part logged to windows.jsonl (no pixels or samples)."""
         return {
@@ -93,6 +103,36 @@ class Window:
             "face_track": self.face_track,
             "speech_ratio": round(float(self.speech_ratio), 3),
         }
+
+
+def _lazy(name: str) -> property:
+    """A ``Window`` field that may be given as a zero-argument callable (a
+    ``functools.partial``): it is called on the first read, on the reader's thread,
+    and its array kept. ``WindowAssembler.build`` gives ``frames`` and ``faces`` this
+    way, so building a window copies no pictures and makes no crops: a window that is
+    gated, dropped for a newer one, or analysed from a per-frame cache costs neither."""
+    key = "_" + name
+
+    def get(w: Window) -> np.ndarray:
+        v = w.__dict__[key]
+        if callable(v):
+            v = w.__dict__[key] = v()
+        return v
+
+    def put(w: Window, v) -> None:  # the dataclass's __init__ goes through here
+        w.__dict__[key] = v
+
+    return property(get, put, doc=f"see Window ({name}); computed on first read")
+
+
+LAZY_FIELDS = ("frames", "faces")
+for _name in LAZY_FIELDS:
+    setattr(Window, _name, _lazy(_name))
+
+
+def stack_rgb(frames) -> np.ndarray:
+    """(T, H, W, 3) uint8: the frames' RGB (each converted once, ``VideoFrame.rgb``)."""
+    return np.stack([f.rgb() for f in frames])
 
 
 class Gate:
@@ -169,13 +209,15 @@ class WindowAssembler:
         T, S = self.n_frames, self.crop_size
         picked = frames.sample(start, end, T) if has_video else [None] * T
         if has_video and picked[0] is not None:
-            # the one copy of a window's pictures: the (T, H, W, 3) array its consumers
-            # take; each frame's RGB is the buffer's cached array (converted once)
-            imgs = np.stack([f.rgb() for f in picked])
+            # stacked on first read (see ``_lazy``): no copy for a window nobody reads
+            imgs = partial(stack_rgb, tuple(picked))
             times = np.array([f.t for f in picked])
         else:
             imgs, times = no_frames(), np.full(T, np.nan)
-        faces, present, boxes, track = window_faces(picked, S)
+        # ``window_faces`` in two steps: which face and where now (the gate and the
+        # record need them), its crops on first read of ``faces``
+        present, boxes, track = window_face_boxes(picked)
+        faces = partial(face_crops, tuple(picked), present, boxes, track, S)
         n = int(round((end - start) * AUDIO_RATE))
         wav = audio.between(start, start + n / AUDIO_RATE) if (audio is not None and has_audio) else np.zeros(n, np.float32)
         speech = vad.segments_between(start, end) if vad is not None else []
@@ -211,7 +253,7 @@ class FileSpan:
     def rgb(self) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB as stored (``live.media.ingest_size``), as a live
         window's ``frames``."""
-        return np.stack([f.rgb() for f in self.frames])
+        return stack_rgb(self.frames)
 
 
 def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,

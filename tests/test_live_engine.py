@@ -7,7 +7,7 @@ import pytest
 from live.analyser import AnalyserWorker, FakeAnalyser, NullAnalyser, make_result
 from live.engine import Engine, EngineConfig, WindowEvent
 from live.detector import no_faces
-from live.faces import FaceTracker, default_detector
+from live.faces import FaceTracker, TrackedFace, default_detector
 from live.media import MAX_WINDOW_S, sample_targets
 from live.sources import FileSource, PushSource, decode_audio, video_times
 from live.window import Gate, Window
@@ -272,3 +272,44 @@ def test_longest_window_at_60_fps_gets_its_own_frames_and_audio(caplog):
         np.testing.assert_array_equal(w.audio, audio[a0 : a0 + w.audio.size])
     assert np.abs(wins[0].audio[:16000]).max() > 0.05  # the speech at 0.3 s is there
     assert "frame buffer" not in caplog.text
+
+
+def test_window_pictures_and_crops_are_made_on_first_read_only():
+    """Building a window copies no pictures and makes no crops: ``Window.frames`` and
+    ``Window.faces`` are computed when (and only when) a consumer reads them, once,
+    equal to the eager rule (``window_faces``); a pickled window carries the arrays."""
+    import pickle
+
+    import av
+
+    from live.buffers import FrameBuffer
+    from live.faces import window_faces
+    from live.frames import VideoFrame
+    from live.window import WindowAssembler
+
+    buf = FrameBuffer(200)
+    for i in range(40):  # 4 s at 10 fps, decoder-format frames (RGB on demand)
+        rgb = np.full((48, 64, 3), i, np.uint8)
+        f = VideoFrame(i / 10, av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"))
+        f.faces = [TrackedFace(7, np.array([10, 8, 30 + i % 3, 30], np.float32), 0.9, True)] if i % 4 else []
+        f.primary = 7 if i % 4 else None
+        buf.append(f)
+    asm = WindowAssembler(hop_s=1.0, window_s=4.0, n_frames=8)
+    asm.anchor(0.0)
+    w = asm.build(4.0, buf, None, None, has_video=True, has_audio=False)
+    picked = buf.sample(0.0, 4.0, 8)
+    assert all(f._rgb is None and not f.crops for f in picked)  # nothing converted, copied or cropped
+    assert w.face_track == 7 and w.face_present.any() and not w.face_present.all()
+    imgs = w.frames
+    assert imgs.shape == (8, 48, 64, 3) and imgs.dtype == np.uint8
+    np.testing.assert_array_equal(imgs, np.stack([f.rgb() for f in picked]))
+    assert w.frames is imgs  # stacked once
+    faces, present, boxes, track = window_faces(picked, 224)
+    np.testing.assert_array_equal(w.faces, faces)
+    np.testing.assert_array_equal(w.face_present, present)
+    np.testing.assert_array_equal(w.face_boxes, boxes)
+    assert w.faces is w.faces and faces[present].any() and not faces[~present].any()
+    back = pickle.loads(pickle.dumps(w))
+    assert isinstance(back.__dict__["_frames"], np.ndarray) and isinstance(back.__dict__["_faces"], np.ndarray)
+    np.testing.assert_array_equal(back.frames, imgs)
+    np.testing.assert_array_equal(back.faces, faces)
