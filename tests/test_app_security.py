@@ -15,7 +15,7 @@ import pytest
 from live.cli import EXIT_USAGE
 from live.study_log import read_jsonl
 from tests.media import make_clip
-from tests.test_app_server import APP_ARGS, ROOT, START_TIMEOUT_S, free_port, start_app, wait_for_line
+from tests.test_app_server import APP_ARGS, ROOT, START_TIMEOUT_S, free_port, start_app, stop, wait_for_line
 
 CLI_TIMEOUT_S = 120  # s for a refused start (imports only, no model; 2 busy cores)
 
@@ -60,11 +60,7 @@ def exposed(tmp_path_factory):
                           tmp / "out.log", tmp, env=env)
     wait_for_line(tmp / "out.log", "model: tiny", START_TIMEOUT_S)
     yield url, tmp
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def test_exposed_page_needs_the_login(exposed):
@@ -113,8 +109,7 @@ def test_offline_start_falls_back_to_tiny_and_says_what_to_do(tmp_path):
     try:
         wait_for_line(tmp_path / "out.log", "model: tiny", START_TIMEOUT_S)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
     line = next(x for x in (tmp_path / "out.log").read_text().splitlines() if x.startswith("model: "))
     assert f"cannot connect to 127.0.0.1:{closed}" in line
     assert "model.checkpoint.build" in line and "--model DIR" in line

@@ -33,29 +33,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str], log_path: Path, cwd: Path,
-              env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """Start app.py with ``args`` on a free port; (process, url) once it serves.
-    ``env``: the environment to start from (default: ours, offline)."""
+def serve_page(cmd: list[str], log_path: Path, cwd: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    """Run ``cmd + ["--port", P]`` (a Gradio page) on a free port P; (process, url) once
+    it answers HTTP 200. Its output goes to ``log_path``, quoted if it exits or stalls."""
     port = free_port()
-    base = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else env
-    env = dict(base, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    env = dict(env, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
-                            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"app exited with {proc.returncode}:\n{log_path.read_text()}")
+            raise AssertionError(f"{cmd[1]} exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return proc, url
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.3)
     proc.kill()
-    raise AssertionError(f"app did not serve {url} within {START_TIMEOUT_S} s:\n{log_path.read_text()}")
+    raise AssertionError(f"{cmd[1]} did not serve {url} within {START_TIMEOUT_S} s:\n{log_path.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a page's process; kill it if it does not end within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def start_app(args: list[str], log_path: Path, cwd: Path,
+              env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start app.py with ``args`` on a free port; (process, url) once it serves.
+    ``env``: the environment to start from (default: ours, offline)."""
+    base = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else env
+    return serve_page([sys.executable, str(ROOT / "app.py"), *args], log_path, cwd, base)
 
 
 def wait_for_line(log_path: Path, text: str, timeout: float) -> None:
@@ -73,11 +89,7 @@ def server(tmp_path_factory):
     proc, url = start_app(APP_ARGS + ["--log-dir", str(tmp / "sessions")], tmp / "app.log", tmp)
     wait_for_line(tmp / "app.log", "model: tiny", START_TIMEOUT_S)
     yield url, tmp
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def test_binds_localhost_only(server):
@@ -159,7 +171,9 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
             page.get_by_label("participant id").fill("P50")
             page.get_by_label("session id").fill("S50")
             page.get_by_label(re.compile("also store raw frames")).check()
-            page.get_by_label(re.compile("log this session")).check()
+            # click, not check(): the page unticks the box again as soon as it refuses, and
+            # check() would fail if that reply came before its own look at the box
+            page.get_by_label(re.compile("log this session")).click()
             page.get_by_text("needs the participant's consent").first.wait_for(timeout=30_000)
             page.wait_for_function("() => !document.querySelector('#log_on input:checked')",
                                    timeout=30_000)  # refused: the box is unticked again

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,43 +16,16 @@ import pytest
 
 from model.data.curate.reviews import read_decisions
 from tests.media import cached_clip
-from tests.test_app_server import CHROMIUM, free_port
+from tests.test_app_server import CHROMIUM, serve_page, stop
 from tests.test_curate_hre import CANDIDATES, make_review_pool
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 60  # s for the page to import gradio and serve (2 shared cores)
 STEP_TIMEOUT_MS = 20_000  # ms for one decision to show the next clip
 
 
 def start_review(cand: Path, reviewer: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "model.data.curate", "review", str(cand),
-                             "--reviewer", reviewer, "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"review exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError(f"review page did not serve {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    return serve_page([sys.executable, "-m", "model.data.curate", "review", str(cand), "--reviewer", reviewer],
+                      log, ROOT, dict(os.environ))
 
 
 def wait_progress(page, text: str) -> None:
