@@ -156,6 +156,17 @@ def _speech_track(path: Path, seconds: float, speech) -> tuple[np.ndarray, list]
     return track, extents
 
 
+def mux_audio(container, stream, samples: np.ndarray, rate: int) -> None:
+    """Encode (n,) float32 mono ``samples`` at ``rate`` Hz into ``stream`` of the open
+    ``container`` in whole AAC frames, then flush the encoder. The one audio writer of
+    the project's mp4s (test clips, study windows)."""
+    for pts in range(0, len(samples), AAC_FRAME):
+        af = av.AudioFrame.from_ndarray(samples[None, pts : pts + AAC_FRAME], format="flt", layout="mono")
+        af.sample_rate, af.pts, af.time_base = int(rate), pts, fractions.Fraction(1, int(rate))
+        container.mux(stream.encode(af))
+    container.mux(stream.encode(None))
+
+
 def make_clip(
     path: str | Path,
     seconds: float = DEFAULT_SECONDS,
@@ -229,17 +240,7 @@ def make_clip(
             container.mux(pkt)
 
         if as_ is not None:
-            enc = resample(track16, AUDIO_RATE, audio_rate)
-            for pts in range(0, len(enc), AAC_FRAME):
-                chunk = enc[pts : pts + AAC_FRAME]
-                af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
-                af.sample_rate = audio_rate
-                af.pts = pts
-                af.time_base = fractions.Fraction(1, audio_rate)
-                for pkt in as_.encode(af):
-                    container.mux(pkt)
-            for pkt in as_.encode(None):
-                container.mux(pkt)
+            mux_audio(container, as_, resample(track16, AUDIO_RATE, audio_rate), audio_rate)
     finally:
         container.close()
 

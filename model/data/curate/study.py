@@ -50,7 +50,7 @@ import numpy as np
 
 from live.cli import CliError, check_out, run_main
 from live.study_log import StudyLogError, check_id, read_jsonl, write_whole
-from live.testclip import AAC_FRAME, AUDIO_BIT_RATE  # the project's mp4 audio settings
+from live.testclip import AUDIO_BIT_RATE, mux_audio  # the project's mp4 audio settings and writer
 from model.data.answers import normalize_label
 from model.data.curate.selection import write_lines
 from model.data.manifest import TASK_EMOTION_CLS, make_sample
@@ -93,12 +93,7 @@ def write_window_mp4(path: str | Path, frames: np.ndarray, seconds: float,
                 c.mux(vs.encode(vf))
             c.mux(vs.encode(None))
             if as_ is not None:
-                pcm = np.clip(audio.astype(np.float32), -1.0, 1.0)
-                for pts in range(0, len(pcm), AAC_FRAME):
-                    af = av.AudioFrame.from_ndarray(pcm[None, pts:pts + AAC_FRAME], format="flt", layout="mono")
-                    af.sample_rate, af.pts, af.time_base = int(rate), pts, fractions.Fraction(1, int(rate))
-                    c.mux(as_.encode(af))
-                c.mux(as_.encode(None))
+                mux_audio(c, as_, np.clip(audio.astype(np.float32), -1.0, 1.0), rate)
     return path
 
 
