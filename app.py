@@ -41,11 +41,13 @@ from live.file_analysis import analyse_at_start, analyse_video
 from live.hosting import AUTH_ENV, LOG_FILE, check_exposure, read_auth, setup_logging
 from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
 from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, label_markdown,
-                         model_banner, speech_markdown, stats_markdown, timeline_figure)
+                         model_banner, speech_markdown, stats_markdown, streaming_label_markdown,
+                         timeline_figure)
 from live.session import LiveSession, Tabs, limit_malloc, release_memory
 from live.sources import SourceError
 from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id
 from live.window import GATES
+from model.data.answers import labels_complete, parse_answer
 from model.data.templates import DFEW_CLASSES
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 from model.serve.serving import ModelHolder
@@ -112,10 +114,16 @@ def refresh(session: LiveSession):
     if s.frame is not None and changed("frame", s.frame_no):
         faces = draw_faces(s.frame.rgb(), s.faces)
     r = s.latest
-    text = s.partial if s.in_flight is not None and s.partial else (r or {}).get("explanation", "")
+    label, text = label_markdown(r), (r or {}).get("explanation", "")
+    flight, partial = s.in_flight, s.partial  # read once: the analyser thread moves both
+    if flight is not None and partial:
+        text = partial
+        if labels_complete(partial):  # the label the moment its list closes in the stream
+            parsed = parse_answer(partial)
+            label, text = streaming_label_markdown(parsed.label, parsed.labels, flight[1]), parsed.explanation
     timeline = timeline_figure(s.records) if changed("timeline", len(s.records)) else gr.skip()
     return (unless_same("banner", banner), faces, unless_same("speech", speech_markdown(s.engine)),
-            unless_same("label", label_markdown(r)), unless_same("explanation", text), timeline,
+            unless_same("label", label), unless_same("explanation", text), timeline,
             unless_same("stats", stats_markdown(s.stats())))
 
 
@@ -212,6 +220,7 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
             log.info("study log refused: %s", e)
             gr.Warning(str(e))
             return False
+        log.info("study log %s (session %r, raw media %s)", "on" if on else "off", sess, bool(on and km))
         return on
 
     on_logging.__annotations__ = {"request": gr.Request}  # Gradio injects the request
@@ -238,10 +247,14 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
 
     c["start"].click(on_start, [c["win"], c["hop"], c["gate"], session], [], **PRIVATE)
     c["stop"].click(lambda s: s.stop(), [session], [], **PRIVATE)
+    # always_last: a click while the previous one is still being answered is sent after
+    # it, never dropped (Gradio's default "once" would drop it and leave the box showing
+    # a state the server never got)
     c["log_on"].input(on_logging, [c["log_on"], c["who"], c["sid"], c["keep"], c["consent"], session],
-                      [c["log_on"]], **PRIVATE)
-    c["consent"].input(on_consent, [c["consent"], session], [], **PRIVATE)
-    c["self_report"].input(on_self_report, [c["self_report"], session], [], **PRIVATE)
+                      [c["log_on"]], trigger_mode="always_last", **PRIVATE)
+    c["consent"].input(on_consent, [c["consent"], session], [], trigger_mode="always_last", **PRIVATE)
+    c["self_report"].input(on_self_report, [c["self_report"], session], [], trigger_mode="always_last",
+                           **PRIVATE)
     c["csv_btn"].click(on_csv, [session], [c["csv_file"]], **PRIVATE)
     c["reload"].click(lambda p: holder.start(plan=p), [c["plan"]], [], **PRIVATE)
 

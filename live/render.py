@@ -69,6 +69,13 @@ def label_markdown(rec: dict | None) -> str:
             f"window {rec['index']} · {rec['start']:.1f}–{rec['end']:.1f} s{late}")
 
 
+def streaming_label_markdown(label: str | None, labels: list[str], index: int) -> str:
+    """The label box while window ``index`` is still generating: its labels, parsed from
+    the text streamed so far (a labels-first answer closes its list within a few tokens)."""
+    words = ", ".join(labels) or "–"
+    return f"### {label or '(no label)'}\n*words:* {words}  \nwindow {index} · explanation still coming…"
+
+
 def speech_markdown(engine) -> str:
     """The speech indicator of a running ``live.engine.Engine`` (or None)."""
     if engine is None or engine.audio.total == 0:

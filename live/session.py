@@ -188,7 +188,7 @@ class LiveSession:
 
     # -- engine callbacks ----------------------------------------------------------
     def _analyse(self, window: Window, run: int) -> Result:
-        self.in_flight, self.partial = (run, window.index), ""
+        self.partial, self.in_flight = "", (run, window.index)  # partial first: refresh reads in_flight first
 
         def on_text(text: str) -> None:
             self.partial = text

@@ -228,6 +228,38 @@ def test_stop_returns_after_the_window_in_flight_is_recorded(clip, tmp_path):
     assert len(read_jsonl(tmp_path / "S05.jsonl")) == n
 
 
+class _LabelsThenHeld:
+    """A labels-first model that streams its label list, then holds the explanation
+    until the test releases it: the page must show the label meanwhile."""
+
+    def __init__(self):
+        self.streamed, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, window, on_text=None):
+        on_text("Open-vocabulary labels: happy, cheerful.")
+        on_text("Open-vocabulary labels: happy, cheerful. She smi")
+        self.streamed.set()
+        self.release.wait(30)
+        return make_result(label="happy", labels=["happy", "cheerful"], explanation="She smiles.",
+                           model="fake")
+
+
+def test_the_label_shows_as_soon_as_its_list_closes_in_the_stream(clip, tmp_path):
+    _, _, frames, audio48 = clip
+    model = _LabelsThenHeld()
+    s = LiveSession(ModelHolder.ready(model, "fake"), 1.0, 1.0, log_root=tmp_path)
+    try:
+        feed(s, frames[:15], audio48)
+        assert model.streamed.wait(30)
+        out = app.refresh(s)
+        assert s.latest is None  # no window has finished yet
+        assert out[3].startswith("### happy") and "happy, cheerful" in out[3] and "still coming" in out[3]
+        assert out[4] == "She smi"  # the explanation so far, without the label sentence
+    finally:
+        model.release.set()
+        s.close()
+
+
 def test_study_log_belongs_to_the_browser_session_that_opened_it(tiny, tmp_path):
     owners = LogOwners()
     mine = LiveSession(tiny, log_root=tmp_path, owners=owners)

@@ -138,6 +138,39 @@ def test_file_endpoint_rejects_unreadable_upload(server, tmp_path):
         client.predict(handle_file(str(bad)), 2.0, 1.0, "always", api_name="/analyse_file")
 
 
+def open_study_form(page, url: str, participant: str, session: str) -> None:
+    """Load the page, wait until it is live (the refresh timer has filled the stats), open
+    the study-log accordion and fill in the ids. The fields are read back after a
+    moment: a field filled while Gradio still mounts the accordion can be reset (seen
+    under load: the participant id came back empty and the log was refused for it)."""
+    page.goto(url, wait_until="load")
+    page.locator("#stats", has_text="frames/s in").wait_for(timeout=30_000)
+    page.get_by_text("Study log (opt-in)").click()
+    fields = {"participant id": participant, "session id": session}
+    for _ in range(3):
+        for label, value in fields.items():
+            page.get_by_label(label).fill(value)
+        page.wait_for_timeout(300)
+        if all(page.get_by_label(k).input_value() == v for k, v in fields.items()):
+            return
+    raise AssertionError(f"the study form did not keep {fields}")
+
+
+def wait_for_banner(page, text: str, tmp: Path, timeout_s: float = 30.0) -> None:
+    """Wait for ``text`` in the page's banner; on timeout, fail with what the page and
+    the app's logs (in ``tmp``) show (a lost event and a slow server look alike otherwise)."""
+    try:
+        page.locator("#banner", has_text=text).wait_for(timeout=timeout_s * 1000)
+    except Exception as e:
+        boxes = page.evaluate("() => [...document.querySelectorAll('input[type=checkbox]')]"
+                              ".map(b => (b.closest('label')?.innerText || '?').slice(0, 40) + ': ' + b.checked)")
+        texts = page.evaluate("() => [...document.querySelectorAll('input[type=text], textarea')]"
+                              ".map(b => (b.closest('label')?.innerText || '?').slice(0, 20) + ': ' + b.value)")
+        raise AssertionError(f"{text!r} not in the banner after {timeout_s} s ({type(e).__name__}); banner: "
+                             f"{page.locator('#banner').inner_text()!r}; boxes: {boxes}; texts: {texts}; app log:\n"
+                             f"{(tmp / 'runs' / 'app.log').read_text()[-3000:]}") from None
+
+
 def _green_pixels(png: bytes) -> int:
     """Pixels of the face-box colour (pure green) in a PNG screenshot."""
     import io
@@ -165,11 +198,8 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
             "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(url, wait_until="load")
+            open_study_form(page, url, "P50", "S50")
             # study mode: raw media are refused until the participant's consent is ticked
-            page.get_by_text("Study log (opt-in)").click()
-            page.get_by_label("participant id").fill("P50")
-            page.get_by_label("session id").fill("S50")
             page.get_by_label(re.compile("also store raw frames")).check()
             # click, not check(): the page unticks the box again as soon as it refuses, and
             # check() would fail if that reply came before its own look at the box
@@ -181,7 +211,7 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
             page.get_by_label(re.compile("own emotion now")).click()
             page.get_by_role("option", name="sad", exact=True).click()
             page.get_by_label(re.compile("log this session")).check()
-            page.locator("#banner", has_text="raw frames + audio ARE stored").wait_for(timeout=30_000)
+            wait_for_banner(page, "raw frames + audio ARE stored", tmp)
             page.get_by_text("Click to Access Webcam").click(timeout=30_000)
             # one at a time: a click while the other stream is still starting can be lost
             for elem in ("#webcam", "#mic"):
@@ -240,13 +270,10 @@ def test_study_log_belongs_to_the_tab_that_opened_it(server):
         try:
             mine, theirs = browser.new_page(), browser.new_page()  # one context (session) each
             for page, who in ((mine, "P40"), (theirs, "P41")):
-                page.goto(url, wait_until="load")
-                page.get_by_text("Study log (opt-in)").click()
-                page.get_by_label("participant id").fill(who)
-                page.get_by_label("session id").fill("S40")
+                open_study_form(page, url, who, "S40")
                 page.get_by_label(re.compile("log this session")).click()
                 if page is mine:
-                    page.locator("#banner", has_text="Study logging is ON").wait_for(timeout=30_000)
+                    wait_for_banner(page, "Study logging is ON", tmp)
             theirs.get_by_text("in use by another browser session").first.wait_for(timeout=30_000)
             theirs.wait_for_function("() => !document.querySelector('input[type=checkbox]:checked')",
                                      timeout=30_000)  # their box is unticked again
