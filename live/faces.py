@@ -1,7 +1,8 @@
 """Face tracking and face crops.
 
 ``FaceTracker.push(frame)`` tracks a stream of frames. It runs the detector only every
-``detect_interval_s`` (detection is the most expensive step per frame) and carries
+``detect_interval_s`` (0.2 s; ``steady_interval_s``, 1/3 s, while the faces it reports
+are steady: detection is the most expensive step per frame) and carries
 boxes in between with a constant-velocity prediction, matches detections to tracks by
 IoU so track ids stay stable, smooths boxes, forgets a track not seen for
 ``lost_after_s``, and names a primary face.
@@ -13,7 +14,7 @@ both sides is reported in the frames between; one that the next detection misses
 checked frame by frame with the detector, so it stops in the first frame where the
 face is gone (no ghost box drifting on for ``lost_after_s``). A track survives misses
 internally for ``lost_after_s`` to keep its id, but is not reported while unconfirmed.
-Holding costs at most ``detect_interval_s`` of latency (0.2 s, less than one hop),
+Holding costs at most ``steady_interval_s`` of latency (1/3 s, less than one hop),
 far cheaper than detecting on every frame.
 
 ``window_faces(frames)`` is THE primary-face rule: which track is a window's face
@@ -35,6 +36,14 @@ from .frames import VideoFrame
 from .media import CROP_SIZE
 
 DETECT_INTERVAL_S = 0.2  # s between detector runs; tracking carries boxes in between
+# ...stretched to this while every reported face is steady (STEADY_MOTION): detection
+# was half the front end's CPU (issue 12, docs/benchmarks.md), and a steady face is
+# carried well for 1/3 s. A moving, new or lost face, or none, keeps the 0.2 s cadence.
+STEADY_INTERVAL_S = 1 / 3
+# a face is steady when its box corners move less than this fraction of its side in
+# STEADY_INTERVAL_S (constant-velocity prediction error grows with speed)
+STEADY_MOTION = 0.15
+STEADY_HITS = 3  # detections a track needs before its velocity is trusted to be steady
 LOST_AFTER_S = 1.0  # s without a matching detection before a track is dropped
 IOU_MATCH = 0.2  # min IoU(predicted track box, detection) to continue a track
 # ...or a centre distance below this many face sides (far-apart frames, fast moves)
@@ -101,6 +110,9 @@ class FaceTracker:
     ``detector``: a ``FaceDetector`` (default: the process's shared ``default_detector()``;
     ``live.detector.no_faces`` turns face detection off).
     ``detect_interval_s``: 0 detects on every frame (nothing is held).
+    ``steady_interval_s``: the interval while every reported face is steady (tracked
+    by STEADY_HITS detections or more, moving less than ``STEADY_MOTION`` of its side per
+    interval); equal to ``detect_interval_s`` for a fixed cadence.
     ``push(frame)`` → the frames settled so far; ``flush()`` settles the rest (the
     end of a stream); ``track(frames)`` does both for a whole sequence.
     Thread-safety: one tracker per stream; calls are serialised by a lock.
@@ -111,6 +123,7 @@ class FaceTracker:
         detector: FaceDetector | None = None,
         detect_interval_s: float = DETECT_INTERVAL_S,
         lost_after_s: float = LOST_AFTER_S,
+        steady_interval_s: float = STEADY_INTERVAL_S,
         iou_match: float = IOU_MATCH,
         smooth: float = SMOOTH,
         max_jump: float = MAX_JUMP,
@@ -120,10 +133,14 @@ class FaceTracker:
                 f"need detect_interval_s >= 0 and lost_after_s > 0, got "
                 f"{detect_interval_s}, {lost_after_s}"
             )
+        if not steady_interval_s >= detect_interval_s:
+            raise ValueError(f"steady_interval_s ({steady_interval_s}) must be >= detect_interval_s "
+                             f"({detect_interval_s})")
         if not 0.0 < smooth <= 1.0:
             raise ValueError(f"smooth must be in (0, 1], got {smooth}")
         self._detector = detector
         self.detect_interval_s = detect_interval_s
+        self.steady_interval_s = steady_interval_s if detect_interval_s > 0 else 0.0
         self.lost_after_s = lost_after_s
         self.iou_match = iou_match
         self.smooth = smooth
@@ -144,6 +161,7 @@ class FaceTracker:
         self._confirmed: set[int] = set()  # tracks the last detection matched
         self._next_id = 1
         self._last_detect = -np.inf
+        self._interval = self.detect_interval_s  # until the next detection
         self._last_t = -np.inf
         self.primary: int | None = None
 
@@ -265,8 +283,22 @@ class FaceTracker:
         for h, faces in zip(held, shown):
             out.append(self._report(h.frame, {k: faces[k] for k in sorted(faces)}, scores))
         out.append(self._report(frame, {k: (now[k], True) for k in sorted(after) if k in now}, scores))
-        self._held, self._confirmed = [], {k for k in after if k in now}
+        confirmed = {k for k in after if k in now}
+        self._interval = self._next_interval(confirmed, before)
+        self._held, self._confirmed = [], confirmed
         return out
+
+    def _next_interval(self, confirmed: set[int], before: set[int]) -> float:
+        """``steady_interval_s`` when the same faces as at the last detection are
+        reported and each is steady; else ``detect_interval_s``."""
+        if not confirmed or confirmed != before:
+            return self.detect_interval_s
+        for tr in self._tracks:
+            if tr.id in confirmed:
+                side = max(1.0, float(tr.box[2] - tr.box[0]), float(tr.box[3] - tr.box[1]))
+                if tr.hits < STEADY_HITS or float(np.abs(tr.vel).max()) * self.steady_interval_s > STEADY_MOTION * side:
+                    return self.detect_interval_s
+        return self.steady_interval_s
 
     def _report(self, frame: VideoFrame, faces: dict, scores: dict) -> VideoFrame:
         frame.faces = [TrackedFace(k, b, scores.get(k, 0.0), det) for k, (b, det) in faces.items()]
@@ -298,13 +330,13 @@ class FaceTracker:
         """Track ``frame``; returns the frames settled by it, oldest first, each with
         ``frame.faces`` (the ``TrackedFace``s a detection confirms there) and
         ``frame.primary`` set. A frame between two detections is held until the next
-        detection (at most ``detect_interval_s`` later) and settled with it."""
+        detection (at most ``steady_interval_s`` later) and settled with it."""
         with self._lock:
             t = frame.t
             if t < self._last_t:
                 raise ValueError(f"frames must come in time order: {t} after {self._last_t}")
             self._last_t = t
-            if t - self._last_detect >= self.detect_interval_s - 1e-9:
+            if t - self._last_detect >= self._interval - 1e-9:
                 return self._settle(frame)
             self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= self.lost_after_s]
             self._held.append(_Held(frame, self._carried(frame)))

@@ -168,6 +168,41 @@ def test_flush_settles_the_held_frames_with_a_detection():
     assert [len(f.faces) for f in frames] == [1, 1, 1] and tr.flush() == []
 
 
+class _MovingDetector:
+    """One face whose box moves ``speed`` px/s to the right in frames whose pixels hold
+    their index (``_numbered``, 30 fps); records the call times."""
+
+    def __init__(self, speed: float):
+        self.speed, self.times = speed, []
+
+    def __call__(self, rgb, face_frac=None):
+        from live.detector import Detection
+
+        t = int(rgb[0, 0, 0]) / 30
+        self.times.append(t)
+        return [Detection(np.array([100 + self.speed * t, 100, 200 + self.speed * t, 200], np.float32), 0.9)]
+
+
+@pytest.mark.parametrize("speed, steady", [(0.0, True), (10.0, True), (150.0, False)])
+def test_detection_cadence_stretches_only_for_a_steady_face(speed, steady):
+    """0.2 s between detections until a face is tracked by STEADY_HITS detections and
+    moves less than STEADY_MOTION of its side per 1/3 s; then 1/3 s. A face of side 100
+    moving 150 px/s (0.5 sides per 1/3 s) keeps 0.2 s."""
+    from live.faces import DETECT_INTERVAL_S, STEADY_HITS, STEADY_INTERVAL_S
+
+    frames = [VideoFrame(i / 30, np.full((480, 640, 3), i, np.uint8)) for i in range(90)]  # 3 s
+    det = _MovingDetector(speed)
+    tr = FaceTracker(det)
+    seen = tr.track(frames)
+    gaps = np.diff(det.times)
+    assert all(len(s) == 1 for s in seen)  # coverage is the same either way
+    assert np.allclose(gaps[:STEADY_HITS - 1], DETECT_INTERVAL_S, atol=0.02)
+    want = STEADY_INTERVAL_S if steady else DETECT_INTERVAL_S
+    assert np.allclose(gaps[STEADY_HITS - 1:-1], want, atol=0.02), gaps  # the last: flush()
+    with pytest.raises(ValueError, match="steady_interval_s"):
+        FaceTracker(det, detect_interval_s=0.3, steady_interval_s=0.2)
+
+
 def test_ghost_faces_after_a_face_leaves(detector, tmp_path):
     """A real clip whose face vanishes at 5.0 s, the real BlazeFace tracker with the
     live defaults: at most 2 frames after the vanish carry a face (the old tracker
