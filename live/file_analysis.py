@@ -14,7 +14,8 @@ from typing import Callable
 from .engine import Engine, EngineConfig, WindowEvent
 from .session import ModelServer
 from .sources import FileSource
-from .study_log import StudyLog, jsonable, write_csv, write_whole
+from .files import write_whole
+from .study_log import StudyLog, jsonable, write_csv
 from .media import HOP_S, WINDOW_S
 
 

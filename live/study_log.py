@@ -15,7 +15,7 @@ media at once. ``model.data.curate study`` reads these fields.
 No raw video or audio is stored unless ``keep_media=True``: then each window's
 sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
 (arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``).
-Whole files (media, CSV exports) are written by ``write_whole``: a temporary name,
+Whole files (media, CSV exports) are written by ``live.files.write_whole``: a temporary name,
 fsync, rename; a reader never sees one half-written.
 
 Ownership (``LogOwners``): a study session id belongs to the browser session that
@@ -27,7 +27,6 @@ names the columns exported to CSV (list values are joined with "; ").
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .files import write_whole
 
 # Session and participant ids become file names: keep them to a safe alphabet.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -183,23 +184,6 @@ class LogOwners:
         """Take ``session`` for ``owner`` whatever is on disk (the operator's own log)."""
         with self._lock:
             self._owner[(Path(root).resolve(), check_id("session", session))] = owner
-
-
-@contextlib.contextmanager
-def write_whole(out: str | Path, mode: str = "w", **kw):
-    """Open ``out.part`` for writing; on success fsync it and rename it to ``out``
-    (readers see the old file or the whole new one, never a part); on error remove it."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        with open(tmp, mode, **kw) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_jsonl(path: str | Path, allow_partial_tail: bool = False) -> list[dict]:

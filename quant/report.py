@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from live.files import save_figure
+
 MB = 1e6  # decimal megabytes
 
 
@@ -99,7 +101,6 @@ def write_plot(results: dict, path: str | Path) -> Path:
         title += f" — failed: {', '.join(failed)}"
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
+    path = save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from live.files import write_whole
+
 # Tasks the builders emit (one per training phase, ASR and captioning both phase 1).
 TASK_AUDIO_CAPTION = "audio_caption"
 TASK_ASR = "asr"
@@ -85,13 +87,11 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with write_whole(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-    tmp.replace(path)
     return n
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from live.files import save_figure
 from model.data.answers import normalize_label  # the one label normaliser
 
 # Confusion-matrix columns for predictions that are not a class.
@@ -267,8 +268,7 @@ def save_confusion_png(result: ClassificationResult, path: str | Path, title: st
         ax.set_title(title or f"UAR {100 * result.uar:.2f}%  WAR {100 * result.war:.2f}%  "
                      f"n={result.n}")
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=100)
+        path = save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path

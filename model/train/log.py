@@ -13,6 +13,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from live.files import save_figure
+
 COLUMNS = ("step", "loss", "lr", "grad_norm", "seconds", "epoch")
 SMOOTH_WINDOW = 20  # steps in the plot's moving average
 
@@ -93,7 +95,6 @@ def plot_loss(log_path: str | Path, png_path: str | Path) -> Path | None:
     ax2.set_ylabel("learning rate", color="tab:orange")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    png_path = Path(png_path)
-    fig.savefig(png_path)
+    png_path = save_figure(fig, png_path)
     plt.close(fig)
     return png_path

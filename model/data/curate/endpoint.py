@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from live.files import write_whole
+
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 120.0  # s per request (a 72B VLM on many images is slow)
@@ -191,9 +193,8 @@ class Endpoint:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "model": self.model, "answer": answer}), encoding="utf-8")
-        tmp.replace(path)
+        with write_whole(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "model": self.model, "answer": answer}))
 
     # -- calls
     def check(self) -> None:

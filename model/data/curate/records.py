@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from live.files import save_figure, write_whole
 from model.data.manifest import iter_jsonl
 
 SRE, CLUES, REJECTED, FAILED = "sre.jsonl", "clues.jsonl", "rejected.jsonl", "failed.jsonl"
@@ -63,13 +64,9 @@ def read_records(path: Path) -> list[dict]:
 
 def rewrite(path: Path, rows: Iterable[dict]) -> None:
     """Replace ``path`` whole (temp file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with write_whole(path, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 class Outputs:
@@ -173,10 +170,8 @@ def plot_scores(stats: dict, path: Path, threshold: int | None = None) -> None:
         ax.set_xticks(range(11))
     axes[0][0].set_ylabel("clips")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def finish(out: Path, seconds: float, threshold: int | None) -> dict:
@@ -188,6 +183,5 @@ def finish(out: Path, seconds: float, threshold: int | None) -> dict:
 
 
 def rewrite_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with write_whole(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")

@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from live.cli import CliError, check_out, run_main
-from live.study_log import StudyLogError, check_id, read_jsonl, write_whole
+from live.files import write_whole
+from live.study_log import StudyLogError, check_id, read_jsonl
 from live.testclip import AUDIO_BIT_RATE, mux_audio  # the project's mp4 audio settings and writer
 from model.data.answers import normalize_label
 from model.data.curate.selection import write_lines

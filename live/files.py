@@ -1,0 +1,39 @@
+"""Writing a file whole: the one rule for every file a reader may see while it is
+being written (study media and CSVs, analysis exports, curation records, downloaded
+face models). A reader sees the old file or the whole new one, never a part.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+PART_SUFFIX = ".part"  # temporary files end so (and carry the writer's pid and thread)
+
+
+@contextlib.contextmanager
+def write_whole(out: str | Path, mode: str = "w", **kw):
+    """Open a temporary ``out.<pid>-<thread>.part`` for writing; on success flush,
+    fsync it and rename it to ``out``; on error remove it. The temporary name is the
+    writer's own, so two processes or threads writing the same file never share one."""
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}-{threading.get_ident()}{PART_SUFFIX}")
+    try:
+        with open(tmp, mode, **kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig, path: str | Path, **kw) -> Path:
+    """A matplotlib figure written whole to ``path`` (format from its suffix; ``kw`` to
+    ``savefig``, e.g. ``dpi``)."""
+    path = Path(path)
+    with write_whole(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kw)
+    return path
