@@ -13,8 +13,8 @@ is retained from before plus its own largest transient:
                fp32, log-mel (M, 2·Sa) fp32, input_ids + attention_mask (L,) int64
     embeds     the looked-up input embeddings (L, H) — host embeddings send the same
                rows over, so the size does not change — held through the encoders
-    vision     SigLIP on T·P patches: every layer's hidden state is kept
-               (`output_hidden_states=True`, (Nv+1)·T·P·Dv), plus one layer's
+    vision     SigLIP on T·P patches: the running state and the one read
+               (`vision_states` hooks it; 2·T·P·Dv), plus one layer's
                largest transient (MLP: 2·Fv per patch, attention q/k/v/out: 4·Dv),
                plus the dequantized weight of its largest 4-bit Linear
     face       Swin on T crops: the patch embedding and the four stage outputs kept for
@@ -113,8 +113,9 @@ def window_peak(model, plan: QuantPlan, new_tokens: int | None = None, prompt_to
     embeds = n * h * b
     held = inputs + embeds
 
-    # vision: SigLIP over T·P patches, hidden states of every layer kept
-    hidden_states = (vc.num_hidden_layers + 1) * t * p * vc.hidden_size * b
+    # vision: SigLIP over T·P patches: the running state + the hooked layer's state(s)
+    read = 1 if isinstance(cfg.base_config.vision_feature_layer, int) else len(cfg.base_config.vision_feature_layer)
+    hidden_states = (1 + read) * t * p * vc.hidden_size * b
     layer = t * p * max(2 * vc.intermediate_size, 4 * vc.hidden_size) * b + deq.get("vision", 0)
     projector = 2 * t * p * h * b + deq.get("projectors", 0)
     vision = held + t * 3 * s * s * b + hidden_states + max(layer, projector)

@@ -307,3 +307,18 @@ def test_parameter_counts_split_by_component(tester):
     }
     assert {k: counts[k] for k in expected} == expected
     assert counts["total"] == sum(expected.values()) == sum(p.numel() for p in tester.model.parameters())
+
+
+@pytest.mark.parametrize("layer", [-1, -2, 0, [-2, -1]])
+def test_vision_states_equal_output_hidden_states(tester, layer):
+    """The hooked SigLIP state is exactly the one `output_hidden_states` would give,
+    for the last layer, an earlier one, the embeddings and a concatenation."""
+    inner = tester.model.model if hasattr(tester.model, "model") else tester.model
+    frames = torch.randn(3, 3, tester.config.vision_config.image_size, tester.config.vision_config.image_size)
+    with torch.no_grad():
+        every = inner.vision_tower(frames, output_hidden_states=True, return_dict=True).hidden_states
+        want = every[layer] if isinstance(layer, int) else torch.cat([every[i] for i in layer], -1)
+        got = inner.vision_states(frames, layer)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="outside SigLIP"):
+        inner.vision_states(frames, len(every))

@@ -12,6 +12,7 @@ right shape, so the layout never changes.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -162,9 +163,7 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         b, t = pixel_values_videos.shape[:2]
         cfg = self.config.base_config
         frames = pixel_values_videos.flatten(0, 1).to(float_dtype(self.vision_tower))
-        out = self.vision_tower(frames, output_hidden_states=True, return_dict=True)
-        layer = cfg.vision_feature_layer
-        feats = out.hidden_states[layer] if isinstance(layer, int) else torch.cat([out.hidden_states[i] for i in layer], -1)
+        feats = self.vision_states(frames, cfg.vision_feature_layer)
         if cfg.vision_feature_select_strategy == "default":
             feats = feats[:, 1:]
         # Each part may sit in its own precision (quant plans): cast at every boundary.
@@ -174,6 +173,36 @@ class OmniEmotionModel(OmniEmotionPreTrainedModel):
         pooled_side = int(tokens.visual_tokens_per_frame(self.config) ** 0.5)
         grid = F.interpolate(grid, size=(pooled_side, pooled_side), mode="bilinear")
         return grid.flatten(2).transpose(1, 2).reshape(b, t, pooled_side * pooled_side, -1)
+
+    def vision_states(self, frames: torch.Tensor, layer: int | Sequence[int]) -> torch.Tensor:
+        """(N, 3, S, S) → (N, P(+1), Dv): SigLIP's hidden state at ``layer`` (numbered as
+        ``output_hidden_states`` numbers them: 0 the embeddings, k the k-th layer's
+        output, negative from the end; a list concatenates them on the last axis).
+
+        Caught with forward hooks instead of ``output_hidden_states=True``, which keeps
+        every layer's state alive at once (28 × (8·729·1152) values, 0.38 GB of a 7B
+        window's peak GPU memory in fp16) to read one of them."""
+        tower = getattr(self.vision_tower, "vision_model", self.vision_tower)
+        blocks = [tower.embeddings, *tower.encoder.layers]
+        wanted = [layer] if isinstance(layer, int) else list(layer)
+        keys = [i % len(blocks) if -len(blocks) <= i < len(blocks) else None for i in wanted]
+        if None in keys:
+            raise ValueError(f"vision_feature_layer {layer} is outside SigLIP's {len(blocks)} hidden states")
+        caught: dict[int, torch.Tensor] = {}
+
+        def catch(k):
+            def hook(module, args, out):
+                caught[k] = out[0] if isinstance(out, tuple) else out
+            return hook
+
+        handles = [blocks[k].register_forward_hook(catch(k)) for k in set(keys)]
+        try:
+            self.vision_tower(frames, return_dict=True)
+        finally:
+            for h in handles:
+                h.remove()
+        feats = [caught[k] for k in keys]
+        return feats[0] if len(feats) == 1 else torch.cat(feats, -1)
 
     def face_features(self, face_pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, 224, 224) → (B, T, f, H)."""
