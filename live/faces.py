@@ -36,9 +36,9 @@ from .frames import VideoFrame
 from .media import CROP_SIZE
 
 DETECT_INTERVAL_S = 0.2  # s between detector runs; tracking carries boxes in between
-# ...stretched to this while every reported face is steady (STEADY_MOTION): detection
-# was half the front end's CPU (issue 12, docs/benchmarks.md), and a steady face is
-# carried well for 1/3 s. A moving, new or lost face, or none, keeps the 0.2 s cadence.
+# ...stretched to this while every reported face is steady (STEADY_MOTION), or while
+# there is none: detection was half the front end's CPU (issue 12, docs/benchmarks.md),
+# and a steady face is carried well for 1/3 s. A moving, new or lost face keeps 0.2 s.
 STEADY_INTERVAL_S = 1 / 3
 # a face is steady when its box corners move less than this fraction of its side in
 # STEADY_INTERVAL_S (constant-velocity prediction error grows with speed)
@@ -110,9 +110,9 @@ class FaceTracker:
     ``detector``: a ``FaceDetector`` (default: the process's shared ``default_detector()``;
     ``live.detector.no_faces`` turns face detection off).
     ``detect_interval_s``: 0 detects on every frame (nothing is held).
-    ``steady_interval_s``: the interval while every reported face is steady (tracked
-    by STEADY_HITS detections or more, moving less than ``STEADY_MOTION`` of its side per
-    interval); equal to ``detect_interval_s`` for a fixed cadence.
+    ``steady_interval_s``: the interval while the last STEADY_HITS detections reported
+    the same faces, each moving less than ``STEADY_MOTION`` of its side per interval (or
+    no face at all); equal to ``detect_interval_s`` for a fixed cadence.
     ``push(frame)`` → the frames settled so far; ``flush()`` settles the rest (the
     end of a stream); ``track(frames)`` does both for a whole sequence.
     Thread-safety: one tracker per stream; calls are serialised by a lock.
@@ -162,6 +162,7 @@ class FaceTracker:
         self._next_id = 1
         self._last_detect = -np.inf
         self._interval = self.detect_interval_s  # until the next detection
+        self._same = -1  # detections in a row that reported the same faces (or none) as the one before
         self._last_t = -np.inf
         self.primary: int | None = None
 
@@ -289,10 +290,15 @@ class FaceTracker:
         return out
 
     def _next_interval(self, confirmed: set[int], before: set[int]) -> float:
-        """``steady_interval_s`` when the same faces as at the last detection are
-        reported and each is steady; else ``detect_interval_s``."""
-        if not confirmed or confirmed != before:
+        """``steady_interval_s`` when the last STEADY_HITS detections reported the same
+        faces and each is steady, or none at all; else ``detect_interval_s``. (A face
+        that appears while the cadence is long is still found back to its first
+        frame by the held-frame re-checks: only its report waits up to 1/3 s.)"""
+        self._same = self._same + 1 if confirmed == before else 0
+        if self._same < STEADY_HITS - 1:
             return self.detect_interval_s
+        if not confirmed:
+            return self.steady_interval_s
         for tr in self._tracks:
             if tr.id in confirmed:
                 side = max(1.0, float(tr.box[2] - tr.box[0]), float(tr.box[3] - tr.box[1]))
