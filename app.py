@@ -256,7 +256,13 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
     c["self_report"].input(on_self_report, [c["self_report"], session], [], trigger_mode="always_last",
                            **PRIVATE)
     c["csv_btn"].click(on_csv, [session], [c["csv_file"]], **PRIVATE)
-    c["reload"].click(lambda p: holder.start(plan=p), [c["plan"]], [], **PRIVATE)
+    def on_reload(plan):
+        try:
+            holder.start(plan=plan)
+        except ValueError as e:  # a pool's plan is fixed at its start
+            raise user_error(str(e)) from None
+
+    c["reload"].click(on_reload, [c["plan"]], [], **PRIVATE)
 
 
 def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:

@@ -143,6 +143,15 @@ def test_the_engine_worker_runs_on_the_pool(pool, windows):
     assert done[0][0] == 0 and done[-1][0] == ws[-1].index  # the newest window always runs
 
 
+def test_the_pages_reload_cannot_change_a_pools_plan(pool):
+    """The page's "Reload model with this plan" on a pooled app: the same plan is a
+    no-op, another is a ValueError naming how to change it (the page shows it)."""
+    server = pool.server()
+    server.start(plan=pool.cfg.plan or "none")
+    with pytest.raises(ValueError, match="restart the app with --pool .* --plan nf4"):
+        server.start(plan="nf4")
+
+
 def test_a_killed_replica_loses_no_session_and_hangs_nothing(pool, windows, local):
     import ray
 

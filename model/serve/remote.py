@@ -89,9 +89,11 @@ class PoolServer:
         self._local = threading.local()
 
     def start(self, plan: str | None = None) -> None:
-        """The page's reload: a pool's model and plan are set when it starts (--plan)."""
+        """The page's reload: a pool's model and plan are set when it starts (--plan);
+        asking for another plan is a ValueError that says so (the page shows it)."""
         if plan is not None and (None if plan == "none" else plan) != self.plan:
-            log.warning("a pool's plan is set at start (--plan %s); restart to change it", self.plan)
+            raise ValueError(f"this page analyses on a pool whose replicas loaded plan {self.plan or 'none'} at "
+                             f"start: restart the app with --pool ... --plan {plan} to change it")
 
     def analyse(self, window, on_text=None) -> Result:
         a = getattr(self._local, "analyser", None)
