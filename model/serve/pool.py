@@ -245,11 +245,12 @@ class Pool:
         return PoolServer(self)
 
     def close(self) -> None:
+        """Stop a local pool (the whole local Ray instance, Serve's actors with it), or
+        leave a joined cluster as it is. ``serve.shutdown()`` is not called first: it
+        kills Serve's controller while this process's router still polls it, and the
+        raylet prints that failed task on stdout, after a CLI's JSON line."""
         import ray
-        from ray import serve
 
-        if self.local:
-            serve.shutdown()
         ray.shutdown()
 
 
@@ -270,8 +271,10 @@ def start_pool(spec: str, cfg: PoolConfig | None = None, ray_options: dict | Non
 
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}}
+    # Ray's and Serve's INFO lines are not the CLI's one-line style: warnings and errors only
     init = {"include_dashboard": False, "runtime_env": env, "log_to_driver": False,
-            "ignore_reinit_error": True, **(ray_options or {})}
+            "ignore_reinit_error": True, "logging_level": logging.WARNING, **(ray_options or {})}
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         if target == "local":
             ray.init(**init)
