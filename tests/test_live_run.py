@@ -93,19 +93,3 @@ def test_existing_out_is_refused_before_the_model_loads(tmp_path):
     r = run_cli(g["path"], "--out", f)
     assert r.returncode == EXIT_USAGE and "is a file" in one_error_line(r)
 
-
-def test_a_pooled_run_prints_only_its_json_line(tmp_path, tiny_checkpoint):
-    """`--pool local:1` starts and stops a local Ray instance: stdout is the one JSON
-    summary line (no Ray or Serve chatter), stderr has no Serve INFO lines, and the
-    windows went through the pool."""
-    clip = cached_clip("silent", seconds=3.0, audio=False)
-    r = run_cli(clip["path"], "--out", tmp_path / "o", "--model", tiny_checkpoint, "--pool", "local:1",
-                "--window", "2", "--no-progress")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == 1, r.stdout
-    summary = json.loads(lines[0])
-    assert summary["windows"] >= 1 and summary["analyser_errors"] == 0
-    assert " INFO " not in r.stderr and "Traceback" not in r.stderr, r.stderr
-    records = [json.loads(l) for l in (tmp_path / "o" / "windows.jsonl").read_text().splitlines()]
-    assert records and all(rec["analysed"] for rec in records)
