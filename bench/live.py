@@ -16,7 +16,6 @@ are loaded; the clip is made with live.testclip (real face photo + espeak-ng).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.report import emit  # noqa: E402  (after the path: run as a script)
 
 SPEECH = [  # (start s, text), repeated every 10 s of the clip
     (1.0, "hello there, how are you today"),
@@ -219,10 +220,7 @@ def main() -> None:
                 r["overhead_ms_per_window"] = round(r["window_build_ms"] + (r["mean_queue_ms"] or 0.0), 2)
                 result["realtime_fake"] = r
     result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

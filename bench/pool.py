@@ -14,7 +14,6 @@ Each case starts its own pool (start-up not timed) and shuts it down after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.report import emit  # noqa: E402  (after the path: run as a script)
 
 CLIP_S = 6.0  # s of the benchmark clip
 WINDOW_S = 2.0  # s per window (several windows from one short clip)
@@ -108,10 +109,7 @@ def main() -> None:
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
               "sessions": args.sessions, "windows_per_session": args.windows, "model": args.model,
               "replica_cpus": args.replica_cpus, "replica_gpus": args.replica_gpus, "cases": cases}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402  (after the path: run as a script)
+
 BROWSER_RATE = 48_000  # Hz, what a browser's microphone stream delivers
 FPS = 10  # frames/s pushed (a browser streams ~5)
 REFRESH_EVERY = 5  # pushed frames between page refreshes (0.5 s, as the page's timer)
@@ -243,10 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         rss = out["rss_mb"]
         out["growth_after_first"] = round((rss[-1] - rss[0]) / rss[0], 4) if rss else None
         out["machine"] = machine()
-        text = json.dumps(out, indent=1)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text + "\n")
+        emit(out, args.out)
         return 0
     holder = ModelHolder("tiny", max_new_tokens=8)
     holder.start().join()
@@ -275,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         long["seconds"] = args.live_s
         out["long_live"] = long
     out["wall_s"] = round(time.monotonic() - t_start, 1)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(out, args.out)
     return 0
 
 

@@ -1,10 +1,12 @@
 """Writing a file whole: the one rule for every file a reader may see while it is
-being written (study media and CSVs, analysis exports, curation records, downloaded
-face models). A reader sees the old file or the whole new one, never a part.
+being written (study media and CSVs, analysis exports, curation records and stats,
+results and benchmark JSON, plots, downloaded face models). A reader sees the old
+file or the whole new one, never a part.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -36,4 +38,13 @@ def save_figure(fig, path: str | Path, **kw) -> Path:
     path = Path(path)
     with write_whole(path, "wb") as f:
         fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kw)
+    return path
+
+
+def write_json(path: str | Path, obj, **kw) -> Path:
+    """``obj`` as indented JSON (one level, trailing newline) written whole to ``path``;
+    ``kw`` to ``json.dumps`` (e.g. ``default=float``, ``ensure_ascii=False``)."""
+    path = Path(path)
+    with write_whole(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=1, **kw) + "\n")
     return path

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
+from live.files import write_json
 from model.serve.generate import COMPARE_MAX_NEW_TOKENS
 from model.net.config import AUDIO_CONTEXTS
 
@@ -238,7 +239,7 @@ def run_experiments(
         results["plans"].append({k: v for k, v in record.items() if k != "state"})
     bar.close()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_json(out / "results.json", results, default=float)
     write_markdown(results, out / "results.md")
     write_plot(results, out / "results.png")
     return results

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from live.files import save_figure, write_whole
+from live.files import save_figure, write_json, write_whole
 from model.data.manifest import iter_jsonl
 
 SRE, CLUES, REJECTED, FAILED = "sre.jsonl", "clues.jsonl", "rejected.jsonl", "failed.jsonl"
@@ -177,11 +177,7 @@ def plot_scores(stats: dict, path: Path, threshold: int | None = None) -> None:
 def finish(out: Path, seconds: float, threshold: int | None) -> dict:
     """Write stats.json and scores.png; return the summary line's object."""
     stats = summarize(out, seconds)
-    rewrite_json(out / STATS, stats)
+    write_json(out / STATS, stats, ensure_ascii=False)
     plot_scores(stats, out / SCORES_PNG, threshold)
     return {k: stats[k] for k in ("clips", "kept", "rejected", "failed", "seconds")}
 
-
-def rewrite_json(path: Path, obj: dict) -> None:
-    with write_whole(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")

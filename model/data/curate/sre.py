@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
+from live.files import write_json
 from model.data.manifest import ManifestError, read_manifest
 
 from . import records as R
@@ -265,10 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CliError(f"--{opt} {e}; start the server or fix the URL") from None
         asr = _load_asr(args.asr, args.device)
         out.mkdir(parents=True, exist_ok=True)
-        R.rewrite_json(out / R.RUN, {**run_settings, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
-                                     "alm_model": args.alm_model, "asr": args.asr,
-                                     "threshold": args.threshold, "max_frames": args.max_frames,
-                                     "face_crops": args.face_crops, "age_gender": args.age_gender})
+        write_json(out / R.RUN, {**run_settings, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
+                                 "alm_model": args.alm_model, "asr": args.asr,
+                                 "threshold": args.threshold, "max_frames": args.max_frames,
+                                 "face_crops": args.face_crops, "age_gender": args.age_gender},
+                   ensure_ascii=False)
         done = R.prepare_resume(out, {s["id"] for s in samples})
         todo = [s for s in samples if s["id"] not in done]
         models = Models(vlm=eps["vlm"], llm=eps["llm"], asr=asr, alm=eps.get("alm"))
