@@ -43,7 +43,7 @@ STEADY_INTERVAL_S = 1 / 3
 # a face is steady when its box corners move less than this fraction of its side in
 # STEADY_INTERVAL_S (constant-velocity prediction error grows with speed)
 STEADY_MOTION = 0.15
-STEADY_HITS = 3  # detections a track needs before its velocity is trusted to be steady
+STEADY_HITS = 3  # detections in a row with the same faces before the cadence may stretch
 LOST_AFTER_S = 1.0  # s without a matching detection before a track is dropped
 IOU_MATCH = 0.2  # min IoU(predicted track box, detection) to continue a track
 # ...or a centre distance below this many face sides (far-apart frames, fast moves)
@@ -302,7 +302,9 @@ class FaceTracker:
         for tr in self._tracks:
             if tr.id in confirmed:
                 side = max(1.0, float(tr.box[2] - tr.box[0]), float(tr.box[3] - tr.box[1]))
-                if tr.hits < STEADY_HITS or float(np.abs(tr.vel).max()) * self.steady_interval_s > STEADY_MOTION * side:
+                # (the same confirmed ids at STEADY_HITS detections: each matched them all,
+                # so its velocity comes from STEADY_HITS boxes)
+                if float(np.abs(tr.vel).max()) * self.steady_interval_s > STEADY_MOTION * side:
                     return self.detect_interval_s
         return self.steady_interval_s
 

@@ -228,8 +228,8 @@ class Pool:
     ``close()`` shuts down what ``start_pool`` started (a local pool) or leaves the
     cluster (an address)."""
 
-    def __init__(self, handle, spec: str, cfg: PoolConfig, local: bool) -> None:
-        self.handle, self.spec, self.cfg, self.local = handle, spec, cfg, local
+    def __init__(self, handle, spec: str, cfg: PoolConfig) -> None:
+        self.handle, self.spec, self.cfg = handle, spec, cfg
         self.name = f"pool {spec} ({cfg.model}{', ' + cfg.plan if cfg.plan else ''})"
 
     def analyser(self, session: str | None = None, timeout_s: float | None = None):
@@ -293,7 +293,7 @@ def start_pool(spec: str, cfg: PoolConfig | None = None, ray_options: dict | Non
             serve.shutdown()
         ray.shutdown()
         raise
-    return Pool(handle, spec, cfg, local=target == "local")
+    return Pool(handle, spec, cfg)
 
 
 def _check_resources(cfg: PoolConfig, spec: str) -> None:
