@@ -12,16 +12,20 @@ import threading
 from pathlib import Path
 
 PART_SUFFIX = ".part"  # temporary files end so (and carry the writer's pid and thread)
+PRIVATE_MODE = 0o600  # owner read/write only (the same as live.appendfile.FILE_MODE)
 
 
 @contextlib.contextmanager
-def write_whole(out: str | Path, mode: str = "w", **kw):
+def write_whole(out: str | Path, mode: str = "w", private: bool = False, **kw):
     """Open a temporary ``out.<pid>-<thread>.part`` for writing; on success flush,
     fsync it and rename it to ``out``; on error remove it. The temporary name is the
-    writer's own, so two processes or threads writing the same file never share one."""
+    writer's own, so two processes or threads writing the same file never share one.
+    ``private``: the file is owner-only (0600) from its first byte (study data)."""
     out = Path(out)
     tmp = out.with_name(f"{out.name}.{os.getpid()}-{threading.get_ident()}{PART_SUFFIX}")
     try:
+        if private:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE))
         with open(tmp, mode, **kw) as f:
             yield f
             f.flush()
