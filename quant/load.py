@@ -32,6 +32,7 @@ plan quantizes something.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -193,12 +194,14 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
         qconfig = bnb_config(plan, primary, layout["skip"])
         model, processor = load(path, dtype=dtype, quantization_config=qconfig, device_map={"": device})
     secondary = {n: p for n, p in layout["targets"].items() if p != primary}
+    t0 = time.perf_counter()
     if secondary:
         from .convert import convert_linears
 
         convert_linears(model, secondary, plan, device)
     if direct_path:
         move_rest(model, device)
+    model.quant_seconds = time.perf_counter() - t0  # direct conversion (the transformers pass is in its load)
     cast_float_tensors(model, layout["precisions"], plan.compute_dtype)
     if plan.host_embeddings:
         from .placement import embeddings_to_host
