@@ -39,7 +39,7 @@ def test_bad_precision_lists_valid_precisions():
         QuantPlan(llm="int4")
     for p in PRECISIONS:
         assert p in str(err.value)
-    with pytest.raises(ValueError, match="projectors precision 'nf4' is not one of fp32, bf16, fp16, int8$"):
+    with pytest.raises(ValueError, match="projectors precision 'nf4' is not one of fp32, bf16, fp16, int8, hqq8, ao-int8, ao-int8dq$"):
         QuantPlan(projectors="nf4")  # projectors: at most 8-bit
     with pytest.raises(ValueError, match="embeddings precision 'nf4' is not one of fp32, bf16, fp16, host$"):
         QuantPlan(embeddings="nf4")  # a gather: float, or the host
