@@ -58,8 +58,10 @@ def markdown_table(results: dict) -> str:
     lines += [
         "",
         "Weights: device-resident; estimated = `quant.estimate` from shapes; measured = parameters + "
-        "buffers + bitsandbytes quant state; host = tables the plan keeps in host memory; footprint = "
-        "`get_memory_footprint()` (misses the quant state). "
+        "buffers + what quantized layers hold outside them (bitsandbytes quant state, HQQ scales/zeros); "
+        "host = tables the plan keeps in host memory; footprint = "
+        "`get_memory_footprint()` (misses the quant state, prices torchao weights as float). "
+        "Quantize: the direct conversion by the plan's methods, part of load. "
         f"Peak: {peak_kind}, over loading and all windows. Window peak: `quant.window_memory`'s "
         "estimate / the largest `torch.cuda.max_memory_allocated()` of one window (– on a CPU). "
         "Label agreement counts two missing "
@@ -117,11 +119,16 @@ def write_scatter(results: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     ok = [p for p in results["plans"] if p["status"] == "ok"]
-    fig, ax = plt.subplots(figsize=(7, 5))
+    points: dict[tuple, list[str]] = {}  # plans at the same point share one label
     for p in ok:
-        x, y = p["weights"]["measured"] / MB, p["kl_mean"]
+        points.setdefault((p["weights"]["measured"] / MB, p["kl_mean"]), []).append(p["name"])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (x, y), names in points.items():
         ax.scatter([x], [y], s=40)
-        ax.annotate(p["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    positive = [y for _, y in points if y > 0]
+    if positive:  # KL spans orders of magnitude; the reference sits at 0
+        ax.set_yscale("symlog", linthresh=min(positive))
     ax.set_xlabel("device weights, measured (MB)")
     ax.set_ylabel(f"mean KL vs {results['reference']} (nats)")
     ax.grid(alpha=0.3)
