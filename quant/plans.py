@@ -66,7 +66,8 @@ EDGE_4GB_WINDOW_BUDGET_BYTES = 4.0e9
 
 @dataclass(frozen=True)
 class QuantPlan:
-    """A precision per slot plus the bitsandbytes options.
+    """A precision per slot (its method follows from it, `quant.methods`), the
+    bitsandbytes options, the other methods' `options`, and the KV cache.
 
     double_quant: quantize the 4-bit absmax constants again (bnb_4bit_use_double_quant).
     compute_dtype: dtype 4-bit matmuls run in and that non-Linear tensors of quantized
@@ -74,6 +75,9 @@ class QuantPlan:
     quant_storage: dtype the packed 4-bit data is stored as (bnb_4bit_quant_storage);
         the bytes are the same, only FSDP cares.
     int8_threshold: LLM.int8 outlier threshold (llm_int8_threshold).
+    kv_cache: "none" or a quantized KV cache while generating (`quant.kv_cache`).
+    options: ((key, value), ...) of `quant.methods.OPTIONS` (hqq_group_size, ...);
+        `option(key)` reads one, with the method's default when unset.
     """
 
     name: str = "custom"

@@ -16,7 +16,7 @@ is retained from before plus its own largest transient:
     vision     SigLIP on T·P patches: the running state and the one read
                (`vision_states` hooks it; 2·T·P·Dv), plus one layer's
                largest transient (MLP: 2·Fv per patch, attention q/k/v/out: 4·Dv),
-               plus the dequantized weight of its largest 4-bit Linear
+               plus its largest weight the method dequantizes
     face       Swin on T crops: the patch embedding and the four stage outputs kept for
                the fusion, one stage-1 block's MLP transient, then at the 56×56 grid the
                four upsampled stage maps, their concat and the fused map (9·fuse_dim);
@@ -27,8 +27,10 @@ is retained from before plus its own largest transient:
                features are retained
     prefill    decoder on L tokens: two (L, H) embeddings (masked_scatter copies), the
                KV cache for L + G tokens, residual + one layer's transient (MLP
-               3·F per token or attention), the dequantized weight of its largest 4-bit
-               Linear, and the last position's logits (V, fp16 + fp32)
+               3·F per token or attention), its largest weight the method dequantizes
+               (`quant.methods`: bnb 4-bit, HQQ, torchao int8), and the last position's
+               logits (V, fp16 + fp32; plus lm_head dequantized when its method
+               dequantizes even one row: HQQ, torchao int8 weight-only)
 
 KV cache per token: layers × 2 × kv_heads × head_dim × dtype bytes (7B fp16: 57,344 B);
 a plan's quantized KV cache (`kv_cache`) is priced by `quant.kv_cache.window_bytes`.
