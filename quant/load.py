@@ -56,8 +56,10 @@ from .plans import FLOAT_PRECISIONS, QuantPlan, get_plan
 CPU_REPACK_4BIT = False
 
 
-class PlanLoadError(RuntimeError):
-    """A plan cannot be applied here (e.g. a device that is not available)."""
+class PlanLoadError(ValueError, RuntimeError):
+    """A plan cannot be applied here (a device that is not available, a method without
+    a kernel for it, a KV cache backend that is not installed). A ValueError too, so
+    command lines that report bad input as one line (`live.run --plan`) do so here."""
 
 
 def bnb_config(plan: QuantPlan, primary: str, skip: list[str]):

@@ -117,6 +117,7 @@ def test_torchao_int4_is_refused_on_the_cpu_and_priced_by_hand(tiny_checkpoint, 
     plan = PLANS["ao-int4"]
     with pytest.raises(PlanLoadError, match=r"llm=ao-int4 .* no cpu kernel"):
         load_model(tiny_checkpoint, plan, "cpu")
+    assert issubclass(PlanLoadError, ValueError)  # live.run --plan reports it as one error line
     # plain packing: two 4-bit values per byte; a scale and a zero per 128 inputs per row, bf16
     assert linear_bytes("ao-int4", 3584, 18944, plan) == (3584 * 18944 // 2 + 2 * (18944 // 128) * 3584 * 2, 0)
     assert linear_bytes("ao-int4", 64, 256, get_plan("ao-int4+ao_group_size=32")) == (64 * 128 + 2 * 8 * 64 * 2, 0)
