@@ -185,8 +185,9 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
     from .kv_cache import available, parse
 
     kv = parse(plan.kv_cache)
-    if kv and available(kv[0]):
-        raise PlanLoadError(f"plan {plan.name!r}: {available(kv[0])}")
+    why = available(kv[0]) if kv else None
+    if why:  # a KV cache backend that is not installed (quanto): refused before loading
+        raise PlanLoadError(f"plan {plan.name!r}: {why}")
     dtype = torch_dtype(layout["load_dtype"])
     primary = layout["primary"]
     direct_path = primary is None and bool(layout["targets"])  # HQQ/torchao: read into host memory first

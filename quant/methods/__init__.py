@@ -16,6 +16,7 @@ A method is a module that knows the whole of one library's way of quantizing an
                     bytes of the packed weight as it appears among the parameters, and
                     of everything else the layer keeps outside them (scales, zeros,
                     code tables, metadata, a bias held as a plain attribute)
+    BIAS_IN_STATE   whether a converted layer holds its bias outside its parameters
     dequantizes(precision, rows) -> bool: the forward materialises the whole weight in
                     the compute dtype for an input of `rows` rows (window peak)
     convert(linear, precision, plan, device) -> the quantized module on `device`
