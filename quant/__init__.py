@@ -1,8 +1,10 @@
-"""Quantization plans for Omni-Emotion: per-component precision, 4-bit loading, memory
-estimates and the plan-comparison harness (docs/quantization.md).
+"""Quantization plans for Omni-Emotion: a method and precision per component
+(bitsandbytes, HQQ, torchao: the registry in `quant.methods`), loading, byte-exact
+memory estimates, a quantized KV cache and the plan-comparison harness
+(docs/quantization.md).
 
-Import-light on purpose: nothing here imports bitsandbytes (or transformers) until a
-function that needs it is called, so `model/`, `live/` and the app start fast.
+Import-light on purpose: nothing here imports a quantization library (or transformers)
+until a function that needs it is called, so `model/`, `live/` and the app start fast.
 
     from quant import load_model, get_plan, PLANS
     model, processor = load_model("ckpt", "edge-8gb", device="cuda")

@@ -1,23 +1,19 @@
 """Bytes a plan's model occupies: estimated from shapes (meta device), and measured.
 
-Storage rules (bitsandbytes 0.50, what `quant.load` produces):
+Storage rules: each quantized layer's weight is priced by its method
+(`quant.methods.<method>.weight_bytes`: packed weight, scales, zeros, code tables,
+metadata; the byte formulas are in each method's docstring and docs/quantization.md).
+Everything else:
 
     fp32/bf16/fp16   numel × 4/2/2
-    int8 (Linear8bitLt)  weight int8: out·in;  SCB row scales fp32: out × 4
-    nf4/fp4 (Linear4bit) weight packed two per byte: ceil(out·in / 2)
-                     quant_state, blocks = ceil(out·in / 64):
-                       no double quant: absmax fp32 blocks × 4
-                       double quant:    absmax uint8 blocks × 1
-                                        + nested absmax fp32 ceil(blocks / 256) × 4
-                                        + offset fp32 4
-                                        + nested code table fp32 256 × 4
-                       code table (nf4/fp4 levels) fp32 16 × 4
     bias of a quantized layer, and every other tensor of a quantized slot: compute dtype
     buffers: as the model creates them (RoPE inv_freq stays fp32, index tables int64)
 
-`get_memory_footprint()` counts parameters and buffers only; the quant_state tensors
-hang off the weights as plain attributes, so it misses them (~12% of a 4-bit layer
-without double quant). `measure` adds them, deduplicated by storage, and reports both.
+`get_memory_footprint()` counts parameters and buffers only, each as numel × element
+size: it misses what a layer keeps outside its parameters (bitsandbytes' quant_state,
+HQQ's scale/zero/bias: "quant_state" here) and misprices torchao's weight subclasses
+(counted as float). `measure` counts the real tensors, deduplicated by storage, and
+reports the footprint beside them.
 """
 from __future__ import annotations
 
@@ -29,33 +25,18 @@ import torch
 from torch import nn
 
 from .layout import effective_precisions, host_slots, is_tied, quant_targets, slot_of, slot_totals
+from .methods import method_of
 from .plans import BYTES_PER_ELEMENT, FLOAT_PRECISIONS, QuantPlan
-
-BLOCKSIZE_4BIT = 64  # elements per absmax block (bitsandbytes default, CPU and CUDA)
-NESTED_BLOCKSIZE = 256  # absmax values per block of the double quantization
-CODE_4BIT_ENTRIES = 16  # nf4/fp4 level table, fp32
-NESTED_CODE_ENTRIES = 256  # dynamic 8-bit map of the double quantization, fp32
-FP32 = 4
 
 
 def torch_dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def linear_bytes(precision: str, out_features: int, in_features: int, double_quant: bool) -> tuple[int, int]:
-    """(weight bytes, quant-state bytes) of one quantized Linear's weight."""
-    n = out_features * in_features
-    if precision == "int8":
-        return n, out_features * FP32
-    if precision in ("nf4", "fp4"):
-        blocks = math.ceil(n / BLOCKSIZE_4BIT)
-        state = CODE_4BIT_ENTRIES * FP32
-        if double_quant:
-            state += blocks + math.ceil(blocks / NESTED_BLOCKSIZE) * FP32 + FP32 + NESTED_CODE_ENTRIES * FP32
-        else:
-            state += blocks * FP32
-        return math.ceil(n / 2), state
-    raise ValueError(f"{precision!r} is not a quantized precision")
+def linear_bytes(precision: str, out_features: int, in_features: int, plan: QuantPlan) -> tuple[int, int]:
+    """(weight bytes, bytes kept outside the parameters) of one quantized Linear's
+    weight, by its method."""
+    return method_of(precision).weight_bytes(precision, out_features, in_features, plan)
 
 
 def estimate_model(model: nn.Module, plan: QuantPlan) -> dict:
@@ -76,9 +57,12 @@ def estimate_model(model: nn.Module, plan: QuantPlan) -> dict:
         slot = slot_of(name)
         params[slot] += p.numel()
         if module_name in targets and attr == "weight":
-            weight, state = linear_bytes(targets[module_name], *p.shape, plan.double_quant)
+            weight, state = linear_bytes(targets[module_name], *p.shape, plan)
             per_name[name] = weight + state
             state_total += state
+        elif module_name in targets and method_of(targets[module_name]).BIAS_IN_STATE:
+            per_name[name] = p.numel() * compute  # a bias the layer holds as a plain attribute
+            state_total += per_name[name]
         elif precisions[slot] in FLOAT_PRECISIONS:
             per_name[name] = p.numel() * BYTES_PER_ELEMENT[precisions[slot]]
         else:
@@ -124,6 +108,9 @@ def estimate_config(config, plan: QuantPlan) -> dict:
     out = estimate_model(model, plan)
     out["window"] = window_peak(model, plan)
     out["peak_window"] = out["window"]["peak"]
+    from .layout import unsupported_layers
+
+    out["unsupported"] = unsupported_layers(model, plan)  # layers of quantized slots left float
     return out
 
 
@@ -143,27 +130,18 @@ def estimate_checkpoint(path, plan: QuantPlan) -> dict:
     return estimate_config(OmniEmotionConfig.from_pretrained(path), plan)
 
 
-def _quant_state_tensors(module: nn.Module) -> list[torch.Tensor]:
-    bnb = sys.modules.get("bitsandbytes")
-    if bnb is None:  # never imported: nothing in this process is quantized
-        return []
-
-    if isinstance(module, bnb.nn.Linear4bit):
-        qs = module.weight.quant_state
-        tensors = [qs.absmax, qs.code]
-        if getattr(qs, "nested", False):
-            tensors += [qs.offset, qs.state2.absmax, qs.state2.code]
-        return [t for t in tensors if isinstance(t, torch.Tensor)]
-    if isinstance(module, bnb.nn.Linear8bitLt):
-        scb = getattr(module.weight, "SCB", None)
-        if scb is None:
-            scb = module.state.SCB
-        return [t for t in (scb, module.state.CB) if isinstance(t, torch.Tensor)]
-    return []
-
-
 def _storage_key(t: torch.Tensor) -> tuple:
     return (t.device.type, t.untyped_storage().data_ptr())
+
+
+def inner_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that hold `t`'s data: itself, or for a wrapper subclass such as
+    torchao's Int8Tensor (whose own numel × element_size is the float shape's) the
+    tensors of its `__tensor_flatten__`, recursively."""
+    if type(t) in (torch.Tensor, nn.Parameter) or not hasattr(t, "__tensor_flatten__"):
+        return [t]
+    names, _ = t.__tensor_flatten__()
+    return [x for n in names if getattr(t, n, None) is not None for x in inner_tensors(getattr(t, n))]
 
 
 def measure(model: nn.Module) -> dict:
@@ -175,19 +153,22 @@ def measure(model: nn.Module) -> dict:
     (`quant.placement`) are counted under their slot and in "host", not in "total"."""
     from .placement import host_tensors
 
+    from .methods import state_tensors
+
     host = host_tensors(model)
     seen = {_storage_key(t) for t in host.values()}
     per_name: dict[str, int] = {name: t.numel() * t.element_size() for name, t in host.items()}
     host_bytes = sum(per_name.values())
     for name, p in model.named_parameters():
-        seen.add(_storage_key(p))
-        per_name[name] = p.numel() * p.element_size()
+        inner = inner_tensors(p)
+        seen.update(_storage_key(t) for t in inner)
+        per_name[name] = sum(t.numel() * t.element_size() for t in inner)
     for name, b in model.named_buffers():
         per_name[name] = b.numel() * b.element_size()
     params_buffers = sum(per_name.values()) - host_bytes
     state_total = 0
     for name, module in model.named_modules():
-        for t in _quant_state_tensors(module):
+        for t in state_tensors(module):
             key = _storage_key(t)
             if key in seen:
                 continue

@@ -6,14 +6,17 @@
 Each plan is loaded in turn (one at a time, freed in between) and analyses the same
 windows (`quant.windows`). Per plan: weight bytes (estimated and measured), peak
 memory (and, on CUDA, each window's allocator peak beside its estimate), host-resident
-bytes, load time, prefill time, decode tokens/s, and agreement with the first plan
+bytes, load time, quantize time (the direct conversion by the plan's methods, part of
+the load), prefill time, decode tokens/s, and agreement with the first plan
 that loads (the reference): top-1 label agreement, mean KL(ref || plan) of the
 next-token distributions over the reference's answer (teacher-forced), and word-level
 similarity of the explanations. A plan that fails to load or run is reported as failed
 with its reason; the others still run.
 
-Writes OUT/results.json, OUT/results.md and OUT/results.png (and OUT/errors.log: the
-tracebacks of failed plans). Errors follow `live.cli`: one line on stderr; bad
+Writes OUT/results.json, OUT/results.md, OUT/results.png (bar charts) and
+OUT/scatter.png (memory vs KL, one labelled point per plan), and OUT/errors.log (the
+tracebacks of failed plans). A plan whose method has no kernel for --device (torchao
+int4 on a CPU) is refused before any work. Errors follow `live.cli`: one line on stderr; bad
 arguments or input (an unknown plan, a missing or damaged checkpoint, a missing source
 file, an existing --out without --overwrite, --device cuda without CUDA) exit 2, a
 failure while working exits 1.
@@ -108,6 +111,7 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
             model.config.audio_context = processor.config.audio_context = audio_context
         record["audio_context"] = model.config.audio_context
         record["load_s"] = time.perf_counter() - t0
+        record["quantize_s"] = getattr(model, "quant_seconds", None)  # direct conversion, inside load_s
         measured = measure(model)
         record["weights"].update(
             measured=measured["total"], footprint=measured["footprint"], measured_slots=measured["slots"],
@@ -195,7 +199,7 @@ def run_experiments(
 
     from . import windows as win
     from .plans import get_plan
-    from .report import write_markdown, write_plot
+    from .report import write_markdown, write_plot, write_scatter
 
     plans = [get_plan(p) for p in plans]
     from model.checkpoint.loading import check_checkpoint
@@ -242,6 +246,7 @@ def run_experiments(
     write_json(out / "results.json", results, default=float)
     write_markdown(results, out / "results.md")
     write_plot(results, out / "results.png")
+    write_scatter(results, out / "scatter.png")
     return results
 
 
@@ -283,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         check_out(args.out, args.overwrite)
         checked.append(Path(args.out))
         device = resolve_device(args.device)
+        from .methods import device_refusal
+
+        for plan in plans:  # a method with no kernel for this device (torchao int4 on a CPU)
+            refusal = device_refusal(plan, device)
+            if refusal:
+                raise CliError(refusal)
         results = run_experiments(
             args.model, plans, args.source, args.out, device=device,
             max_windows=args.max_windows,

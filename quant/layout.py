@@ -92,22 +92,42 @@ def is_tied(model: nn.Module) -> bool:
     return head.weight is embed.weight or bool(getattr(model.config, "tie_word_embeddings", False))
 
 
-def quant_targets(model: nn.Module, plan: QuantPlan) -> dict[str, str]:
-    """{module name: int8|nf4|fp4} for every `nn.Linear` the plan quantizes (float model)."""
+def _planned(model: nn.Module, plan: QuantPlan):
+    """(name, precision, method, unsupported reason or None) of every `nn.Linear` in a
+    quantized slot."""
+    from .methods import method_of
+
     precisions = effective_precisions(plan, is_tied(model))
-    targets = {}
     for name, module in model.named_modules():
         if type(module) is nn.Linear:
             precision = precisions[slot_of(name)]
             if precision in QUANT_PRECISIONS:
-                targets[name] = precision
-    return targets
+                method = method_of(precision)
+                yield name, precision, method.supports(precision, module.out_features, module.in_features, plan)
+
+
+def quant_targets(model: nn.Module, plan: QuantPlan) -> dict[str, str]:
+    """{module name: precision} for every `nn.Linear` the plan quantizes (float model).
+    A layer whose shape its method cannot take stays float (`unsupported_layers`)."""
+    return {name: precision for name, precision, why in _planned(model, plan) if why is None}
+
+
+def unsupported_layers(model: nn.Module, plan: QuantPlan) -> dict[str, str]:
+    """{module name: reason} of the layers in quantized slots that stay float because
+    their method cannot take their shape (e.g. HQQ groups that do not divide the weight)."""
+    return {name: f"{precision}: {why}" for name, precision, why in _planned(model, plan) if why is not None}
 
 
 def primary_precision(model: nn.Module, targets: dict[str, str]) -> str | None:
-    """The quantized precision covering the most weight elements: transformers applies it
-    while loading (streamed, so the float weights never sit whole in memory); the rest
-    are converted directly afterwards. None when nothing is quantized."""
+    """The bitsandbytes precision covering the most weight elements, for a plan that
+    uses bitsandbytes only: transformers applies it while loading (streamed, so the
+    float weights never sit whole in memory); the rest are converted directly
+    afterwards. None when nothing is quantized or another method is in the plan (then
+    every layer is converted directly, `quant.load`)."""
+    from .methods import bnb
+
+    if any(p not in bnb.PRECISIONS for p in targets.values()):
+        return None
     elements: dict[str, int] = {}
     for name, precision in targets.items():
         elements[precision] = elements.get(precision, 0) + model.get_submodule(name).weight.numel()

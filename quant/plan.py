@@ -5,8 +5,8 @@
     python -m quant.plan --list
 
 `--plan` takes a name of `quant.plans.PLANS` or `NAME+key=value+...` overrides.
-Bytes are per plan slot and per component, computed from bitsandbytes' storage rules
-(`quant.estimate`); `total` is what sits on the device, `host` what the plan keeps
+Bytes are per plan slot and per component, computed from each method's storage rules
+(`quant.methods`, `quant.estimate`); `total` is what sits on the device, `host` what the plan keeps
 in host memory, `peak_window` the estimated peak device memory of analysing one
 window beyond the weights (`quant.window_memory`). Errors follow `live.cli`: one line on stderr; a bad plan, preset or
 model folder exits 2.
@@ -28,6 +28,9 @@ def _table(result: dict) -> str:
         lines.append(f"  {slot:>11}: {n / GB:8.3f} GB  ({result['precisions'][slot]}, {result['params'][slot]:,} params)")
     lines.append(f"  {'total':>11}: {result['total'] / GB:8.3f} GB on the device  (quant state {result['quant_state'] / GB:.3f} GB)")
     lines.append(f"  {'host':>11}: {result['host'] / GB:8.3f} GB in host memory")
+    if result.get("unsupported"):
+        lines.append(f"  {'float':>11}: {len(result['unsupported'])} layers of quantized slots their method cannot "
+                     "take stay float (`unsupported` in --json)")
     window = result["window"]
     phases = ", ".join(f"{k} {v / GB:.3f}" for k, v in window["phases"].items())
     lines.append(f"  {'peak window':>11}: {result['peak_window'] / GB:8.3f} GB  ({window['tokens']['total']:,} prefill + "

@@ -12,10 +12,15 @@ and `quant.estimate` prices it. Slots (module-name prefixes in `quant.layout`):
     projectors  the three projectors, frame embeddings, image newline, fusion layer
                 (float, or int8 for their Linear layers)
 
-Precisions: `fp32`, `bf16`, `fp16` (plain dtypes), `int8` (bitsandbytes LLM.int8,
-`Linear8bitLt`), `nf4`, `fp4` (bitsandbytes 4-bit, `Linear4bit`). Only `nn.Linear`
-layers are quantized; everything else in a quantized slot (norms, convolutions,
-position tables, biases) is kept in `compute_dtype`.
+Precisions: `fp32`, `bf16`, `fp16` (plain dtypes) and the quantized precisions of the
+methods in `quant.methods` (one file per method): bitsandbytes `int8`, `nf4`, `fp4`;
+HQQ `hqq1` … `hqq8`; torchao `ao-int8`, `ao-int8dq`, `ao-int4`. Only `nn.Linear` layers
+are quantized; everything else in a quantized slot (norms, convolutions, position
+tables, biases) is kept in `compute_dtype`. Method options are plan-wide: the
+bitsandbytes ones are fields (`double_quant`, `quant_storage`, `int8_threshold`), the
+others sit in `options` (`hqq_group_size=32`, `ao_group_size=64`; `quant.methods.OPTIONS`).
+`kv_cache` quantizes the decoder's KV cache while generating (transformers'
+QuantizedCache, `quant.kv_cache`).
 
 Placement: `embeddings="host"` keeps the input embedding table in host memory (pinned
 where CUDA exists), in `compute_dtype`; the lookup runs there and only the gathered
@@ -27,8 +32,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from . import methods
+
 FLOAT_PRECISIONS = ("fp32", "bf16", "fp16")
-QUANT_PRECISIONS = ("int8", "nf4", "fp4")
+QUANT_PRECISIONS = methods.QUANT_PRECISIONS  # int8, nf4, fp4, hqq1..hqq8, ao-int8, ao-int8dq, ao-int4
 PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
 HOST = "host"  # embeddings placement: the table in host memory, in compute_dtype
 SLOTS = ("llm", "lm_head", "embeddings", "vision", "audio", "face", "projectors")
@@ -38,7 +45,10 @@ SLOTS = ("llm", "lm_head", "embeddings", "vision", "audio", "face", "projectors"
 # projectors as an `edge-6gb` candidate; 4-bit stays refused).
 ALLOWED = {slot: PRECISIONS for slot in SLOTS}
 ALLOWED["embeddings"] = FLOAT_PRECISIONS + (HOST,)
-ALLOWED["projectors"] = FLOAT_PRECISIONS + ("int8",)
+ALLOWED["projectors"] = FLOAT_PRECISIONS + methods.EIGHT_BIT
+# KV cache while generating: the 16-bit default, or transformers' QuantizedCache with the
+# HQQ or quanto backend at 2 or 4 bits (`quant.kv_cache`)
+KV_CACHES = ("none", "hqq2", "hqq4", "quanto2", "quanto4")
 QUANT_STORAGES = ("uint8", "fp16", "bf16", "fp32")  # bnb_4bit_quant_storage
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "uint8": 1, "int8": 1}
 DEFAULT_INT8_THRESHOLD = 6.0  # LLM.int8 outlier threshold (bitsandbytes' default)
@@ -49,11 +59,15 @@ EDGE_8GB_BUDGET_BYTES = 6.0e9
 # and weights + the estimated peak of analysing one window (CUDA context aside, ~0.5 GB).
 EDGE_6GB_BUDGET_BYTES = 4.8e9
 EDGE_6GB_WINDOW_BUDGET_BYTES = 5.5e9
+# Budgets of `edge-4gb` for the 7B preset (issue 22): a 4 GB card (GTX 1650, MX550/570).
+EDGE_4GB_BUDGET_BYTES = 3.4e9
+EDGE_4GB_WINDOW_BUDGET_BYTES = 4.0e9
 
 
 @dataclass(frozen=True)
 class QuantPlan:
-    """A precision per slot plus the bitsandbytes options.
+    """A precision per slot (its method follows from it, `quant.methods`), the
+    bitsandbytes options, the other methods' `options`, and the KV cache.
 
     double_quant: quantize the 4-bit absmax constants again (bnb_4bit_use_double_quant).
     compute_dtype: dtype 4-bit matmuls run in and that non-Linear tensors of quantized
@@ -61,6 +75,9 @@ class QuantPlan:
     quant_storage: dtype the packed 4-bit data is stored as (bnb_4bit_quant_storage);
         the bytes are the same, only FSDP cares.
     int8_threshold: LLM.int8 outlier threshold (llm_int8_threshold).
+    kv_cache: "none" or a quantized KV cache while generating (`quant.kv_cache`).
+    options: ((key, value), ...) of `quant.methods.OPTIONS` (hqq_group_size, ...);
+        `option(key)` reads one, with the method's default when unset.
     """
 
     name: str = "custom"
@@ -75,6 +92,14 @@ class QuantPlan:
     compute_dtype: str = "fp16"
     quant_storage: str = "uint8"
     int8_threshold: float = DEFAULT_INT8_THRESHOLD
+    kv_cache: str = "none"
+    options: tuple = ()  # ((key, value), ...) of quant.methods.OPTIONS; unset keys take defaults
+
+    def option(self, key: str):
+        """A method option's value (`quant.methods.OPTIONS`), its default when unset."""
+        if key not in methods.OPTIONS:
+            raise KeyError(f"unknown method option {key!r}; valid: {', '.join(methods.OPTIONS)}")
+        return dict(self.options).get(key, methods.OPTIONS[key][1])
 
     def __post_init__(self):
         for slot in SLOTS:
@@ -107,11 +132,16 @@ class QuantPlan:
                 f"plan {self.name!r}: float slots and compute_dtype must share one dtype, got "
                 f"{sorted(activation)}; set them all, e.g. +dtype={self.compute_dtype}"
             )
-        fourbit = set(self.precisions().values()) & {"nf4", "fp4"}
-        if len(fourbit) > 1:
-            # One QuantState code table per model keeps the loader a single transformers pass
-            # plus one direct pass; mixing nf4 and fp4 buys nothing measurable.
-            raise ValueError(f"plan {self.name!r}: use either nf4 or fp4, not both ({sorted(fourbit)})")
+        if self.kv_cache not in KV_CACHES:
+            raise ValueError(f"plan {self.name!r}: kv_cache {self.kv_cache!r} is not one of {', '.join(KV_CACHES)}")
+        for key, value in self.options:
+            if key not in methods.OPTIONS:
+                raise ValueError(f"plan {self.name!r}: unknown option {key!r}; valid: {', '.join(methods.OPTIONS)}")
+            kind = methods.OPTIONS[key][0]
+            if type(value) is not kind:
+                raise ValueError(f"plan {self.name!r}: {key} must be a {kind.__name__}, got {value!r}")
+        for method in methods.METHODS.values():
+            method.validate(self)
 
     @property
     def float_dtype(self) -> str:
@@ -134,8 +164,24 @@ class QuantPlan:
             out["embeddings"] = self.compute_dtype
         return out
 
+    def slot_methods(self) -> dict[str, str]:
+        """{slot: method name} of the quantized slots."""
+        return {s: methods.BY_PRECISION[p].NAME for s, p in self.precisions().items() if p in methods.BY_PRECISION}
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, with `options` as {key: value} for every method option (defaults filled in)."""
+        out = asdict(self)
+        out["options"] = {key: self.option(key) for key in methods.OPTIONS}
+        return out
+
+
+QUANTIZABLE = ("llm", "lm_head", "vision", "audio", "face")  # slots that take any quantized precision
+
+
+def _every(name: str, precision: str, dtype: str = "fp16") -> "QuantPlan":
+    """`precision` on every slot of QUANTIZABLE, the rest in `dtype`."""
+    floats = {slot: dtype for slot in SLOTS if slot not in QUANTIZABLE}
+    return QuantPlan(name=name, compute_dtype=dtype, **floats, **dict.fromkeys(QUANTIZABLE, precision))
 
 
 # The named plans. `fp16` is the reference every other plan is compared with.
@@ -177,9 +223,35 @@ PLANS: dict[str, QuantPlan] = {
         projectors="fp16",
         double_quant=True,
     ),
+    # The 7B model on a 4 GB card (docs/quantization.md, "edge-4gb"): edge-6gb with the
+    # decoder body in 2-bit HQQ (groups of 64) and lm_head nf4. The decoder is 6.5 B of
+    # the 8.8 B parameters: at 3 bits or more it alone takes >= 2.7 GB and the rest no
+    # longer fits 3.4 GB. lm_head goes to bitsandbytes nf4, not HQQ: its one-row logits
+    # run as a gemv, while HQQ would dequantize the whole 1.09 GB head for every token.
+    # The encoders keep nf4 and the face encoder and projectors 16-bit (issue 13: face
+    # nf4 cost most KL on the 0.5b-sized model). Quality must be measured with real weights.
+    "edge-4gb": QuantPlan(
+        name="edge-4gb",
+        llm="hqq2",
+        lm_head="nf4",
+        embeddings=HOST,
+        vision="nf4",
+        audio="nf4",
+        face="fp16",
+        projectors="fp16",
+        double_quant=True,
+    ),
+    # One method at one width on every slot that can take it (llm, lm_head, vision, audio,
+    # face; the projectors stay 16-bit, as 4-bit is refused there): the method comparisons.
+    **{f"hqq{bits}": _every(f"hqq{bits}", f"hqq{bits}") for bits in (4, 3, 2)},
+    "ao-int8": _every("ao-int8", "ao-int8"),
+    "ao-int8dq": _every("ao-int8dq", "ao-int8dq"),
+    # torchao's int4 kernels take bf16 activations: the whole plan is bf16
+    "ao-int4": _every("ao-int4", "ao-int4", dtype="bf16"),
 }
 
-_OPTION_TYPES = {"double_quant": bool, "compute_dtype": str, "quant_storage": str, "int8_threshold": float}
+_OPTION_TYPES = {"double_quant": bool, "compute_dtype": str, "quant_storage": str, "int8_threshold": float,
+                 **{key: spec[0] for key, spec in methods.OPTIONS.items()}}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -191,11 +263,11 @@ def _coerce(key: str, text: str):
         if text.lower() in _FALSE:
             return False
         raise ValueError(f"{key} must be true or false, got {text!r}")
-    if kind is float:
+    if kind in (float, int):
         try:
-            return float(text)
+            return kind(text)
         except ValueError:
-            raise ValueError(f"{key} must be a number, got {text!r}") from None
+            raise ValueError(f"{key} must be {'a number' if kind is float else 'an integer'}, got {text!r}") from None
     return text
 
 
@@ -215,8 +287,9 @@ def get_plan(spec: str | QuantPlan) -> QuantPlan:
     plan = PLANS[base]
     if not overrides:
         return plan
-    valid_keys = [f.name for f in fields(QuantPlan) if f.name != "name"] + ["dtype"]
-    changes = {}
+    valid_keys = [f.name for f in fields(QuantPlan) if f.name not in ("name", "options")] + ["dtype"]
+    valid_keys += list(methods.OPTIONS)
+    changes, options = {}, dict(plan.options)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in valid_keys:
@@ -226,8 +299,11 @@ def get_plan(spec: str | QuantPlan) -> QuantPlan:
                 raise ValueError(f"dtype {value!r} is not one of {', '.join(FLOAT_PRECISIONS)}")
             changes.update({s: value for s in SLOTS if getattr(plan, s) in FLOAT_PRECISIONS}, compute_dtype=value)
             continue
+        if key in methods.OPTIONS:
+            options[key] = _coerce(key, value)
+            continue
         changes[key] = _coerce(key, value)
-    return replace(plan, name=str(spec), **changes)
+    return replace(plan, name=str(spec), options=tuple(sorted(options.items())), **changes)
 
 
 def parse_plans(text: str) -> list[QuantPlan]:

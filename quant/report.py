@@ -1,4 +1,5 @@
-"""results.md (a table) and results.png (three bar charts) from the harness's results."""
+"""results.md (a table), results.png (three bar charts) and scatter.png (memory vs KL)
+from the harness's results."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,18 +25,18 @@ def markdown_table(results: dict) -> str:
         f"`{results['reference']}`, up to {results['max_new_tokens']} new tokens per window.",
         "",
         "| plan | status | weights est. (MB) | weights meas. (MB) | host (MB) | footprint (MB) | peak (MB) "
-        "| window peak est. / meas. (MB) | load (s) | prefill (s) | decode (tok/s) | label agree "
+        "| window peak est. / meas. (MB) | load (s) | quantize (s) | prefill (s) | decode (tok/s) | label agree "
         "| mean KL (nats) | text sim. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["plans"]:
         if p["status"] != "ok":
             reason = p.get("error", "").replace("|", "/")
-            lines.append(f"| {p['name']} | failed: {reason} |" + " |" * 12)
+            lines.append(f"| {p['name']} | failed: {reason} |" + " |" * 13)
             continue
         w = p["weights"]
         lines.append(
-            "| {} | ok | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | ok | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 p["name"],
                 _fmt(w["estimated"] / MB, ".3f"),
                 _fmt(w["measured"] / MB, ".3f"),
@@ -45,6 +46,7 @@ def markdown_table(results: dict) -> str:
                 _fmt(_div(p.get("peak_window_estimated"), MB), ".1f"),
                 _fmt(_div(p.get("peak_window_bytes"), MB), ".1f"),
                 _fmt(p["load_s"], ".2f"),
+                _fmt(p.get("quantize_s"), ".2f"),
                 _fmt(p["prefill_s"], ".3f"),
                 _fmt(p["decode_tokens_per_s"], ".1f"),
                 f'{p["label_agreement"]:.2f} ({p["labels_found"]}/{len(p["windows"])} labelled)',
@@ -56,8 +58,10 @@ def markdown_table(results: dict) -> str:
     lines += [
         "",
         "Weights: device-resident; estimated = `quant.estimate` from shapes; measured = parameters + "
-        "buffers + bitsandbytes quant state; host = tables the plan keeps in host memory; footprint = "
-        "`get_memory_footprint()` (misses the quant state). "
+        "buffers + what quantized layers hold outside them (bitsandbytes quant state, HQQ scales/zeros); "
+        "host = tables the plan keeps in host memory; footprint = "
+        "`get_memory_footprint()` (misses the quant state, prices torchao weights as float). "
+        "Quantize: the direct conversion by the plan's methods, part of load. "
         f"Peak: {peak_kind}, over loading and all windows. Window peak: `quant.window_memory`'s "
         "estimate / the largest `torch.cuda.max_memory_allocated()` of one window (– on a CPU). "
         "Label agreement counts two missing "
@@ -100,6 +104,39 @@ def write_plot(results: dict, path: str | Path) -> Path:
     if failed:
         title += f" — failed: {', '.join(failed)}"
     fig.suptitle(title)
+    fig.tight_layout()
+    path = save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_scatter(results: dict, path: str | Path) -> Path:
+    """Device weights (measured, MB) against mean KL vs the reference, one labelled point
+    per plan that ran (the reference sits at KL 0); failed plans are named in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [p for p in results["plans"] if p["status"] == "ok"]
+    points: dict[tuple, list[str]] = {}  # plans at the same point share one label
+    for p in ok:
+        points.setdefault((p["weights"]["measured"] / MB, p["kl_mean"]), []).append(p["name"])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (x, y), names in points.items():
+        ax.scatter([x], [y], s=40)
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    positive = [y for _, y in points if y > 0]
+    if positive:  # KL spans orders of magnitude; the reference sits at 0
+        ax.set_yscale("symlog", linthresh=min(positive))
+    ax.set_xlabel("device weights, measured (MB)")
+    ax.set_ylabel(f"mean KL vs {results['reference']} (nats)")
+    ax.grid(alpha=0.3)
+    failed = [p["name"] for p in results["plans"] if p["status"] != "ok"]
+    title = f"memory vs KL: {Path(results['model']).name} on {results['device_name']}"
+    if failed:
+        title += f"\nfailed: {', '.join(failed)}"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -16,7 +16,7 @@ is retained from before plus its own largest transient:
     vision     SigLIP on T·P patches: the running state and the one read
                (`vision_states` hooks it; 2·T·P·Dv), plus one layer's
                largest transient (MLP: 2·Fv per patch, attention q/k/v/out: 4·Dv),
-               plus the dequantized weight of its largest 4-bit Linear
+               plus its largest weight the method dequantizes
     face       Swin on T crops: the patch embedding and the four stage outputs kept for
                the fusion, one stage-1 block's MLP transient, then at the 56×56 grid the
                four upsampled stage maps, their concat and the fused map (9·fuse_dim);
@@ -27,10 +27,13 @@ is retained from before plus its own largest transient:
                features are retained
     prefill    decoder on L tokens: two (L, H) embeddings (masked_scatter copies), the
                KV cache for L + G tokens, residual + one layer's transient (MLP
-               3·F per token or attention), the dequantized weight of its largest 4-bit
-               Linear, and the last position's logits (V, fp16 + fp32)
+               3·F per token or attention), its largest weight the method dequantizes
+               (`quant.methods`: bnb 4-bit, HQQ, torchao int8), and the last position's
+               logits (V, fp16 + fp32; plus lm_head dequantized when its method
+               dequantizes even one row: HQQ, torchao int8 weight-only)
 
-KV cache per token: layers × 2 × kv_heads × head_dim × dtype bytes (7B fp16: 57,344 B).
+KV cache per token: layers × 2 × kv_heads × head_dim × dtype bytes (7B fp16: 57,344 B);
+a plan's quantized KV cache (`kv_cache`) is priced by `quant.kv_cache.window_bytes`.
 Token counts come from `model.net.tokens` (the processor's own rule); the prompt's text
 tokens (chat template + the default analysis prompt) are `PROMPT_TOKENS`.
 """
@@ -46,7 +49,6 @@ FP32 = 4
 INT64 = 8
 SWIN_PATCH = 4  # Swin's patch embedding stride: 224 px crops → 56×56 stage-1 grid
 SWIN_MLP_RATIO = 4
-FOUR_BIT = ("nf4", "fp4")
 
 
 def window_tokens(config, prompt_tokens: int = PROMPT_TOKENS, window_s: float = WINDOW_S) -> dict:
@@ -71,17 +73,27 @@ def kv_bytes_per_token(config, plan: QuantPlan) -> int:
     return text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * BYTES_PER_ELEMENT[plan.compute_dtype]
 
 
-def _largest_4bit(model, plan: QuantPlan) -> dict[str, int]:
-    """{slot: elements of its largest 4-bit Linear weight} — bitsandbytes dequantizes a
-    4-bit weight whole into the compute dtype for any input of more than one row."""
+def largest_dequantized(model, plan: QuantPlan, rows: int) -> dict[str, int]:
+    """{slot: elements of its largest quantized weight that its method dequantizes whole
+    into the compute dtype for an input of `rows` rows} (`quant.methods`: bitsandbytes
+    4-bit for more than one row, HQQ and torchao int8 weight-only always)."""
     from .layout import quant_targets, slot_of
+    from .methods import method_of
 
     out: dict[str, int] = {}
     for name, precision in quant_targets(model, plan).items():
-        if precision in FOUR_BIT:
+        if method_of(precision).dequantizes(precision, rows):
             slot = slot_of(name)
             out[slot] = max(out.get(slot, 0), model.get_submodule(name).weight.numel())
     return out
+
+
+def kv_cache_bytes(config, plan: QuantPlan, prefill: int, generated: int) -> int:
+    """The KV cache's largest size over a window (`quant.kv_cache.window_bytes`: 16-bit,
+    or the plan's quantized cache with its residual and decode transient)."""
+    from .kv_cache import window_bytes
+
+    return window_bytes(config.text_config, plan, prefill, generated)
 
 
 def window_peak(model, plan: QuantPlan, new_tokens: int | None = None, prompt_tokens: int = PROMPT_TOKENS,
@@ -94,8 +106,10 @@ def window_peak(model, plan: QuantPlan, new_tokens: int | None = None, prompt_to
     cfg = model.config
     g = ANALYSIS_MAX_NEW_TOKENS if new_tokens is None else new_tokens
     b = BYTES_PER_ELEMENT[plan.compute_dtype]
-    big = _largest_4bit(model, plan)
-    deq = {slot: n * b for slot, n in big.items()}
+    deq = {slot: n * b for slot, n in largest_dequantized(model, plan, rows=2).items()}
+    # the last position's logits come from a one-row input: only methods that always
+    # dequantize (HQQ, torchao int8 weight-only) materialise lm_head's weight for it
+    head_deq = largest_dequantized(model, plan, rows=1).get("lm_head", 0) * b
     t = cfg.num_frames if getattr(cfg, "num_frames", None) else N_FRAMES
     h = cfg.hidden_size
     tok = window_tokens(cfg, prompt_tokens, window_s)
@@ -140,13 +154,13 @@ def window_peak(model, plan: QuantPlan, new_tokens: int | None = None, prompt_to
 
     # decoder prefill + the KV cache of every token the window will hold
     kv_token = kv_bytes_per_token(cfg, plan)
-    kv = kv_token * (n + g)
+    kv = kv_cache_bytes(cfg, plan, n, g)
     heads_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
     attn = n * (2 * h + 2 * tc.num_key_value_heads * heads_dim) * b
     d_layer = max(3 * n * tc.intermediate_size * b, attn) + deq.get("llm", 0)
     # the last position's logits only (generation asks for logits_to_keep=1): a 4-bit
-    # lm_head then runs as bitsandbytes' gemv and dequantizes nothing
-    logits = tc.vocab_size * (b + FP32)
+    # bitsandbytes lm_head then runs as a gemv and dequantizes nothing
+    logits = tc.vocab_size * (b + FP32) + head_deq
     prefill = inputs + 2 * embeds + kv + 2 * n * h * b + d_layer + logits
 
     phases = {"vision": vision, "face": face, "audio": audio, "prefill": prefill}

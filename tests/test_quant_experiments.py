@@ -9,7 +9,7 @@ from quant.estimate import estimate_checkpoint
 from quant.experiments import main, run_experiments
 from quant.plans import get_plan
 
-PLANS = ["fp16", "nf4-dq", "edge-8gb", "int8", "edge-6gb"]
+PLANS = ["fp16", "nf4-dq", "edge-8gb", "int8", "edge-6gb", "hqq4", "ao-int8dq"]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,15 @@ def test_harness_writes_results_table_and_plot(setup, monkeypatch):
         assert f"| {name} |" in table
     assert "failed: PlanLoadError" in table
     assert f"{by_name['edge-8gb']['weights']['estimated'] / 1e6:.3f}" in table  # the measured numbers
+    for name in ("hqq4", "ao-int8dq"):  # the other methods: compared like the rest
+        p = by_name[name]
+        assert p["status"] == "ok", p.get("error")
+        assert p["weights"]["estimated"] == p["weights"]["measured"] < ref["weights"]["measured"]
+        assert p["quantize_s"] > 0 and p["kl_mean"] > 0
+    assert by_name["fp16"]["quantize_s"] is not None  # 0-ish: nothing converted
+    scatter = (out / "scatter.png").read_bytes()
+    assert scatter[:8] == b"\x89PNG\r\n\x1a\n" and len(scatter) > 5000
+    assert "| quantize (s) |" in table
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert results["plans"][0]["windows"][0]["text"] == on_disk["plans"][0]["windows"][0]["text"]

@@ -1,5 +1,6 @@
-"""Every named plan loads the tiny model on the CPU, quantizes exactly the planned
-modules, matches the estimator within 3%, and generates."""
+"""Every bitsandbytes plan loads the tiny model on the CPU, quantizes exactly the planned
+modules, matches the estimator to the byte, and generates (HQQ and torchao:
+test_quant_methods.py)."""
 import sys
 
 import numpy as np
@@ -37,7 +38,10 @@ def expected_kind(plan, name):
     return {"int8": "Linear8bitLt", "nf4": "Linear4bit", "fp4": "Linear4bit"}.get(precision, "Linear")
 
 
-@pytest.mark.parametrize("name", list(PLANS) + ["nf4+llm=fp4+dtype=bf16+vision=int8"])
+BNB_PLANS = [name for name, plan in PLANS.items() if set(plan.slot_methods().values()) <= {"bitsandbytes"}]
+
+
+@pytest.mark.parametrize("name", BNB_PLANS + ["nf4+llm=fp4+dtype=bf16+vision=int8"])
 def test_plan_loads_quantizes_estimates_and_generates(tiny, clip, name):
     plan = get_plan(name)
     model, processor = load_model(tiny, plan, "cpu")
@@ -111,5 +115,11 @@ def test_quant_package_does_not_import_bitsandbytes():
         "import sys, quant, quant.plans, quant.load, quant.estimate, quant.experiments; "
         "from quant import load_model; print('bitsandbytes' in sys.modules)"
     )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+    # plans and the method registry are pure data: no torch, no quantization library
+    # (transformers itself imports hqq and torchao when they are installed)
+    code = ("import sys, quant.plans, quant.methods; "
+            "print(any(m in sys.modules for m in ('torch', 'bitsandbytes', 'hqq', 'torchao')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr

@@ -19,7 +19,8 @@ from quant.plans import (
 
 
 def test_named_plans_exist_and_keep_projectors_high_precision():
-    assert list(PLANS) == ["fp16", "int8", "nf4", "nf4-dq", "edge-8gb", "edge-6gb"]
+    assert list(PLANS) == ["fp16", "int8", "nf4", "nf4-dq", "edge-8gb", "edge-6gb", "edge-4gb",
+                           "hqq4", "hqq3", "hqq2", "ao-int8", "ao-int8dq", "ao-int4"]
     for plan in PLANS.values():
         assert plan.projectors in ("fp32", "bf16", "fp16")
     assert PLANS["nf4-dq"].double_quant and not PLANS["nf4"].double_quant
@@ -38,7 +39,7 @@ def test_bad_precision_lists_valid_precisions():
         QuantPlan(llm="int4")
     for p in PRECISIONS:
         assert p in str(err.value)
-    with pytest.raises(ValueError, match="projectors precision 'nf4' is not one of fp32, bf16, fp16, int8$"):
+    with pytest.raises(ValueError, match="projectors precision 'nf4' is not one of fp32, bf16, fp16, int8, hqq8, ao-int8, ao-int8dq$"):
         QuantPlan(projectors="nf4")  # projectors: at most 8-bit
     with pytest.raises(ValueError, match="embeddings precision 'nf4' is not one of fp32, bf16, fp16, host$"):
         QuantPlan(embeddings="nf4")  # a gather: float, or the host
@@ -80,9 +81,9 @@ def test_estimator_rules_by_hand():
     from quant.estimate import linear_bytes
 
     # 128x96 nf4: 6144 bytes packed, 192 blocks of 64
-    assert linear_bytes("nf4", 96, 128, False) == (6144, 192 * 4 + 16 * 4)
-    assert linear_bytes("nf4", 96, 128, True) == (6144, 192 + 4 + 4 + 256 * 4 + 16 * 4)
-    assert linear_bytes("int8", 96, 128, False) == (96 * 128, 96 * 4)
+    assert linear_bytes("nf4", 96, 128, PLANS["nf4"]) == (6144, 192 * 4 + 16 * 4)
+    assert linear_bytes("nf4", 96, 128, PLANS["nf4-dq"]) == (6144, 192 + 4 + 4 + 256 * 4 + 16 * 4)
+    assert linear_bytes("int8", 96, 128, PLANS["int8"]) == (96 * 128, 96 * 4)
 
 
 def test_cli_json_and_errors():
@@ -104,7 +105,7 @@ def test_cli_json_and_errors():
     )
     assert bad.returncode == EXIT_USAGE
     lines = [line for line in bad.stderr.splitlines() if "kernels" not in line]
-    assert len(lines) == 1 and "valid plans: fp16, int8, nf4, nf4-dq, edge-8gb, edge-6gb" in lines[0]
+    assert len(lines) == 1 and f"valid plans: {', '.join(PLANS)}" in lines[0]
     assert main(["--preset", "13b", "--plan", "fp16"]) == EXIT_USAGE
 
 
