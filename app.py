@@ -306,12 +306,17 @@ def _wire_study(c: dict, session, tabs: Tabs) -> None:
     import gradio as gr
 
     def on_mark(event, condition, s, request):
+        # the tab's own running session; else (a researcher's page beside participants'
+        # pages) every running session of the app
+        s = tabs.seen(request.session_hash, s)
+        targets = [s] if s.running else [t for t in tabs.sessions() if t.running] or [s]
         try:
-            m = tabs.seen(request.session_hash, s).mark(event, condition or None)
+            marks = [t.mark(event, condition or None) for t in targets]
         except ValueError as e:
             raise user_error(str(e)) from None
-        cond = f" ({m.condition})" if m.condition else ""
-        return f"marked **{m.event}**{cond} at {m.media_time:.1f} s", ""
+        cond = f" ({marks[0].condition})" if marks[0].condition else ""
+        where = f"at {marks[0].media_time:.1f} s" if targets == [s] else f"in {len(marks)} running session(s)"
+        return f"marked **{marks[0].event}**{cond} {where}", ""
 
     def on_tick(s):
         rec = recording_markdown(s)
@@ -334,6 +339,8 @@ def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
 
     def analyse_file(path, window_s, hop_s, gate_policy, s, progress=gr.Progress()):
         """Analyse a video file window by window → status, table, timeline, JSONL, CSV."""
+        if s.participant_view:
+            raise user_error("A participant's page does not analyse files.")
         if not path:
             raise user_error("Upload a video file first.")
         progress(0.0, desc="decoding + analysing")
@@ -374,8 +381,9 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
                            delete_callback=lambda s: s.close())
         with gr.Tab("Live"):
             live = _live_tab(a, holder)
-        with gr.Tab("File", visible=not a.participant_view) as file_tab:
-            file = _file_tab(a)
+        with gr.Tab("File"):  # (Gradio 6 does not hide a tab's header: its content is hidden)
+            with gr.Column(visible=not a.participant_view) as file_tab:
+                file = _file_tab(a)
         _wire_live(live, banner, session, holder, tabs)
         _wire_file(file, live, session, holder)
 

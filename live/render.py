@@ -130,9 +130,12 @@ def sessions_markdown(sessions) -> str:
         label = latest.get("label") or "–"
         at = f"{latest['end']:.1f} s" if latest.get("end") is not None else "–"
         view = "participant" if getattr(s, "participant_view", False) else "researcher"
-        rows.append(f"| {k} | {who} | {view} | {'🔴 live' if s.running else 'stopped'} | {done} | {label} | {at} |")
+        marks = s.markers.markers()
+        event = marks[-1].event if marks else "–"
+        rows.append(f"| {k} | {who} | {view} | {'🔴 live' if s.running else 'stopped'} | {done} | {label} | "
+                    f"{at} | {event} |")
     if not rows:
         return "No open sessions."
-    return ("| # | participant | view | state | windows analysed | newest label | at |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    return ("| # | participant | view | state | windows analysed | newest label | at | last event |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 

@@ -72,3 +72,18 @@ def test_participant_view_is_sent_no_labels(tiny, clip, tmp_path):  # noqa: F811
     assert all(isinstance(x, dict) for x in rest)  # gr.skip(): faces, label, explanation, plot... not sent
     table = sessions_markdown([s])
     assert "participant" in table and (s.latest["label"] or "–") in table
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--ssl-certfile", "cert.pem"], "--ssl-certfile and --ssl-keyfile go together"),
+    (["--ssl-certfile", "nope.pem", "--ssl-keyfile", "nope.key"], "--ssl-certfile file not found: nope.pem"),
+    (["--markers", "psychopy"], "expected lsl:NAME"),
+])
+def test_app_rejects_bad_ssl_and_marker_options(argv, needle):
+    with pytest.raises(app.CliError, match=needle):
+        app.check_args(app.parse_args(argv))
+
+
+def test_app_names_an_lsl_stream_that_does_not_answer(capsys):
+    assert app.main(["--markers", "lsl:absent-stream-" + str(id(capsys)), "--log-file", "/dev/null"]) == app.EXIT_USAGE
+    assert "no LSL stream named" in capsys.readouterr().err
