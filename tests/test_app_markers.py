@@ -4,6 +4,8 @@ drawn on the timeline; an LSL marker to a running session; the participant view'
 refresh sends no labels; the recording indicator and the researcher's overview."""
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pylsl
 import pytest
@@ -44,6 +46,11 @@ def test_marked_event_reaches_log_records_and_timeline(tiny, clip, tmp_path):  #
         if r["start"] >= m.media_time and r["start"] < marks[1]["media_time"]:
             assert (r["event"], r["condition"]) == ("stim_1", "negative")
     assert any(r["events"] for r in windows)
+    # the session CSV: marker rows say so, window rows carry their event and condition
+    with open(s.study.export_csv(), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["type"], r["event"]) for r in rows if r["type"]] == [("marker", "stim_1"), ("marker", "from_lsl")]
+    assert any(r["event"] == "stim_1" and r["condition"] == "negative" and r["index"] for r in rows)
     ax = timeline.axes[0]
     dashed = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
     assert [round(l.get_xdata()[0], 3) for l in dashed] == [round(m.media_time, 3), round(marks[1]["media_time"], 3)]
