@@ -27,14 +27,18 @@ MARKERS_FILE = "markers.jsonl"
 class RunEvents:
     """``events``: an events-table path; ``markers``: ``lsl:NAME``; ``lsl_out``: an
     outlet stream name; ``live``: the run's source is stamped on a running clock
-    (webcam, microphone, a file with ``--realtime``). ``timeline`` is the run's
+    (webcam, microphone, a file with ``--realtime``); ``paced_file``: the source is a file
+    with ``--realtime`` (no events table then). ``timeline`` is the run's
     ``MarkerTimeline`` (None without a marker source: records keep null fields)."""
 
     def __init__(self, events: str | Path | None = None, markers: str | None = None,
-                 lsl_out: str | None = None, live: bool = False) -> None:
+                 lsl_out: str | None = None, live: bool = False, paced_file: bool = False) -> None:
         from . import lsl
 
         self.live = live
+        if events and paced_file:
+            raise ValueError("--events with --realtime: an events table is in media time, a file "
+                             "paced in real time is stamped on the session clock; drop --realtime")
         self.timeline = MarkerTimeline(load_events(events)) if events else None
         self.inlet = self.outlet = None
         self._log: AppendFile | None = None
