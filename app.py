@@ -3,7 +3,8 @@
     .venv/bin/python app.py [--model DIR|HUB_ID|tiny] [--plan NAME] [--port 7860]
                             [--host ADDR] [--share] [--auth-file FILE] [--log-file runs/app.log]
                             [--video FILE] [--log-session S --participant P] [--keep-media --consent]
-                            [--markers lsl:NAME] [--ssl-certfile F --ssl-keyfile F] [--participant-view]
+                            [--markers lsl:NAME] [--lsl-out NAME] [--ssl-certfile F --ssl-keyfile F]
+                            [--participant-view]
 
 Live tab: the browser's webcam + microphone stream into a per-tab ``live.session.
 LiveSession``; a timer draws its newest results (``live.render``). File tab (and the
@@ -47,7 +48,7 @@ from pathlib import Path
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device
 from live.file_analysis import analyse_at_start, analyse_video
 from live.hosting import AUTH_ENV, LOG_FILE, check_exposure, read_auth, setup_logging
-from live.lsl import LSLError, MarkerInlet, marker_stream_name
+from live.lsl import LSLError, MarkerInlet, WindowOutlet, marker_stream_name
 from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
 from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, label_markdown,
                          model_banner, recording_markdown, sessions_markdown, speech_markdown,
@@ -361,12 +362,13 @@ def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
 
 def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startup=None,
              shared_log: StudyLog | None = None, owners: LogOwners | None = None,
-             inlet: MarkerInlet | None = None):
+             inlet: MarkerInlet | None = None, outlet: WindowOutlet | None = None):
     """The page. ``args``: defaults for settings; ``startup``: a dict filled by a
     ``--video`` job (its file outputs are shown on page load); ``shared_log``: the
     ``--log-session`` log every way of analysing writes to; ``owners``: who owns which
     study session id (a fresh ``LogOwners`` when not given); ``inlet``: an opened
-    ``--markers`` LSL inlet (started here, its markers sent to every open tab)."""
+    ``--markers`` LSL inlet (started here, its markers sent to every open tab);
+    ``outlet``: the ``--lsl-out`` streams every tab's analysed windows go to."""
     import gradio as gr
 
     a = args or parse_args([])
@@ -376,9 +378,12 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         gr.Markdown("# Omni-Emotion Live\nWhat emotion the person in front of the camera "
                     "shows, and why. Everything runs on this machine.")
         banner = gr.Markdown(model_banner(holder), elem_id="banner")
-        session = gr.State(lambda: LiveSession(holder, a.window, a.hop, a.gate, a.log_dir,
-                                               shared_log=shared_log, owners=owners),
-                           delete_callback=lambda s: s.close())
+        def new_session() -> LiveSession:
+            s = LiveSession(holder, a.window, a.hop, a.gate, a.log_dir, shared_log=shared_log, owners=owners)
+            s.outlet = outlet
+            return s
+
+        session = gr.State(new_session, delete_callback=lambda s: s.close())
         with gr.Tab("Live"):
             live = _live_tab(a, holder)
         with gr.Tab("File"):  # (Gradio 6 does not hide a tab's header: its content is hidden)
@@ -447,6 +452,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "recordings for research (recorded in the study log; ticks the page's consent box)")
     p.add_argument("--markers", metavar="lsl:NAME", help="event markers from the LSL stream NAME "
                    "(docs/study.md), sent to every running live session")
+    p.add_argument("--lsl-out", metavar="NAME", help="publish every tab's analysed windows as LSL "
+                   "streams NAME (JSON) and NAME-values (docs/study.md)")
     p.add_argument("--ssl-certfile", help="serve over HTTPS with this certificate (PEM); browsers give "
                    "a page on another machine the camera only over HTTPS (docs/study.md)")
     p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM), with --ssl-certfile")
@@ -515,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             shared_log = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media,
                                   consent=args.consent)
         inlet = MarkerInlet(marker_stream_name(args.markers)).open() if args.markers else None
-    except (CliError, OSError, StudyLogError, LSLError) as e:
+        outlet = WindowOutlet(args.lsl_out) if args.lsl_out else None
+    except (CliError, OSError, StudyLogError, LSLError, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     limit_malloc()  # before the threads that allocate start
@@ -535,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.video:
         threading.Thread(target=analyse_at_start, daemon=True,
                          args=(holder, args.video, args.window, args.hop, args.gate, startup, shared_log)).start()
-    demo = build_ui(holder, args, startup, shared_log, owners, inlet)
+    demo = build_ui(holder, args, startup, shared_log, owners, inlet, outlet)
     theme = __import__("gradio").themes.Default(font=["system-ui", "sans-serif"],
                                                 font_mono=["ui-monospace", "monospace"])
     # system fonts: the page makes no request outside this machine

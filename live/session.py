@@ -88,6 +88,8 @@ class LiveSession:
         self.self_report_at: float | None = None
         self.markers = MarkerTimeline()  # the newest run's event markers (page, LSL)
         self.participant_view = False  # the tab is a participant's: the page sends it no labels
+        self.outlet = None  # the app's live.lsl.WindowOutlet (--lsl-out): analysed windows published
+        self.run_clock = None  # the newest run's session clock (kept after stop for its last windows)
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies the value its factory made for a new tab; that value is
@@ -112,7 +114,7 @@ class LiveSession:
             self.markers.subscribe(lambda m: self._on_marker(m, run))
             eng = Engine(self.source, lambda w: self._analyse(w, run), cfg, markers=self.markers,
                          on_frame=self._on_frame, on_window=lambda ev: self._on_window(ev, run))
-            self.engine = eng
+            self.engine, self.run_clock = eng, eng.clock
             self.started_at = time.monotonic()
             self.thread = threading.Thread(target=self._run, args=(eng,), name=f"live-{run}", daemon=True)
             self.thread.start()
@@ -217,6 +219,8 @@ class LiveSession:
             self.records.append(rec)
             if ev.result is not None:
                 self.latest = rec
+            if self.outlet is not None:
+                self.outlet.publish(rec, self.run_clock, live=True)
             # under the lock: stop()/set_logging() cannot close the log between the
             # run check above and this write
             if self.study is not None:

@@ -94,3 +94,29 @@ def test_app_rejects_bad_ssl_and_marker_options(argv, needle):
 def test_app_names_an_lsl_stream_that_does_not_answer(capsys):
     assert app.main(["--markers", "lsl:absent-stream-" + str(id(capsys)), "--log-file", "/dev/null"]) == app.EXIT_USAGE
     assert "no LSL stream named" in capsys.readouterr().err
+
+
+def test_app_outlet_publishes_a_tabs_analysed_windows(tiny, clip, tmp_path):  # noqa: F811
+    import json
+    import uuid
+
+    from live.lsl import WindowOutlet
+
+    _, _, frames, audio48 = clip
+    name = f"omni-app-{uuid.uuid4().hex[:10]}"
+    s = LiveSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
+    s.outlet = WindowOutlet(name)
+    (info,) = pylsl.resolve_byprop("name", name, timeout=5)
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=5)
+    feed(s, frames[:20], audio48)
+    assert wait_until(lambda: sum(r["analysed"] for r in s.records) >= 2)
+    s.stop()
+    published = [r["index"] for r in s.records if r["analysed"]]
+    got = []
+    while True:
+        sample, _ = inlet.pull_sample(timeout=1.0)
+        if sample is None:
+            break
+        got.append(json.loads(sample[0])["index"])
+    assert got == published  # every analysed window, in order, the last drained one too
