@@ -157,3 +157,19 @@ def test_training_and_file_analysis_paths_see_it_upright(files):
     g, r = got.rgb(), ref.rgb()
     assert g.shape == r.shape == (8, 240, 320, 3)
     assert np.abs(g.astype(int) - r.astype(int)).mean() < MAX_PIXEL_DIFF
+
+
+def test_a_large_sideways_frame_is_scaled_then_turned():
+    import av
+
+    from live.frames import VideoFrame
+
+    img = np.zeros((1080, 1920, 3), np.uint8)
+    img[:108, :192] = (255, 0, 0)  # a red block in the stored picture's top-left corner
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+    vf = VideoFrame(0.0, frame, orient=(True, True, False))  # = np.rot90(stored, 1), ccw
+    assert (vf.width, vf.height, vf.scale) == (360, 640, 3.0)
+    rgb = vf.rgb()
+    assert rgb.shape == (640, 360, 3)
+    # turned counter-clockwise, the top-left corner is at the bottom-left
+    assert rgb[-20:, :20, 0].mean() > 200 and rgb[:20, :20, 0].mean() < 50
