@@ -91,8 +91,9 @@ def test_app_rejects_bad_ssl_and_marker_options(argv, needle):
         app.check_args(app.parse_args(argv))
 
 
-def test_app_names_an_lsl_stream_that_does_not_answer(capsys):
-    assert app.main(["--markers", "lsl:absent-stream-" + str(id(capsys)), "--log-file", "/dev/null"]) == app.EXIT_USAGE
+def test_app_names_an_lsl_stream_that_does_not_answer(capsys, monkeypatch):
+    monkeypatch.setattr(app, "setup_logging", lambda log_file: None)  # no handlers left on the root logger
+    assert app.main(["--markers", "lsl:absent-stream-" + str(id(capsys))]) == app.EXIT_USAGE
     assert "no LSL stream named" in capsys.readouterr().err
 
 
