@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+from pylsl.util import LostError, TimeoutError as LSLTimeout
 
 from live.analyser import FakeAnalyser
 from live.cli import EXIT_USAGE
@@ -156,17 +157,33 @@ def test_live_run_reads_lsl_markers_and_names_a_missing_stream(tmp_path):
 
     pusher = threading.Thread(target=keep_pushing)
     pusher.start()
+    out_name = unique("omni-run")
     try:
-        r = subprocess.run([sys.executable, "-m", "live.run", g["path"], "--realtime", "--out", tmp_path / "o",
-                            "--markers", f"lsl:{name}", "--window", "1", "--hop", "0.5"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        proc = subprocess.Popen([sys.executable, "-m", "live.run", g["path"], "--realtime", "--out",
+                                 tmp_path / "o", "--markers", f"lsl:{name}", "--lsl-out", out_name,
+                                 "--window", "1", "--hop", "0.5", "--analyser", "fake", "--fake-delay", "0.01"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        inlet, _ = open_inlet(out_name)  # published from the run's start: read what comes after this
+        published = []
+        while True:
+            try:
+                sample, _ = inlet.pull_sample(timeout=0.5)
+            except (LostError, LSLTimeout):  # the run ended and its outlet with it
+                break
+            if sample is not None:
+                published.append(json.loads(sample[0])["index"])
+            elif proc.poll() is not None:
+                break
+        _, err = proc.communicate(timeout=300)
     finally:
         stop.set()
         pusher.join()
-    assert r.returncode == 0, r.stderr
+    assert proc.returncode == 0, err
     markers = [json.loads(l) for l in (tmp_path / "o" / "markers.jsonl").read_text().splitlines()]
     assert markers and all(m["event"].startswith("tick") and m["condition"] is None for m in markers)
     wins = [json.loads(l) for l in (tmp_path / "o" / "windows.jsonl").read_text().splitlines()]
     listed = [e for w in wins for e in w["events"]]
     assert listed and {e["event"] for e in listed} <= {m["event"] for m in markers}
     assert np.all(np.diff([m["media_time"] for m in markers]) > 0)
+    analysed = [w["index"] for w in wins if w["analysed"]]
+    assert published and published == analysed[-len(published):]  # the run's windows, in order
