@@ -4,7 +4,9 @@
                               [--model DIR [--plan NAME]] [...]
 
 SOURCE: a file path, ``webcam[:N]`` or ``mic[:DEVICE]``. Writes DIR/frames.jsonl,
-DIR/speech.jsonl, DIR/windows.jsonl (a DIR that exists and is not empty is refused
+DIR/speech.jsonl, DIR/windows.jsonl, with ``--events CSV`` / ``--markers lsl:NAME``
+also DIR/markers.jsonl (``live.run_events``; ``--lsl-out NAME`` publishes the
+windows on LSL) (a DIR that exists and is not empty is refused
 unless ``--overwrite``) and prints, last, one JSON line of stats:
 ``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
 "dropped_windows", "analyser_errors"}``.
@@ -27,8 +29,10 @@ import sys
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
 from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, fail
 from .face_models import ENV_MODELS, FaceModelError
+from .lsl import LSLError
 from .media import HOP_S, WINDOW_S, check_window
-from .sources import SourceError, open_source
+from .run_events import RunEvents
+from .sources import FileSource, SourceError, open_source
 from .window import GATES
 
 
@@ -56,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files read as fast as possible: wait for the analyser, drop nothing")
     p.add_argument("--face-models", help=f"folder with the BlazeFace .tflite files (or ${ENV_MODELS})")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--events", metavar="CSV",
+                   help="the file's events table: columns time_s,event[,condition] (docs/study.md)")
+    p.add_argument("--markers", metavar="lsl:NAME",
+                   help="event markers from the LSL stream NAME (a live source or --realtime)")
+    p.add_argument("--lsl-out", metavar="NAME",
+                   help="publish analysed windows as LSL streams NAME (JSON) and NAME-values")
     return p
 
 
@@ -121,21 +131,26 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args.source, realtime=args.realtime)
         source.open()  # fail fast, before loading models; Engine.run reopens
         source.close()
+        events = RunEvents(args.events, args.markers, args.lsl_out, live=source.live,
+                           paced_file=args.realtime and isinstance(source, FileSource))
         out = check_out(args.out, args.overwrite)
         analyser = make_analyser(args)
         tracker = FaceTracker(MediaPipeFaceDetector(args.face_models)) if source.has_video else None
-    except (CliError, SourceError, FaceModelError, ValueError, KeyboardInterrupt) as e:
-        return fail(e, usage=(SourceError, FaceModelError, ValueError))
+    except (CliError, SourceError, FaceModelError, ValueError, LSLError, KeyboardInterrupt) as e:
+        return fail(e, usage=(SourceError, FaceModelError, ValueError, LSLError))
     # 2. the work: a failure now (a decode error mid-file) is a runtime error
     try:
         with SessionLog(out) as slog:
             engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=slog.frame,
-                            on_segment=slog.segment, on_window=slog.window)
+                            on_segment=slog.segment, on_window=lambda ev: events.window(slog.window(ev)),
+                            markers=events.timeline)
+            events.start(out, engine.clock)
             stats = engine.run(progress=not args.no_progress and not args.realtime
                                and sys.stderr.isatty())
     except (SourceError, OSError, KeyboardInterrupt) as e:
         return fail(e)
     finally:
+        events.close()
         if getattr(args, "pool_handle", None) is not None:
             args.pool_handle.close()
     print(json.dumps(stats), flush=True)
