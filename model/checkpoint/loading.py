@@ -110,6 +110,25 @@ def _random_value(module: nn.Module, name: str, shape, dtype, gen: torch.Generat
     return torch.empty(shape, dtype=dtype).normal_(0.0, INIT_STD, generator=gen)
 
 
+def random_layout(model: nn.Module) -> dict[str, tuple[nn.Module, str, torch.Tensor]]:
+    """What a checkpoint of `model` (built on the meta device, buffers real) saves, in
+    order: name → (owning module, attribute, meta parameter or real buffer). A tied
+    output head is left out, as `save_pretrained` leaves it out (loading ties it)."""
+    saved = model.state_dict().keys()
+    tied = set(getattr(model, "_tied_weights_keys", None) or {}) if model.config.tie_word_embeddings else set()
+    owners = dict(model.named_modules())
+    tensors = {}
+    for name, p in model.named_parameters():
+        if name not in tied:
+            mod, _, attr = name.rpartition(".")
+            tensors[name] = (owners[mod], attr, p)
+    for name, b in model.named_buffers():
+        if name in saved and name not in tied:
+            mod, _, attr = name.rpartition(".")
+            tensors[name] = (owners[mod], attr, b)
+    return tensors
+
+
 def build_random(preset: str, out: str | Path, dtype: torch.dtype = torch.float32, seed: int = 0,
                  shard_bytes: int = SHARD_BYTES, **overrides) -> Path:
     """A checkpoint of `preset`'s architecture with random weights, written to `out` one
@@ -127,16 +146,7 @@ def build_random(preset: str, out: str | Path, dtype: torch.dtype = torch.float3
     config.dtype = dtype
     with init_empty_weights(include_buffers=False):
         model = OmniEmotionForConditionalGeneration(config)
-    saved = model.state_dict().keys()
-    owners = dict(model.named_modules())
-    tensors = {}  # name → (owner module, attribute, meta or real tensor); tied weights once
-    for name, p in model.named_parameters():
-        mod, _, attr = name.rpartition(".")
-        tensors[name] = (owners[mod], attr, p)
-    for name, b in model.named_buffers():
-        if name in saved:
-            mod, _, attr = name.rpartition(".")
-            tensors[name] = (owners[mod], attr, b)
+    tensors = random_layout(model)
     shards, size = [[]], 0
     for name, (_, _, t) in tensors.items():
         nbytes = t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
