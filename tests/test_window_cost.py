@@ -94,3 +94,14 @@ def test_cli_prints_one_json_object(tmp_path):
     printed = json.loads(out.stdout)
     assert printed == json.loads((tmp_path / "c.json").read_text())
     assert set(printed["live"]) == set(STAGES) | {"total"}
+
+
+def test_an_unmet_bound_names_the_stage_that_holds_it(monkeypatch):
+    import bench.window_cost as wc
+
+    monkeypatch.setitem(wc.BOUNDS, "tiny", 0.01)
+    cost = wc.window_cost("tiny")
+    assert cost["met"] is False and cost["held_by"] == cost["largest_live_stage"]
+    assert cost["live"][cost["held_by"]] == max(cost["live"][s] for s in STAGES)
+    monkeypatch.setitem(wc.BOUNDS, "tiny", 1.0)
+    assert "held_by" not in wc.window_cost("tiny")
