@@ -105,3 +105,14 @@ def test_an_unmet_bound_names_the_stage_that_holds_it(monkeypatch):
     assert cost["live"][cost["held_by"]] == max(cost["live"][s] for s in STAGES)
     monkeypatch.setitem(wc.BOUNDS, "tiny", 1.0)
     assert "held_by" not in wc.window_cost("tiny")
+
+
+def test_time_runs_both_paths_on_a_random_checkpoint():
+    """`--time` on the tiny preset: the same code that times the 0.5b random checkpoint
+    (built with `build_random`, live warm window to label, naive window to full answer)."""
+    out = subprocess.run([sys.executable, "bench/window_cost.py", "--preset", "tiny", "--time", "--answer-tokens", "16"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    timed = json.loads(out.stdout)["time"]
+    assert timed["live_to_label_s"] > 0 and timed["naive_to_full_answer_s"] > 0 and timed["naive_tokens"] == 16
+    assert timed["ratio"] == round(timed["live_to_label_s"] / timed["naive_to_full_answer_s"], 4)
