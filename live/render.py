@@ -64,7 +64,8 @@ def timeline_figure(records: list[dict], title: str = "labels over time", marker
 def model_banner(holder) -> str:
     """Which model serves (a ``live.session.ModelServer``), as one Markdown line."""
     icon = {"ready": "✅", "loading": "⏳", "failed": "❌"}[holder.state]
-    return f"{icon} **Model**: {holder.status()}"
+    config = getattr(getattr(getattr(holder, "analyser", None), "model", None), "config", None)  # random_weights: issue 23
+    return f"{icon} **Model**: {holder.status()}" + (" — ⚠️ **random weights** (a size/speed check: its labels mean nothing)" if getattr(config, "random_weights", False) else "")
 
 
 def label_markdown(rec: dict | None) -> str:

@@ -143,3 +143,89 @@ def test_preset_vocab_follows_the_llava_onevision_conversion_rule(preset, publis
     derived = -(-rows // LLAVA_OV_PAD_MULTIPLE) * LLAVA_OV_PAD_MULTIPLE
     assert derived == published  # the llava-hf/llava-onevision-qwen2-*-ov-hf config values
     assert preset_config(preset).text_config.vocab_size == derived
+
+
+# ---- random real-size checkpoints (issue 23) ------------------------------------------
+
+
+def test_random_tiny_goes_through_the_real_size_path_and_loads_everywhere(tmp_path):
+    """`--random` on the tiny preset: the same code that writes the 0.5b/7b checkpoints
+    (meta model, tensors drawn shard by shard) gives a checkpoint that loads, is marked
+    random, generates, and loads through the quantization loader too."""
+    from model.checkpoint.loading import is_random
+    from quant.load import load_model
+
+    out = run_cli("--preset", "tiny", "--random", "--out", str(tmp_path / "ck"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["random"] is True
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["random_weights"] is True
+    model, processor = load(tmp_path / "ck")
+    assert is_random(model.config)
+    reference, _ = build_tiny_reference()
+    assert set(model.state_dict()) == set(reference.state_dict())
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p).all(), name
+    batch = processor([{"role": "user", "content": "How does she feel?"}], Clip(audio=torch.zeros(16000).numpy()))
+    with torch.no_grad():
+        ids = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert ids.shape[1] == batch["input_ids"].shape[1] + 3
+    quantized, _ = load_model(tmp_path / "ck", "fp16", "cpu")
+    assert is_random(quantized.config)
+
+
+def build_tiny_reference():
+    from model.checkpoint.loading import build_tiny
+
+    return build_tiny()
+
+
+def test_random_build_shards_like_save_pretrained(tmp_path):
+    """Small shards force an index that `load` follows; the dtype is the one asked for."""
+    from model.checkpoint.loading import build_random
+
+    build_random("tiny", tmp_path / "ck", dtype=torch.bfloat16, shard_bytes=200_000)
+    index = json.loads((tmp_path / "ck" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    model, _ = load(tmp_path / "ck")
+    assert model.dtype == torch.bfloat16
+    assert set(model.state_dict()) == set(index["weight_map"])
+
+
+@pytest.mark.parametrize("preset", ["0.5b", "7b"])
+def test_random_real_size_layout_matches_the_described_model(preset):
+    """What `--random --preset 0.5b|7b` writes, checked on the meta device (no 7B write in
+    tests): every parameter of the preset (tied head once), the published parameter
+    count, and at float16 the bytes of the checkpoint files."""
+    from accelerate import init_empty_weights
+
+    from model.checkpoint.loading import describe, random_layout
+    from model.net.modeling import OmniEmotionForConditionalGeneration
+    from model.net.presets import preset_config
+    from model.net.tokenizer import apply_token_ids, build_tiny_tokenizer
+
+    config = preset_config(preset)
+    apply_token_ids(config, build_tiny_tokenizer())  # ids do not change shapes
+    with init_empty_weights(include_buffers=False):
+        model = OmniEmotionForConditionalGeneration(config)
+    layout = random_layout(model)
+    params = sum(t.numel() for _, _, t in layout.values() if t.device.type == "meta")
+    assert params == describe(preset)["total"]
+    assert ("lm_head.weight" in layout) == (not config.tie_word_embeddings)
+    fp16_gb = sum(t.numel() * (2 if t.is_floating_point() else t.element_size()) for _, _, t in layout.values()) / 1e9
+    assert (3.2 < fp16_gb < 3.3) if preset == "0.5b" else (17.5 < fp16_gb < 17.7)  # quant.plan: 3.243, 17.573
+
+
+def test_sized_tokenizer_has_the_real_layout():
+    """The offline stand-in for LLaVA-OneVision's tokenizer: Qwen2's size and ids."""
+    from model.net.config import LLAVA_OV_IMAGE_TOKEN_ID, LLAVA_OV_VIDEO_TOKEN_ID
+    from model.net.presets import preset_config
+    from model.net.tokenizer import build_sized_tokenizer
+
+    tok = build_sized_tokenizer()
+    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]) == \
+        [151643, 151644, 151645, LLAVA_OV_IMAGE_TOKEN_ID, LLAVA_OV_VIDEO_TOKEN_ID]
+    assert len(tok) == 151_654 <= preset_config("0.5b").text_config.vocab_size  # + our six tokens
+    text = "Open-vocabulary labels: worried, tense."
+    small = build_tiny_tokenizer(omni_tokens=False)
+    assert tok.tokenize(text) == small.tokenize(text)  # the same pieces: prompt lengths as the tiny model's
+    assert isinstance(tok.decode(list(range(0, 151_654, 997))), str)  # every id decodes

@@ -1,6 +1,8 @@
 """Build Omni-Emotion checkpoints.
 
     python -m model.checkpoint.build --preset tiny --out DIR                 # random tiny model
+    python -m model.checkpoint.build --preset 0.5b|7b --random --out DIR [--dtype bfloat16]
+                                     # real-size architecture, random weights, offline tokenizer
     python -m model.checkpoint.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
     python -m model.checkpoint.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
 
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--describe", action="store_true", help="print parameter counts (meta device)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--from-pretrained", action="store_true", help="compose from public checkpoints")
+    ap.add_argument("--random", action="store_true",
+                    help="random weights at the preset's real size (no download; config marks it random)")
     ap.add_argument("--base", help="LLaVA-OneVision hub id or folder (default: the preset's)")
     ap.add_argument("--audio", help="Whisper hub id or folder (default: openai/whisper-large-v3)")
     ap.add_argument("--face", help="FaceXFormer model.pt (omitted: random face encoder)")
@@ -53,7 +57,11 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not args.out:
         ap.error("--out is required unless --describe")
     check_out(args.out, args.overwrite)  # before minutes of downloading
-    if args.from_pretrained:
+    if args.random and args.from_pretrained:
+        ap.error("--random and --from-pretrained exclude each other")
+    if args.random:
+        loading.build_random(args.preset, args.out, dtype=DTYPES[args.dtype], seed=args.seed, fusion=args.fusion)
+    elif args.from_pretrained:
         if args.preset == "tiny" and not (args.base and args.audio):
             ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
         if args.face and not Path(args.face).is_file():
@@ -74,11 +82,11 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     elif args.preset == "tiny":
         loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
     else:
-        ap.error(f"--preset {args.preset} has no random build; use --from-pretrained or --describe")
+        ap.error(f"--preset {args.preset}: give --random (random weights) or --from-pretrained, or --describe")
     if args.json:
-        print(json.dumps({"out": args.out, "preset": args.preset}))
+        print(json.dumps({"out": args.out, "preset": args.preset, "random": bool(args.random or not args.from_pretrained)}))
     else:
-        print(f"wrote {args.preset} checkpoint to {args.out}")
+        print(f"wrote {args.preset} checkpoint{' (random weights)' if args.random else ''} to {args.out}")
     return 0
 
 

@@ -23,7 +23,7 @@ from model.net.face_encoder import FaceXFormerEncoder, load_facexformer_checkpoi
 from model.net.modeling import FaceVisualCrossAttention, OmniEmotionForConditionalGeneration, ProjectorMLP
 from model.net.presets import preset_config
 from model.net.processor import OmniEmotionProcessor
-from model.net.tokenizer import add_omni_special_tokens, apply_token_ids, build_tiny_tokenizer
+from model.net.tokenizer import add_omni_special_tokens, apply_token_ids, build_sized_tokenizer, build_tiny_tokenizer
 
 AutoModel.register(OmniEmotionConfig, OmniEmotionForConditionalGeneration)
 
@@ -87,6 +87,98 @@ def build_tiny(out: str | Path | None = None, seed: int = 0, **overrides):
     if out is not None:
         save(model, processor, out)
     return model, processor
+
+
+# Set in the config.json of a checkpoint whose weights are random (`build_random`): no
+# label it gives means anything; the page and the results say so.
+RANDOM_FLAG = "random_weights"
+SHARD_BYTES = 2 * 1024**3
+INIT_STD = 0.02  # the decoders' and encoders' `initializer_range`
+
+
+def is_random(config) -> bool:
+    """Whether a checkpoint's weights are random (built by `build_random`)."""
+    return bool(getattr(config, RANDOM_FLAG, False))
+
+
+def _random_value(module: nn.Module, name: str, shape, dtype, gen: torch.Generator) -> torch.Tensor:
+    """A parameter's random value: norms' weights 1, biases 0, every other tensor N(0, 0.02²)."""
+    if name.endswith("bias"):
+        return torch.zeros(shape, dtype=dtype)
+    if "norm" in type(module).__name__.lower() and name.endswith("weight"):
+        return torch.ones(shape, dtype=dtype)
+    return torch.empty(shape, dtype=dtype).normal_(0.0, INIT_STD, generator=gen)
+
+
+def random_layout(model: nn.Module) -> dict[str, tuple[nn.Module, str, torch.Tensor]]:
+    """What a checkpoint of `model` (built on the meta device, buffers real) saves, in
+    order: name → (owning module, attribute, meta parameter or real buffer). A tied
+    output head is left out, as `save_pretrained` leaves it out (loading ties it)."""
+    saved = model.state_dict().keys()
+    tied = set(getattr(model, "_tied_weights_keys", None) or {}) if model.config.tie_word_embeddings else set()
+    owners = dict(model.named_modules())
+    tensors = {}
+    for name, p in model.named_parameters():
+        if name not in tied:
+            mod, _, attr = name.rpartition(".")
+            tensors[name] = (owners[mod], attr, p)
+    for name, b in model.named_buffers():
+        if name in saved and name not in tied:
+            mod, _, attr = name.rpartition(".")
+            tensors[name] = (owners[mod], attr, b)
+    return tensors
+
+
+def build_random(preset: str, out: str | Path, dtype: torch.dtype = torch.float32, seed: int = 0,
+                 shard_bytes: int = SHARD_BYTES, **overrides) -> Path:
+    """A checkpoint of `preset`'s architecture with random weights, written to `out` one
+    shard at a time (peak memory about one shard, so the 7b preset builds in a few GB of
+    RAM). Its tokenizer is built offline: the tiny BPE for `tiny`, and for the real
+    presets `build_sized_tokenizer` (Qwen2 / LLaVA-OneVision's size and special-token
+    ids). The config carries `random_weights: true` (`is_random`). Everything that loads
+    a checkpoint (`load`, `quant.load.load_model`) loads it like any other."""
+    import safetensors.torch
+
+    tokenizer = build_tiny_tokenizer() if preset == "tiny" else build_sized_tokenizer()
+    config = preset_config(preset, vocab_size=len(tokenizer) if preset == "tiny" else None, **overrides)
+    apply_token_ids(config, tokenizer)
+    setattr(config, RANDOM_FLAG, True)
+    config.dtype = dtype
+    with init_empty_weights(include_buffers=False):
+        model = OmniEmotionForConditionalGeneration(config)
+    tensors = random_layout(model)
+    shards, size = [[]], 0
+    for name, (_, _, t) in tensors.items():
+        nbytes = t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    weight_map, total = {}, 0
+    files = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for file, names in zip(files, shards):
+        part = {}
+        for name in names:
+            module, attr, t = tensors[name]
+            if t.device.type == "meta":
+                part[name] = _random_value(module, attr, t.shape, dtype, gen)
+            else:  # a real buffer (position indices, ...): as the module built it
+                part[name] = t.to(dtype) if t.is_floating_point() else t.contiguous()
+            total += part[name].numel() * part[name].element_size()
+            weight_map[name] = file
+        safetensors.torch.save_file(part, str(out / file), metadata={"format": "pt"})
+        del part
+    if len(files) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    config.save_pretrained(out)
+    OmniEmotionProcessor(tokenizer, config).save_pretrained(out)
+    return out
 
 
 def save(model: OmniEmotionForConditionalGeneration, processor: OmniEmotionProcessor, out: str | Path) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeatureExtractor
 
@@ -73,11 +74,27 @@ def _check_images(name: str, images: np.ndarray) -> None:
         raise ValueError(f"{name} is empty: shape {images.shape}")
 
 
-def _to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """(T, H, W, 3) uint8 → (T, 3, size, size) float32, resized and normalised."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+# Resampling of each base model's reference preprocessing (docs/model.md):
+# LLaVA-OneVision / SigLIP: transformers' SiglipImageProcessor (PIL backend) and
+# LlavaOnevisionVideoProcessor resize to 384×384 with bicubic, rescale 1/255, normalise 0.5/0.5;
+# FaceXFormer's transform: torchvision Resize((224, 224), BICUBIC) on a PIL image, ToTensor,
+# Normalize(ImageNet). Both are PIL's bicubic on the uint8 picture, done here the same way.
+FRAME_RESAMPLE = Image.Resampling.BICUBIC
+FACE_RESAMPLE = Image.Resampling.BICUBIC
+
+
+def _resize(images: np.ndarray, size: int, resample) -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, size, size, 3) uint8 with PIL (the references' resize)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize((size, size), resample))
+                     for im in images])
+
+
+def _to_pixels(images: np.ndarray, size: int, mean, std, resample=FRAME_RESAMPLE) -> torch.Tensor:
+    """(T, H, W, 3) uint8 → (T, 3, size, size) float32, resized (`resample`, on the uint8
+    picture as the references do), rescaled by 1/255 and normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(_resize(images, size, resample))).permute(0, 3, 1, 2).float().div_(255.0)
     mean_t = torch.tensor(mean, dtype=x.dtype)[None, :, None, None]
     std_t = torch.tensor(std, dtype=x.dtype)[None, :, None, None]
     return (x - mean_t) / std_t
@@ -178,7 +195,8 @@ class OmniEmotionProcessor:
                 raise ValueError(f"faces has {clip.faces.shape[0]} crops but the clip needs {t} (one per frame)")
         if present.any():  # no face in any frame: the face branch is absent (zeros)
             face_cfg = cfg.face_config
-            out["face_pixel_values"] = _to_pixels(clip.faces, face_cfg.image_size, face_cfg.image_mean, face_cfg.image_std)
+            out["face_pixel_values"] = _to_pixels(clip.faces, face_cfg.image_size, face_cfg.image_mean, face_cfg.image_std,
+                                                  FACE_RESAMPLE)
             out["face_present"] = torch.from_numpy(present.copy())
         if clip.has_audio:
             audio = self.validate_audio(clip.audio, sampling_rate)

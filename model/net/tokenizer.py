@@ -117,3 +117,43 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB, omni_tokens: bool = True)
     if omni_tokens:
         add_omni_special_tokens(fast)
     return fast
+
+
+# Qwen2's tokenizer (what LLaVA-OneVision-0.5B/7B ship): 151,643 byte-level BPE ids, then
+# <|endoftext|> 151643, <|im_start|> 151644, <|im_end|> 151645; LLaVA-OneVision adds
+# <image> 151646 and <video> 151647 (`model.net.config.LLAVA_OV_*_TOKEN_ID`).
+QWEN2_BPE_SIZE = 151_643
+
+
+def build_sized_tokenizer(bpe_size: int = QWEN2_BPE_SIZE, omni_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A stand-in for LLaVA-OneVision's tokenizer, built offline: `bpe_size` ordinary ids
+    (the tiny BPE's merges, so prompts tokenise into real pieces, then filler pieces that
+    BPE never produces but that decode to text), then Qwen2's three chat tokens and
+    `<image>`, `<video>` at Qwen2's / LLaVA-OneVision's ids (151643..151647 at the default
+    size) and, with `omni_tokens`, Omni-Emotion's six. For random real-size checkpoints
+    (`model.checkpoint.build --random`): the vocabulary has the real size and layout, the
+    pieces are not Qwen2's."""
+    small = build_tiny_tokenizer(omni_tokens=False)
+    state = __import__("json").loads(small.backend_tokenizer.to_str())
+    specials = [PAD, IM_START, IM_END, IMAGE, VIDEO]
+    vocab = {piece: i for piece, i in state["model"]["vocab"].items() if piece not in specials}
+    vocab = {piece: rank for rank, (piece, _) in enumerate(sorted(vocab.items(), key=lambda kv: kv[1]))}
+    if bpe_size < len(vocab):
+        raise ValueError(f"bpe_size {bpe_size} is below the base BPE's {len(vocab)} pieces")
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    n = 0
+    while len(vocab) < bpe_size:  # fillers: ASCII pieces with no merge path; ids past every real piece
+        piece = f"~{n}~"
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+        n += 1
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([_special(t) for t in specials])  # ids bpe_size .. bpe_size + 4
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD, unk_token=None,
+                                   padding_side="left")
+    fast.chat_template = CHAT_TEMPLATE
+    if omni_tokens:
+        add_omni_special_tokens(fast)
+    return fast
