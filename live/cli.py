@@ -23,6 +23,7 @@ them; docs link here).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -38,6 +39,38 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 DEVICE_DEFAULT = "auto"  # cuda if available, else cpu
 DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda, cuda:N"
 TRACEBACK_ENV = "OMNI_TRACEBACK"  # set (to anything) to see tracebacks of a CLI without a log
+
+
+# Library lines that say nothing to a user of this project, on every run that loads a
+# checkpoint (transformers imports torchao's quantizer, which tries its CUDA-only kernel
+# libraries): (logger, message start). They would bury the one `error:` line.
+LIBRARY_NOISE = (
+    ("torchao", "Failed to load "),  # CUDA kernel .so files; not used by the CPU paths
+    ("torch.utils._pytree", "<enum "),  # torchao registering Enum constants (deprecation)
+)
+
+
+class _DropNoise(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(self.start):
+            return True
+        torch = sys.modules.get("torch")  # on a CUDA machine a kernel that fails to load matters
+        return bool(self.start == "Failed to load " and torch is not None and torch.cuda.is_available())
+
+
+def quiet_library_noise() -> None:
+    """Drop the `LIBRARY_NOISE` lines (idempotent; done when this module is imported)."""
+    for name, start in LIBRARY_NOISE:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) and f.start == start for f in log.filters):
+            log.addFilter(_DropNoise(start))
+
+
+quiet_library_noise()
 
 
 class CliError(Exception):
