@@ -23,6 +23,7 @@ from .analyser import Analyser, AnalyserWorker, NullAnalyser, Result, make_resul
 from .buffers import AudioBuffer, FrameBuffer, audio_capacity_s, frame_capacity
 from .faces import FaceTracker, TrackedFace
 from .frames import AudioChunk, VideoFrame
+from .markers import NO_MARKER, MarkerTimeline
 from .sources import Clock, Source
 from .vad import CHUNK, HANGOVER_S, THRESHOLD, Segment, VADGate
 from .media import HOP_S, N_FRAMES, WINDOW_S, check_window
@@ -75,6 +76,9 @@ class WindowEvent:
     latency_s:  live sources, analysed windows: s from the window's end to its result
                 on the session clock; None otherwise (a file read as fast as possible
                 has no wall-clock meaning for its media times).
+    marks:      the window's event fields (``live.markers.MarkerTimeline.fields``:
+                event, condition, events), set by the engine when it hands the record
+                out; None: no markers (the fields are null / []).
     """
 
     window: Window
@@ -84,6 +88,7 @@ class WindowEvent:
     queue_s: float | None = None
     analyse_s: float | None = None
     latency_s: float | None = None
+    marks: dict | None = None
 
     def to_json(self, **context) -> dict:
         """The flat, JSON-able window record; ``context`` (e.g. run, source, plan) is
@@ -92,7 +97,7 @@ class WindowEvent:
         r["explanation"] = r["explanation"] or r["text"]  # an answer without an explanation part
         rec = {**self.window.summary(), "analysed": self.analysed, "reason": self.reason, **r,
                "queue_s": _round(self.queue_s, 4), "analyse_s": _round(self.analyse_s, 4),
-               "latency_s": _round(self.latency_s, 3)}
+               "latency_s": _round(self.latency_s, 3), **(self.marks or {**NO_MARKER, "events": []})}
         rec.update(context)
         return rec
 
@@ -127,6 +132,8 @@ class Engine:
     Callbacks (called on the processing thread, except ``on_window`` for analysed or
     failed windows, which comes from the analyser thread):
     ``on_frame(frame, faces)``, ``on_segment(segment)``, ``on_window(WindowEvent)``.
+    ``markers``: the session's ``live.markers.MarkerTimeline`` (an events table, an LSL
+    inlet, the page): each window's event fields are read from it as it is handed out.
     """
 
     def __init__(
@@ -140,6 +147,7 @@ class Engine:
         on_segment: Callable[[Segment], None] | None = None,
         on_window: Callable[[WindowEvent], None] | None = None,
         clock: Clock | None = None,
+        markers: MarkerTimeline | None = None,
     ) -> None:
         self.cfg = cfg = config or EngineConfig()
         self.source = source
@@ -150,6 +158,7 @@ class Engine:
         self.audio = AudioBuffer(audio_capacity_s(cfg.window_s))
         self.windows = WindowAssembler(cfg.hop_s, cfg.window_s, cfg.n_frames)
         self.on_frame, self.on_segment, self.on_window = on_frame, on_segment, on_window
+        self.markers = markers
         self.clock = clock or Clock()
         self.worker = AnalyserWorker(analyser or NullAnalyser(), self._analysed)
         self._stop = threading.Event()
@@ -169,6 +178,8 @@ class Engine:
 
     # -- callbacks ---------------------------------------------------------------
     def _emit_window(self, ev: WindowEvent) -> None:
+        if self.markers is not None:
+            ev.marks = self.markers.fields(ev.window.start, ev.window.end)
         if self.on_window is not None:
             self.on_window(ev)
 

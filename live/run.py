@@ -4,7 +4,9 @@
                               [--model DIR [--plan NAME]] [...]
 
 SOURCE: a file path, ``webcam[:N]`` or ``mic[:DEVICE]``. Writes DIR/frames.jsonl,
-DIR/speech.jsonl, DIR/windows.jsonl (a DIR that exists and is not empty is refused
+DIR/speech.jsonl, DIR/windows.jsonl, with ``--events CSV`` / ``--markers lsl:NAME``
+also DIR/markers.jsonl (``live.run_events``; ``--lsl-out NAME`` publishes the
+windows on LSL) (a DIR that exists and is not empty is refused
 unless ``--overwrite``) and prints, last, one JSON line of stats:
 ``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
 "dropped_windows", "analyser_errors"}``.
@@ -27,7 +29,9 @@ import sys
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
 from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, fail
 from .face_models import ENV_MODELS, FaceModelError
+from .lsl import LSLError
 from .media import HOP_S, WINDOW_S, check_window
+from .run_events import RunEvents
 from .sources import SourceError, open_source
 from .window import GATES
 
@@ -62,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-window", action="store_true",
                    help="files read as fast as possible: wait for the analyser, drop nothing")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--events", metavar="CSV",
+                   help="the file's events table: columns time_s,event[,condition] (docs/study.md)")
+    p.add_argument("--markers", metavar="lsl:NAME",
+                   help="event markers from the LSL stream NAME (a live source or --realtime)")
+    p.add_argument("--lsl-out", metavar="NAME",
+                   help="publish analysed windows as LSL streams NAME (JSON) and NAME-values")
     return p
 
 
@@ -129,13 +139,17 @@ def make_tracker(args, source):
 
 
 def analyse_source(source, analyser: Analyser, cfg, tracker, on_frame=None, on_segment=None,
-                   on_window=None, progress: bool = False):
+                   on_window=None, markers=None, on_start=None, progress: bool = False):
     """The one analysis of a source, ``live.run``'s and ``live.study analyse``'s: the
-    engine run to the end; returns the ``Engine`` (its ``stats()``, ``interrupted``)."""
+    engine run to the end; returns the ``Engine`` (its ``stats()``, ``interrupted``).
+    ``markers``: the run's ``live.markers.MarkerTimeline`` (or None); ``on_start(engine)``
+    is called just before it runs (e.g. to start an LSL inlet on its clock)."""
     from .engine import Engine
 
     engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=on_frame,
-                    on_segment=on_segment, on_window=on_window)
+                    on_segment=on_segment, on_window=on_window, markers=markers)
+    if on_start is not None:
+        on_start(engine)
     engine.run(progress=progress)
     return engine
 
@@ -151,21 +165,26 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args.source, realtime=args.realtime)
         source.open()  # fail fast, before loading models; Engine.run reopens
         source.close()
+        events = RunEvents(args.events, args.markers, args.lsl_out, live=source.live)
         out = check_out(args.out, args.overwrite)
         analyser = make_analyser(args)
         tracker = make_tracker(args, source)
-    except (CliError, SourceError, FaceModelError, ValueError, KeyboardInterrupt) as e:
-        return fail(e, usage=(SourceError, FaceModelError, ValueError))
+    except (CliError, SourceError, FaceModelError, ValueError, LSLError, KeyboardInterrupt) as e:
+        return fail(e, usage=(SourceError, FaceModelError, ValueError, LSLError))
     # 2. the work: a failure now (a decode error mid-file) is a runtime error
     try:
         with SessionLog(out) as slog:
             engine = analyse_source(source, analyser, cfg, tracker, on_frame=slog.frame,
-                                    on_segment=slog.segment, on_window=slog.window,
+                                    on_segment=slog.segment,
+                                    on_window=lambda ev: events.window(slog.window(ev)),
+                                    markers=events.timeline,
+                                    on_start=lambda eng: events.start(out, eng.clock),
                                     progress=not args.no_progress and not args.realtime
                                     and sys.stderr.isatty())
     except (SourceError, OSError, KeyboardInterrupt) as e:
         return fail(e)
     finally:
+        events.close()
         if getattr(args, "pool_handle", None) is not None:
             args.pool_handle.close()
     print(json.dumps(engine.stats()), flush=True)

@@ -46,8 +46,11 @@ class SessionLog:
     def segment(self, seg: Segment) -> None:
         self._write("speech", seg.to_json())
 
-    def window(self, ev: WindowEvent) -> None:
-        self._write("windows", ev.to_json())
+    def window(self, ev: WindowEvent) -> dict:
+        """Writes the window's record; returns it (for whoever also publishes it)."""
+        rec = ev.to_json()
+        self._write("windows", rec)
+        return rec
 
     def close(self) -> None:
         with self._lock:
