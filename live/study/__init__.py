@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from live.study_log import AUDIT_NAME as AUDIT  # live.study_log.withdraw's audit trail
+
 LOG_SUFFIX = ".jsonl"  # <session>.jsonl: one study log per recording / live session
 FAILURES = "failures.jsonl"  # one line per recording that could not be analysed (append-only)
 STUDY_JSON = "study.json"  # what was analysed, with which options (written whole)
@@ -24,7 +26,7 @@ WINDOWS_CSV = "windows.csv"
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
 KEY_FILE = "pseudonym.key"  # the export's HMAC key: stays in the study folder (0600)
-NOT_LOGS = frozenset({FAILURES})  # JSONL files in OUT that are not study logs
+NOT_LOGS = frozenset({FAILURES, AUDIT})  # JSONL files in OUT that are not study logs
 
 
 def study_logs(out: str | Path) -> list[Path]:

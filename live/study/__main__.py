@@ -19,6 +19,7 @@ from live.appendfile import OutputLock, OutputLocked, private_dir
 from live.cli import EXIT_OK, EXIT_RUNTIME, CliError, check_out, run_main
 from live.face_models import FaceModelError
 from live.files import write_whole
+from live.study_log import StudyLogError
 
 from . import STUDY_JSON, study_logs
 
@@ -150,17 +151,41 @@ def export(args) -> int:
 
 
 def withdraw(args) -> int:
-    from live.study_log import StudyLogError, check_id, withdraw as purge
+    """``live.study_log.withdraw`` on the study folder (the one purge rule, its audit
+    line); with ``--records`` the study's tables and report are made again without the
+    participant (or removed when no log is left)."""
+    from live.study_log import withdraw as purge
+
+    from . import REPORT_HTML, SUMMARY_CSV, WINDOWS_CSV
+    from .report import write_report
 
     out = study_folder(args.out)
-    try:
-        participant = check_id("participant", args.participant)
-    except StudyLogError as e:
-        raise CliError(str(e)) from None
     with OutputLock(out):
-        print(json.dumps(purge(out, participant, records=args.records, reason=args.reason),
-                         default=str), flush=True)
+        entry = purge(out, args.participant, records=args.records, reason=args.reason)
+        tables = [out / n for n in (WINDOWS_CSV, SUMMARY_CSV, REPORT_HTML)]
+        if args.records and any(p.exists() for p in tables):
+            if study_logs(out):
+                write_report(out)
+            else:
+                for p in tables:
+                    p.unlink(missing_ok=True)
+    originals = _original_recordings(out, entry["participant"])
+    if originals:
+        print(f"note: the original recordings of {entry['participant']} are not deleted by this "
+              f"command (they are the study's source files): {', '.join(originals)}", file=sys.stderr)
+    print(json.dumps({**entry, "original_recordings": originals}), flush=True)
     return EXIT_OK
+
+
+def _original_recordings(out: Path, participant: str) -> list[str]:
+    """The participant's recordings in STUDY_DIR that still exist (from study.json)."""
+    path = out / STUDY_JSON
+    if not path.is_file():
+        return []
+    study = json.loads(path.read_text(encoding="utf-8"))
+    files = [Path(study["study_dir"]) / r["file"] for r in study.get("recordings", {}).values()
+             if r.get("participant") == participant]
+    return [str(f) for f in files if f.exists()]
 
 
 COMMANDS = {"analyse": analyse, "report": report, "export": export, "withdraw": withdraw}
@@ -169,7 +194,7 @@ COMMANDS = {"analyse": analyse, "report": report, "export": export, "withdraw": 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_main(lambda: COMMANDS[args.command](args), usage=(FaceModelError, OutputLocked))
+    return run_main(lambda: COMMANDS[args.command](args), usage=(FaceModelError, OutputLocked, StudyLogError))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Each recording is analysed by ``live.run.analyse_source`` (the one analysis of a
 the engine ``live.run`` runs; every window waits for the analyser, none dropped) and
 its window records are written by a ``live.study_log.StudyLog`` (the live app's record
 format: ``WindowEvent.to_json`` + ``source``, ``plan``, ``session``, ``participant``,
-``wall_time``, ``consent``, ``consent_at``).
+``wall_time``, ``consent``, ``consent_at``). A recording with an events table
+(``--events-dir``) gets its marker records first and ``event``/``condition``/``events``
+in every window record, as ``live.run --events`` (``live.markers``).
 
 Resumable: a recording's log is written under ``OUT/.partial/<session>/`` and renamed
 to ``OUT/<session>.jsonl`` only when the recording is complete, so a log in OUT is
@@ -27,6 +29,7 @@ from pathlib import Path
 from live.appendfile import AppendFile, private_dir
 from live.cli import one_line
 from live.files import PRIVATE_MODE
+from live.markers import MarkerTimeline, load_events
 from live.run import analyse_source, make_tracker
 from live.sources import FileSource, SourceError
 from live.study_log import StudyLog, StudyLogError
@@ -138,9 +141,13 @@ class StudyRun:
             if self.stop.is_set():
                 raise Stop()
 
+        # the recording's events, as live.run --events: marker records first in its log
+        timeline = MarkerTimeline(load_events(rec.events)) if rec.events is not None else None
         with StudyLog(work, rec.session, rec.participant, consent=rec.consent) as slog:
+            if timeline is not None:
+                timeline.subscribe(lambda m: slog.write(m.to_json()))
             engine = analyse_source(source, self.analyser_for(rec.session), self.cfg, tracker,
-                                    on_frame=on_frame, on_window=on_window)
+                                    on_frame=on_frame, on_window=on_window, markers=timeline)
         if engine.interrupted:
             raise KeyboardInterrupt()
         if errors:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from live.cli import CliError
+from live.markers import EventsError, load_events
 from live.study_log import StudyLogError, check_id
+
+from . import LOG_SUFFIX, NOT_LOGS
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # what phones and webcams write
 EVENTS_SUFFIX = ".csv"  # events of recording <stem> in --events-dir/<stem>.csv
@@ -50,6 +53,8 @@ def list_recordings(study_dir: str | Path, participants: str | Path | None = Non
     for f in files:
         try:
             session = check_id("session", f.stem)
+            if f"{session}{LOG_SUFFIX}" in NOT_LOGS:
+                raise StudyLogError(f"{session!r} names a file of the study folder itself")
         except StudyLogError as e:
             raise CliError(f"recording {f.name}: its name is its session id: {e}; rename it") from None
         if session in seen:
@@ -58,7 +63,14 @@ def list_recordings(study_dir: str | Path, participants: str | Path | None = Non
         seen[session] = f
         participant, consent = table.get(f.name) or table.get(session) or (session, False)
         ev = Path(events_dir) / f"{session}{EVENTS_SUFFIX}" if events_dir is not None else None
-        out.append(Recording(f, session, participant, consent, ev if ev is not None and ev.is_file() else None))
+        if ev is not None and ev.is_file():
+            try:
+                load_events(ev)  # a bad table is found now, not after hours of analysis
+            except EventsError as e:
+                raise CliError(f"--events-dir: {e}") from None
+        else:
+            ev = None
+        out.append(Recording(f, session, participant, consent, ev))
     unknown = set(table) - {f.name for f in files} - set(seen)
     if unknown:
         raise CliError(f"--participants {participants}: no recording named {sorted(unknown)[0]!r} "

@@ -112,7 +112,7 @@ def timeline_figure(rows: list[dict], markers: list[dict]):
             ys = [float(r[key] or 0.0) for r in mine]
             bottom.step(xs, ys + ys[-1:], where="post", color=colour, lw=1,
                         label="speech ratio" if key == "speech_ratio" else "face present")
-        bottom.set_ylim(-0.05, 1.05)
+        bottom.set_ylim(-0.1, 1.2)
         bottom.set_yticks([0, 1])
         bottom.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize=7, frameon=False)
         for ax in (top, bottom):
