@@ -34,3 +34,16 @@ def study_logs(out: str | Path) -> list[Path]:
     written lives under ``.partial/`` and is not one of them)."""
     out = Path(out)
     return sorted(p for p in out.glob(f"*{LOG_SUFFIX}") if p.is_file() and p.name not in NOT_LOGS)
+
+
+def withdrawn(out: str | Path) -> set[str]:
+    """Participants whose records were deleted on withdrawal (``audit.jsonl`` lines of
+    ``live.study_log.withdraw`` with ``records``): a resumed analysis never makes
+    their logs again."""
+    from live.study_log import read_jsonl
+
+    path = Path(out) / AUDIT
+    if not path.is_file():
+        return set()
+    return {a.get("participant") for a in read_jsonl(path, allow_partial_tail=True)
+            if a.get("action") == "withdraw" and a.get("records")}

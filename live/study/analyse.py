@@ -11,7 +11,8 @@ in every window record, as ``live.run --events`` (``live.markers``).
 Resumable: a recording's log is written under ``OUT/.partial/<session>/`` and renamed
 to ``OUT/<session>.jsonl`` only when the recording is complete, so a log in OUT is
 always whole; a rerun with ``--resume`` skips recordings that have one and redoes the
-rest (a partial log is removed first: never duplicated, never half). A recording that
+rest (a partial log is removed first: never duplicated, never half); a participant
+whose records were withdrawn (``audit.jsonl``) is never analysed again. A recording that
 cannot be read or fails mid-file gets a line in ``OUT/failures.jsonl`` (``AppendFile``)
 and the others go on. One writer per study folder (``OutputLock`` on OUT).
 """
@@ -34,7 +35,7 @@ from live.run import analyse_source, make_tracker
 from live.sources import FileSource, SourceError
 from live.study_log import StudyLog, StudyLogError
 
-from . import FAILURES, LOG_SUFFIX, PARTIAL_DIR
+from . import FAILURES, LOG_SUFFIX, PARTIAL_DIR, withdrawn
 from .recordings import Recording
 
 
@@ -54,8 +55,8 @@ class StudyRun:
         self.out, self.recordings, self.args, self.cfg = Path(out), recordings, args, cfg
         self.analyser_for, self.jobs = analyser_for, max(1, jobs)
         self.stop = threading.Event()
-        self.counts = {"recordings": len(recordings), "done_before": 0, "analysed": 0, "failed": 0,
-                       "windows": 0}
+        self.counts = {"recordings": len(recordings), "done_before": 0, "withdrawn": 0, "analysed": 0,
+                       "failed": 0, "windows": 0}
         self._lock = threading.Lock()
         self._bars = _Bars(progress)
 
@@ -65,8 +66,10 @@ class StudyRun:
     def run(self) -> dict:
         """Analyse every recording without a complete log; returns the counts."""
         shutil.rmtree(self.out / PARTIAL_DIR, ignore_errors=True)  # what a killed run left
-        todo = [r for r in self.recordings if not self.log_path(r).exists()]
-        self.counts["done_before"] = len(self.recordings) - len(todo)
+        gone = withdrawn(self.out)
+        todo = [r for r in self.recordings if not self.log_path(r).exists() and r.participant not in gone]
+        self.counts["withdrawn"] = sum(r.participant in gone for r in self.recordings)
+        self.counts["done_before"] = len(self.recordings) - len(todo) - self.counts["withdrawn"]
         self._bars.start(len(todo))
         with AppendFile(self.out / FAILURES) as failures:
             try:
