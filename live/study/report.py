@@ -87,7 +87,13 @@ def heatmap_figure(summary: list[dict]):
     return fig
 
 
-def timeline_figure(rows: list[dict], markers: list[dict]):
+def label_colours(rows: list[dict]) -> dict[str, str]:
+    """One colour per label for the whole study (every timeline alike); no label: grey."""
+    labels = sorted({r["label"] for r in rows if r["label"]})
+    return {**{lab: f"C{i % 10}" for i, lab in enumerate(labels)}, NO_LABEL_NAME: "0.8"}
+
+
+def timeline_figure(rows: list[dict], markers: list[dict], colours: dict[str, str]):
     """One participant's recordings: per recording a labels panel and a speech ratio /
     face presence panel under it (x = media s); events as dashed lines on both."""
     from matplotlib.figure import Figure
@@ -102,7 +108,7 @@ def timeline_figure(rows: list[dict], markers: list[dict]):
         for r in mine:  # each window holds its label for the hop it adds, up to its end
             y = labels.index(r["label"] or NO_LABEL_NAME)
             top.broken_barh([(r["end"] - r["seconds"], r["seconds"])], (y - 0.35, 0.7),
-                            color=f"C{y % 10}" if r["label"] else "0.8")
+                            color=colours[r["label"] or NO_LABEL_NAME])
         top.set_yticks(range(len(labels)), labels, fontsize=8)
         top.set_ylim(-0.6, len(labels) - 0.4)
         top.set_title(f"{session} ({mine[0]['recording']})", fontsize=9, loc="left")
@@ -163,8 +169,9 @@ def render_page(rows: list[dict], summary: list[dict], markers: list[dict], coun
     parts += ["<h2>Condition × label</h2>",
               f"<img id='heatmap' alt='condition x label heat map' src='{figure_uri(heatmap_figure(summary))}'>",
               "<h2>Timelines</h2>"]
+    colours = label_colours(rows)
     for p, mine in sorted(by_participant.items()):
-        uri = figure_uri(timeline_figure(mine, markers))
+        uri = figure_uri(timeline_figure(mine, markers, colours))
         parts.append(f"<h3>{esc(p)}</h3><img class='timeline' alt='timeline of {esc(p)}' src='{uri}'>")
     parts.append(f"<p>Tables: {WINDOWS_CSV}, {SUMMARY_CSV} (columns: docs/study.md; "
                  f"{esc(NO_LABEL_NAME)} is an empty label there).</p></body></html>")
