@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--participants", help="CSV: recording,participant[,consent]")
     a.add_argument("--events-dir", help="folder of events tables <stem>.csv (time_s,event[,condition])")
     a.add_argument("--resume", action="store_true", help="continue an --out analysed before (kill, crash)")
+    a.add_argument("--overwrite", action="store_true",
+                   help="analyse every recording again, each log replaced when its new one is complete")
     a.add_argument("--jobs", type=int, help="recordings at once over --pool (default: its replica count)")
     a.add_argument("--no-progress", action="store_true")
     add_analysis_options(a)
@@ -96,14 +98,15 @@ def analyse(args) -> int:
     from .recordings import list_recordings
 
     recs = list_recordings(args.study_dir, args.participants, args.events_dir)
-    out = check_out(args.out, resume=args.resume)
+    out = check_out(args.out, args.overwrite, resume=args.resume)
     try:
         cfg = engine_config(args, every_window=True)  # a study analyses every window
     except ValueError as e:
         raise CliError(str(e)) from None
     jobs = _jobs(args)
     options = {k: getattr(args, k) for k in OPTIONS_KEPT}
-    _check_options(out, options, Path(args.study_dir))
+    if not args.overwrite:
+        _check_options(out, options, Path(args.study_dir))
     make_tracker(args, SimpleNamespace(has_video=True))  # the face models, before any work
     with ExitStack() as stack:
         private_dir(out)
@@ -119,7 +122,7 @@ def analyse(args) -> int:
             stack.callback(pool.close)
         run = StudyRun(out, recs, args, cfg,
                        (lambda s: pool.analyser(session=s)) if pool is not None else (lambda s: analyser),
-                       jobs=jobs, progress=not args.no_progress and sys.stderr.isatty())
+                       jobs=jobs, progress=not args.no_progress and sys.stderr.isatty(), redo=args.overwrite)
         counts = run.run()
     print(json.dumps(counts), flush=True)
     if counts["failed"]:

@@ -44,16 +44,17 @@ class Stop(KeyboardInterrupt):
 
 
 class StudyRun:
-    """Analyse ``recordings`` into ``out`` (already checked and locked by the caller).
+    """Analyse ``recordings`` into ``out`` (already checked and locked by the caller);
+    ``redo``: also those with a complete log (each replaced when its new one is whole).
 
     ``analyser_for(session)`` gives a recording its analyser (a pool gives each its
     own session); ``args`` carries the live.run analysis options; ``jobs`` recordings
     run at once (threads; > 1 only over a pool)."""
 
     def __init__(self, out: Path, recordings: list[Recording], args, cfg, analyser_for,
-                 jobs: int = 1, progress: bool = False) -> None:
+                 jobs: int = 1, progress: bool = False, redo: bool = False) -> None:
         self.out, self.recordings, self.args, self.cfg = Path(out), recordings, args, cfg
-        self.analyser_for, self.jobs = analyser_for, max(1, jobs)
+        self.analyser_for, self.jobs, self.redo = analyser_for, max(1, jobs), redo
         self.stop = threading.Event()
         self.counts = {"recordings": len(recordings), "done_before": 0, "withdrawn": 0, "analysed": 0,
                        "failed": 0, "windows": 0}
@@ -67,7 +68,8 @@ class StudyRun:
         """Analyse every recording without a complete log; returns the counts."""
         shutil.rmtree(self.out / PARTIAL_DIR, ignore_errors=True)  # what a killed run left
         gone = withdrawn(self.out)
-        todo = [r for r in self.recordings if not self.log_path(r).exists() and r.participant not in gone]
+        todo = [r for r in self.recordings
+                if (self.redo or not self.log_path(r).exists()) and r.participant not in gone]
         self.counts["withdrawn"] = sum(r.participant in gone for r in self.recordings)
         self.counts["done_before"] = len(self.recordings) - len(todo) - self.counts["withdrawn"]
         self._bars.start(len(todo))
