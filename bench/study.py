@@ -1,7 +1,7 @@
 """Benchmark of ``live.study analyse`` (issue 21, bound: a study folder costs at most 5 %
 more than analysing its recordings one by one with ``live.run``). Prints one JSON object.
 
-    .venv/bin/python bench/study.py [--recordings 4] [--seconds 8] [--repeats 2] [--tiny] [--out FILE]
+    .venv/bin/python bench/study.py [--recordings 3] [--seconds 8] [--repeats 3] [--tiny] [--out FILE]
 
 Two measurements on the same recordings (made with ``live.testclip``, 640x480, 30 fps):
 
@@ -12,8 +12,10 @@ Two measurements on the same recordings (made with ``live.testclip``, 640x480, 3
   and only the study's own work is compared: ``live.run``'s composition
   (``analyse_source`` + ``SessionLog``) per file against ``StudyRun`` (the same
   ``analyse_source``, plus study-log lines fsynced one by one, the partial-log rename,
-  failures file, events). Wall and process CPU seconds, best of ``--repeats``, the two
-  orders alternated.
+  failures file, events). Wall and process CPU seconds (all threads), best of
+  ``--repeats`` after one warm-up (the face and VAD models load once per process), the
+  two orders alternated. On a shared 2-core machine single runs vary by 30 % and more;
+  the best of several is the cost without interference.
 
 ``ratio = study / one by one``; ``within_bound``: ratio <= 1.05. Default analyser:
 live.run's default (null: no model, so the front end's own work is all there is and any
@@ -90,8 +92,10 @@ def in_process_once(paths: list[Path], work: Path, analyser, study_first: bool) 
     args = Namespace(face_models=None, plan=None)
 
     def one_by_one():
-        for p in paths:
+        for p in paths:  # as live.run's main: the source opened once to fail fast, then run
             source = FileSource(p)
+            source.open()
+            source.close()
             with SessionLog(work / f"run_{p.stem}") as slog:
                 analyse_source(source, analyser, cfg, make_tracker(args, source), on_frame=slog.frame,
                                on_segment=slog.segment, on_window=slog.window)
@@ -120,9 +124,9 @@ def ratio(study: float, one: float) -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recordings", type=int, default=4)
+    p.add_argument("--recordings", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8.0, help="length of each recording")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="analyse with a tiny random model")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
@@ -143,6 +147,7 @@ def main(argv=None) -> dict:
             from live.analyser import NullAnalyser
 
             analyser = NullAnalyser()
+        in_process_once(paths[:1], work, analyser, study_first=True)  # warm-up: models load once, not counted
         inproc = best([in_process_once(paths, work, analyser, study_first=i % 2 == 0) for i in range(a.repeats)])
         cli = best([cli_once(paths, work, model) for _ in range(a.repeats)])
     finally:

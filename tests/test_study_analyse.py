@@ -199,3 +199,27 @@ def test_progress_bars_over_recordings_and_windows(folder, tmp_path, capsys):
     assert run.run()["windows"] == N_WINDOWS
     err = capsys.readouterr().err
     assert "recordings: 100%" in err and f"{N_WINDOWS}/{N_WINDOWS}" in err
+
+
+def test_withdrawn_participant_is_not_analysed_again(folder, tmp_path):
+    out = tmp_path / "out"
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    for name in ("s01.mp4", "s02.mp4"):
+        shutil.copy(folder / "recordings" / name, rec / name)
+    table = ["--participants", folder / "participants.csv"]
+    assert study("analyse", rec, "--out", out, *table, *FAST).returncode == 0
+    r = study("withdraw", out, "--participant", "alice", "--records")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["original_recordings"] == [str(rec / "s01.mp4")]
+    assert "s01.mp4" in r.stderr  # the originals are named, not deleted
+    assert not any(w.get("participant") == "alice" for p in out.glob("s0*.jsonl") for w in read_jsonl(p))
+    again = study("analyse", rec, "--out", out, "--resume", *table, *FAST)
+    assert again.returncode == 0, again.stderr
+    counts = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (counts["withdrawn"], counts["analysed"]) == (1, 0)
+    assert not any(w.get("participant") == "alice" for p in out.glob("s0*.jsonl") for w in read_jsonl(p))
+    redo = study("analyse", rec, "--out", out, "--overwrite", *table, *FAST)  # bob's log again, alice never
+    assert redo.returncode == 0, redo.stderr
+    assert json.loads(redo.stdout.strip().splitlines()[-1])["analysed"] == 1
+    assert [w["index"] for w in windows_of(out / "s02.jsonl")] == list(range(N_WINDOWS))
