@@ -223,3 +223,34 @@ def test_withdrawn_participant_is_not_analysed_again(folder, tmp_path):
     assert redo.returncode == 0, redo.stderr
     assert json.loads(redo.stdout.strip().splitlines()[-1])["analysed"] == 1
     assert [w["index"] for w in windows_of(out / "s02.jsonl")] == list(range(N_WINDOWS))
+
+
+def test_recordings_at_once_each_with_its_own_session_analyser(folder, tmp_path):
+    """What --pool does with --jobs J (in process, without Ray): J recordings analysed
+    on threads, each asking the pool for its own session's analyser; every log whole."""
+    from argparse import Namespace
+
+    from live.analyser import FakeAnalyser
+    from live.engine import EngineConfig
+    from live.study.analyse import StudyRun
+    from live.study.recordings import list_recordings
+
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(folder / "recordings" / "s01.mp4", rec / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    asked = []
+
+    def analyser_for(session):
+        asked.append(session)
+        return FakeAnalyser(delay_s=0.05)
+
+    run = StudyRun(out, list_recordings(rec), Namespace(face_models=None, plan=None),
+                   EngineConfig(hop_s=0.5, window_s=2.0, every_window=True), analyser_for, jobs=2)
+    counts = run.run()
+    assert (counts["analysed"], counts["windows"]) == (3, 3 * N_WINDOWS)
+    assert sorted(asked) == ["a", "b", "c"]
+    for name in ("a", "b", "c"):
+        assert [w["index"] for w in windows_of(out / f"{name}.jsonl")] == list(range(N_WINDOWS))
