@@ -3,6 +3,8 @@
     .venv/bin/python app.py [--model DIR|HUB_ID|tiny] [--plan NAME] [--port 7860]
                             [--host ADDR] [--share] [--auth-file FILE] [--log-file runs/app.log]
                             [--video FILE] [--log-session S --participant P] [--keep-media --consent]
+                            [--markers lsl:NAME] [--lsl-out NAME] [--ssl-certfile F --ssl-keyfile F]
+                            [--participant-view]
 
 Live tab: the browser's webcam + microphone stream into a per-tab ``live.session.
 LiveSession``; a timer draws its newest results (``live.render``). File tab (and the
@@ -18,6 +20,13 @@ Study mode: raw frames + audio are stored only with the participant's recorded c
 (the page's consent box, or ``--consent`` with ``--keep-media``); the emotion the
 participant states (DFEW classes or free text) goes to every window record as
 ``self_report``, which ``python -m model.data.curate study`` takes as the gold label.
+
+Study events (docs/study.md): the Live tab's "mark event" box (Enter, the button or
+Alt+M) and ``--markers lsl:NAME`` (an LSL marker stream, sent to every running tab) put
+markers on the session's timeline, its window records and its study log. HTTPS
+(``--ssl-certfile/--ssl-keyfile``) lets participants' own devices use their camera;
+``--participant-view`` (or ``?view=participant`` in the address) shows a participant the
+camera preview, consent, self-report and a recording indicator but no labels.
 
 Logging: one line per event on stderr; full tracebacks only in ``--log-file``.
 
@@ -39,10 +48,11 @@ from pathlib import Path
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device
 from live.file_analysis import analyse_at_start, analyse_video
 from live.hosting import AUTH_ENV, LOG_FILE, check_exposure, read_auth, setup_logging
+from live.lsl import LSLError, MarkerInlet, WindowOutlet, marker_stream_name
 from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
 from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, label_markdown,
-                         model_banner, speech_markdown, stats_markdown, streaming_label_markdown,
-                         timeline_figure)
+                         model_banner, recording_markdown, sessions_markdown, speech_markdown,
+                         stats_markdown, streaming_label_markdown, timeline_figure)
 from live.session import LiveSession, Tabs, limit_malloc, release_memory
 from live.sources import SourceError
 from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id
@@ -59,6 +69,15 @@ PRIVATE = dict(api_visibility="private")  # page-only events: not part of the AP
 CONSENT_LABEL = "participant consents to storing recordings for research"
 NOT_STATED = "(not stated)"  # the self-report choice that records none
 QUIET = dict(show_progress="hidden", concurrency_limit=None, **PRIVATE)  # streams and timer
+# Alt+M presses the "Mark event" button (a researcher marks without reaching for the mouse)
+MARK_SHORTCUT_JS = """<script>
+document.addEventListener("keydown", (e) => {
+  if (e.altKey && !e.ctrlKey && !e.metaKey && e.code === "KeyM") {
+    const b = document.querySelector("#mark_btn");
+    if (b) { e.preventDefault(); b.click(); }
+  }
+});
+</script>"""
 
 
 # --------------------------------------------------------------------- the model
@@ -110,6 +129,8 @@ def refresh(session: LiveSession):
 
     log_line = s.study.banner() if s.study else ""
     banner = "\n\n".join([model_banner(s.holder), log_line, *[f"⚠️ {w}" for w in s.warnings()]])
+    if s.participant_view:  # a participant is sent no labels, faces or stats (they would bias)
+        return (unless_same("banner", banner), *[gr.skip()] * 6)
     faces = gr.skip()
     if s.frame is not None and changed("frame", s.frame_no):
         faces = draw_faces(s.frame.rgb(), s.faces)
@@ -121,7 +142,9 @@ def refresh(session: LiveSession):
         if labels_complete(partial):  # the label the moment its list closes in the stream
             parsed = parse_answer(partial)
             label, text = streaming_label_markdown(parsed.label, parsed.labels, flight[1]), parsed.explanation
-    timeline = timeline_figure(s.records) if changed("timeline", len(s.records)) else gr.skip()
+    markers = s.markers.markers()
+    timeline = (timeline_figure(s.records, markers=markers)
+                if changed("timeline", (len(s.records), len(markers))) else gr.skip())
     return (unless_same("banner", banner), faces, unless_same("speech", speech_markdown(s.engine)),
             unless_same("label", label), unless_same("explanation", text), timeline,
             unless_same("stats", stats_markdown(s.stats())))
@@ -133,8 +156,10 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
     import gradio as gr
 
     c = {}
+    pv = a.participant_view  # researcher-only parts start hidden; on_view sets them per page
     with gr.Row():
         with gr.Column(scale=1):
+            c["recording"] = gr.Markdown(elem_id="recording")
             c["cam"] = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
                                 elem_id="webcam")
             c["mic"] = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
@@ -142,7 +167,8 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
             with gr.Row():
                 c["start"] = gr.Button("Start / restart", variant="primary")
                 c["stop"] = gr.Button("Stop")
-            with gr.Accordion("Settings (apply on start / restart)", open=False):
+            with gr.Accordion("Settings (apply on start / restart)", open=False, visible=not pv) as acc:
+                c["settings"] = acc
                 c["win"] = gr.Slider(1, MAX_WINDOW_S, a.window, step=0.5, label="window (s)")
                 c["hop"] = gr.Slider(0.5, 8, a.hop, step=0.5, label="hop (s)")
                 c["gate"] = gr.Radio(list(GATES), value=a.gate, label="analyse windows")
@@ -162,13 +188,23 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
                                           elem_id="log_on")
                 c["csv_btn"] = gr.Button("Export session CSV")
                 c["csv_file"] = gr.File(label="session CSV", elem_id="csv_file")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, visible=not pv) as analysis:
+            c["analysis"] = analysis
+            with gr.Row():
+                c["mark_event"] = gr.Textbox(label="event", elem_id="mark_event", scale=2,
+                                             placeholder="e.g. stimulus_1 (Enter, or Alt+M marks it)")
+                c["mark_condition"] = gr.Textbox(label="condition (optional)", elem_id="mark_condition",
+                                                 scale=1)
+                c["mark_btn"] = gr.Button("Mark event", elem_id="mark_btn", scale=1)
+            c["mark_status"] = gr.Markdown(elem_id="mark_status")
             c["faces"] = gr.Image(label="Faces", elem_id="faces", interactive=False, type="numpy")
             c["speech"] = gr.Markdown(NO_AUDIO, elem_id="speech")
             c["label"] = gr.Markdown(WAITING, elem_id="label")
             c["expl"] = gr.Textbox(label="Explanation", lines=4, interactive=False, elem_id="explanation")
             c["timeline"] = gr.Plot(label="Timeline", elem_id="timeline")
             c["stats"] = gr.Markdown(elem_id="stats")
+            with gr.Accordion("All sessions, live (every open page, participants' too)", open=False):
+                c["overview"] = gr.Markdown(elem_id="overview")
     return c
 
 
@@ -263,6 +299,37 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
             raise user_error(str(e)) from None
 
     c["reload"].click(on_reload, [c["plan"]], [], **PRIVATE)
+    _wire_study(c, session, tabs)
+
+
+def _wire_study(c: dict, session, tabs: Tabs) -> None:
+    """The mark-event box, the recording indicator and the researcher's overview."""
+    import gradio as gr
+
+    def on_mark(event, condition, s, request):
+        # the tab's own running session; else (a researcher's page beside participants'
+        # pages) every running session of the app
+        s = tabs.seen(request.session_hash, s)
+        targets = [s] if s.running else [t for t in tabs.sessions() if t.running] or [s]
+        try:
+            marks = [t.mark(event, condition or None) for t in targets]
+        except ValueError as e:
+            raise user_error(str(e)) from None
+        cond = f" ({marks[0].condition})" if marks[0].condition else ""
+        where = f"at {marks[0].media_time:.1f} s" if targets == [s] else f"in {len(marks)} running session(s)"
+        return f"marked **{marks[0].event}**{cond} {where}", ""
+
+    def on_tick(s):
+        rec = recording_markdown(s)
+        view = gr.skip() if s.participant_view else sessions_markdown(tabs.sessions())
+        return rec, view
+
+    on_mark.__annotations__ = {"request": gr.Request}
+    marked = dict(fn=on_mark, inputs=[c["mark_event"], c["mark_condition"], session],
+                  outputs=[c["mark_status"], c["mark_event"]], **PRIVATE)
+    c["mark_btn"].click(**marked)
+    c["mark_event"].submit(**marked)
+    gr.Timer(REFRESH_S).tick(on_tick, [session], [c["recording"], c["overview"]], **QUIET)
 
 
 def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
@@ -273,6 +340,8 @@ def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
 
     def analyse_file(path, window_s, hop_s, gate_policy, s, progress=gr.Progress()):
         """Analyse a video file window by window → status, table, timeline, JSONL, CSV."""
+        if s.participant_view:
+            raise user_error("A participant's page does not analyse files.")
         if not path:
             raise user_error("Upload a video file first.")
         progress(0.0, desc="decoding + analysing")
@@ -292,11 +361,14 @@ def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
 
 
 def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startup=None,
-             shared_log: StudyLog | None = None, owners: LogOwners | None = None):
+             shared_log: StudyLog | None = None, owners: LogOwners | None = None,
+             inlet: MarkerInlet | None = None, outlet: WindowOutlet | None = None):
     """The page. ``args``: defaults for settings; ``startup``: a dict filled by a
     ``--video`` job (its file outputs are shown on page load); ``shared_log``: the
     ``--log-session`` log every way of analysing writes to; ``owners``: who owns which
-    study session id (a fresh ``LogOwners`` when not given)."""
+    study session id (a fresh ``LogOwners`` when not given); ``inlet``: an opened
+    ``--markers`` LSL inlet (started here, its markers sent to every open tab);
+    ``outlet``: the ``--lsl-out`` streams every tab's analysed windows go to."""
     import gradio as gr
 
     a = args or parse_args([])
@@ -306,13 +378,17 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         gr.Markdown("# Omni-Emotion Live\nWhat emotion the person in front of the camera "
                     "shows, and why. Everything runs on this machine.")
         banner = gr.Markdown(model_banner(holder), elem_id="banner")
-        session = gr.State(lambda: LiveSession(holder, a.window, a.hop, a.gate, a.log_dir,
-                                               shared_log=shared_log, owners=owners),
-                           delete_callback=lambda s: s.close())
+        def new_session() -> LiveSession:
+            s = LiveSession(holder, a.window, a.hop, a.gate, a.log_dir, shared_log=shared_log, owners=owners)
+            s.outlet = outlet
+            return s
+
+        session = gr.State(new_session, delete_callback=lambda s: s.close())
         with gr.Tab("Live"):
             live = _live_tab(a, holder)
-        with gr.Tab("File"):
-            file = _file_tab(a)
+        with gr.Tab("File"):  # (Gradio 6 does not hide a tab's header: its content is hidden)
+            with gr.Column(visible=not a.participant_view) as file_tab:
+                file = _file_tab(a)
         _wire_live(live, banner, session, holder, tabs)
         _wire_file(file, live, session, holder)
 
@@ -323,6 +399,16 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
             return s.study is not None, *done
 
         demo.load(on_load, [session], [live["log_on"], *file["outputs"]], **PRIVATE)
+
+        def on_view(s, request):
+            # the flag makes every page a participant's; else ?view=participant does
+            s.participant_view = a.participant_view or request.query_params.get("view") == "participant"
+            return [gr.update(visible=not s.participant_view)] * 3
+
+        on_view.__annotations__ = {"request": gr.Request}
+        demo.load(on_view, [session], [live["settings"], live["analysis"], file_tab], **PRIVATE)
+        if inlet is not None:  # one LSL marker stream for the app: every running tab gets each marker
+            inlet.start(lambda event, cond, t: [s.lsl_marker(event, cond, t) for s in tabs.sessions()])
 
         def on_unload(request):
             if tabs.closed(request.session_hash):
@@ -364,6 +450,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(needs --consent)")
     p.add_argument("--consent", action="store_true", help="the participant consents to storing "
                    "recordings for research (recorded in the study log; ticks the page's consent box)")
+    p.add_argument("--markers", metavar="lsl:NAME", help="event markers from the LSL stream NAME "
+                   "(docs/study.md), sent to every running live session")
+    p.add_argument("--lsl-out", metavar="NAME", help="publish every tab's analysed windows as LSL "
+                   "streams NAME (JSON) and NAME-values (docs/study.md)")
+    p.add_argument("--ssl-certfile", help="serve over HTTPS with this certificate (PEM); browsers give "
+                   "a page on another machine the camera only over HTTPS (docs/study.md)")
+    p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM), with --ssl-certfile")
+    p.add_argument("--participant-view", action="store_true", help="every page is a participant's: "
+                   "camera preview, consent, self-report, a recording indicator, no labels")
     return p.parse_args(argv)
 
 
@@ -389,6 +484,16 @@ def check_args(args: argparse.Namespace) -> None:
             raise CliError(str(e)) from None
     if args.video and not Path(args.video).is_file():
         raise CliError(f"--video file not found: {args.video}")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise CliError("--ssl-certfile and --ssl-keyfile go together")
+    for opt, f in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
+        if f and not Path(f).is_file():
+            raise CliError(f"{opt} file not found: {f}")
+    if args.markers:
+        try:
+            marker_stream_name(args.markers)
+        except ValueError as e:
+            raise CliError(str(e)) from None
 
 
 def start_pool_server(args: argparse.Namespace, plan: str | None):
@@ -416,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_session:
             shared_log = StudyLog(args.log_dir, args.log_session, args.participant, args.keep_media,
                                   consent=args.consent)
-    except (CliError, OSError, StudyLogError) as e:
+        inlet = MarkerInlet(marker_stream_name(args.markers)).open() if args.markers else None
+        outlet = WindowOutlet(args.lsl_out) if args.lsl_out else None
+    except (CliError, OSError, StudyLogError, LSLError, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     limit_malloc()  # before the threads that allocate start
@@ -436,12 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.video:
         threading.Thread(target=analyse_at_start, daemon=True,
                          args=(holder, args.video, args.window, args.hop, args.gate, startup, shared_log)).start()
-    demo = build_ui(holder, args, startup, shared_log, owners)
+    demo = build_ui(holder, args, startup, shared_log, owners, inlet, outlet)
     theme = __import__("gradio").themes.Default(font=["system-ui", "sans-serif"],
                                                 font_mono=["ui-monospace", "monospace"])
     # system fonts: the page makes no request outside this machine
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                        show_error=True, theme=theme, auth=args.auth or None,
+                        show_error=True, theme=theme, auth=args.auth or None, head=MARK_SHORTCUT_JS,
+                        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                        ssl_verify=not args.ssl_certfile,  # a lab's self-signed certificate
                         auth_message="Omni-Emotion Live: log in (ask the researcher running it)")
     return EXIT_OK
 

@@ -9,7 +9,9 @@ large share of the per-frame cost.
 A frame is stored at ``live.media.ingest_size`` from the moment it is made (long side
 at most ``INGEST_MAX_SIDE``, 640 px): a larger decoded picture is scaled down once, in
 its own YUV format (the cheap part; RGB still only on demand), a larger pushed array
-once with PIL. Everything downstream (buffers, face boxes, crops, windows, training's
+once with PIL. A decoded picture stored sideways or mirrored (a phone's portrait video:
+``orient`` from ``live.sources.display_orientation``) is turned upright when its RGB is
+made, and ``width``/``height`` are the upright picture's from the start. Everything downstream (buffers, face boxes, crops, windows, training's
 ``file_window``) sees the stored picture; ``scale`` maps its pixels back to the source.
 """
 from __future__ import annotations
@@ -41,9 +43,11 @@ class VideoFrame:
     """
 
     __slots__ = ("t", "width", "height", "scale", "_src", "_rgb", "_lock", "faces", "primary",
-                 "crops")
+                 "crops", "_orient")
 
-    def __init__(self, t: float, image) -> None:
+    def __init__(self, t: float, image, orient: tuple[bool, bool, bool] | None = None) -> None:
+        """``orient`` (av frames only): (transpose, flip rows, flip columns) applied in
+        that order to the decoded picture to make it upright; None: as decoded."""
         self.t = float(t)
         # set by the engine once the tracker has seen this frame:
         self.faces = None  # list[live.faces.TrackedFace] | None (None: not tracked yet)
@@ -70,14 +74,20 @@ class VideoFrame:
                 image = image.reformat(width=size[0], height=size[1])
             self._src = image
             self._rgb = None
-        self.width, self.height = size
         self.scale = w / size[0]
+        self._orient = orient if not isinstance(image, np.ndarray) and orient and any(orient) else None
+        if self._orient is not None and self._orient[0]:
+            size = size[::-1]  # the upright picture's width and height
+        self.width, self.height = size
 
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
             with self._lock:
                 if self._rgb is None:
-                    self._rgb = self._src.to_ndarray(format="rgb24")
+                    rgb = self._src.to_ndarray(format="rgb24")
+                    if self._orient is not None:
+                        rgb = upright(rgb, self._orient)
+                    self._rgb = rgb
                     self._src = None  # the YUV planes are no longer needed
         return self._rgb
 
@@ -103,6 +113,19 @@ class VideoFrame:
 
     def __repr__(self) -> str:
         return f"VideoFrame(t={self.t:.3f}, {self.width}x{self.height})"
+
+
+def upright(rgb: np.ndarray, orient: tuple[bool, bool, bool]) -> np.ndarray:
+    """(H, W, 3) → the picture transposed (when ``orient[0]``), then rows flipped
+    (``orient[1]``) and columns flipped (``orient[2]``), contiguous."""
+    transpose, flip_rows, flip_cols = orient
+    if transpose:
+        rgb = rgb.transpose(1, 0, 2)
+    if flip_rows:
+        rgb = rgb[::-1]
+    if flip_cols:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)
 
 
 @dataclass

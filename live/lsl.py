@@ -113,8 +113,14 @@ class MarkerInlet:
         self._thread.start()
 
     def _pull(self, on_marker) -> None:
+        from pylsl.util import LostError, TimeoutError as LSLTimeout
+
         while not self._stop.is_set():
-            sample, ts = self._inlet.pull_sample(timeout=PULL_TIMEOUT_S)
+            try:
+                sample, ts = self._inlet.pull_sample(timeout=PULL_TIMEOUT_S)
+            except (LostError, LSLTimeout):  # the sender went away: liblsl reconnects when it is back
+                self._stop.wait(PULL_TIMEOUT_S)
+                continue
             if sample is None:
                 continue
             event = str(sample[0]).strip()

@@ -30,8 +30,13 @@ def draw_faces(rgb: np.ndarray, faces) -> np.ndarray:
     return np.asarray(img)
 
 
-def timeline_figure(records: list[dict], title: str = "labels over time"):
-    """Analysed windows as points: x = window end (s), y = label. A matplotlib Figure."""
+MARKER_RGB = "tab:red"  # event markers: dashed vertical lines, named at the top
+
+
+def timeline_figure(records: list[dict], title: str = "labels over time", markers=()):
+    """Analysed windows as points: x = window end (s), y = label; ``markers``
+    (``live.markers.Marker``s or their records) as dashed lines at their media time,
+    each named. A matplotlib Figure."""
     from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak
 
     pts = [(r["end"], r["label"] or "(no label)") for r in records if r.get("analysed")]
@@ -42,8 +47,15 @@ def timeline_figure(records: list[dict], title: str = "labels over time"):
         ax.plot([t for t, _ in pts], [cats.index(lab) for _, lab in pts], "o-", ms=6, lw=1,
                 color="tab:blue")
         ax.set_yticks(range(len(cats)), cats)
+    for m in markers:
+        t, event = (m["media_time"], m["event"]) if isinstance(m, dict) else (m.media_time, m.event)
+        ax.axvline(t, color=MARKER_RGB, ls="--", lw=1)
+        ax.annotate(event, (t, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top",
+                    ha="right", fontsize=7, color=MARKER_RGB)
     ax.set_xlabel("time (s)")
     ax.set_title(title if pts else f"{title}: no analysed window yet", fontsize=10)
+    if markers and not pts:  # markers alone: still show them on a time axis
+        ax.set_yticks([])
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -95,3 +107,35 @@ def file_outputs(records: list[dict], name: str):
     jsonl, csv_path = export_records(records, Path(name).stem or "video")
     status = f"**{name}**: {len(records)} windows, {n} analysed."
     return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path
+
+
+def recording_markdown(session) -> str:
+    """The participant's "recording" indicator for a ``live.session.LiveSession``: is
+    the session running, and do camera frames and microphone audio arrive."""
+    if not session.running:
+        return "## ⚪ Not recording\nPress **Record** on the camera (and the microphone) to start."
+    cam = "✅ camera" if session.frames_in else "❌ camera: no frames yet"
+    mic = "✅ microphone" if session.audio_s else "❌ microphone: no audio yet"
+    return f"## 🔴 RECORDING\n{cam} · {mic}"
+
+
+def sessions_markdown(sessions) -> str:
+    """The researcher's overview of every open tab's ``LiveSession`` (participant
+    views included): who, running or not, windows analysed, the newest label."""
+    rows = []
+    for k, s in enumerate(sessions, 1):
+        who = s.study.participant if s.study is not None else "–"
+        latest = s.latest or {}
+        done = sum(1 for r in list(s.records) if r.get("analysed"))
+        label = latest.get("label") or "–"
+        at = f"{latest['end']:.1f} s" if latest.get("end") is not None else "–"
+        view = "participant" if getattr(s, "participant_view", False) else "researcher"
+        marks = s.markers.markers()
+        event = marks[-1].event if marks else "–"
+        rows.append(f"| {k} | {who} | {view} | {'🔴 live' if s.running else 'stopped'} | {done} | {label} | "
+                    f"{at} | {event} |")
+    if not rows:
+        return "No open sessions."
+    return ("| # | participant | view | state | windows analysed | newest label | at | last event |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+

@@ -32,7 +32,7 @@ from .face_models import ENV_MODELS, FaceModelError
 from .lsl import LSLError
 from .media import HOP_S, WINDOW_S, check_window
 from .run_events import RunEvents
-from .sources import SourceError, open_source
+from .sources import FileSource, SourceError, open_source
 from .window import GATES
 
 
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args.source, realtime=args.realtime)
         source.open()  # fail fast, before loading models; Engine.run reopens
         source.close()
-        events = RunEvents(args.events, args.markers, args.lsl_out, live=source.live)
+        events = RunEvents(args.events, args.markers, args.lsl_out, live=source.live,
+                           paced_file=args.realtime and isinstance(source, FileSource))
         out = check_out(args.out, args.overwrite)
         analyser = make_analyser(args)
         tracker = make_tracker(args, source)

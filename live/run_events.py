@@ -9,7 +9,10 @@ where its markers come from, where they are written, and the LSL outlet of its w
 ``RunEvents(...)`` does every check that can fail before work (an events table's rows,
 an LSL stream that does not answer, ``--markers`` on a file read as fast as possible)
 and raises ValueError / ``live.lsl.LSLError`` naming the problem. A study runner
-analysing one recording passes ``events=<its table>`` exactly as ``live.run`` does.
+analysing one recording passes ``events=<its table>`` exactly as ``live.run`` does;
+to put the markers in a study log as well, subscribe it to the timeline:
+``ev.timeline.subscribe(lambda m: study_log.write(m.to_json()))`` (a marker record has
+``"type": "marker"``; window records have no ``type``).
 """
 from __future__ import annotations
 
@@ -24,14 +27,18 @@ MARKERS_FILE = "markers.jsonl"
 class RunEvents:
     """``events``: an events-table path; ``markers``: ``lsl:NAME``; ``lsl_out``: an
     outlet stream name; ``live``: the run's source is stamped on a running clock
-    (webcam, microphone, a file with ``--realtime``). ``timeline`` is the run's
+    (webcam, microphone, a file with ``--realtime``); ``paced_file``: the source is a file
+    with ``--realtime`` (no events table then). ``timeline`` is the run's
     ``MarkerTimeline`` (None without a marker source: records keep null fields)."""
 
     def __init__(self, events: str | Path | None = None, markers: str | None = None,
-                 lsl_out: str | None = None, live: bool = False) -> None:
+                 lsl_out: str | None = None, live: bool = False, paced_file: bool = False) -> None:
         from . import lsl
 
         self.live = live
+        if events and paced_file:
+            raise ValueError("--events with --realtime: an events table is in media time, a file "
+                             "paced in real time is stamped on the session clock; drop --realtime")
         self.timeline = MarkerTimeline(load_events(events)) if events else None
         self.inlet = self.outlet = None
         self._log: AppendFile | None = None

@@ -22,6 +22,7 @@ import numpy as np
 
 from .analyser import Result
 from .engine import Engine, EngineConfig, WindowEvent
+from .markers import Marker, MarkerTimeline, page_marker
 from .sources import PushSource
 from .study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError
 from .media import HOP_S, WINDOW_S
@@ -85,6 +86,10 @@ class LiveSession:
         # the emotion the participant says they feel (None: not stated) and when it was set
         self.self_report: str | None = None
         self.self_report_at: float | None = None
+        self.markers = MarkerTimeline()  # the newest run's event markers (page, LSL)
+        self.participant_view = False  # the tab is a participant's: the page sends it no labels
+        self.outlet = None  # the app's live.lsl.WindowOutlet (--lsl-out): analysed windows published
+        self.run_clock = None  # the newest run's session clock (kept after stop for its last windows)
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies the value its factory made for a new tab; that value is
@@ -105,9 +110,11 @@ class LiveSession:
             run = self.open_run = self.run_no
             self.source = PushSource(name="browser")
             cfg = EngineConfig(hop_s=float(self.hop_s), window_s=float(self.window_s), gate=self.gate)
-            eng = Engine(self.source, lambda w: self._analyse(w, run), cfg,
+            self.markers = MarkerTimeline()
+            self.markers.subscribe(lambda m: self._on_marker(m, run))
+            eng = Engine(self.source, lambda w: self._analyse(w, run), cfg, markers=self.markers,
                          on_frame=self._on_frame, on_window=lambda ev: self._on_window(ev, run))
-            self.engine = eng
+            self.engine, self.run_clock = eng, eng.clock
             self.started_at = time.monotonic()
             self.thread = threading.Thread(target=self._run, args=(eng,), name=f"live-{run}", daemon=True)
             self.thread.start()
@@ -212,6 +219,8 @@ class LiveSession:
             self.records.append(rec)
             if ev.result is not None:
                 self.latest = rec
+            if self.outlet is not None:
+                self.outlet.publish(rec, self.run_clock, live=True)
             # under the lock: stop()/set_logging() cannot close the log between the
             # run check above and this write
             if self.study is not None:
@@ -221,6 +230,36 @@ class LiveSession:
                                           ev.window.frames, ev.window.audio, ev.window.audio_rate)
                 except (OSError, StudyLogError) as e:
                     self.error = f"study log write failed: {e}"
+
+    # -- event markers (live.markers) ------------------------------------------------
+    def mark(self, event: str, condition: str | None = None) -> Marker:
+        """The page's "mark event": a marker now on the running session's timeline.
+        ValueError when nothing runs or the event name is empty / too long."""
+        with self.lock:
+            eng = self.engine
+        if eng is None:
+            raise ValueError("start the live session first: a marker is placed on its timeline")
+        m = page_marker(event, condition, eng.clock.now())
+        self.markers.add(m)
+        return m
+
+    def lsl_marker(self, event: str, condition: str | None, lsl_time: float) -> None:
+        """A marker from the app's LSL inlet (``live.lsl``); ignored while nothing runs."""
+        from .lsl import lsl_marker
+
+        with self.lock:
+            eng = self.engine
+        if eng is not None:
+            self.markers.add(lsl_marker(event, condition, lsl_time, eng.clock))
+
+    def _on_marker(self, m: Marker, run: int) -> None:
+        with self.lock:
+            if run != self.open_run or self.study is None:
+                return
+            try:
+                self.study.write({**m.to_json(), "run": run, "source": "live"})
+            except (OSError, StudyLogError) as e:
+                self.error = f"study log write failed: {e}"
 
     # -- study log -----------------------------------------------------------------
     def set_logging(self, on: bool, participant: str = "", session: str = "",
@@ -335,6 +374,11 @@ class Tabs:
         if session is not None:
             session.close()
         return session is not None
+
+    def sessions(self) -> list["LiveSession"]:
+        """Every open tab's session (an LSL marker goes to each; the researcher's overview)."""
+        with self._lock:
+            return list(self._by_hash.values())
 
     def __len__(self) -> int:
         return len(self._by_hash)

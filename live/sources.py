@@ -11,6 +11,14 @@ buffers), stamped on the session ``Clock``:
 ``run(sink, stop)`` blocks until the media ends or ``stop`` is set; ``open()`` checks
 the device or file first and raises ``SourceError`` naming it.
 
+The one decode rule for files: a decoded picture is turned upright as every player
+shows it, following the container's display matrix (a phone's portrait video is
+stored sideways with a 90/270 degree rotation, a front camera's sometimes mirrored):
+``display_orientation`` reads it from each decoded frame and ``VideoFrame`` applies it,
+so face boxes, crops and windows are in upright coordinates. Audio of any rate and
+channel layout goes through ``Resampler`` (downmixed, resampled to 16 kHz); video keeps
+each frame's own timestamp (variable frame rate files keep their true times).
+
 A file's clock (``file_origin``) starts at the earliest start of its streams; its
 frames are stamped on it by ``_video_time``. ``video_times`` / ``iter_video_frames``
 (offline, for ``live.window.file_window``) and ``decode_audio`` (the one whole-file
@@ -76,6 +84,33 @@ def file_origin(video, audio=None) -> float:
     return min(starts) if starts else 0.0
 
 
+def display_orientation(frame) -> tuple[bool, bool, bool] | None:
+    """A decoded ``av.VideoFrame``'s display matrix → (transpose, flip rows, flip
+    columns) that make it upright (``live.frames.upright``); None when it has none or it
+    is the identity. The matrix [a b u; c d v; x y w] maps a stored pixel (x, y) to
+    (a x + c y, b x + d y) on screen (ffmpeg's convention: ``rotate=90`` metadata shows
+    the stored picture turned 90 degrees counter-clockwise, as ``ffmpeg`` itself plays
+    it). Angles that are not a multiple of 90 degrees are left as decoded."""
+    import av.sidedata.sidedata as sd
+
+    data = frame.side_data.get(sd.Type.DISPLAYMATRIX) if len(frame.side_data) else None
+    if data is None:
+        return None
+    a, b, _, c, d = np.frombuffer(bytes(data), dtype="<i4", count=5).astype(np.float64) / 65536.0
+    if abs(abs(a) - 1) < 0.01 and abs(b) < 0.01 and abs(c) < 0.01 and abs(abs(d) - 1) < 0.01:
+        orient = (False, d < 0, a < 0)  # no quarter turn: mirrored and/or turned 180
+    elif abs(a) < 0.01 and abs(d) < 0.01 and abs(abs(b) - 1) < 0.01 and abs(abs(c) - 1) < 0.01:
+        orient = (True, b < 0, c < 0)  # a quarter turn: x and y swap
+    else:
+        return None
+    return orient if any(orient) else None
+
+
+def _upright_frame(t: float, frame) -> VideoFrame:
+    """The one place a decoded file picture becomes a ``VideoFrame``: upright."""
+    return VideoFrame(t, frame, orient=display_orientation(frame))
+
+
 def _video_time(frame, count: int, fps: float, origin: float) -> float:
     """A decoded video frame's time on the file clock (count / fps when it has none)."""
     return (frame.time if frame.time is not None else count / fps + origin) - origin
@@ -135,7 +170,7 @@ def iter_video_frames(path: str | Path) -> Iterator[VideoFrame]:
         fps = float(v.average_rate or 30)
         try:
             for k, frame in enumerate(c.decode(v)):
-                yield VideoFrame(_video_time(frame, k, fps, origin), frame)
+                yield _upright_frame(_video_time(frame, k, fps, origin), frame)
         except (av.FFmpegError, OSError) as e:
             raise SourceError(f"cannot decode video file {path}: damaged ({_reason(e)})") from None
 
@@ -221,7 +256,7 @@ class FileSource:
                     ft = frame.time
                     if packet.stream.type == "video":
                         at = _video_time(frame, vcount, vfps, origin)
-                        sink.video(VideoFrame(stamp(at), frame))
+                        sink.video(_upright_frame(stamp(at), frame))
                         vcount += 1
                     else:
                         if audio_t0 is None:

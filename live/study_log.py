@@ -67,6 +67,7 @@ CSV_FIELDS = (
     "analysed", "reason", "label", "labels", "explanation", "pending", "error", "model",
     "plan", "queue_s", "analyse_s", "latency_s", "face_track", "speech_ratio",
     "self_report", "self_report_at", "consent", "consent_at",
+    "event", "condition", "type", "media_time",  # event markers (live.markers): type "marker"
 )
 KEEP_MEDIA_NEEDS_CONSENT = ("storing raw frames + audio needs the participant's consent to storing "
                             "recordings for research")

@@ -129,3 +129,7 @@ def test_live_run_bad_events_table_is_a_usage_error(tmp_path):
     assert not (tmp_path / "o").exists()
     r = run_cli(g["path"], "--out", tmp_path / "o", "--markers", "lsl:nothing")
     assert r.returncode == EXIT_USAGE and "need a live source" in r.stderr
+    r = run_cli(g["path"], "--out", tmp_path / "o", "--events", table(tmp_path, "time_s,event\n1,a\n", "ok.csv"),
+                "--realtime")
+    assert r.returncode == EXIT_USAGE and "drop --realtime" in r.stderr
+    assert not (tmp_path / "o").exists()
