@@ -6,7 +6,7 @@ its window records are written by a ``live.study_log.StudyLog`` (the live app's 
 format: ``WindowEvent.to_json`` + ``source``, ``plan``, ``session``, ``participant``,
 ``wall_time``, ``consent``, ``consent_at``). A recording with an events table
 (``--events-dir``) gets its marker records first and ``event``/``condition``/``events``
-in every window record, as ``live.run --events`` (``live.markers``).
+in every window record, as ``live.run --events`` (``live.run_events.RunEvents``).
 
 Resumable: a recording's log is written under ``OUT/.partial/<session>/`` and renamed
 to ``OUT/<session>.jsonl`` only when the recording is complete, so a log in OUT is
@@ -30,8 +30,8 @@ from pathlib import Path
 from live.appendfile import AppendFile, private_dir
 from live.cli import one_line
 from live.files import PRIVATE_MODE
-from live.markers import MarkerTimeline, load_events
 from live.run import analyse_source, make_tracker
+from live.run_events import RunEvents
 from live.sources import FileSource, SourceError
 from live.study_log import StudyLog, StudyLogError
 
@@ -146,13 +146,17 @@ class StudyRun:
             if self.stop.is_set():
                 raise Stop()
 
-        # the recording's events, as live.run --events: marker records first in its log
-        timeline = MarkerTimeline(load_events(rec.events)) if rec.events is not None else None
-        with StudyLog(work, rec.session, rec.participant, consent=rec.consent) as slog:
-            if timeline is not None:
-                timeline.subscribe(lambda m: slog.write(m.to_json()))
-            engine = analyse_source(source, self.analyser_for(rec.session), self.cfg, tracker,
-                                    on_frame=on_frame, on_window=on_window, markers=timeline)
+        # the recording's events exactly as live.run --events (live.run_events), its
+        # markers in the study log (first, before the windows) instead of markers.jsonl
+        events = RunEvents(events=rec.events)
+        try:
+            with StudyLog(work, rec.session, rec.participant, consent=rec.consent) as slog:
+                if events.timeline is not None:
+                    events.timeline.subscribe(lambda m: slog.write(m.to_json()))
+                engine = analyse_source(source, self.analyser_for(rec.session), self.cfg, tracker,
+                                        on_frame=on_frame, on_window=on_window, markers=events.timeline)
+        finally:
+            events.close()
         if engine.interrupted:
             raise KeyboardInterrupt()
         if errors:
