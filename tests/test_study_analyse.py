@@ -254,3 +254,45 @@ def test_recordings_at_once_each_with_its_own_session_analyser(folder, tmp_path)
     assert sorted(asked) == ["a", "b", "c"]
     for name in ("a", "b", "c"):
         assert [w["index"] for w in windows_of(out / f"{name}.jsonl")] == list(range(N_WINDOWS))
+
+
+def test_pool_option_wiring_without_ray(folder, tmp_path, monkeypatch, capsys):
+    """``--pool local:2`` (live.run's make_analyser starts the pool; replaced here by a
+    stand-in, since Ray's start-up on 2 cores takes minutes): two recordings at once,
+    each on its own pool session, the pool closed at the end."""
+    import live.run
+    from live.analyser import FakeAnalyser
+    from live.study.__main__ import main
+
+    class StandInPool:
+        def __init__(self):
+            self.sessions, self.closed = [], False
+
+        def analyser(self, session=None):
+            self.sessions.append(session)
+            return FakeAnalyser(delay_s=0)
+
+        def close(self):
+            self.closed = True
+
+    pool = StandInPool()
+
+    def make_analyser(args):
+        assert (args.pool, args.model) == ("local:2", str(model_dir))
+        args.pool_handle = pool
+        return pool.analyser()
+
+    monkeypatch.setattr(live.run, "make_analyser", make_analyser)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(folder / "recordings" / "s01.mp4", rec / name)
+    out = tmp_path / "out"
+    code = main(["analyse", str(rec), "--out", str(out), "--pool", "local:2", "--model", str(model_dir),
+                 "--window", "2", "--hop", "0.5", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(s for s in pool.sessions if s) == ["a", "b"] and pool.closed
+    for name in ("a", "b"):
+        assert [w["index"] for w in windows_of(out / f"{name}.jsonl")] == list(range(N_WINDOWS))
