@@ -296,3 +296,27 @@ def test_pool_option_wiring_without_ray(folder, tmp_path, monkeypatch, capsys):
     assert sorted(s for s in pool.sessions if s) == ["a", "b"] and pool.closed
     for name in ("a", "b"):
         assert [w["index"] for w in windows_of(out / f"{name}.jsonl")] == list(range(N_WINDOWS))
+
+
+def test_ctrl_c_stops_cleanly_exit_130_no_partial_log(folder, tmp_path):
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(folder / "recordings" / "s01.mp4", rec / name)
+    out = tmp_path / "out"
+    slow = ["--analyser", "fake", "--fake-delay", "0.3", "--window", "2", "--hop", "0.5"]
+    p = subprocess.Popen([sys.executable, "-m", "live.study", "analyse", str(rec), "--out", str(out), *slow],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # in the middle of a recording (its models loaded)
+        if any(f.stat().st_size for f in out.glob(f"{PARTIAL_DIR}/*/*.jsonl")):
+            break
+        assert p.poll() is None
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "error: interrupted" in err
+    assert not (out / PARTIAL_DIR).exists()
+    for log in out.glob("?.jsonl"):  # what is there is whole
+        assert [w["index"] for w in windows_of(log)] == list(range(N_WINDOWS))
