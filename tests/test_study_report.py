@@ -165,3 +165,23 @@ def test_withdraw_purges_through_the_study_log_rule_and_remakes_the_tables(folde
     assert "<h3>p1</h3>" not in page and "<h3>p2</h3>" in page
     bad = study("withdraw", folder, "--participant", "../etc")
     assert bad.returncode == EXIT_USAGE and "not valid" in bad.stderr
+
+
+def test_the_apps_live_logs_report_run_by_run(tmp_path):
+    """A page's study log (source "live", several runs in one session, a self-report)
+    is reported like an analysed study: each run's windows cover it once."""
+    root = tmp_path / "logdir"
+    with StudyLog(root, "lab1", "p9", consent=True) as log:
+        for run in (1, 2):
+            log.write({"type": "marker", "event": "clip", "condition": "amusement", "media_time": 2.5,
+                       "lsl_time": 10.0, "wall_time": 1.0, "run": run})
+            for i in range(3):
+                log.write(window(i, float(i), i + 2.0, "happy", run=run, source="live", self_report="joy",
+                                 **({"event": "clip", "condition": "amusement"} if i >= 2 else {})))
+    assert study("report", root).returncode == 0
+    rows = read_csv(root / WINDOWS_CSV)
+    assert [(r["run"], r["seconds"]) for r in rows] == [("1", "2.0"), ("1", "1.0"), ("1", "1.0"),
+                                                        ("2", "2.0"), ("2", "1.0"), ("2", "1.0")]
+    assert {(r["recording"], r["self_report"]) for r in rows} == {("live", "joy")}
+    summary = {(r["condition"], r["label"]): r["seconds"] for r in read_csv(root / SUMMARY_CSV)}
+    assert summary == {("", "happy"): "6.0", ("amusement", "happy"): "2.0"}

@@ -98,12 +98,12 @@ def timeline_figure(rows: list[dict], markers: list[dict], colours: dict[str, st
     face presence panel under it (x = media s); events as dashed lines on both."""
     from matplotlib.figure import Figure
 
-    sessions = list(dict.fromkeys(r["session"] for r in rows))
+    panels = list(dict.fromkeys((r["session"], r["run"]) for r in rows))  # a recording, or a live run
     labels = sorted({r["label"] or NO_LABEL_NAME for r in rows})
-    fig = Figure(figsize=(TIMELINE_W, PANEL_H * len(sessions) + 0.4))
-    gs = fig.add_gridspec(2 * len(sessions), 1, height_ratios=[3, 1] * len(sessions), hspace=0.15)
-    for k, session in enumerate(sessions):
-        mine = [r for r in rows if r["session"] == session]
+    fig = Figure(figsize=(TIMELINE_W, PANEL_H * len(panels) + 0.4))
+    gs = fig.add_gridspec(2 * len(panels), 1, height_ratios=[3, 1] * len(panels), hspace=0.15)
+    for k, (session, run) in enumerate(panels):
+        mine = [r for r in rows if (r["session"], r["run"]) == (session, run)]
         top, bottom = fig.add_subplot(gs[2 * k]), fig.add_subplot(gs[2 * k + 1])
         for r in mine:  # each window holds its label for the hop it adds, up to its end
             y = labels.index(r["label"] or NO_LABEL_NAME)
@@ -111,7 +111,8 @@ def timeline_figure(rows: list[dict], markers: list[dict], colours: dict[str, st
                             color=colours[r["label"] or NO_LABEL_NAME])
         top.set_yticks(range(len(labels)), labels, fontsize=8)
         top.set_ylim(-0.6, len(labels) - 0.4)
-        top.set_title(f"{session} ({mine[0]['recording']})", fontsize=9, loc="left")
+        top.set_title(f"{session} ({mine[0]['recording']}{'' if run is None else f', run {run}'})",
+                      fontsize=9, loc="left")
         ends = [r["end"] for r in mine]
         xs = [r["end"] - r["seconds"] for r in mine] + [ends[-1]]  # each value over the span it holds
         for key, colour in (("speech_ratio", "tab:blue"), ("face_present", "tab:green")):
@@ -122,7 +123,7 @@ def timeline_figure(rows: list[dict], markers: list[dict], colours: dict[str, st
         bottom.set_yticks([0, 1])
         bottom.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize=7, frameon=False)
         for ax in (top, bottom):
-            for t, name in _event_times(session, mine, markers):
+            for t, name in _event_times(session, run, mine, markers):
                 ax.axvline(t, color=EVENT_COLOUR, lw=1, ls="--")
                 if ax is top:
                     ax.text(t, len(labels) - 0.5, f" {name}", color=EVENT_COLOUR, fontsize=7, va="top")
@@ -134,11 +135,11 @@ def timeline_figure(rows: list[dict], markers: list[dict], colours: dict[str, st
     return fig
 
 
-def _event_times(session: str, rows: list[dict], markers: list[dict]) -> list[tuple[float, str]]:
-    """Where events start in a recording: its marker records' media times, or (logs
-    without markers) where the windows' ``event`` changes."""
+def _event_times(session: str, run, rows: list[dict], markers: list[dict]) -> list[tuple[float, str]]:
+    """Where events start in a recording (or a live run): its marker records' media
+    times, or (logs without markers) where the windows' ``event`` changes."""
     mine = [(m.get("media_time"), m.get("event") or "") for m in markers
-            if m.get("session") == session and m.get("media_time") is not None]
+            if (m.get("session"), m.get("run")) == (session, run) and m.get("media_time") is not None]
     if mine:
         return mine
     out, last = [], None
