@@ -185,3 +185,16 @@ def test_the_apps_live_logs_report_run_by_run(tmp_path):
     assert {(r["recording"], r["self_report"]) for r in rows} == {("live", "joy")}
     summary = {(r["condition"], r["label"]): r["seconds"] for r in read_csv(root / SUMMARY_CSV)}
     assert summary == {("", "happy"): "6.0", ("amusement", "happy"): "2.0"}
+
+
+def test_a_study_whose_every_recording_failed_is_still_reported(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with AppendFile(out / FAILURES) as f:
+        f.append_json({"recording": "a.mp4", "session": "a", "participant": "a", "error": "not media"})
+    r = study("report", out)
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (line["windows"], line["recordings_failed"]) == (0, 1)
+    assert line["windows_csv"] == str(out / WINDOWS_CSV) and line["report_html"] == str(out / REPORT_HTML)
+    assert read_csv(out / WINDOWS_CSV) == [] and "not media" in (out / REPORT_HTML).read_text()

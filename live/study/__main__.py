@@ -21,7 +21,7 @@ from live.face_models import FaceModelError
 from live.files import write_whole
 from live.study_log import StudyLogError
 
-from . import STUDY_JSON, study_logs
+from . import FAILURES, STUDY_JSON, study_logs
 
 OPTIONS_KEPT = ("analyser", "fake_delay", "model", "plan", "hop", "window", "gate")  # in study.json
 
@@ -57,12 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def study_folder(out: str) -> Path:
-    """An existing study folder with at least one study log (CliError otherwise)."""
+def study_folder(out: str, failures_enough: bool = False) -> Path:
+    """An existing study folder with at least one study log (or, ``failures_enough``,
+    a failures file: a study whose every recording failed is still reported)."""
     path = Path(out)
     if not path.is_dir():
         raise CliError(f"{out} is not a folder: give the --out of `live.study analyse` (or a --log-dir)")
-    if not study_logs(path):
+    if not study_logs(path) and not (failures_enough and (path / FAILURES).is_file()):
         raise CliError(f"{out} holds no study log (<session>.jsonl): analyse the study first")
     return path
 
@@ -135,7 +136,7 @@ def analyse(args) -> int:
 def report(args) -> int:
     from .report import write_report
 
-    out = study_folder(args.out)
+    out = study_folder(args.out, failures_enough=True)
     with OutputLock(out):  # not while an analysis writes the folder
         print(json.dumps(write_report(out)), flush=True)
     return EXIT_OK
@@ -162,7 +163,7 @@ def withdraw(args) -> int:
     from . import REPORT_HTML, SUMMARY_CSV, WINDOWS_CSV
     from .report import write_report
 
-    out = study_folder(args.out)
+    out = study_folder(args.out, failures_enough=True)
     with OutputLock(out):
         entry = purge(out, args.participant, records=args.records, reason=args.reason)
         tables = [out / n for n in (WINDOWS_CSV, SUMMARY_CSV, REPORT_HTML)]

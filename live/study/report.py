@@ -38,15 +38,15 @@ def write_report(out: str | Path) -> dict:
     failures = read_failures(out)
     rows = window_rows(records)
     summary = summary_rows(rows)
-    paths = {"windows": write_csv(rows, out / WINDOWS_CSV, WINDOW_COLUMNS),
-             "summary": write_csv(summary, out / SUMMARY_CSV, SUMMARY_COLUMNS)}
+    paths = {"windows_csv": write_csv(rows, out / WINDOWS_CSV, WINDOW_COLUMNS),
+             "summary_csv": write_csv(summary, out / SUMMARY_CSV, SUMMARY_COLUMNS)}
     for p in paths.values():
         os.chmod(p, PRIVATE_MODE)  # participant data: owner-only, as the logs
     counts = window_counts(records, len(failures))
     page = render_page(rows, summary, markers, counts, failures, title=f"Study report: {out.name}")
     with write_whole(out / REPORT_HTML, "w", private=True, encoding="utf-8") as f:
         f.write(page)
-    paths["report"] = out / REPORT_HTML
+    paths["report_html"] = out / REPORT_HTML
     return {**{k: str(v) for k, v in paths.items()}, **counts}
 
 
