@@ -1,7 +1,7 @@
 """Conventions shared by every command line of the project (the one documentation of
 them; docs link here).
 
-    python -m live.run | model.checkpoint.build | model.serve.infer | model.train |
+    python -m live.run | live.study | model.checkpoint.build | model.serve.infer | model.train |
               model.evaluate | model.data.builders | quant.plan | quant.experiments | app.py
 
 * Errors are one line on stderr, ``error: <what> (<file or option>)``, saying what to do;

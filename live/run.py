@@ -36,13 +36,9 @@ from .sources import FileSource, SourceError, open_source
 from .window import GATES
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m live.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("source", help="video file, webcam[:N] or mic[:DEVICE]")
-    p.add_argument("--out", required=True, help="folder for the JSONL logs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an --out folder that is not empty (refused otherwise)")
-    p.add_argument("--realtime", action="store_true", help="pace a file in real time")
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """The options of how a source is analysed, shared by ``live.run`` and
+    ``live.study analyse`` (one definition: the same flags mean the same there)."""
     p.add_argument("--analyser", choices=("null", "fake"), default="null")
     p.add_argument("--fake-delay", type=float, default=FAKE_DELAY_S, help="s per window (fake)")
     p.add_argument("--model", help="Omni-Emotion model folder: use it as the analyser")
@@ -56,9 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=HOP_S, help="s between windows")
     p.add_argument("--window", type=float, default=WINDOW_S, help="s per window")
     p.add_argument("--gate", choices=GATES, default="always", help="which windows to analyse")
+    p.add_argument("--face-models", help=f"folder with the BlazeFace .tflite files (or ${ENV_MODELS})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m live.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", help="video file, webcam[:N] or mic[:DEVICE]")
+    p.add_argument("--out", required=True, help="folder for the JSONL logs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that is not empty (refused otherwise)")
+    p.add_argument("--realtime", action="store_true", help="pace a file in real time")
+    add_analysis_options(p)
     p.add_argument("--every-window", action="store_true",
                    help="files read as fast as possible: wait for the analyser, drop nothing")
-    p.add_argument("--face-models", help=f"folder with the BlazeFace .tflite files (or ${ENV_MODELS})")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--events", metavar="CSV",
                    help="the file's events table: columns time_s,event[,condition] (docs/study.md)")
@@ -115,19 +121,47 @@ def make_analyser(args) -> Analyser:
     return NullAnalyser()
 
 
+def engine_config(args, every_window: bool):
+    """The engine's settings from the analysis options (ValueError naming a bad one)."""
+    from .engine import EngineConfig
+
+    check_window(args.window, args.hop, names=("--window", "--hop"))
+    return EngineConfig(hop_s=args.hop, window_s=args.window, gate=args.gate, every_window=every_window)
+
+
+def make_tracker(args, source):
+    """The face tracker for ``source`` (None without video); FaceModelError when the
+    face models are missing."""
+    from .detector import MediaPipeFaceDetector
+    from .faces import FaceTracker
+
+    return FaceTracker(MediaPipeFaceDetector(args.face_models)) if source.has_video else None
+
+
+def analyse_source(source, analyser: Analyser, cfg, tracker, on_frame=None, on_segment=None,
+                   on_window=None, markers=None, on_start=None, progress: bool = False):
+    """The one analysis of a source, ``live.run``'s and ``live.study analyse``'s: the
+    engine run to the end; returns the ``Engine`` (its ``stats()``, ``interrupted``).
+    ``markers``: the run's ``live.markers.MarkerTimeline`` (or None); ``on_start(engine)``
+    is called just before it runs (e.g. to start an LSL inlet on its clock)."""
+    from .engine import Engine
+
+    engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=on_frame,
+                    on_segment=on_segment, on_window=on_window, markers=markers)
+    if on_start is not None:
+        on_start(engine)
+    engine.run(progress=progress)
+    return engine
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .detector import MediaPipeFaceDetector
-    from .engine import Engine, EngineConfig
-    from .faces import FaceTracker
     from .session_log import SessionLog
 
     # 1. everything that can be wrong with the arguments and inputs, before any work
     try:
-        check_window(args.window, args.hop, names=("--window", "--hop"))
-        cfg = EngineConfig(hop_s=args.hop, window_s=args.window, gate=args.gate,
-                           every_window=args.every_window)
+        cfg = engine_config(args, args.every_window)
         source = open_source(args.source, realtime=args.realtime)
         source.open()  # fail fast, before loading models; Engine.run reopens
         source.close()
@@ -135,25 +169,26 @@ def main(argv: list[str] | None = None) -> int:
                            paced_file=args.realtime and isinstance(source, FileSource))
         out = check_out(args.out, args.overwrite)
         analyser = make_analyser(args)
-        tracker = FaceTracker(MediaPipeFaceDetector(args.face_models)) if source.has_video else None
+        tracker = make_tracker(args, source)
     except (CliError, SourceError, FaceModelError, ValueError, LSLError, KeyboardInterrupt) as e:
         return fail(e, usage=(SourceError, FaceModelError, ValueError, LSLError))
     # 2. the work: a failure now (a decode error mid-file) is a runtime error
     try:
         with SessionLog(out) as slog:
-            engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=slog.frame,
-                            on_segment=slog.segment, on_window=lambda ev: events.window(slog.window(ev)),
-                            markers=events.timeline)
-            events.start(out, engine.clock)
-            stats = engine.run(progress=not args.no_progress and not args.realtime
-                               and sys.stderr.isatty())
+            engine = analyse_source(source, analyser, cfg, tracker, on_frame=slog.frame,
+                                    on_segment=slog.segment,
+                                    on_window=lambda ev: events.window(slog.window(ev)),
+                                    markers=events.timeline,
+                                    on_start=lambda eng: events.start(out, eng.clock),
+                                    progress=not args.no_progress and not args.realtime
+                                    and sys.stderr.isatty())
     except (SourceError, OSError, KeyboardInterrupt) as e:
         return fail(e)
     finally:
         events.close()
         if getattr(args, "pool_handle", None) is not None:
             args.pool_handle.close()
-    print(json.dumps(stats), flush=True)
+    print(json.dumps(engine.stats()), flush=True)
     return EXIT_INTERRUPTED if engine.interrupted else EXIT_OK
 
 

@@ -1,10 +1,14 @@
 """Study logs: one JSON line per window, durable as soon as it is written.
 
-``StudyLog(root, session, participant)`` appends to ``root/<session>.jsonl``. Every
-line is written with one ``write``, then flushed and ``fsync``ed before ``write()``
-returns, so a crash, a killed process or a power cut loses at most the window in
-flight. Re-opening the same session appends (a study session that was interrupted
-goes on in the same file).
+``StudyLog(root, session, participant)`` appends to ``root/<session>.jsonl`` through
+``live.appendfile.AppendFile``: one process writes a session (a second one is refused
+with ``OutputLocked`` naming the owner), a torn last line left by a killed process is
+cut and kept aside before the first append, and every line is written whole and
+``fsync``ed before ``write()`` returns (a full disk is an ``OSError`` naming the file),
+so a crash, a killed process or a power cut loses at most the window in flight.
+Re-opening the same session appends (a study session that was interrupted goes on in
+the same file). The study folder and its media folders are owner-only (0700), every
+file in them 0600.
 
 Consent: every line carries ``consent`` (true/false: the participant consents to
 storing recordings for research) and ``consent_at`` (the wall time it was given, null
@@ -14,7 +18,14 @@ media at once. ``model.data.curate study`` reads these fields.
 
 No raw video or audio is stored unless ``keep_media=True``: then each window's
 sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
-(arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``).
+(arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``), named
+in the window's line as ``media`` (relative to ``root``; null without media). Run ids
+come from ``new_run_id`` (unique across tabs, processes and restarts) and a media file
+is never overwritten, so ``(run, index)`` names one window of one recording.
+
+Withdrawal (``withdraw``): a participant's media, and on request their records, are
+deleted from a study folder, and ``root/audit.jsonl`` gets a line saying what was
+deleted, when and why.
 Whole files (media, CSV exports) are written by ``live.files.write_whole``: a temporary name,
 fsync, rename; a reader never sees one half-written.
 
@@ -28,19 +39,29 @@ names the columns exported to CSV (list values are joined with "; ").
 from __future__ import annotations
 
 import csv
+import getpass
+import glob
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .appendfile import AppendFile, OutputLock, OutputLocked, private_dir
 from .files import write_whole
 
 # Session and participant ids become file names: keep them to a safe alphabet.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+AUDIT_NAME = "audit.jsonl"  # the study folder's withdrawal audit trail (not a session)
+RESERVED_SESSIONS = ("audit",)  # session ids taken by the study folder's own files
+REASON_MAX_CHARS = 2000  # a withdrawal's reason: a sentence or two
+AUDIT_WAIT_S = 10.0  # s a withdrawal waits for another process's audit line
+RUN_RANDOM = 1000  # run ids: wall ms * RUN_RANDOM + a random draw below it
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (CSV injection)
 CSV_FIELDS = (
     "session", "participant", "wall_time", "source", "run", "index", "start", "end",
     "analysed", "reason", "label", "labels", "explanation", "pending", "error", "model",
@@ -56,19 +77,58 @@ class StudyLogError(ValueError):
     """A bad session/participant id or an unreadable log."""
 
 
+ID_SHOWN_CHARS = 40  # characters of a bad id repeated in a message (a 100 KB id is not echoed)
+
+
+def short(value, limit: int = ID_SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (with the length said): what a message
+    repeats of an id or text a client sent."""
+    if not isinstance(value, str):
+        return f"of type {type(value).__name__}"
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 def check_id(kind: str, value: str) -> str:
     """``value`` stripped, or StudyLogError saying what a valid ``kind`` id looks like."""
-    v = (value or "").strip()
+    v = value.strip() if isinstance(value, str) else ""
     if not ID_PATTERN.match(v):
         raise StudyLogError(
-            f"{kind} id {value!r} is not valid: use 1-64 letters, digits, '_', '-' or '.', "
+            f"{kind} id {short(value)} is not valid: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
+    if kind == "session" and v.lower() in RESERVED_SESSIONS:
+        raise StudyLogError(f"session id {v!r} is reserved for the study folder's own files: choose another")
     return v
 
 
+_run_lock = threading.Lock()
+_last_run = 0
+
+
+def new_run_id() -> int:
+    """A run id unique across tabs, processes and restarts: the wall time in ms times
+    RUN_RANDOM plus a random draw below RUN_RANDOM, and in one process always above the
+    last one. Two processes collide only by starting a run in the same millisecond and
+    drawing the same number, and even then no media file is overwritten (`StudyLog`
+    refuses). An int (media names format it ``{run:03d}``) below 2**53, so exact in
+    JSON and JavaScript."""
+    global _last_run
+    with _run_lock:
+        rid = int(time.time() * 1000) * RUN_RANDOM + secrets.randbelow(RUN_RANDOM)
+        _last_run = rid = max(rid, _last_run + 1)
+        return rid
+
+
+def media_name(session: str, run: int, index: int) -> str:
+    """Where the media of window ``(run, index)`` of ``session`` go, relative to the study folder."""
+    return f"{session}_media/window_{run:03d}_{index:05d}.npz"
+
+
 class StudyLog:
-    """Append-only, fsynced JSONL log of one study session. Thread-safe."""
+    """Append-only, fsynced JSONL log of one study session, owned by this process while
+    open (``OutputLocked`` when another process writes it). Thread-safe."""
 
     def __init__(self, root: str | Path, session: str, participant: str,
                  keep_media: bool = False, consent: bool = False) -> None:
@@ -78,28 +138,45 @@ class StudyLog:
             raise StudyLogError(KEEP_MEDIA_NEEDS_CONSENT)
         self.consent = bool(consent)
         self.consent_at = round(time.time(), 3) if consent else None  # wall time it was given
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(root)
         self.path = self.root / f"{self.session}.jsonl"
         self.keep_media = keep_media
         self.media_dir = self.root / f"{self.session}_media"
-        self._lock = threading.Lock()
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.RLock()
+        self._out: AppendFile | None = AppendFile(self.path)  # lock, torn tail repaired, 0600
 
-    def write(self, record: dict) -> dict:
-        """Append ``record`` (plus session, participant, wall_time) as one line and
-        make it durable before returning. Returns the dict as written."""
+    def write(self, record: dict, media: str | None = None) -> dict:
+        """Append ``record`` (plus session, participant, wall_time, consent and
+        ``media``: the window's media file, relative to the study folder, or None) as
+        one line and make it durable before returning. Returns the dict as written.
+        OSError naming the file when it cannot be written (a full disk)."""
         line = {"session": self.session, "participant": self.participant,
                 "wall_time": round(time.time(), 3), **record,
-                "consent": self.consent, "consent_at": self.consent_at}  # the log's, never the caller's
-        text = json.dumps(line, ensure_ascii=False, default=jsonable) + "\n"
+                "consent": self.consent, "consent_at": self.consent_at,  # the log's, never the caller's
+                "media": media}
+        text = json.dumps(line, ensure_ascii=False, default=jsonable)
         with self._lock:
-            if self._f is None:
+            if self._out is None:
                 raise StudyLogError(f"study log {self.path} is closed")
-            self._f.write(text)
-            self._f.flush()
-            os.fsync(self._f.fileno())  # the line survives a killed process / power cut
+            self._out.append(text)  # whole line, fsynced: it survives a kill / power cut
         return line
+
+    def write_window(self, record: dict, frames: np.ndarray | None, audio: np.ndarray | None,
+                     rate: int) -> dict:
+        """A window record (with int ``run`` and ``index``) and, when media are kept
+        (``keep_media`` and consent), its frames + audio. The line names the media file
+        and is written first, so a withdrawal finds every media file from the lines;
+        an existing media file is never overwritten (StudyLogError, nothing written)."""
+        with self._lock:
+            if not (self.keep_media and self.consent):
+                return self.write(record)
+            name = media_name(self.session, record["run"], record["index"])
+            if (self.root / name).exists():
+                raise StudyLogError(f"{self.root / name} exists: window ({record['run']}, "
+                                    f"{record['index']}) was recorded before; not overwritten")
+            line = self.write(record, media=name)
+            self._save(self.root / name, frames, audio, rate)
+            return line
 
     def set_consent(self, consent: bool) -> None:
         """Consent given (now) or withdrawn: withdrawn also stops storing raw media."""
@@ -112,12 +189,19 @@ class StudyLog:
 
     def save_media(self, name: str, frames: np.ndarray | None, audio: np.ndarray | None,
                    rate: int) -> Path | None:
-        """Store one window's frames + audio (only when ``keep_media``); the path or None."""
-        if not (self.keep_media and self.consent):
-            return None
-        self.media_dir.mkdir(parents=True, exist_ok=True)
-        out = self.media_dir / f"{name}.npz"
-        with write_whole(out, "wb") as f:
+        """Store frames + audio as ``<session>_media/<name>.npz`` (only when
+        ``keep_media`` and consent); the path or None. Never overwrites (StudyLogError)."""
+        with self._lock:
+            if not (self.keep_media and self.consent):
+                return None
+            out = self.media_dir / f"{name}.npz"
+            if out.exists():
+                raise StudyLogError(f"{out} exists: not overwritten")
+            return self._save(out, frames, audio, rate)
+
+    def _save(self, out: Path, frames, audio, rate: int) -> Path:
+        private_dir(out.parent)
+        with write_whole(out, "wb", private=True) as f:
             np.savez_compressed(
                 f,
                 frames=np.zeros((0,), np.uint8) if frames is None else frames,
@@ -128,7 +212,7 @@ class StudyLog:
 
     def banner(self) -> str:
         """One Markdown line telling the participant/researcher that logging is on."""
-        media = ("raw frames + audio ARE stored (participant consented)" if self.keep_media
+        media = ("raw frames + audio ARE stored (participant consented)" if self.keep_media and self.consent
                  else "no raw video or audio is stored")
         return (f"📝 **Study logging is ON**: participant `{self.participant}`, session "
                 f"`{self.session}` → `{self.path}` ({media}).")
@@ -139,13 +223,13 @@ class StudyLog:
 
     @property
     def closed(self) -> bool:
-        return self._f is None
+        return self._out is None
 
     def close(self) -> None:
         with self._lock:
-            if self._f is not None:
-                self._f.close()
-                self._f = None
+            if self._out is not None:
+                self._out.close()
+                self._out = None
 
     def __enter__(self) -> "StudyLog":
         return self
@@ -208,16 +292,26 @@ def read_jsonl(path: str | Path, allow_partial_tail: bool = False) -> list[dict]
     return out
 
 
+def csv_cell(value):
+    """One CSV cell: lists joined with "; "; text a spreadsheet would run as a formula
+    (starting with = + - @, a tab or a carriage return) gets a leading ' so it is shown
+    as text (CSV injection). Numbers stay numbers (a negative one is not text)."""
+    if isinstance(value, (list, tuple)):
+        value = "; ".join(map(str, value))
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_csv(records: list[dict], out: str | Path, fields=CSV_FIELDS) -> Path:
-    """``records`` → CSV with ``fields`` as columns (lists joined with "; ")."""
+    """``records`` → CSV with ``fields`` as columns (``csv_cell``), owner-only (0600)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with write_whole(out, "w", newline="", encoding="utf-8") as f:
+    with write_whole(out, "w", private=True, newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         w.writeheader()
         for r in records:
-            w.writerow({k: "; ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-                        for k, v in r.items()})
+            w.writerow({k: csv_cell(v) for k, v in r.items()})
     return out
 
 
@@ -230,3 +324,163 @@ def jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------- withdrawal
+def withdraw(root: str | Path, participant: str, records: bool = False, reason: str = "") -> dict:
+    """A participant withdraws: delete every media file of theirs in the study folder
+    ``root`` (every session), and with ``records`` their lines too (each session log
+    rewritten whole without them; its CSV export rewritten or removed; their torn
+    fragments dropped). Appends one line to ``root/audit.jsonl`` saying what was
+    deleted, when, by whom and why (``reason``), and returns that line as a dict:
+    ``{"action", "at", "wall_time", "participant", "records", "reason",
+    "media_deleted": [paths relative to root], "records_deleted": {session: n},
+    "sessions": [sessions with their lines], "by": {"user", "pid"}}``.
+
+    Media are found from the lines: a line's ``media`` field, or for older lines the
+    name their ``(run, index)`` gives, unless another participant's line of the same
+    session gives that name too. ``records`` takes each session's lock first (all or
+    nothing): a session another process writes is refused with ``OutputLocked``
+    naming it. StudyLogError for a bad id, reason or folder."""
+    pid = check_id("participant", participant)
+    if not isinstance(records, bool):
+        raise StudyLogError(f"records must be true or false, got {short(records)}")
+    if not isinstance(reason, str) or len(reason) > REASON_MAX_CHARS:
+        raise StudyLogError(f"reason must be text of at most {REASON_MAX_CHARS} characters, got {short(reason)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise StudyLogError(f"{root}: no such study folder")
+    logs = sorted(p for p in root.glob("*.jsonl") if p.name != AUDIT_NAME)
+    locks = [OutputLock(log) for log in logs] if records else []
+    try:
+        for lock in locks:
+            lock.acquire()
+        media: list[str] = []
+        removed: dict[str, int] = {}
+        sessions: list[str] = []
+        for log in logs:
+            lines = _parsed_lines(log)
+            mine = [o for _, o in lines if isinstance(o, dict) and o.get("participant") == pid]
+            if not mine and not records:
+                continue
+            others = [o for _, o in lines if isinstance(o, dict) and o.get("participant") != pid]
+            media += _delete_media(root, log.stem, mine, others)
+            if records:
+                n = _drop_lines(log, pid, lines)
+                if n:
+                    removed[log.stem] = n
+            if mine:
+                sessions.append(log.stem)
+    finally:
+        for lock in locks:
+            lock.release()
+    entry = {"action": "withdraw", "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "wall_time": round(time.time(), 3), "participant": pid, "records": records,
+             "reason": reason, "media_deleted": media, "records_deleted": removed,
+             "sessions": sessions, "by": {"user": _user(), "pid": os.getpid()}}
+    _append_audit(root / AUDIT_NAME, entry)
+    return entry
+
+
+def _parsed_lines(log: Path) -> list[tuple[bytes, object]]:
+    """Each line of ``log`` (bytes, newline kept) with its JSON value (None when it is
+    not JSON: a torn tail another process is still writing, or damage)."""
+    out = []
+    for raw in log.read_bytes().splitlines(keepends=True):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        out.append((raw, obj))
+    return out
+
+
+def _participant_marker(pid: str) -> re.Pattern:
+    """Matches a participant field of ``pid`` in text that is not whole JSON (a torn line)."""
+    return re.compile(rb'"participant":\s*' + re.escape(json.dumps(pid).encode()))
+
+
+def _delete_media(root: Path, session: str, mine: list[dict], others: list[dict]) -> list[str]:
+    """Delete the media files ``mine`` name (module docstring); their paths relative to ``root``."""
+    def legacy(o: dict) -> str | None:
+        run, index = o.get("run"), o.get("index")
+        if "media" in o or type(run) is not int or type(index) is not int:
+            return None
+        return media_name(session, run, index)
+
+    names = {o["media"] for o in mine if isinstance(o.get("media"), str)}
+    shared = {legacy(o) for o in others}
+    names |= {n for n in map(legacy, mine) if n and n not in shared}
+    media_dir = (root / f"{session}_media").resolve()
+    deleted = []
+    for name in sorted(names):
+        path = (root / name).resolve()
+        if path.parent != media_dir:  # a line naming a file elsewhere is not followed
+            continue
+        for leftover in media_dir.glob(glob.escape(path.name) + ".*.part"):
+            leftover.unlink(missing_ok=True)  # a write cut short by a crash
+        if path.is_file():
+            path.unlink()
+            deleted.append(name)
+    if media_dir.is_dir() and not any(media_dir.iterdir()):
+        media_dir.rmdir()
+    return deleted
+
+
+def _drop_lines(log: Path, pid: str, lines: list[tuple[bytes, object]]) -> int:
+    """Rewrite ``log`` whole without ``pid``'s lines (we hold its lock); its CSV export
+    is rewritten (or removed when nothing is left) and its ``.torn`` fragments of
+    ``pid`` are dropped. Returns the number of lines removed."""
+    marker = _participant_marker(pid)
+
+    def theirs(raw: bytes, obj) -> bool:
+        if isinstance(obj, dict):
+            return obj.get("participant") == pid
+        return bool(marker.search(raw))
+
+    keep = [raw for raw, obj in lines if not theirs(raw, obj)]
+    n = len(lines) - len(keep)
+    torn = log.with_name(log.name + ".torn")
+    if torn.is_file():
+        rest = [raw for raw in torn.read_bytes().splitlines(keepends=True) if not marker.search(raw)]
+        _rewrite_or_remove(torn, rest)
+    if not n:
+        return 0
+    _rewrite_or_remove(log, keep)
+    csv_path = log.with_suffix(".csv")
+    if csv_path.is_file():
+        left = [o for raw, o in lines if isinstance(o, dict) and not theirs(raw, o)]
+        if left:
+            write_csv(left, csv_path)
+        else:
+            csv_path.unlink()
+    return n
+
+
+def _rewrite_or_remove(path: Path, lines: list[bytes]) -> None:
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    with write_whole(path, "wb", private=True) as f:
+        f.write(b"".join(lines))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's uid)
+        return str(os.getuid())
+
+
+def _append_audit(path: Path, entry: dict) -> None:
+    """One audit line through ``AppendFile``; another process's audit write is waited for."""
+    deadline = time.monotonic() + AUDIT_WAIT_S
+    while True:
+        try:
+            with AppendFile(path) as audit:
+                audit.append_json(entry)
+            return
+        except OutputLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

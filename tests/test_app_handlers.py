@@ -91,7 +91,8 @@ def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     logged = read_jsonl(tmp_path / "S01.jsonl")
     assert len(logged) == len(s.records) and logged[0]["participant"] == "P01"
     # the study log line is the page's record plus who/when and consent, nothing renamed
-    assert set(logged[0]) == set(s.records[0]) | {"session", "participant", "wall_time", "consent", "consent_at"}
+    assert set(logged[0]) == set(s.records[0]) | {"session", "participant", "wall_time", "consent", "consent_at",
+                                                 "media"}
     assert logged[0]["consent"] is False and logged[0]["consent_at"] is None  # none given
     assert logged[0]["self_report"] is None and logged[0]["self_report_at"] is None  # none stated
     assert not (tmp_path / "S01_media").exists()  # no raw media unless asked
