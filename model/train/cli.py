@@ -28,6 +28,7 @@ from live.cli import EXIT_USAGE, CliError, check_out, run_main
 from model.checkpoint.loading import Loader
 from model.train.lora import LoraSettings
 from live.appendfile import OutputLocked
+from model.train.launch_check import process_error
 from model.train.trainer import ERROR_LOG, WARMUP_RATIO, TrainResult, check_data, claim_out, run_training
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
@@ -204,24 +205,12 @@ def _value_type(annotation) -> type:
     return int if text.startswith("int") else float if text.startswith("float") else str
 
 
-ACCEL_CONFIGS = "configs/accelerate"  # ddp-8gpu.yaml, fsdp-8gpu.yaml, single_gpu.yaml
-
-
 def check_processes(env: dict[str, str], cuda_devices: int) -> None:
-    """Refuse a multi-process launch with more processes on this machine than visible
-    GPUs (they would share devices, or race as CPU processes nobody asked for).
-    `env`: the launcher's environment (WORLD_SIZE, LOCAL_WORLD_SIZE, ACCELERATE_USE_CPU)."""
-    world = int(env.get("WORLD_SIZE", "1"))
-    local = int(env.get("LOCAL_WORLD_SIZE", world))
-    on_cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    if world <= 1 or on_cpu or local <= cuda_devices:
-        return
-    if cuda_devices == 0:
-        raise CliError(f"accelerate launched {local} processes but no GPU is visible; run without "
-                       "accelerate launch (one CPU process), or pass --cpu to accelerate launch")
-    raise CliError(f"accelerate launched {local} processes on this machine but only {cuda_devices} GPU(s) are "
-                   f"visible; pass --num_processes {cuda_devices} to accelerate launch or use a config of "
-                   f"{ACCEL_CONFIGS} whose name fits the machine")
+    """The launch rule (`launch_check.process_error`) with torch's GPU count; raises
+    CliError. (`python -m model.train` checks it once before importing anything heavy.)"""
+    message = process_error(env, cuda_devices)
+    if message is not None:
+        raise CliError(message)
 
 
 def _check_inputs(s: TrainSettings) -> None:
