@@ -24,11 +24,11 @@ import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from live.appendfile import OutputLocked
 from live.cli import EXIT_USAGE, CliError, check_out, run_main
 from model.checkpoint.loading import Loader
-from model.train.lora import LoraSettings
-from live.appendfile import OutputLocked
 from model.train.launch_check import process_error
+from model.train.lora import LoraSettings
 from model.train.trainer import ERROR_LOG, WARMUP_RATIO, TrainResult, check_data, claim_out, run_training
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
@@ -125,8 +125,9 @@ def check_numbers(s: TrainSettings) -> None:
             raise ValueError(f"{flag} must be a number, got {value!r}")
         if isinstance(low, int) and not isinstance(value, int):
             raise ValueError(f"{flag} must be a whole number, got {value!r}")
-        ok = math.isfinite(value) and (value >= low if low_ok else value > low) and (high is None or value < high)
-        if not ok:
+        if not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value!r}")
+        if not ((value >= low if low_ok else value > low) and (high is None or value < high)):
             span = (">= " if low_ok else "> ") + f"{low:g}" + (f" and < {high:g}" if high is not None else "")
             raise ValueError(f"{flag} must be {span}, got {value!r}")
 
