@@ -22,6 +22,7 @@ free port; the address is printed as ``review page: http://127.0.0.1:PORT/``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -125,6 +126,16 @@ class Reviewer:
         return self.log.add(cand.id, "accept", cand.explanation, cand.labels)
 
 
+def _showing(text) -> dict | None:
+    """The hidden box's text back to `Reviewer.showing`'s value (None when empty or not
+    ours: nothing is decided then)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def cues_markdown(c: Candidate) -> str:
     rows = [f"**clip** `{c.id}` · source `{c.source or '-'}` · gold label `{c.source_label or '-'}`"
             + (f" · self-review score {c.score}" if c.score is not None else "")]
@@ -145,14 +156,14 @@ def build_page(rev: Reviewer):
         done, total = rev.progress()
         prog = f"**{done}/{total} reviewed** by `{rev.log.reviewer}`"
         if c is None:
-            return (None, None, f"{prog}. All clips are reviewed: close the page.", "", "", "")
-        return (rev.showing(c), str(c.video) if c.video else None, f"{prog} · keys: a accept, e edit, "
+            return ("", None, f"{prog}. All clips are reviewed: close the page.", "", "", "")
+        return (json.dumps(rev.showing(c)), str(c.video) if c.video else None, f"{prog} · keys: a accept, e edit, "
                 f"Ctrl+Enter save edit, r reject", cues_markdown(c), c.explanation, ", ".join(c.labels))
 
     def on(decision):
         def handler(shown, expl, labels):
             try:
-                rev.decide(shown, decision, expl, labels)
+                rev.decide(_showing(shown), decision, expl, labels)
             except ReviewError as e:
                 gr.Warning(str(e))
                 return (gr.update(),) * 6
@@ -160,7 +171,10 @@ def build_page(rev: Reviewer):
         return handler
 
     with gr.Blocks(title="Omni-Emotion HRE review", analytics_enabled=False) as page:
-        cur = gr.State(None)
+        # What this tab shows, kept in the browser (a hidden box, not server-side State):
+        # an event carries the value the tab had when the key was pressed, so a second
+        # press before the next clip arrives names the clip already decided.
+        cur = gr.Textbox(visible=False, elem_id="review-shown")
         progress = gr.Markdown(elem_id="review-progress")
         with gr.Row():
             with gr.Column(scale=3):
