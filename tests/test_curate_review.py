@@ -186,7 +186,8 @@ def test_two_tabs_last_decision_wins_local_only_clips_only(tmp_path):
     edits; both are recorded and the edit (the last) is kept. The page process, started
     without the test suite's offline settings and with a proxy that records every
     outside connection, reaches nothing outside 127.0.0.1, and the browser loads
-    nothing from elsewhere. It serves the clips, not other files of their folder."""
+    nothing from elsewhere. It serves the clips, not other files of their folder, and
+    leaves no copy of them in the temp dir when stopped."""
     from playwright.sync_api import sync_playwright
 
     pool = make_review_pool(tmp_path / "cand", cached_clip("review", seconds=2.0, fps=10)["path"])
@@ -196,6 +197,9 @@ def test_two_tabs_last_decision_wins_local_only_clips_only(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NO_PROXY", "no_proxy")}
     env.update(HTTP_PROXY=proxy.url, HTTPS_PROXY=proxy.url, ALL_PROXY=proxy.url, NO_PROXY="127.0.0.1,localhost")
+    tmp = tmp_path / "tmp"  # the page's system temp dir: Gradio's copies of the clips go under it
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp)
     # `env -u`: serve_page sets GRADIO_ANALYTICS_ENABLED=False; the page must not need it
     cmd = ["env", "-u", "GRADIO_ANALYTICS_ENABLED", sys.executable, "-m", "model.data.curate", "review",
            str(pool), "--reviewer", "dora"]
@@ -242,3 +246,4 @@ def test_two_tabs_last_decision_wins_local_only_clips_only(tmp_path):
     kept = read_decisions(pool, "dora")[CANDIDATES[0][0]]
     assert kept["decision"] == "edit" and kept["explanation"] == edited and kept["labels"] == ["tense"]
     assert proxy.lines == [] and outside == []
+    assert list(tmp.rglob("*")) == []  # no copy of a clip outlives the page (stopped with SIGTERM)

@@ -24,7 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -195,10 +198,27 @@ def build_page(rev: Reviewer):
 
 
 def serve(rev: Reviewer, port: int) -> None:
-    """Serve the page on 127.0.0.1 until Ctrl-C: local-only (`LOCAL_ONLY_ENV`, no share
-    link, system fonts) and serving the candidates' clips alone (each clip file is
-    allowed, not the folders they are in)."""
+    """Serve the page on 127.0.0.1 until Ctrl-C or SIGTERM: local-only (`LOCAL_ONLY_ENV`,
+    no share link, system fonts), serving the candidates' clips alone (each clip file is
+    allowed, not the folders they are in), Gradio's copies in a folder of its own that
+    is removed at the end."""
     os.environ.update(LOCAL_ONLY_ENV)
+    # Gradio copies each clip it serves into its temp folder: this process's own
+    # (0700), removed when the page stops (Ctrl-C or SIGTERM), so no copy outlives it.
+    temp = tempfile.mkdtemp(prefix="omni-review-")
+    os.environ["GRADIO_TEMP_DIR"] = temp
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _launch(rev, port)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds through `serve`'s cleanup
+
+
+def _launch(rev: Reviewer, port: int) -> None:
     import gradio as gr
 
     clips = sorted({str(c.video) for c in rev.candidates if c.video is not None})
