@@ -230,3 +230,25 @@ class AppendFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def lock_holder(target: str | Path) -> str | None:
+    """Who holds ``target``'s `OutputLock` (``pid N on HOST since T``) while a live
+    process does, else None (no lock file, or one left by a dead process). Read-only:
+    nothing is created, changed or taken over, so a reader (``curate merge``) can check
+    that no one still writes its inputs. (Its brief shared flock can make a writer
+    starting in that instant be refused; it then says so and can be rerun.)"""
+    path = OutputLock(target).path
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_owner(fd) or "unknown owner"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -10,8 +10,14 @@ parsed request body (``model``, ``messages``, ...) and says what to send back:
 - ``Hang(seconds, then)``: answer ``then`` after sleeping (a shorter client timeout fires);
 - ``Garbage()``: HTTP 200 whose body is not JSON.
 
-Every chat request is recorded in ``requests`` (bodies, in arrival order); helpers
-``text(request)`` (all text parts joined) and ``n_images`` / ``n_audio`` read them.
+Every chat request is recorded in ``requests`` (bodies, in arrival order) and its
+``response_format`` (None when absent) in ``formats``; helpers ``text(request)`` (all
+text parts joined) and ``n_images`` / ``n_audio`` read them.
+
+``OpenAIServer(answer, reject_response_format=True)`` behaves like a server without
+structured outputs: a request carrying ``response_format`` gets HTTP 400 naming it
+(as vLLM/OpenAI word a bad parameter), before ``answer`` is asked; ``rejected`` counts
+those.
 """
 from __future__ import annotations
 
@@ -64,9 +70,12 @@ def n_audio(request: dict) -> int:
 
 
 class OpenAIServer:
-    def __init__(self, answer):
+    def __init__(self, answer, reject_response_format: bool = False):
         self.answer = answer
+        self.reject_response_format = reject_response_format
         self.requests: list[dict] = []
+        self.formats: list[dict | None] = []
+        self.rejected = 0
         self.lock = threading.Lock()
         server = self
 
@@ -98,6 +107,14 @@ class OpenAIServer:
                     return
                 with server.lock:
                     server.requests.append(body)
+                    server.formats.append(body.get("response_format"))
+                    refuse = server.reject_response_format and "response_format" in body
+                    server.rejected += refuse
+                if refuse:
+                    self._send(400, json.dumps({"error": {
+                        "message": "Unsupported parameter: 'response_format' is not supported by this server.",
+                        "type": "invalid_request_error", "param": "response_format", "code": None}}))
+                    return
                 reply = server.answer(body)
                 if isinstance(reply, Hang):
                     time.sleep(reply.seconds)

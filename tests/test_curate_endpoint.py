@@ -111,3 +111,34 @@ def test_check_finds_a_down_endpoint(server):
     Endpoint(server(lambda r: "x").url, "m").check()  # up: no error
     with pytest.raises(EndpointError, match="not reachable"):
         Endpoint(f"http://127.0.0.1:{_free_port()}", "m").check()
+
+
+def test_schema_sent_as_response_format_and_dropped_for_a_server_that_refuses_it(tmp_path):
+    from model.data.curate.stages import REVIEW_FORMAT, parse_review
+
+    with OpenAIServer(lambda r: '{"score": 7}') as s:
+        ep = Endpoint(s.url, "m")
+        assert ep.ask_json([{"role": "user", "content": "rate"}], parse_review, response_format=REVIEW_FORMAT) == 7
+        fmt = s.formats[0]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "review"
+        assert fmt["json_schema"]["schema"]["properties"]["score"]["type"] == "integer"
+        assert ep.complete([{"role": "user", "content": "free text"}]) and s.formats[1] is None  # only when asked
+
+    with OpenAIServer(lambda r: "I would say 8." if len(r["messages"]) == 1 else '{"score": 8}',
+                      reject_response_format=True) as s:
+        ep = Endpoint(s.url, "m", cache_dir=tmp_path)
+        ask = lambda t: ep.ask_json([{"role": "user", "content": t}], parse_review,  # noqa: E731
+                                    response_format=REVIEW_FORMAT)
+        assert ask("one") == 8  # 400 → asked again without the format; the free answer retried once
+        assert ask("two") == 8
+        assert s.rejected == 1 and not ep.takes_format  # remembered: not sent again
+        assert s.formats == [REVIEW_FORMAT, None, None, None, None]
+        assert ep.requests == 4
+
+
+def test_other_http_400s_are_still_errors(server):
+    s = server(lambda r: Fail(400))
+    ep = Endpoint(s.url, "m", retries=0)
+    with pytest.raises(EndpointError, match="HTTP 400"):
+        ep.complete([{"role": "user", "content": "x"}], response_format={"type": "json_object"})
+    assert ep.takes_format and s.count() == 1  # not mistaken for a refused format

@@ -148,6 +148,8 @@ def _two_reviewers(pool: Path) -> None:
     a.add("mafw/004", "reject")
     b.add("mafw/004", "reject")
     a.add("caer/007", "accept", CANDIDATES[6][1], CANDIDATES[6][2])  # only alice: not compared
+    a.close()
+    b.close()
 
 
 def test_agreement_kappa_by_hand(tmp_path, clip_path, capsys):
@@ -175,7 +177,9 @@ def test_agreement_kappa_by_hand(tmp_path, clip_path, capsys):
     assert A.cohen_kappa([(True, True), (True, True)])[0] is None
     assert A.cohen_kappa([(True, False), (False, True)])[0] == pytest.approx(-1.0)
     # a third reviewer: --reviewers is needed; an unknown one is named
-    ReviewLog(pool, "carol").add("dfew/001", "reject")
+    carol = ReviewLog(pool, "carol")
+    carol.add("dfew/001", "reject")
+    carol.close()
     assert run_cli(capsys, "agreement", str(pool)).returncode == 2
     r = run_cli(capsys, "agreement", str(pool), "--reviewers", "alice,dave")
     assert r.returncode == 2 and "dave" in r.stderr

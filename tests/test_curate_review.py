@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from model.data.curate.reviews import read_decisions
+from tests.locks import hold_lock
 from tests.media import cached_clip
 from tests.test_app_server import CHROMIUM, serve_page, stop
 from tests.test_curate_hre import CANDIDATES, make_review_pool
@@ -121,12 +123,127 @@ def test_reviewer_rules_without_a_browser(tmp_path):
     pool = make_review_pool(tmp_path / "cand", cached_clip("review", seconds=2.0, fps=10)["path"])
     rev = Reviewer(pool, "bob")
     first, second = CANDIDATES[0], CANDIDATES[1]
+    tab1 = rev.showing(rev.next())
+    tab2 = rev.showing(rev.next())  # a second tab on the same clip
+    assert tab1["id"] == tab2["id"] == first[0] and tab1 != tab2
     with pytest.raises(ReviewError, match="at least one label"):
-        rev.decide(first[0], "edit", "Some text.", " , ")
+        rev.decide(tab1, "edit", "Some text.", " , ")
     assert rev.progress() == (0, len(CANDIDATES))  # a refused edit records nothing
     # an "edit" that changes nothing (spacing and case aside) is an accept
-    rec = rev.decide(first[0], "edit", "  " + first[1], ", ".join(x.upper() for x in first[2]))
+    rec = rev.decide(tab1, "edit", "  " + first[1], ", ".join(x.upper() for x in first[2]))
     assert rec["decision"] == "accept" and rec["labels"] == first[2]
-    assert rev.decide(first[0], "reject") is None  # a second key press on the same clip
+    assert rev.decide(tab1, "reject") is None  # a second key press in the same tab
+    rec = rev.decide(tab2, "edit", "Lips pressed together.", "tense")  # the other tab: kept, last wins
+    assert rec["decision"] == "edit"
     assert rev.next().id == second[0] and rev.decide(None, "accept") is None
-    assert read_decisions(pool, "bob")[first[0]]["decision"] == "accept"
+    assert read_decisions(pool, "bob")[first[0]]["explanation"] == "Lips pressed together."
+    assert rev.progress() == (1, len(CANDIDATES))
+    # one writer per reviewer: a second page (another process) for carol is refused, naming the first
+    holder = hold_lock(pool / "reviews" / "carol.jsonl")
+    try:
+        with pytest.raises(ReviewError, match=f"pid {holder.pid}"):
+            Reviewer(pool, "carol")
+    finally:
+        holder.kill()
+        holder.wait(30)
+    rev.log.close()
+
+
+class _ProxyRecorder:
+    """A proxy that answers nothing and records the first line of every connection:
+    anything the page process tries to reach outside 127.0.0.1 (through HTTP(S)_PROXY)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.lines: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.lines.append(conn.recv(4096).decode("latin-1").split("\r\n", 1)[0])
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_two_tabs_last_decision_wins_local_only_clips_only(tmp_path):
+    """Two Chromium tabs of one reviewer on the same clip: the first accepts, the second
+    edits; both are recorded and the edit (the last) is kept. The page process, started
+    without the test suite's offline settings and with a proxy that records every
+    outside connection, reaches nothing outside 127.0.0.1, and the browser loads
+    nothing from elsewhere. It serves the clips, not other files of their folder, and
+    leaves no copy of them in the temp dir when stopped."""
+    from playwright.sync_api import sync_playwright
+
+    pool = make_review_pool(tmp_path / "cand", cached_clip("review", seconds=2.0, fps=10)["path"])
+    secret = pool / "videos" / "notes.txt"
+    secret.write_text("a participant's name")
+    proxy = _ProxyRecorder()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NO_PROXY", "no_proxy")}
+    env.update(HTTP_PROXY=proxy.url, HTTPS_PROXY=proxy.url, ALL_PROXY=proxy.url, NO_PROXY="127.0.0.1,localhost")
+    tmp = tmp_path / "tmp"  # the page's system temp dir: Gradio's copies of the clips go under it
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp)
+    # `env -u`: serve_page sets GRADIO_ANALYTICS_ENABLED=False; the page must not need it
+    cmd = ["env", "-u", "GRADIO_ANALYTICS_ENABLED", sys.executable, "-m", "model.data.curate", "review",
+           str(pool), "--reviewer", "dora"]
+    outside: list[str] = []
+    n, edited = len(CANDIDATES), "Her mouth is tense, not smiling."
+    try:
+        proc, url = serve_page(cmd, tmp_path / "review.log", ROOT, env)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--no-first-run"])
+                try:
+                    tabs = [browser.new_page(viewport={"width": 1300, "height": 1100}) for _ in range(2)]
+                    for tab in tabs:
+                        tab.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:")
+                               or r.url.startswith("blob:") else outside.append(r.url))
+                        tab.goto(url, wait_until="load")
+                        wait_progress(tab, f"0/{n} reviewed")
+                        assert shown_explanation(tab) == CANDIDATES[0][1]
+                    tabs[0].locator("#review-progress").click()
+                    tabs[0].keyboard.press("a")  # tab 1 accepts clip 1
+                    wait_progress(tabs[0], f"1/{n} reviewed")
+                    tabs[1].locator("#review-explanation textarea").fill(edited)  # tab 2, still on clip 1
+                    labels = tabs[1].locator("#review-labels input, #review-labels textarea").first
+                    labels.fill("tense")
+                    labels.press("Control+Enter")
+                    wait_progress(tabs[1], f"1/{n} reviewed")
+                    assert shown_explanation(tabs[1]) == CANDIDATES[1][1]
+                finally:
+                    browser.close()
+            base = url.rstrip("/")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{base}/gradio_api/file={secret}")
+            assert refused.value.code in (403, 404)
+            with urllib.request.urlopen(f"{base}/gradio_api/file={pool / 'videos' / 'dfew_001.mp4'}") as r:
+                assert r.status == 200
+        finally:
+            stop(proc)
+    finally:
+        proxy.close()
+    rows = [json.loads(x) for x in (pool / "reviews" / "dora.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["decision"]) for r in rows] == [(CANDIDATES[0][0], "accept"), (CANDIDATES[0][0], "edit")]
+    kept = read_decisions(pool, "dora")[CANDIDATES[0][0]]
+    assert kept["decision"] == "edit" and kept["explanation"] == edited and kept["labels"] == ["tense"]
+    assert proxy.lines == [] and outside == []
+    assert list(tmp.rglob("*")) == []  # no copy of a clip outlives the page (stopped with SIGTERM)

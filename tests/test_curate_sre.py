@@ -3,6 +3,7 @@ tiny random Whisper built with transformers, and a real OpenAI-compatible HTTP s
 127.0.0.1 whose answers are scripted by the request's content."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from model.data.curate import merge as merge_cli
 from model.data.curate import sre
 from model.data.curate.stages import CONSISTENCY_PROMPT, FACE_PROMPT, SCENE_PROMPT
 from model.data.manifest import TASK_EMOTION_REASON, read_manifest
+from tests.locks import hold_lock
 from tests.media import cached_clip
 from tests.openai_server import Fail, Hang, OpenAIServer, n_audio, n_images, text
 
@@ -278,3 +280,44 @@ def test_resume_after_kill_9(world, tmp_path):
     assert first <= set(kept)
     clues = [r["id"] for r in records(out, "clues.jsonl")]
     assert sorted(clues) == ids
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_merge_reads_its_inputs_only_and_refuses_a_running_shard(full_run, world, tmp_path, capsys):
+    """A shard killed mid-write (torn last line, a clues line without its outcome) is
+    merged as a resume would see it, and its files stay byte for byte as they were; a
+    shard whose run still holds its lock is refused in one line naming the process."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(full_run, a)
+    b.mkdir()
+    shutil.copy(full_run / "run.json", b / "run.json")
+    with open(a / "clues.jsonl", "a") as f:
+        f.write(json.dumps({"id": "dfew/orphan", "source": "dfew"}) + "\n")  # killed before its outcome
+    with open(a / "sre.jsonl", "a") as f:
+        f.write('{"id": "dfew/torn", "vid')  # killed mid-write
+    before = _snapshot(a)
+    merged = tmp_path / "merged"
+    assert merge_cli.main([str(a), str(b), "--out", str(merged)]) == 0
+    assert _snapshot(a) == before  # nothing cut, nothing rewritten, no .torn, no lock file
+    for name in ("sre.jsonl", "rejected.jsonl", "failed.jsonl", "clues.jsonl"):
+        assert records(merged, name) == sorted(records(full_run, name), key=lambda r: r["id"]), name
+    capsys.readouterr()
+
+    holder = hold_lock(b)
+    try:
+        assert merge_cli.main([str(a), str(b), "--out", str(tmp_path / "m2")]) == EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"pid {holder.pid}" in err[0] and str(b) in err[0], err
+        assert not (tmp_path / "m2").exists()
+        # a second sre run on a folder another process writes is refused the same way
+        assert sre.main(args(world, b)) == EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"pid {holder.pid}" in err[0], err
+    finally:
+        holder.kill()
+        holder.wait(30)
+    # the owner is gone: its stale lock no longer blocks the merge
+    assert merge_cli.main([str(a), str(b), "--out", str(tmp_path / "m3")]) == 0

@@ -13,7 +13,7 @@ from model.serve.generate import EVAL_MAX_NEW_TOKENS
 from model.data.manifest import make_sample, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-MER_OV = REPO.parent / "shared" / "data" / "mer2024-ov"
+MER_OV = Path(__file__).resolve().parent / "data" / "mer2024-ov"  # provenance: tests/data/README.md
 
 
 def _jsonl(path, rows):
@@ -120,7 +120,6 @@ def test_emer_ov_argument_and_input_errors(tmp_path, capsys):
     assert rc == 2 and "gold samples with no labels: 1" in err
 
 
-@pytest.mark.skipif(not MER_OV.is_dir(), reason=f"{MER_OV} not present (shared data folder)")
 def test_emer_ov_reference_files_exact(capsys):
     rc, out, _ = _run(capsys, "emer-ov", "--pred", MER_OV / "predict-openset.csv",
                       "--gold", MER_OV / "check-openset.csv",

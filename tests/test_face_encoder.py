@@ -14,11 +14,9 @@ from model.net.face_encoder import (
     load_facexformer_checkpoint,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "facexformer"
-REFERENCE = SHARED / "facexformer-small-reference.pt"
-KEYS = SHARED / "facexformer-encoder-keys.json"
-
-needs_shared = pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/data/facexformer not present")
+DATA = Path(__file__).resolve().parent / "data" / "facexformer"  # provenance: tests/data/README.md
+REFERENCE = DATA / "facexformer-small-reference.pt"
+KEYS = DATA / "facexformer-encoder-keys.json"
 
 
 def to_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -61,7 +59,6 @@ def to_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return inverse
 
 
-@needs_shared
 def test_reproduces_the_torchvision_reference():
     ref = torch.load(REFERENCE, weights_only=False)
     c = ref["config"]
@@ -72,12 +69,11 @@ def test_reproduces_the_torchvision_reference():
     with torch.no_grad():
         fused = encoder.fused_map(ref["input"])
         tokens = encoder(ref["input"])
-    assert fused.shape == ref["fused"].shape == (2, 16, 56, 56)
+    assert fused.shape == ref["fused"].shape == (1, 16, 56, 56)
     torch.testing.assert_close(fused, ref["fused"], atol=1e-5, rtol=1e-5)
-    assert tokens.shape == (2, 7 * 7, 16)
+    assert tokens.shape == (1, 7 * 7, 16)
 
 
-@needs_shared
 def test_full_size_keys_match_the_published_checkpoint():
     import json
 

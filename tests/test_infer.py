@@ -60,18 +60,37 @@ def test_infer_json_reports_token_counts(assets):
     assert isinstance(result["text"], str) and result["seconds"] > 0
 
 
-def test_infer_without_audio_needs_the_flag(assets):
+def test_infer_without_audio_says_so(assets):
+    """A video without audio is analysed from the picture alone (as live.run and the
+    File tab do) and the output says audio was missing, in JSON and in plain text."""
     root, config = assets
-    args = ["--model", str(root / "tiny"), "--video", str(root / "silent.mp4"), "--json", "--max-new-tokens", "2"]
-    out = infer(*args)
-    assert out.returncode == 2  # live.cli.EXIT_USAGE: bad input, found before the model loads
-    assert out.stderr.strip() == f"error: {root / 'silent.mp4'} has no audio stream (pass --no-audio to analyse the picture alone)"
-    out = infer(*args, "--no-audio", "--no-faces")
+    args = ["--model", str(root / "tiny"), "--video", str(root / "silent.mp4"), "--max-new-tokens", "2"]
+    out = infer(*args, "--json", "--no-faces")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["audio"] == "absent" and result["face"] == "absent"
+    assert result["notes"] == ["silent.mp4 has no audio: analysed from the picture alone"]
+    assert "note: silent.mp4 has no audio" in out.stderr
     assert tiny_shape(config) == TINY_SHAPE
     assert result["tokens"]["audio"] == TINY_TOKENS["audio_absent"]
+    out = infer(*args, "--no-faces")  # plain text
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert "no audio (picture alone)" in last and "None" not in last, last
+    # --no-audio leaves a present track out, and says so
+    out = infer("--model", str(root / "tiny"), "--video", str(root / "clip.mp4"), "--json", "--no-audio",
+                "--no-faces", "--max-new-tokens", "2")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["audio"] == "absent" and "--no-audio" in result["notes"][0]
+
+
+def test_summary_line_never_prints_none():
+    from model.serve.infer import summary_line
+
+    line = summary_line({"label": None, "labels": [], "audio": "present", "seconds": 1.5})
+    assert line == "no label  no open-vocabulary words  (1.5 s)"
+    line = summary_line({"label": "happy", "labels": ["glad", "bright"], "audio": "absent", "seconds": 2})
+    assert line == "label: happy  words: glad, bright  no audio (picture alone)  (2 s)"
 
 
 @pytest.mark.parametrize("video, message", [("missing.mp4", "no such file"), ("notes.mp4", "cannot read video")])

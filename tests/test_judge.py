@@ -205,3 +205,24 @@ def test_cli_judge_unreachable_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == EXIT_RUNTIME and "Traceback" not in err  # failed while working, not bad input
     assert err.strip().splitlines()[-1].split("\r")[-1].startswith("error: ")
+
+
+def test_judge_sends_its_schemas_and_reads_the_schema_form(judge):
+    from model.evaluate.judge import GROUPS_FORMAT, SCORES_FORMAT
+
+    j = judge(lambda p: '{"groups": [["happy", "glad"], ["sad"]]}' if "group the emotions" in p
+              else '{"clue_overlap": 6, "label_overlap": 9}')
+    client = JudgeClient(j.url)
+    assert group_synonyms(client, ["Happy", "sad"], ["glad"]) == [["happy", "glad"], ["sad"]]
+    assert score_reasoning(client, "He frowns. Angry.", "He frowns. Angry.") == (6, 9)
+    assert j.formats == [GROUPS_FORMAT, SCORES_FORMAT]
+    assert all(f["type"] == "json_schema" and f["json_schema"]["schema"]["type"] == "object" for f in j.formats)
+
+
+def test_judge_on_a_server_without_structured_outputs(judge):
+    j = judge()
+    j.reject_response_format = True
+    client = JudgeClient(j.url)
+    assert group_synonyms(client, ["happy"], ["joyful"]) == [["happy", "joyful"]]
+    assert group_synonyms(client, ["sad"], ["down"]) == [["down", "sad"]]
+    assert j.rejected == 1 and j.formats[1:] == [None, None]

@@ -189,9 +189,11 @@ def test_cli_qlora_without_quant_fails_cleanly(tmp_path, tiny_dir, data, capsys,
 
     monkeypatch.setattr(train_mod, "quant_loader", no_quant)
     manifest, cache = data
-    code = main(["--phase", "3", "--model", str(tiny_dir), "--data", str(manifest), "--out", str(tmp_path / "o"), "--qlora"])
+    code = main(["--phase", "3", "--model", str(tiny_dir), "--data", str(manifest), "--cache", str(cache),
+                 "--out", str(tmp_path / "o"), "--qlora"])
     assert code == EXIT_USAGE
     assert "quant.load_model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before OUT is made
 
 
 def test_qlora_path_uses_the_given_loader_and_merges_into_the_full_base(tmp_path, tiny_dir, data):

@@ -85,7 +85,42 @@ def test_launch_with_more_processes_than_gpus_is_refused_in_one_line(tmp_path):
     ours = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(ours) == 1, whole(proc)  # the main process only
     assert "2 processes" in ours[0] and "no GPU is visible" in ours[0], whole(proc)
+    # refused at the top of the entry, before torch loads: the line comes first, and the
+    # failure torch elastic reports is rank 0's exit 2
+    assert proc.stderr.splitlines()[0] == ours[0], whole(proc)
+    assert "exitcode  : 2" in proc.stderr, whole(proc)
     assert not out.exists()
+
+
+def test_light_gpu_count_without_torch(tmp_path):
+    from model.train.launch_check import light_gpu_count
+
+    proc, dev = tmp_path / "gpus", tmp_path / "dev"
+    dev.mkdir()
+    assert light_gpu_count({}, proc, dev) == 0  # no driver: no GPU
+    for i in range(4):
+        (proc / f"0000:0{i}:00.0").mkdir(parents=True)
+    assert light_gpu_count({}, proc, dev) == 4
+    assert light_gpu_count({"CUDA_VISIBLE_DEVICES": ""}, proc, dev) == 0
+    assert light_gpu_count({"CUDA_VISIBLE_DEVICES": "1,3"}, proc, dev) == 2
+    assert light_gpu_count({"CUDA_VISIBLE_DEVICES": "0,7,1"}, proc, dev) == 1  # CUDA stops at the first invalid id
+    assert light_gpu_count({"CUDA_VISIBLE_DEVICES": "-1"}, proc, dev) == 0
+    (dev / "kfd").touch()
+    assert light_gpu_count({}, proc, dev) is None  # ROCm: torch decides
+
+
+def test_precheck_main_rank_reports_others_leave_quietly(capsys):
+    from model.train.launch_check import precheck
+
+    env = {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8", "CUDA_VISIBLE_DEVICES": ""}
+    with pytest.raises(SystemExit) as e:
+        precheck({**env, "RANK": "0"})
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: accelerate launched 8 processes")
+    with pytest.raises(SystemExit) as e:
+        precheck({**env, "RANK": "3"})
+    assert e.value.code == 0 and capsys.readouterr().err == ""
+    precheck({"WORLD_SIZE": "1"})  # a plain run: nothing to check
+    precheck({**env, "ACCELERATE_USE_CPU": "true"})  # CPU workers asked for
 
 
 def test_check_processes_rule():

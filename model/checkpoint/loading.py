@@ -209,9 +209,10 @@ def check_checkpoint(path: str | Path, weights: bool = True) -> Path:
     if not config.is_file():
         raise CheckpointMissing(f"no Omni-Emotion checkpoint at {path} (config.json missing)")
     try:
-        json.loads(config.read_text(encoding="utf-8"))
+        fields = json.loads(config.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise CheckpointDamaged(f"{config} is damaged ({one_line(err)}); rebuild or re-download the checkpoint") from None
+    _check_config_fields(config, fields)
     if not weights:
         return path
     index = path / "model.safetensors.index.json"
@@ -229,6 +230,19 @@ def check_checkpoint(path: str | Path, weights: bool = True) -> Path:
         except (SafetensorError, OSError) as err:
             raise CheckpointDamaged(f"{weights} is damaged ({one_line(err)}); rebuild or re-download the checkpoint") from None
     return path
+
+
+def _check_config_fields(config: Path, fields) -> None:
+    """Every field of `config` (config.json, parsed) has its declared type
+    (`model.net.config.check_config_fields`); else `CheckpointDamaged` naming it."""
+    from model.net.config import check_config_fields
+
+    if not isinstance(fields, dict):
+        raise CheckpointDamaged(f"{config} is damaged (not a JSON object); rebuild or re-download the checkpoint")
+    try:
+        check_config_fields(fields)
+    except (ValueError, KeyError) as err:
+        raise CheckpointDamaged(f"{config}: {one_line(err)}; fix that field or rebuild the checkpoint") from None
 
 
 def load(path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu", **kwargs):

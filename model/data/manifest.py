@@ -134,7 +134,21 @@ def validate_sample(obj: dict[str, Any], where: str = "sample") -> dict[str, Any
             raise ManifestError(f"{where} ({sid}): turn {i} must have role {want!r}")
         if not isinstance(turn.get("content"), str) or not turn["content"].strip():
             raise ManifestError(f"{where} ({sid}): turn {i} has empty 'content'")
+    _check_extras(obj, f"{where} ({sid})")
     return obj
+
+
+def _check_extras(obj: dict[str, Any], where: str) -> None:
+    """The optional keys' types: 'label' one non-empty string (the gold class),
+    'labels' and 'options' lists of non-empty strings."""
+    if "label" in obj and (not isinstance(obj["label"], str) or not obj["label"].strip()):
+        raise ManifestError(f"{where}: 'label' must be one non-empty string, got {obj['label']!r}"
+                            + (" (several labels go in 'labels')" if isinstance(obj["label"], list) else ""))
+    for key in ("labels", "options"):
+        val = obj.get(key)
+        if val is not None and (not isinstance(val, list)
+                                or not all(isinstance(x, str) and x.strip() for x in val)):
+            raise ManifestError(f"{where}: {key!r} must be a list of non-empty strings, got {val!r}")
 
 
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from model.data.curate.endpoint import (AnswerError, Endpoint, EndpointError, json_object,
+from model.data.curate.endpoint import (AnswerError, Endpoint, EndpointError, json_object, schema_format,
                                         strip_wrapping)
 from model.evaluate.metrics import parse_group_lists
 
@@ -29,6 +29,18 @@ DEFAULT_TIMEOUT_S = 60.0  # per HTTP request
 MAX_TOKENS = 1000  # MERTools' setting for the synonym call
 SCORE_MIN, SCORE_MAX = 1, 10
 API_KEY_ENV = "JUDGE_API_KEY"  # sent as a Bearer token when set (local servers need none)
+
+# The answers' JSON schemas, sent as `response_format` to servers that take it. The
+# grouping answer is MERTools' list of lists; a schema's top level must be an object
+# (OpenAI), so a constrained server answers {"groups": [[...], ...]}, which
+# `parse_groups_answer` reads too.
+GROUPS_FORMAT = schema_format("synonym_groups", {
+    "type": "object", "additionalProperties": False, "required": ["groups"],
+    "properties": {"groups": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}})
+SCORES_FORMAT = schema_format("overlap_scores", {
+    "type": "object", "additionalProperties": False, "required": ["clue_overlap", "label_overlap"],
+    "properties": {k: {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
+                   for k in ("clue_overlap", "label_overlap")}})
 
 JudgeError = EndpointError  # the endpoint could not be reached / kept failing
 JudgeAnswerError = AnswerError  # answered, but not in the asked format (``.answer``: raw text)
@@ -64,15 +76,16 @@ class JudgeClient:
         """The judge's answer to ``prompt`` (uncached raw text). Raises JudgeError."""
         return self.endpoint.complete(self._messages(prompt))
 
-    def ask(self, prompt: str, parse: Callable[[str], T]) -> T:
-        """Ask (or read the cache) and parse the answer.
+    def ask(self, prompt: str, parse: Callable[[str], T], response_format: dict | None = None) -> T:
+        """Ask (or read the cache) and parse the answer. ``response_format``: the
+        answer's JSON schema (`schema_format`), for servers that take one.
 
         Raises:
             JudgeAnswerError: ``parse`` rejected the answer (not cached).
             JudgeError: the endpoint kept failing.
         """
         try:
-            return self.endpoint.ask(self._messages(prompt), parse)
+            return self.endpoint.ask(self._messages(prompt), parse, response_format=response_format)
         except AnswerError as e:
             raise JudgeAnswerError(f"malformed judge answer ({e.reason}): {e.answer[:200]!r}", e.answer,
                                    e.reason) from None
@@ -94,12 +107,18 @@ def synonym_prompt(labels: Sequence[str]) -> str:
 
 def parse_groups_answer(answer: str) -> list[list[str]]:
     """A grouping answer → list of lists of strings. Strict: the answer must be a
-    bracketed list of lists (code fences and an "Output:" prefix are tolerated).
+    bracketed list of lists, or ``{"groups": <that>}`` (what a server keeping to
+    GROUPS_FORMAT sends); code fences and an "Output:" prefix are tolerated.
 
     Raises:
         ValueError: anything else.
     """
     s = strip_wrapping(answer)
+    if s.startswith("{"):  # the schema's form (GROUPS_FORMAT)
+        groups = parse_group_lists(json_object(s).get("groups"))
+        if not groups:
+            raise ValueError('"groups" is not a non-empty list of lists')
+        return groups
     if not (s.startswith("[") and s.endswith("]")):
         raise ValueError("not a list of lists")
     try:
@@ -122,7 +141,7 @@ def group_synonyms(client: JudgeClient, gold: Sequence[str], pred: Sequence[str]
     """Ask the judge to group the union of gold and predicted labels (lower-cased,
     sorted so the prompt — and so the cache key — does not depend on order)."""
     labels = sorted({w.strip().lower() for w in [*gold, *pred] if w.strip()})
-    return client.ask(synonym_prompt(labels), parse_groups_answer)
+    return client.ask(synonym_prompt(labels), parse_groups_answer, GROUPS_FORMAT)
 
 
 # ------------------------------------------------------------------- reasoning scores
@@ -167,4 +186,4 @@ def score_reasoning(client: JudgeClient, reference: str, prediction: str) -> tup
     """(clue_overlap, label_overlap), each 1..10, for one sample."""
     if not reference.strip():
         raise ValueError("empty reference explanation")
-    return client.ask(reasoning_prompt(reference, prediction), parse_scores_answer)
+    return client.ask(reasoning_prompt(reference, prediction), parse_scores_answer, SCORES_FORMAT)

@@ -193,3 +193,70 @@ class OmniEmotionConfig(PreTrainedConfig):
 
 AutoConfig.register(FaceEncoderConfig.model_type, FaceEncoderConfig)
 AutoConfig.register(OmniEmotionConfig.model_type, OmniEmotionConfig)
+
+
+# Base types a field's declared type may name, and the JSON values each accepts
+# (a float field takes an int; bool is never an int here; JSON has lists, not tuples).
+_JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,),
+               "tuple": (list, tuple), "dict": (dict,), "None": (type(None),), "NoneType": (type(None),)}
+
+
+def _type_parts(declared) -> list[str]:
+    """``'int | list[int] | None'`` (or the type object) → its union members, as text."""
+    text = declared if isinstance(declared, str) else getattr(declared, "__name__", None) \
+        if isinstance(declared, type) else str(declared)
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur.strip()]
+
+
+def _fits(value, part: str) -> bool | None:
+    """Whether ``value`` fits one union member (None: a type this check cannot read,
+    e.g. Literal or torch.dtype, so any value passes)."""
+    name, _, inner = part.removeprefix("typing.").partition("[")
+    kinds = _JSON_TYPES.get(name.strip())
+    if kinds is None:
+        return None
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if not isinstance(value, kinds):
+        return False
+    item = inner.rstrip("]").split(",")[0].strip()
+    if name in ("list", "tuple") and item in _JSON_TYPES:
+        return all(_fits(x, item) for x in value)
+    return True
+
+
+def check_config_fields(data: dict, config_class: type | None = None, where: str = "") -> None:
+    """Every field of a (composed) config as read from ``config.json`` against the type
+    its config class declares (or, where the declaration is unreadable, its default's
+    type); sub-configs (a dict with a ``model_type``) are checked with their own class.
+    Unknown keys pass (transformers keeps them). Raises ValueError naming the field
+    (``base_config.text_config.hidden_size``), its value and the type wanted."""
+    import dataclasses
+
+    from transformers import CONFIG_MAPPING
+
+    cls = config_class or OmniEmotionConfig
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, name = data[f.name], where + f.name
+        if isinstance(value, dict) and value.get("model_type") in CONFIG_MAPPING:
+            check_config_fields(value, CONFIG_MAPPING[value["model_type"]], name + ".")
+            continue
+        parts = _type_parts(f.type)
+        if value is None and (f.default is None or "None" in parts):
+            continue
+        fits = [_fits(value, p) for p in parts]
+        if None in fits and f.default not in (None, dataclasses.MISSING):
+            fits = [_fits(value, type(f.default).__name__)]
+        if None not in fits and not any(fits):
+            raise ValueError(f"field {name} must be {' or '.join(parts)}, got {value!r}")

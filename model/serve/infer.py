@@ -6,10 +6,13 @@ Takes the clip's 8 frames and face crops exactly as a live window over the whole
 would (`model.data.preprocess.preprocess_sample` → `live.window.file_window`) and its
 16 kHz audio, runs one analysis and prints the answer (streamed) or, with
 `--json`, one object: {"text", "label", "labels", "tokens": {"visual", "face", "audio",
-"text"}, "face": "present"|"absent", "seconds"}. Errors follow `live.cli`: one line on
-stderr; bad input (a missing or damaged checkpoint, a missing or unreadable video, no
-audio track, --device cuda without CUDA) exits 2 before the model loads, a failure while
-loading or generating exits 1.
+"text"}, "face": "present"|"absent", "audio": "present"|"absent", "seconds",
+"notes": [what was missing, e.g. no audio]}. A video without audio is analysed from the
+picture alone, as `live.run` and the page's File tab do; the output says so ("audio":
+"absent", a note, and "no audio" in the plain-text summary; a missing label reads "no
+label"). Errors follow `live.cli`: one line on stderr; bad input (a missing or damaged
+checkpoint, a missing or unreadable video, --device cuda without CUDA) exits 2 before
+the model loads, a failure while loading or generating exits 1.
 """
 from __future__ import annotations
 
@@ -23,39 +26,56 @@ from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, resolve_device, run_
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 
-def _probe(video: Path, audio_required: bool) -> None:
+def _probe(video: Path) -> None:
     """Check the streams before any heavy work, so bad input fails fast and quietly."""
     import av
 
     try:
         with av.open(str(video)) as container:
-            has_video, has_audio = bool(container.streams.video), bool(container.streams.audio)
+            has_video = bool(container.streams.video)
     except (av.error.FFmpegError, OSError) as err:
         raise ValueError(f"cannot read video: {video}: {err}") from None
     if not has_video:
         raise ValueError(f"{video} has no video stream")
-    if audio_required and not has_audio:
-        raise ValueError(f"{video} has no audio stream (pass --no-audio to analyse the picture alone)")
 
 
-def _decode(video: Path, faces: bool, audio_required: bool):
-    """File → Clip, failing loudly on a missing, unreadable or audio-less file."""
+def _decode(video: Path, faces: bool, use_audio: bool):
+    """File → (Clip, notes). A file without audio (no track, or a silent-length empty
+    one) is analysed from the picture alone, as `live.run` and the page's File tab do;
+    ``notes`` then says so. ``use_audio`` False leaves a present track out too.
+    Raises ValueError for a missing or unreadable file."""
+    from dataclasses import replace
+
     from model.data.preprocess import (DecodeError, clip_arrays, default_face_tracker, no_face_tracker,
                                        preprocess_sample)
     from model.net.processor import Clip
 
     if not video.is_file():
         raise ValueError(f"no such file: {video}")
-    _probe(video, audio_required)
+    _probe(video)
 
     try:
         arrays = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
                                    default_face_tracker if faces else no_face_tracker)
     except DecodeError as err:
         raise ValueError(f"cannot read video: {err}") from None
-    if audio_required and not bool(arrays["has_audio"]):
-        raise ValueError(f"{video}: the audio stream holds no samples (pass --no-audio)")
-    return Clip(**clip_arrays(arrays))
+    clip = Clip(**clip_arrays(arrays))
+    notes = []
+    if not clip.has_audio:
+        notes.append(f"{video.name} has no audio: analysed from the picture alone")
+    elif not use_audio:
+        clip = replace(clip, audio=None, has_audio=False)  # the one absent form (live.window.Window)
+        notes.append("audio left out (--no-audio): analysed from the picture alone")
+    return clip, notes
+
+
+def summary_line(result: dict) -> str:
+    """The plain-text output's last line: label, words, what was missing, time."""
+    parts = [f"label: {result['label']}" if result.get("label") else "no label",
+             f"words: {', '.join(result['labels'])}" if result.get("labels") else "no open-vocabulary words"]
+    if result.get("audio") == "absent":
+        parts.append("no audio (picture alone)")
+    return "  ".join(parts) + f"  ({result['seconds']} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", help="instruction (default: the paper's multimodal analysis prompt)")
     ap.add_argument("--options", help="comma-separated label options to choose from")
     ap.add_argument("--max-new-tokens", type=int, default=ANALYSIS_MAX_NEW_TOKENS, help="generation budget")
-    ap.add_argument("--no-audio", action="store_true", help="accept a file without an audio track")
+    ap.add_argument("--no-audio", action="store_true",
+                    help="leave the audio track out (a file without one is analysed from the picture alone anyway)")
     ap.add_argument("--no-faces", action="store_true", help="skip face detection (face branch absent)")
     ap.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP)
     args = ap.parse_args(argv)
@@ -83,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise CliError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     try:  # the input file, checked and decoded before the model loads
-        clip = _decode(Path(args.video), faces=not args.no_faces, audio_required=not args.no_audio)
+        clip, notes = _decode(Path(args.video), faces=not args.no_faces, use_audio=not args.no_audio)
     except (ValueError, OSError) as err:
         raise CliError(err) from None
     from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
@@ -98,14 +119,16 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         printed[0] = len(text)
 
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
     result = analyser.analyse(clip, on_text=None if args.json else stream)
     result["face"] = "present" if result["face_frames"] else "absent"
     result["seconds"] = round(time.perf_counter() - started, 3)
     if args.json:
         keep = ("text", "label", "labels", "tokens", "face", "face_frames", "audio", "seconds", "model")
-        print(json.dumps({k: result[k] for k in keep}))
+        print(json.dumps({**{k: result[k] for k in keep}, "notes": notes}))
     else:
-        print(f"\n\nlabel: {result['label']}  words: {', '.join(result['labels'])}  ({result['seconds']} s)")
+        print("\n\n" + summary_line(result))
     return 0
 
 

@@ -9,23 +9,27 @@ Defaults per phase (paper §4.4): what trains (`set_trainable_phase`), lr 1e-3 /
 
 The options are declared once, as the fields of `TrainSettings`; the flags are
 generated from them and `train(**options)` takes them as keywords. Errors follow
-`live.cli`: one line on stderr; a missing or damaged checkpoint, manifest or cache, an
-existing OUT without --resume or --overwrite, or more launched processes than GPUs
-exit 2 before any loading; a failure while training exits 1 (its traceback in
-OUT/errors.log).
+`live.cli`: one line on stderr; a bad option value (NaN, out of range), a missing or
+damaged checkpoint, manifest, cache or media file, an existing OUT without --resume or
+--overwrite, an OUT another live process trains into (its lock `OUT/.lock`), or more
+launched processes than GPUs exit 2 before any loading and leave nothing in OUT; a
+failure while training exits 1 (its traceback in OUT/errors.log).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from live.appendfile import OutputLocked
 from live.cli import EXIT_USAGE, CliError, check_out, run_main
 from model.checkpoint.loading import Loader
+from model.train.launch_check import process_error
 from model.train.lora import LoraSettings
-from model.train.trainer import ERROR_LOG, WARMUP_RATIO, TrainResult, run_training
+from model.train.trainer import ERROR_LOG, WARMUP_RATIO, TrainResult, check_data, claim_out, run_training
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -88,6 +92,7 @@ class TrainSettings:
             raise ValueError("choose one of lora and qlora")
         if self.resume and self.overwrite:
             raise ValueError("choose one of resume and overwrite")
+        check_numbers(self)
 
     @property
     def lora_settings(self) -> LoraSettings | None:
@@ -97,13 +102,44 @@ class TrainSettings:
         return None
 
 
-def train(*args, loader: Loader | None = None, **options) -> TrainResult:
+# Numeric settings: (name, lowest allowed, whether the lowest itself is allowed, highest
+# (exclusive) or None). None values mean "the phase's default" and are not checked.
+NUMBER_RULES = (
+    ("phase", 1, True, 4), ("max_steps", 1, True, None), ("epochs", 1, True, None), ("batch", 1, True, None),
+    ("grad_accum", 1, True, None), ("lr", 0.0, False, None), ("warmup_ratio", 0.0, True, 1.0),
+    ("weight_decay", 0.0, True, None), ("max_grad_norm", float("-inf"), False, None),
+    ("lora_r", 1, True, None), ("lora_alpha", 1, True, None), ("lora_dropout", 0.0, True, 1.0),
+    ("save_every", 0, True, None), ("workers", 0, True, None),
+)
+
+
+def check_numbers(s: TrainSettings) -> None:
+    """Every numeric setting is a finite number in its range (`NUMBER_RULES`); raises
+    ValueError naming the flag. NaN fails every comparison, so it is refused too."""
+    for name, low, low_ok, high in NUMBER_RULES:
+        value = getattr(s, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{flag} must be a number, got {value!r}")
+        if isinstance(low, int) and not isinstance(value, int):
+            raise ValueError(f"{flag} must be a whole number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value!r}")
+        if not ((value >= low if low_ok else value > low) and (high is None or value < high)):
+            span = (">= " if low_ok else "> ") + f"{low:g}" + (f" and < {high:g}" if high is not None else "")
+            raise ValueError(f"{flag} must be {span}, got {value!r}")
+
+
+def train(*args, loader: Loader | None = None, lock: bool = True, **options) -> TrainResult:
     """Train one phase and write checkpoints, `OUT/final`, `OUT/log.csv`, `OUT/loss.png`.
 
     `args` / `options`: the fields of `TrainSettings`, positionally in its order
     (`train(3, model_dir, data, out, lr=1e-5)`) or by name; `train(settings)` takes a
     ready `TrainSettings`. `loader`: `model.checkpoint.loading.Loader`, the 4-bit loader
-    QLoRA needs (the CLI passes `quant.load_model`).
+    QLoRA needs (the CLI passes `quant.load_model`). `lock`: take OUT's lock
+    (`trainer.claim_out`; False: the caller holds it).
 
     Returns:
         TrainResult(out, final, steps, losses, plan).
@@ -111,6 +147,7 @@ def train(*args, loader: Loader | None = None, **options) -> TrainResult:
     Raises:
         ValueError: a bad setting (named), a bad sample (its id), a resume that does
             not match the checkpoint's plan.
+        OutputLocked: another live process trains into OUT.
     """
     if len(args) == 1 and isinstance(args[0], TrainSettings) and not options:
         settings = args[0]
@@ -118,7 +155,7 @@ def train(*args, loader: Loader | None = None, **options) -> TrainResult:
         settings = TrainSettings(*args, **options)
     if settings.qlora and loader is None:
         raise ValueError("qlora needs a 4-bit loader (the CLI uses quant.load_model)")
-    return run_training(settings, loader)
+    return run_training(settings, loader, lock=lock)
 
 
 def quant_loader() -> Loader:
@@ -169,24 +206,12 @@ def _value_type(annotation) -> type:
     return int if text.startswith("int") else float if text.startswith("float") else str
 
 
-ACCEL_CONFIGS = "configs/accelerate"  # ddp-8gpu.yaml, fsdp-8gpu.yaml, single_gpu.yaml
-
-
 def check_processes(env: dict[str, str], cuda_devices: int) -> None:
-    """Refuse a multi-process launch with more processes on this machine than visible
-    GPUs (they would share devices, or race as CPU processes nobody asked for).
-    `env`: the launcher's environment (WORLD_SIZE, LOCAL_WORLD_SIZE, ACCELERATE_USE_CPU)."""
-    world = int(env.get("WORLD_SIZE", "1"))
-    local = int(env.get("LOCAL_WORLD_SIZE", world))
-    on_cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    if world <= 1 or on_cpu or local <= cuda_devices:
-        return
-    if cuda_devices == 0:
-        raise CliError(f"accelerate launched {local} processes but no GPU is visible; run without "
-                       "accelerate launch (one CPU process), or pass --cpu to accelerate launch")
-    raise CliError(f"accelerate launched {local} processes on this machine but only {cuda_devices} GPU(s) are "
-                   f"visible; pass --num_processes {cuda_devices} to accelerate launch or use a config of "
-                   f"{ACCEL_CONFIGS} whose name fits the machine")
+    """The launch rule (`launch_check.process_error`) with torch's GPU count; raises
+    CliError. (`python -m model.train` checks it once before importing anything heavy.)"""
+    message = process_error(env, cuda_devices)
+    if message is not None:
+        raise CliError(message)
 
 
 def _check_inputs(s: TrainSettings) -> None:
@@ -200,8 +225,10 @@ def _check_inputs(s: TrainSettings) -> None:
     check_checkpoint(s.model_dir)
     if not Path(s.data).is_file():
         raise CliError(f"{s.data}: no such manifest")
-    if s.cache is not None and not Path(s.cache).is_dir():
-        raise CliError(f"cache folder {s.cache} does not exist; run the preprocessing first")
+    try:
+        check_data(s)
+    except (ValueError, OSError) as err:
+        raise CliError(err) from None
     check_out(s.out, s.overwrite, resume=bool(s.resume))
 
 
@@ -217,12 +244,23 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as err:
                 raise CliError(err) from None
             _check_inputs(settings)
+            loader = quant_loader() if settings.qlora else None
         except CliError:
             if rank != 0:  # every process finds the same; the main one reports it
                 raise SystemExit(EXIT_USAGE) from None
             raise
+        lock = None
+        if rank == 0:  # one writer per OUT: a second run on it is refused here, before loading
+            try:
+                lock = claim_out(settings.out)
+            except OutputLocked as err:
+                raise CliError(err) from None
         checked.append(Path(settings.out))
-        result = train(settings, loader=quant_loader() if settings.qlora else None)
+        try:
+            result = train(settings, loader=loader, lock=False)
+        finally:
+            if lock is not None:
+                lock.release()
         if rank == 0:  # once, not once per process
             where = result.final if result.final is not None else result.out
             print(f"trained {result.steps} steps; model in {where}")

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from model.data.manifest import read_manifest
-from model.data.preprocess import (DecodeError, FaceTrackerFactory, clip_arrays, default_face_tracker, load_cached,
-                                   preprocess_sample)
+from model.data.manifest import read_manifest, resolve_media
+from model.data.preprocess import (DecodeError, FaceTrackerFactory, cache_path, clip_arrays, default_face_tracker,
+                                   load_cached, preprocess_sample)
 from model.net.processor import Clip
 
 PHASES = (1, 2, 3)
@@ -61,6 +61,21 @@ def clip_for_phase(arrays: dict, phase: int, max_audio_samples: int | None) -> C
     if clip.has_audio and max_audio_samples is not None and clip.audio.shape[0] > max_audio_samples:
         clip = replace(clip, audio=clip.audio[:max_audio_samples])
     return clip
+
+
+def check_media(samples: Sequence[dict[str, Any]], base_dir: str | Path, cache_dir: str | Path | None) -> None:
+    """Every sample's files exist: its cached ``.npz`` (with a cache) or its video and
+    audio (without). Cheap (no decoding), so a missing file is found before the model
+    loads, not minutes into training. Raises SampleError naming the sample and file."""
+    for sample in samples:
+        sid = sample["id"]
+        if cache_dir is not None:
+            wanted = [cache_path(cache_dir, sid)]
+        else:
+            wanted = [p for p in resolve_media(sample, base_dir) if p is not None]
+        for path in wanted:
+            if not path.is_file():
+                raise SampleError(f"sample {sid!r}: {path}: no such file")
 
 
 class TrainDataset(Dataset):

@@ -10,10 +10,12 @@ last checkpoint must not leave steps that the resumed run will log again.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from live.files import save_figure
+from live.appendfile import AppendFile, repair_tail
+from live.files import save_figure, write_whole
 
 COLUMNS = ("step", "loss", "lr", "grad_norm", "seconds", "epoch")
 SMOOTH_WINDOW = 20  # steps in the plot's moving average
@@ -44,25 +46,33 @@ def read_log(path: str | Path) -> list[LogRow]:
         ]
 
 
+def _csv_line(values) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+def _row_line(r: LogRow) -> str:
+    return _csv_line([r.step, f"{r.loss:.6f}", f"{r.lr:.6e}", f"{r.grad_norm:.6f}", f"{r.seconds:.2f}", r.epoch])
+
+
 class CsvLog:
-    """Appends rows to `path`, flushing each one so a crash loses nothing logged."""
+    """Appends rows to `path`, each one whole and fsynced (`live.appendfile.AppendFile`)
+    so a crash loses nothing logged. At start the file is rewritten whole with the rows
+    up to `resume_step` (a torn last row, from a kill mid-write, kept aside first). The
+    caller holds the output folder's lock (`trainer.claim_out`)."""
 
     def __init__(self, path: str | Path, resume_step: int = 0):
         self.path = Path(path)
+        repair_tail(self.path)
         kept = [r for r in read_log(self.path) if r.step <= resume_step] if resume_step else []
         self.offset_seconds = kept[-1].seconds if kept else 0.0
-        self._file = open(self.path, "w", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(COLUMNS)
-        for r in kept:
-            self._write(r)
-
-    def _write(self, r: LogRow) -> None:
-        self._writer.writerow([r.step, f"{r.loss:.6f}", f"{r.lr:.6e}", f"{r.grad_norm:.6f}", f"{r.seconds:.2f}", r.epoch])
-        self._file.flush()
+        with write_whole(self.path, "w", encoding="utf-8", private=True) as f:
+            f.write(_csv_line(COLUMNS) + "".join(_row_line(r) for r in kept))
+        self._file = AppendFile(self.path, lock=False)
 
     def append(self, row: LogRow) -> None:
-        self._write(row)
+        self._file.append(_row_line(row))
 
     def close(self) -> None:
         self._file.close()

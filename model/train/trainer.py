@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
+from live.appendfile import OutputLock
 from model.net import tokens
 from model.train.collator import TrainCollator
 from model.data.manifest import read_manifest
-from model.train.dataset import TrainDataset
+from model.train.dataset import TrainDataset, check_media
 from model.train.lora import apply_lora, merge_checkpoint, save_adapter
 from model.train.log import CsvLog, LogRow, plot_loss
 
@@ -244,6 +245,20 @@ def _load(model_dir: str, dtype: str | None, device: torch.device):
     return loading.load(model_dir, dtype=getattr(torch, dtype) if dtype else None, device=str(device))
 
 
+def check_data(s: TrainSettings) -> list[dict]:
+    """The manifest's samples, validated, with every file they need present (the cache
+    folder and its ``.npz`` files, or the media). Raises ValueError (ManifestError,
+    SampleError) or FileNotFoundError naming the file; nothing is decoded or loaded."""
+    manifest = Path(s.data)
+    samples = read_manifest(manifest)
+    if not samples:
+        raise ValueError(f"{manifest}: the manifest has no samples")
+    if s.cache is not None and not Path(s.cache).is_dir():
+        raise FileNotFoundError(f"cache folder {s.cache} does not exist; run the preprocessing first")
+    check_media(samples, manifest.parent, s.cache)
+    return samples
+
+
 class Trainer:
     """One training run. `run()` does everything; the pieces are methods for tests."""
 
@@ -251,15 +266,7 @@ class Trainer:
         from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
         from accelerate.utils import set_seed
 
-        s = self.s = settings
-        if s.phase not in PHASE_DEFAULTS:
-            raise ValueError(f"phase must be 1, 2 or 3, got {s.phase!r}")
-        for name in ("max_steps", "epochs", "batch", "grad_accum", "save_every"):
-            value = getattr(s, name)
-            if value is not None and value < (0 if name == "save_every" else 1):
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if s.lr is not None and not s.lr > 0:
-            raise ValueError(f"lr must be > 0, got {s.lr}")
+        s = self.s = settings  # its numbers are checked when it is made (TrainSettings)
         self.out = Path(s.out)
         self.resume_from = resolve_resume(s.resume, self.out)
         d = PHASE_DEFAULTS[s.phase]
@@ -283,9 +290,7 @@ class Trainer:
 
         # Read the data first: a bad manifest or cache fails before minutes of loading.
         manifest = Path(s.data)
-        samples = read_manifest(manifest)
-        if s.cache is not None and not Path(s.cache).is_dir():
-            raise FileNotFoundError(f"cache folder {s.cache} does not exist; run the preprocessing first")
+        samples = check_data(s)
 
         if s.qlora:
             if loader is None:
@@ -473,9 +478,27 @@ def _ids_hash(ids: list[str]) -> int:
     return zlib.crc32("\n".join(ids).encode())
 
 
-def run_training(settings: TrainSettings, loader: Loader | None = None) -> TrainResult:
-    trainer = Trainer(settings, loader)
+def claim_out(out: str | Path) -> OutputLock:
+    """`out` created and locked for this run (``OUT/.lock`` names this process): one
+    writer per output folder. A lock left by a dead run is taken over with a note.
+
+    Raises:
+        OutputLocked: another live process trains into `out` (the message names it).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return OutputLock(out).acquire()
+
+
+def run_training(settings: TrainSettings, loader: Loader | None = None, lock: bool = True) -> TrainResult:
+    """Train; `lock`: take `claim_out` on OUT first (in the main process; False when
+    the caller already holds it)."""
+    main = int(os.environ.get("RANK", "0")) == 0  # the launcher's rank; no Accelerator yet
+    held = claim_out(settings.out) if lock and main else None
     try:
+        trainer = Trainer(settings, loader)
         return trainer.run()
     finally:
         sys.stdout.flush()
+        if held is not None:
+            held.release()

@@ -8,8 +8,14 @@ What every caller gets (curation stages and the evaluation judge alike):
 - an answer cache on disk, addressed by content: sha256 of (model, messages, max_tokens)
   → one small JSON file; only answers that parsed are stored, so a rerun costs nothing
   and a bad answer is asked again next time;
+- answers in the asked schema: a caller with a JSON schema (`schema_format`) sends it
+  as ``response_format={"type": "json_schema", ...}`` so servers that support it (vLLM,
+  SGLang, Ollama, llama.cpp, OpenAI) constrain the answer to it; a server that refuses
+  the field (HTTP 400 naming ``response_format`` or ``json_schema``) is remembered and
+  asked again without it, as every later request to it is;
 - JSON answers: ``ask_json`` parses the answer with the caller's parser; when that
-  fails it asks once more, quoting the parse error, then raises ``AnswerError``;
+  fails it asks once more, quoting the parse error, then raises ``AnswerError`` (for
+  servers that ignore or lack ``response_format``);
 - an API key from an environment variable (none is needed for a local server);
 - ``check()``: is the server there at all (one ``GET /v1/models``, no retries), for a
   one-line error before any work.
@@ -134,6 +140,20 @@ def json_object(answer: str) -> dict[str, Any]:
     raise ValueError(f"expected one JSON object, found {len(found)}")
 
 
+def schema_format(name: str, schema: dict) -> dict:
+    """The ``response_format`` asking for a JSON answer following ``schema`` (OpenAI's
+    structured-output form, which vLLM, SGLang, Ollama and llama.cpp also read).
+    ``schema`` is written strict-compatible (every property required, no others)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def _refuses_format(e: BaseException) -> bool:
+    """An HTTP 400 that names the response format: the server does not take it."""
+    text = str(getattr(e, "message", "") or e) + json.dumps(getattr(e, "body", None), default=str)
+    return getattr(e, "status_code", None) == 400 and any(
+        w in text.lower() for w in ("response_format", "json_schema", "response format"))
+
+
 # ------------------------------------------------------------------------ endpoint
 class Endpoint:
     """A cached, retrying chat-completions client for one (server, model).
@@ -168,6 +188,7 @@ class Endpoint:
         self._lock = threading.Lock()
         self.requests = 0  # chat requests answered by the server (the client's retries not counted)
         self.cache_hits = 0
+        self.takes_format = True  # False once the server refused a response_format (HTTP 400)
 
     # -- cache
     def cache_key(self, messages: Sequence[dict], max_tokens: int) -> str:
@@ -213,14 +234,24 @@ class Endpoint:
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
             raise EndpointError(f"{self.url}: not reachable ({_why(e)})") from None
 
-    def complete(self, messages: Sequence[dict], max_tokens: int | None = None) -> str:
-        """The server's raw answer to ``messages`` (no cache). Raises EndpointError."""
+    def complete(self, messages: Sequence[dict], max_tokens: int | None = None,
+                 response_format: dict | None = None) -> str:
+        """The server's raw answer to ``messages`` (no cache), constrained by
+        ``response_format`` (`schema_format`) unless this server refused one: then it is
+        left out, now (the request is sent again without it) and from then on.
+        Raises EndpointError."""
         import openai
 
+        extra = {"response_format": response_format} if response_format and self.takes_format else {}
         try:
             resp = self.client.chat.completions.create(
                 model=self.model, messages=list(messages), temperature=0,
-                max_tokens=max_tokens or self.max_tokens)
+                max_tokens=max_tokens or self.max_tokens, **extra)
+        except openai.BadRequestError as e:
+            if extra and _refuses_format(e):
+                self.takes_format = False  # remembered for this endpoint
+                return self.complete(messages, max_tokens)
+            raise EndpointError(f"{self.url}: HTTP {e.status_code} ({_why(e)})") from None
         except openai.APIStatusError as e:
             raise EndpointError(f"{self.url}: HTTP {e.status_code} ({_why(e)})") from None
         except openai.APITimeoutError:
@@ -241,9 +272,11 @@ class Endpoint:
         return content
 
     def ask(self, messages: Sequence[dict], parse: Callable[[str], T],
-            max_tokens: int | None = None) -> T:
+            max_tokens: int | None = None, response_format: dict | None = None) -> T:
         """Cached answer to ``messages``, parsed. An answer ``parse`` rejects (ValueError)
-        is raised as AnswerError and not cached. Raises EndpointError too."""
+        is raised as AnswerError and not cached. Raises EndpointError too.
+        ``response_format``: see `complete` (not part of the cache key: a call site
+        always sends the same format with the same messages)."""
         budget = max_tokens or self.max_tokens
         key = self.cache_key(messages, budget)
         cached = self._cached(key)
@@ -256,7 +289,7 @@ class Endpoint:
                 with self._lock:
                     self.cache_hits += 1
                 return value
-        answer = self.complete(messages, budget)
+        answer = self.complete(messages, budget, response_format)
         try:
             value = parse(answer)
         except ValueError as e:
@@ -265,21 +298,22 @@ class Endpoint:
         return value
 
     def ask_json(self, messages: Sequence[dict], parse: Callable[[dict], T],
-                 max_tokens: int | None = None) -> T:
+                 max_tokens: int | None = None, response_format: dict | None = None) -> T:
         """Ask for a JSON object; ``parse(obj)`` checks its schema (ValueError when wrong).
+        ``response_format`` (`schema_format`) asks the server to keep to that schema.
         A bad answer gets one retry that quotes the error; then AnswerError."""
         def full(answer: str) -> T:
             return parse(json_object(answer))
 
         try:
-            return self.ask(messages, full, max_tokens)
+            return self.ask(messages, full, max_tokens, response_format)
         except AnswerError as e:
             retry = [*messages, {"role": "assistant", "content": e.answer},
                      {"role": "user", "content": (
                          f"Your answer could not be used: {e.reason}. "
                          "Answer again with only the JSON object, exactly in the asked form.")}]
             try:
-                return self.ask(retry, full, max_tokens)
+                return self.ask(retry, full, max_tokens, response_format)
             except AnswerError as e2:
                 raise AnswerError(f"{e2} (after one retry)", e2.answer, e2.reason) from None
 

@@ -4,6 +4,10 @@ Every record file is concatenated, sorted by id (so the result does not depend o
 order clips finished in). A clip finished (kept or rejected) in one folder drops its
 failure records elsewhere; a clip finished in two folders (shards run with different
 ``--shard`` specs) is an error. stats.json and scores.png are made for the whole.
+
+The input folders are only read, never changed: a torn last line (a run killed
+mid-write) is ignored, and a folder whose run is still going (its ``.lock`` held by a
+live process) is refused.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from live.appendfile import lock_holder
 from live.cli import CliError, check_out, run_main
 
 from . import records as R
@@ -23,9 +28,10 @@ def merge(dirs: Sequence[Path], out: Path) -> dict:
     rows: dict[str, list[dict]] = {name: [] for name in R.RECORD_FILES}
     threshold = None
     for d in dirs:
-        R.prepare_resume(d, set())  # a folder left by a kill: cut torn lines, drop orphans
+        # read-only: a torn last line is ignored, orphans are dropped in memory
+        mine = R.settle({name: R.read_records(d / name, torn_ok=True) for name in R.RECORD_FILES}, set())
         for name in R.RECORD_FILES:
-            rows[name] += R.read_records(d / name)
+            rows[name] += mine[name]
         run = d / R.RUN
         if run.is_file():
             threshold = json.loads(run.read_text(encoding="utf-8")).get("threshold", threshold)
@@ -57,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in dirs:
             if not (d / R.RUN).is_file():
                 raise CliError(f"{d} is not a curation output folder (no {R.RUN})")
+            owner = lock_holder(d)
+            if owner is not None:
+                raise CliError(f"{d} is still being written by a running curation ({owner}); "
+                               "merge it when that run has finished")
         out = check_out(args.out)
         if any(out.resolve() == d.resolve() for d in dirs):
             raise CliError("--out must differ from the folders merged")

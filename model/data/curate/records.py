@@ -8,22 +8,26 @@ Files (one JSON object a line; formats in docs/curation.md):
 - ``failed.jsonl``: ``{"id", "error"}``;
 - ``stats.json``, ``scores.png``, ``run.json`` (the run's settings), ``cache/`` (answers).
 
-Crash safety: a clip's lines are appended clues first, then its outcome line (the
-commit); each line is built whole, written with one ``write`` and fsynced. At start a
-partial trailing line (a kill mid-write) is cut off, and clues/failed lines of clips
-that are about to be (re)done are dropped, so a clip never appears twice.
+Crash safety: one process writes a folder (its lock ``.lock``, `claim`). A clip's lines
+are appended clues first, then its outcome line (the commit); each line is built whole,
+written with one ``write`` and fsynced (`live.appendfile.AppendFile`). At start a
+partial trailing line (a kill mid-write) is cut off and kept in ``<file>.torn``, and
+clues/failed lines of clips that are about to be (re)done are dropped, so a clip never
+appears twice. Readers of a folder they do not own (``merge``) change nothing: they
+ignore a torn tail and settle the records in memory (`settle`).
 """
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from live.appendfile import AppendFile, OutputLock, OutputLocked, repair_tail
+from live.cli import CliError
 from live.files import save_figure, write_json, write_whole
-from model.data.manifest import iter_jsonl
+from model.data.manifest import ManifestError, iter_jsonl
 
 SRE, CLUES, REJECTED, FAILED = "sre.jsonl", "clues.jsonl", "rejected.jsonl", "failed.jsonl"
 STATS, SCORES_PNG, RUN, CACHE = "stats.json", "scores.png", "run.json", "cache"
@@ -31,35 +35,29 @@ OUTCOME_FILE = {"kept": SRE, "rejected": REJECTED, "failed": FAILED}
 RECORD_FILES = (SRE, CLUES, REJECTED, FAILED)
 
 
-def repair(path: Path) -> int:
-    """Cut a partial last line (no trailing newline) off ``path``; returns bytes cut."""
+def read_records(path: Path, torn_ok: bool = False) -> list[dict]:
+    """The records of a JSONL file ([] when it does not exist). ``torn_ok``: a last line
+    without its newline (a writer killed mid-write, or still writing) is ignored and
+    the file is left as it is (readers of folders they do not own: ``merge``, the dry
+    run); otherwise it is an error like any bad line."""
     if not path.is_file():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return 0
-        chunk, pos = 1 << 16, size
-        keep = 0
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            nl = f.read(pos - start).rfind(b"\n")
-            if nl != -1:
-                keep = start + nl + 1
-                break
-            pos = start
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    return size - keep
-
-
-def read_records(path: Path) -> list[dict]:
-    return [obj for _, obj in iter_jsonl(path)] if path.is_file() else []
+        return []
+    if not torn_ok:
+        return [obj for _, obj in iter_jsonl(path)]
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]  # up to the last newline; b"" when there is none
+    out = []
+    for lineno, line in enumerate(whole.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        out.append(obj)
+    return out
 
 
 def rewrite(path: Path, rows: Iterable[dict]) -> None:
@@ -69,56 +67,75 @@ def rewrite(path: Path, rows: Iterable[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
+def claim(out: Path) -> OutputLock:
+    """``out`` created and locked for this run (``out/.lock`` names the process): one
+    writer per curation folder; ``merge`` refuses a folder while it is held.
+
+    Raises:
+        CliError: another live process writes ``out`` (named).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return OutputLock(out).acquire()
+    except OutputLocked as e:
+        raise CliError(f"--out {e}") from None
+
+
 class Outputs:
-    """Appends records to a folder's files, one whole fsynced line at a time (thread-safe)."""
+    """Appends records to a folder's files, one whole fsynced line at a time
+    (`live.appendfile.AppendFile`; thread-safe). The caller holds the folder's lock
+    (`claim`)."""
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        self._fds: dict[str, int] = {}
+        self._files: dict[str, AppendFile] = {}
         self._lock = threading.Lock()
 
     def append(self, name: str, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            fd = self._fds.get(name)
-            if fd is None:
-                fd = self._fds[name] = os.open(self.out / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            f = self._files.get(name)
+            if f is None:
+                f = self._files[name] = AppendFile(self.out / name, lock=False)
+        f.append_json(record)
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
+
+
+def settle(rows: dict[str, list[dict]], todo_ids: set[str] | None = None) -> dict[str, list[dict]]:
+    """A folder's records (``name -> rows``) as a resume would leave them: ``failed``
+    lines of clips finished meanwhile or redone now (in ``todo_ids``; None: all) and
+    ``clues`` lines without an outcome line (a kill between the two) or repeated are
+    dropped. Pure: the caller decides whether to write the result back."""
+    done = {r["id"] for name in (SRE, REJECTED) for r in rows[name]}
+    failed = [r for r in rows[FAILED] if r["id"] not in done and todo_ids is not None and r["id"] not in todo_ids]
+    outcome = done | {r["id"] for r in failed}
+    seen: set[str] = set()
+    clues = []
+    for r in rows[CLUES]:
+        if r["id"] in outcome and r["id"] not in seen:
+            seen.add(r["id"])
+            clues.append(r)
+    return {**rows, FAILED: failed, CLUES: clues}
 
 
 def prepare_resume(out: Path, todo_ids: set[str] | None = None) -> set[str]:
-    """Make ``out`` consistent after any earlier run (or kill) and return the ids already
-    finished (kept or rejected: never redone). Lines of ``clues``/``failed`` for clips
-    that are not finished and are in ``todo_ids`` (None: all) are dropped: they are
-    redone now."""
+    """Make ``out`` (held by this process: `claim`) consistent after any earlier run (or
+    kill) and return the ids already finished (kept or rejected: never redone). A torn
+    last line is cut and kept in ``<file>.torn`` (`repair_tail`); lines `settle` drops
+    are removed from the files."""
     out = Path(out)
     for name in RECORD_FILES:
-        repair(out / name)
-    done = {r["id"] for name in (SRE, REJECTED) for r in read_records(out / name)}
-    failed = read_records(out / FAILED)
-    # failures stay recorded unless the clip is redone now (or finished meanwhile)
-    failed_keep = [r for r in failed if r["id"] not in done and todo_ids is not None and r["id"] not in todo_ids]
-    if len(failed_keep) != len(failed):
-        rewrite(out / FAILED, failed_keep)
-    # one clues line per clip with an outcome line; orphans (killed between the two) go
-    outcome = done | {r["id"] for r in failed_keep}
-    clues, seen, clues_keep = read_records(out / CLUES), set(), []
-    for r in clues:
-        if r["id"] in outcome and r["id"] not in seen:
-            seen.add(r["id"])
-            clues_keep.append(r)
-    if len(clues_keep) != len(clues):
-        rewrite(out / CLUES, clues_keep)
-    return done
+        repair_tail(out / name)
+    rows = {name: read_records(out / name) for name in RECORD_FILES}
+    settled = settle(rows, todo_ids)
+    for name in (FAILED, CLUES):
+        if len(settled[name]) != len(rows[name]):
+            rewrite(out / name, settled[name])
+    return {r["id"] for name in (SRE, REJECTED) for r in settled[name]}
 
 
 # ------------------------------------------------------------------- stats and plot

@@ -13,13 +13,23 @@ explanation); ``Ctrl+Enter`` (anywhere) saves the edited explanation + labels. "
 edit" with the text unchanged records an accept.
 
 The page binds to 127.0.0.1 only (the review log has no login): a reviewer on another
-machine forwards the port (``ssh -L 7861:127.0.0.1:7861 host``). ``--port 0`` picks a
+machine forwards the port (``ssh -L 7861:127.0.0.1:7861 host``). It is local-only: no
+Gradio analytics or version check, no Hugging Face Hub look-up, no web fonts; it serves
+the candidates' clip files and nothing else of their folders. Two tabs of one reviewer
+may show the same clip: each tab's decision is recorded and the last one is kept. ``--port 0`` picks a
 free port; the address is printed as ``review page: http://127.0.0.1:PORT/``.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 from live.cli import CliError, run_main
@@ -28,6 +38,14 @@ from model.data.templates import reasoning_answer
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7861  # app.py serves on 7860
+# The page stays on this machine: no usage analytics or version check sent to
+# gradio.app, no Hugging Face Hub look-up or telemetry. Set before gradio is imported
+# (it reads some at import) and forced, whatever the shell says.
+LOCAL_ONLY_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                  "DO_NOT_TRACK": "1"}
+# System fonts: Gradio's default theme makes the browser fetch fonts from Google.
+LOCAL_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
+LOCAL_MONO_FONTS = ["ui-monospace", "monospace"]
 
 # Global key handler (Gradio 6: launch(head=...)); buttons are found by elem_id.
 KEYS_JS = """
@@ -59,22 +77,43 @@ class Reviewer:
         self.candidates = load_candidates(cand_dir)
         self.by_id = {c.id: c for c in self.candidates}
         self.log = ReviewLog(cand_dir, reviewer)
+        self._answered: set[str] = set()  # showings already decided (see `decide`)
+        self._mutex = threading.Lock()
 
     def next(self) -> Candidate | None:
         done = self.log.reviewed()
         return next((c for c in self.candidates if c.id not in done), None)
 
+    @staticmethod
+    def showing(c: Candidate | None) -> dict | None:
+        """What a tab holds while it shows clip ``c``: its id and a token of this one
+        showing, so `decide` tells a second key press in the same tab (same token) from
+        another tab's decision on the same clip (another token)."""
+        return None if c is None else {"id": c.id, "shown": uuid.uuid4().hex}
+
     def progress(self) -> tuple[int, int]:
         ids = set(self.by_id)
         return len(self.log.reviewed() & ids), len(ids)
 
-    def decide(self, sid: str | None, decision: str, explanation: str = "", labels_text: str = "") -> dict | None:
-        """Record a decision on clip ``sid``; None (nothing recorded) when no clip is shown
-        or it is already decided (a second key press). "edit": the text boxes, checked
-        (ReviewError when unusable); an edit that changes nothing is an accept."""
-        cand = self.by_id.get(sid or "")
-        if cand is None or cand.id in self.log.reviewed():  # a second key press on the same clip
+    def decide(self, shown: dict | None, decision: str, explanation: str = "", labels_text: str = "") -> dict | None:
+        """Record a decision on the clip a tab shows (``shown``: `showing`'s value); None
+        (nothing recorded) when no clip is shown or this showing is already decided (a
+        second key press before the next clip arrived). Another tab's decision on the
+        same clip is recorded too: the last decision is the one kept (`read_decisions`).
+        "edit": the text boxes, checked (ReviewError when unusable); an edit that
+        changes nothing is an accept."""
+        cand = self.by_id.get(str((shown or {}).get("id", "")))
+        token = str((shown or {}).get("shown", ""))
+        if cand is None or not token:
             return None
+        with self._mutex:
+            if token in self._answered:
+                return None
+            rec = self._record(cand, decision, explanation, labels_text)
+            self._answered.add(token)
+            return rec
+
+    def _record(self, cand: Candidate, decision: str, explanation: str, labels_text: str) -> dict:
         if decision == "reject":
             return self.log.add(cand.id, "reject")
         if decision == "edit":
@@ -88,6 +127,16 @@ class Reviewer:
             if expl != " ".join(cand.explanation.split()) or labels != parse_labels(", ".join(cand.labels)):
                 return self.log.add(cand.id, "edit", expl, labels)
         return self.log.add(cand.id, "accept", cand.explanation, cand.labels)
+
+
+def _showing(text) -> dict | None:
+    """The hidden box's text back to `Reviewer.showing`'s value (None when empty or not
+    ours: nothing is decided then)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def cues_markdown(c: Candidate) -> str:
@@ -110,22 +159,25 @@ def build_page(rev: Reviewer):
         done, total = rev.progress()
         prog = f"**{done}/{total} reviewed** by `{rev.log.reviewer}`"
         if c is None:
-            return (None, None, f"{prog}. All clips are reviewed: close the page.", "", "", "")
-        return (c.id, str(c.video) if c.video else None, f"{prog} · keys: a accept, e edit, "
+            return ("", None, f"{prog}. All clips are reviewed: close the page.", "", "", "")
+        return (json.dumps(rev.showing(c)), str(c.video) if c.video else None, f"{prog} · keys: a accept, e edit, "
                 f"Ctrl+Enter save edit, r reject", cues_markdown(c), c.explanation, ", ".join(c.labels))
 
     def on(decision):
-        def handler(sid, expl, labels):
+        def handler(shown, expl, labels):
             try:
-                rev.decide(sid, decision, expl, labels)
+                rev.decide(_showing(shown), decision, expl, labels)
             except ReviewError as e:
                 gr.Warning(str(e))
                 return (gr.update(),) * 6
             return show()
         return handler
 
-    with gr.Blocks(title="Omni-Emotion HRE review") as page:
-        cur = gr.State(None)
+    with gr.Blocks(title="Omni-Emotion HRE review", analytics_enabled=False) as page:
+        # What this tab shows, kept in the browser (a hidden box, not server-side State):
+        # an event carries the value the tab had when the key was pressed, so a second
+        # press before the next clip arrives names the clip already decided.
+        cur = gr.Textbox(visible=False, elem_id="review-shown")
         progress = gr.Markdown(elem_id="review-progress")
         with gr.Row():
             with gr.Column(scale=3):
@@ -143,6 +195,47 @@ def build_page(rev: Reviewer):
             btn.click(on(decision), [cur, expl, labels], outs, concurrency_limit=1)
         page.load(show, None, outs)
     return page
+
+
+def serve(rev: Reviewer, port: int) -> None:
+    """Serve the page on 127.0.0.1 until Ctrl-C or SIGTERM: local-only (`LOCAL_ONLY_ENV`,
+    no share link, system fonts), serving the candidates' clips alone (each clip file is
+    allowed, not the folders they are in), Gradio's copies in a folder of its own that
+    is removed at the end."""
+    os.environ.update(LOCAL_ONLY_ENV)
+    # Gradio copies each clip it serves into its temp folder: this process's own
+    # (0700), removed when the page stops (Ctrl-C or SIGTERM), so no copy outlives it.
+    temp = tempfile.mkdtemp(prefix="omni-review-")
+    os.environ["GRADIO_TEMP_DIR"] = temp
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _launch(rev, port)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds through `serve`'s cleanup
+
+
+def _launch(rev: Reviewer, port: int) -> None:
+    import gradio as gr
+
+    clips = sorted({str(c.video) for c in rev.candidates if c.video is not None})
+    page = build_page(rev)
+    done, total = rev.progress()
+    print(f"{done}/{total} clips already reviewed by {rev.log.reviewer}; decisions go to {rev.log.path}",
+          file=sys.stderr)
+    page.queue()
+    theme = gr.themes.Default(font=LOCAL_FONTS, font_mono=LOCAL_MONO_FONTS)
+    _, url, _ = page.launch(server_name=HOST, server_port=port or None, head=KEYS_JS, theme=theme,
+                            allowed_paths=clips, share=False, enable_monitoring=False,
+                            prevent_thread_lock=True, quiet=True)
+    print(f"review page: {url}", flush=True)
+    try:
+        page.block_thread()
+    finally:
+        page.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,19 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(str(e)) from None
         if not rev.candidates:
             raise CliError(f"{args.cand_dir}: sre.jsonl has no candidates to review")
-        videos = sorted({str(c.video.parent) for c in rev.candidates if c.video is not None})
-        page = build_page(rev)
-        done, total = rev.progress()
-        print(f"{done}/{total} clips already reviewed by {rev.log.reviewer}; decisions go to {rev.log.path}",
-              file=sys.stderr)
-        page.queue()
-        _, url, _ = page.launch(server_name=HOST, server_port=args.port or None, head=KEYS_JS,
-                                allowed_paths=videos, prevent_thread_lock=True, quiet=True)
-        print(f"review page: {url}", flush=True)
         try:
-            page.block_thread()
+            serve(rev, args.port)
         finally:
-            page.close()
+            rev.log.close()
         return 0
 
     return run_main(work)

@@ -14,13 +14,13 @@ Decisions go to ``CAND_DIR/reviews/<reviewer>.jsonl``, one line each::
 ``explanation``/``labels`` are the reviewer's text for "edit", the candidate's for
 "accept", null for "reject". Every line is one ``write``, flushed and fsynced before
 ``ReviewLog.add`` returns. A clip decided twice (two tabs of one reviewer) keeps its
-last decision. A process killed mid-write can leave a last line without its newline:
-readers ignore it and ``ReviewLog`` cuts it off before appending.
+last decision. One process writes a reviewer's log (its lock ``<reviewer>.jsonl.lock``;
+a second page for the same reviewer is refused, naming the first). A process killed
+mid-write can leave a last line without its newline: readers ignore it and
+``ReviewLog`` cuts it off (kept in ``<reviewer>.jsonl.torn``) before appending.
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from live.study_log import StudyLogError, check_id, read_jsonl
 from model.data.answers import split_explanation, split_labels
-from model.data.curate.records import CLUES, SRE, repair
+from live.appendfile import AppendFile, OutputLocked
+from model.data.curate.records import CLUES, SRE
 from model.data.curate.stages import source_of
 from model.data.manifest import iter_jsonl, resolve_media
 
@@ -157,14 +158,19 @@ def pick_reviewers(cand_dir: str | Path, given: str | None, need: int = 2) -> li
 
 
 class ReviewLog:
-    """One reviewer's append-only, fsynced decision log. Thread-safe."""
+    """One reviewer's append-only, fsynced decision log (`live.appendfile.AppendFile`:
+    one writing process per reviewer, a torn last line cut off and kept aside).
+    Thread-safe: the tabs of one page share it."""
 
     def __init__(self, cand_dir: str | Path, reviewer: str) -> None:
         self.reviewer = check_reviewer(reviewer)
         self.cand_dir = Path(cand_dir)
         self.path = reviews_dir(cand_dir) / f"{self.reviewer}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair(self.path)  # a decision cut off by a kill mid-write
+        try:
+            self._file = AppendFile(self.path)
+        except OutputLocked as e:
+            raise ReviewError(f"reviewer {self.reviewer!r}: {e}") from None
         self.decisions = read_decisions(cand_dir, self.reviewer)
         self._lock = threading.Lock()
 
@@ -177,15 +183,15 @@ class ReviewLog:
                "explanation": None if decision == "reject" else explanation,
                "labels": None if decision == "reject" else list(labels or []),
                "time": round(time.time(), 3)}
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
         with self._lock:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            self._file.append_json(rec)
             self.decisions[sid] = rec
         return rec
 
     def reviewed(self) -> set[str]:
         with self._lock:
             return set(self.decisions)
+
+    def close(self) -> None:
+        """Release the log (and its lock) for another process."""
+        self._file.close()

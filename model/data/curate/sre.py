@@ -148,16 +148,7 @@ def _check_run_folder(out: Path, settings: dict) -> None:
 
 def _done_ids(out: Path) -> set[str]:
     """Finished ids, read-only (a torn last line is ignored): for the dry run."""
-    done = set()
-    for name in (R.SRE, R.REJECTED):
-        path = out / name
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    done.add(json.loads(line)["id"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass
-    return done
+    return {r["id"] for name in (R.SRE, R.REJECTED) for r in R.read_records(out / name, torn_ok=True)}
 
 
 def dry_run(samples: list[dict], base: Path, settings: Settings, alm: bool) -> dict:
@@ -229,6 +220,36 @@ def run(samples: list[dict], base: Path, out: Path, models: Models, settings: Se
         outputs.close()
 
 
+def _run(args, out: Path, samples: list[dict], base: Path, settings: Settings, run_settings: dict,
+         default_source: str, t0: float) -> int:
+    """The run proper, with ``out`` held (`records.claim`): endpoints and ASR checked and
+    loaded, then every clip not yet finished curated."""
+    cache = Path(args.cache) if args.cache else out / R.CACHE
+    eps = {}
+    for opt, url, model in (("vlm", args.vlm, args.vlm_model), ("llm", args.llm, args.llm_model),
+                            ("alm", args.alm, args.alm_model)):
+        if url is None:
+            continue
+        eps[opt] = Endpoint(url, model, cache_dir=cache, retries=args.retries,
+                            timeout_s=args.timeout, api_key_env=args.api_key_env)
+        try:
+            eps[opt].check()
+        except EndpointError as e:
+            raise CliError(f"--{opt} {e}; start the server or fix the URL") from None
+    asr = _load_asr(args.asr, args.device)
+    write_json(out / R.RUN, {**run_settings, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
+                             "alm_model": args.alm_model, "asr": args.asr,
+                             "threshold": args.threshold, "max_frames": args.max_frames,
+                             "face_crops": args.face_crops, "age_gender": args.age_gender},
+               ensure_ascii=False)
+    done = R.prepare_resume(out, {s["id"] for s in samples})
+    todo = [s for s in samples if s["id"] not in done]
+    models = Models(vlm=eps["vlm"], llm=eps["llm"], asr=asr, alm=eps.get("alm"))
+    run(todo, base, out, models, settings, args.concurrency, default_source)
+    print(json.dumps(R.finish(out, time.monotonic() - t0, args.threshold)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
@@ -252,31 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run_settings = {"manifest": str(Path(args.manifest).resolve()), "shard": args.shard}
         _check_run_folder(out, run_settings)
-        cache = Path(args.cache) if args.cache else out / R.CACHE
-        eps = {}
-        for opt, url, model in (("vlm", args.vlm, args.vlm_model), ("llm", args.llm, args.llm_model),
-                                ("alm", args.alm, args.alm_model)):
-            if url is None:
-                continue
-            eps[opt] = Endpoint(url, model, cache_dir=cache, retries=args.retries,
-                                timeout_s=args.timeout, api_key_env=args.api_key_env)
-            try:
-                eps[opt].check()
-            except EndpointError as e:
-                raise CliError(f"--{opt} {e}; start the server or fix the URL") from None
-        asr = _load_asr(args.asr, args.device)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / R.RUN, {**run_settings, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
-                                 "alm_model": args.alm_model, "asr": args.asr,
-                                 "threshold": args.threshold, "max_frames": args.max_frames,
-                                 "face_crops": args.face_crops, "age_gender": args.age_gender},
-                   ensure_ascii=False)
-        done = R.prepare_resume(out, {s["id"] for s in samples})
-        todo = [s for s in samples if s["id"] not in done]
-        models = Models(vlm=eps["vlm"], llm=eps["llm"], asr=asr, alm=eps.get("alm"))
-        run(todo, base, out, models, settings, args.concurrency, default_source)
-        print(json.dumps(R.finish(out, time.monotonic() - t0, args.threshold)))
-        return 0
+        existed = out.exists()
+        lock = R.claim(out)  # one run per folder (before slow loading); `merge` refuses it while held
+        try:
+            return _run(args, out, samples, base, settings, run_settings, default_source, t0)
+        finally:
+            lock.release()
+            if not existed and not any(out.iterdir()):
+                out.rmdir()  # refused before any work: leave nothing behind
 
     return run_main(work)
 

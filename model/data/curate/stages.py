@@ -35,7 +35,7 @@ from model.data.manifest import TASK_EMOTION_REASON, make_sample
 from model.data.preprocess import default_face_tracker
 
 from .asr import ASR_MAX_S, Transcriber
-from .endpoint import AnswerError, Endpoint, EndpointError, audio_part, image_part, text_part
+from .endpoint import AnswerError, Endpoint, EndpointError, audio_part, image_part, schema_format, text_part
 
 SCENE_FPS = 1.0  # frames/s sent for the global description (paper: 1 fps)
 DEFAULT_MAX_FRAMES = 16  # at most this many scene frames per clip
@@ -201,6 +201,20 @@ def parse_consistency(obj: dict) -> dict:
             "intensity": float(intensity), "explanation": explanation or None}
 
 
+# The answers' JSON schemas, sent as `response_format` (servers that take it keep to
+# them; `parse_consistency` / `parse_review` still check every answer).
+CONSISTENCY_FORMAT = schema_format("consistency", {
+    "type": "object", "additionalProperties": False,
+    "required": ["consistent", "reason", "labels", "intensity", "explanation"],
+    "properties": {"consistent": {"type": "boolean"}, "reason": {"type": "string"},
+                   "labels": {"type": "array", "items": {"type": "string"}},
+                   "intensity": {"type": "number", "minimum": 0, "maximum": 1},
+                   "explanation": {"type": "string"}}})
+REVIEW_FORMAT = schema_format("review", {
+    "type": "object", "additionalProperties": False, "required": ["score"],
+    "properties": {"score": {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}}})
+
+
 def parse_review(obj: dict) -> int:
     v = obj.get("score")
     if isinstance(v, float) and v.is_integer():
@@ -305,7 +319,8 @@ def curate_clip(sample: dict, base_dir: Path, models: Models, settings: Settings
             stage = "audio_caption"
             cues["audio_caption"] = models.alm.ask(audio_messages(audio), parse_text, AUDIO_TOKENS)
         stage = "consistency"
-        c = models.llm.ask_json(consistency_messages(cues), parse_consistency, CONSISTENCY_TOKENS)
+        c = models.llm.ask_json(consistency_messages(cues), parse_consistency, CONSISTENCY_TOKENS,
+                                CONSISTENCY_FORMAT)
         clues.update(explanation=c["explanation"], labels=c["labels"], intensity=c["intensity"],
                      consistent=c["consistent"], reason=c["reason"])
         if not c["consistent"]:
@@ -313,7 +328,7 @@ def curate_clip(sample: dict, base_dir: Path, models: Models, settings: Settings
                                                "reason": c["reason"] or "inconsistent cues", "score": None})
         stage = "review"
         score = models.llm.ask_json(review_messages(gold, c["explanation"], c["labels"]), parse_review,
-                                    REVIEW_TOKENS)
+                                    REVIEW_TOKENS, REVIEW_FORMAT)
         clues["score"] = score
         if score < settings.threshold:
             return Outcome("rejected", clues, {"id": sid, "stage": "review",
