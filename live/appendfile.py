@@ -13,7 +13,8 @@ a reviewer's decisions).
   ``<file>.torn`` and says so; `AppendFile` does it before its first append.
 * **A line is durable or an error.** `AppendFile.append` writes one whole line with
   ``O_APPEND``, fsyncs it, and raises `OSError` naming the file when the write fails
-  (a full disk, a removed folder): nothing reports success for data it did not store.
+  (a full disk, a removed folder), cutting what part of the line was written: nothing
+  reports success for data it did not store, and no torn line is left.
 * **Owner-only.** Files made here are 0600; `private_dir` makes folders 0700 (study
   data is a participant's picture, voice and words).
 """
@@ -207,7 +208,15 @@ class AppendFile:
         with self._mutex:
             if self._fd is None:
                 raise OSError(errno.EBADF, f"could not write {self.path}: it is closed")
-            _write_all(self._fd, data, self.path)
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                _write_all(self._fd, data, self.path)
+            except OSError:
+                try:  # a full disk took part of the line: cut it, leave no torn line
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass
+                raise
 
     def append_json(self, obj, **kw) -> None:
         """``obj`` as one compact JSON line (``kw`` to ``json.dumps``)."""

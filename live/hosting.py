@@ -1,16 +1,25 @@
-"""How the page is served: who may reach it, and where its errors go.
+"""How the page is served: who may reach it, where its errors go, and where Gradio
+may put files.
 
 Access: the page binds to loopback; any other address, or a public share link, needs a
 login (Gradio's own auth), read from a file of ``user:password`` lines or from
 ``$OMNI_EMOTION_AUTH``. Errors: one line per event on stderr, full tracebacks (once per
 distinct error) in a log file; a client that went away mid-request is not an error.
+Temporary files: Gradio writes uploads, microphone chunks and the files it serves
+into ``$GRADIO_TEMP_DIR``; ``private_temp_dir`` points that at a folder of this process
+alone (0700), removed at exit, so nothing of a participant outlives the app there.
 """
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import os
+import shutil
+import signal
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from .cli import CliError, one_line
@@ -18,6 +27,8 @@ from .cli import CliError, one_line
 AUTH_ENV = "OMNI_EMOTION_AUTH"  # "user:password": the login when not bound to loopback
 LOG_FILE = "runs/app.log"  # full tracebacks go here (stderr gets one line each)
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "matplotlib", "PIL")  # INFO chatter
+TEMP_ENV = "GRADIO_TEMP_DIR"  # where Gradio writes uploads, stream chunks, served files
+TEMP_PREFIX = "omni-emotion-gradio-"  # + "<pid>-<random>": one folder per app process
 
 log = logging.getLogger("app")
 
@@ -116,3 +127,73 @@ def setup_logging(log_file: str | Path) -> None:
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(ServerErrors())  # kept by uvicorn's dictConfig
+
+
+def check_port(host: str, port: int) -> None:
+    """CliError (one line, advising --port) when ``host:port`` cannot be bound: checked
+    before the model loads, instead of Gradio's traceback after it."""
+    if not 0 <= port <= 65535:
+        raise CliError(f"--port {port} is not a port number (0-65535)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise CliError(f"cannot listen on {host}:{port} ({e.strerror or e}): another program "
+                           f"uses it; choose another port with --port N") from None
+
+
+def private_temp_dir() -> Path:
+    """A folder for Gradio's temporary files of this process alone: made 0700 under
+    ``$GRADIO_TEMP_DIR`` (or the system temp dir), set as ``$GRADIO_TEMP_DIR``, removed
+    at exit (SIGTERM included, see ``exit_on_sigterm``). Folders a killed app process
+    of this user left are removed first. Call before gradio is imported."""
+    base = Path(os.environ.get(TEMP_ENV) or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob(f"{TEMP_PREFIX}*"):
+        pid = old.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and old.is_dir() and old.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base))  # 0700
+    os.environ[TEMP_ENV] = str(path)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (a service manager, ``kill``) exits like Ctrl-C: ``atexit`` runs (the
+    temp folder is removed, logs are closed)."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def discard_upload(path: str | Path) -> bool:
+    """Delete a file Gradio stored in ``$GRADIO_TEMP_DIR`` (an upload, a microphone
+    chunk) and its folder when empty; a path anywhere else is left alone (the
+    operator's own ``--video``). True when deleted."""
+    temp = os.environ.get(TEMP_ENV)
+    if not temp or not path:
+        return False
+    p = Path(path).resolve()
+    if Path(temp).resolve() not in p.parents:
+        return False
+    p.unlink(missing_ok=True)
+    if p.parent != Path(temp).resolve():
+        try:
+            p.parent.rmdir()  # Gradio puts each file in a folder of its own
+        except OSError:  # not empty
+            pass
+    return True

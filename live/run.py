@@ -25,6 +25,7 @@ import os
 import sys
 
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
+from .appendfile import OutputLocked
 from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, fail
 from .face_models import ENV_MODELS, FaceModelError
 from .media import HOP_S, WINDOW_S, check_window
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                             on_segment=slog.segment, on_window=slog.window)
             stats = engine.run(progress=not args.no_progress and not args.realtime
                                and sys.stderr.isatty())
-    except (SourceError, OSError, KeyboardInterrupt) as e:
+    except (SourceError, OSError, OutputLocked, KeyboardInterrupt) as e:  # OSError names the file
         return fail(e)
     finally:
         if getattr(args, "pool_handle", None) is not None:
