@@ -46,7 +46,7 @@ from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError,
 from live.appendfile import OutputLocked
 from live.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
 from live.hosting import (AUTH_ENV, LOG_FILE, check_exposure, check_port, discard_upload, exit_on_sigterm,
-                          private_temp_dir, read_auth, setup_logging)
+                          private_temp_dir, read_auth, setup_logging, start_sweeper)
 from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
 from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, image_html,
                          label_markdown, model_banner, speech_markdown, stats_markdown,
@@ -196,7 +196,7 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
                                 label="Microphone", elem_id="mic")
             with gr.Row():
                 c["start"] = gr.Button("Start / restart", variant="primary")
-                c["stop"] = gr.Button("Stop")
+                c["stop"] = gr.Button("Stop", elem_id="stop")
             with gr.Accordion("Settings (apply on start / restart)", open=False):
                 c["win"] = gr.Slider(1, MAX_WINDOW_S, a.window, step=0.5, label="window (s)")
                 c["hop"] = gr.Slider(0.5, 8, a.hop, step=0.5, label="hop (s)")
@@ -537,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                          args=(holder, args.video, args.window, args.hop, args.gate, startup, shared_log,
                                Path(args.log_dir) / "exports")).start()
     private_temp_dir()  # before gradio is imported: its files go to a folder removed at exit
+    start_sweeper()  # and what its stream queue leaves there is deleted within seconds
     exit_on_sigterm()
     demo = build_ui(holder, args, startup, shared_log, owners)
     theme = __import__("gradio").themes.Default(font=["system-ui", "sans-serif"],

@@ -20,6 +20,8 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from .cli import CliError, one_line
@@ -29,6 +31,12 @@ LOG_FILE = "runs/app.log"  # full tracebacks go here (stderr gets one line each)
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "matplotlib", "PIL")  # INFO chatter
 TEMP_ENV = "GRADIO_TEMP_DIR"  # where Gradio writes uploads, stream chunks, served files
 TEMP_PREFIX = "omni-emotion-gradio-"  # + "<pid>-<random>": one folder per app process
+# Gradio's stream queue drops a microphone chunk it uploaded when a newer one arrives
+# before it was handled: nobody reads (or deletes) that file. Swept after this age.
+STREAM_LEFTOVER_AGE_S = 15.0  # s; a handled chunk is read and deleted within a second
+STREAM_SUFFIXES = (".wav", ".webm", ".ogg", ".mp3", ".m4a", ".flac", ".png", ".jpg", ".jpeg", ".webp")
+UPLOAD_MAX_AGE_S = 3600.0  # s an upload never analysed (and a served export copy) is kept
+SWEEP_EVERY_S = 5.0  # s between sweeps
 
 log = logging.getLogger("app")
 
@@ -132,8 +140,8 @@ def setup_logging(log_file: str | Path) -> None:
 def check_port(host: str, port: int) -> None:
     """CliError (one line, advising --port) when ``host:port`` cannot be bound: checked
     before the model loads, instead of Gradio's traceback after it."""
-    if not 0 <= port <= 65535:
-        raise CliError(f"--port {port} is not a port number (0-65535)")
+    if not 1 <= port <= 65535:
+        raise CliError(f"--port {port} is not a port number (1-65535)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
@@ -178,6 +186,46 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def sweep_temp(now: float | None = None) -> int:
+    """Delete what Gradio left in ``$GRADIO_TEMP_DIR``: stream chunks (audio or picture
+    files) older than STREAM_LEFTOVER_AGE_S, any other file older than
+    UPLOAD_MAX_AGE_S, and emptied folders. Returns the number of files deleted."""
+    temp = os.environ.get(TEMP_ENV)
+    if not temp or not Path(temp).is_dir():
+        return 0
+    now = time.time() if now is None else now
+    n = 0
+    # a list first, by os.walk (which skips folders deleted meanwhile by their handlers)
+    files = [Path(d) / f for d, _, names in os.walk(temp) for f in names]
+    for p in files:
+        try:
+            limit = STREAM_LEFTOVER_AGE_S if p.suffix.lower() in STREAM_SUFFIXES else UPLOAD_MAX_AGE_S
+            if now - p.stat().st_mtime > limit:
+                discard_upload(p)
+                n += 1
+        except OSError:  # deleted meanwhile by its handler
+            continue
+    return n
+
+
+def start_sweeper() -> threading.Thread:
+    """``sweep_temp`` every SWEEP_EVERY_S on a daemon thread."""
+    def loop() -> None:
+        while True:
+            time.sleep(SWEEP_EVERY_S)
+            try:
+                n = sweep_temp()
+            except Exception as e:  # never stop sweeping
+                log.warning("sweeping Gradio's temp folder failed: %s", one_line(e))
+                continue
+            if n:
+                log.info("deleted %d file(s) Gradio left in its temp folder", n)
+
+    t = threading.Thread(target=loop, name="temp-sweeper", daemon=True)
+    t.start()
+    return t
 
 
 def discard_upload(path: str | Path) -> bool:
