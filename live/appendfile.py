@@ -53,6 +53,14 @@ def private_dir(path: str | Path) -> Path:
     return path
 
 
+class WriteFailed(OSError):
+    """A write that failed, naming the file: ``str()`` is the message alone (no
+    "[Errno N]" prefix), ``errno`` is kept."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
 class OutputLocked(RuntimeError):
     """Another live process writes this output."""
 
@@ -180,7 +188,7 @@ def _write_all(fd: int, data: bytes, path: Path) -> None:
             view = view[os.write(fd, view):]
         os.fsync(fd)
     except OSError as e:
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from e
+        raise WriteFailed(e.errno, f"could not write {path}: {e.strerror or e}") from e
 
 
 class AppendFile:
@@ -207,7 +215,7 @@ class AppendFile:
         data = (line if line.endswith("\n") else line + "\n").encode("utf-8")
         with self._mutex:
             if self._fd is None:
-                raise OSError(errno.EBADF, f"could not write {self.path}: it is closed")
+                raise WriteFailed(errno.EBADF, f"could not write {self.path}: it is closed")
             start = os.lseek(self._fd, 0, os.SEEK_END)
             try:
                 _write_all(self._fd, data, self.path)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .appendfile import private_dir
+from .appendfile import WriteFailed, private_dir
 from .engine import Engine, EngineConfig, WindowEvent
 from .session import ModelServer
 from .sources import FileSource, SourceError
@@ -31,7 +31,7 @@ PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "
 NO_SELF_REPORT = {"self_report": None, "self_report_at": None}  # a file analysed without one
 
 
-class WindowsNotLogged(OSError):
+class WindowsNotLogged(WriteFailed):
     """Windows of an analysis whose study-log lines could not be written."""
 
 
@@ -53,7 +53,7 @@ def check_video(path: str | Path, name: str | None = None) -> None:
                 if frames > 1:
                     return
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise SourceError(f"cannot read {name}: not a media file, or damaged ({type(e).__name__})") from None
+        raise SourceError(f"{name} is not a media file, or is damaged ({type(e).__name__})") from None
     raise SourceError(f"{name} holds a single frame, not a video")
 
 
