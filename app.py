@@ -233,7 +233,8 @@ def _file_tab(a: argparse.Namespace) -> dict:
     import gradio as gr
 
     # no value=a.video: Gradio would copy the operator's file into its temp folder
-    video = gr.File(label="Video file", file_types=["video"], type="filepath", elem_id="video")
+    video = gr.File(label=f"Video file (at most {a.max_upload_mb} MB; deleted from the server once "
+                    "analysed)", file_types=["video"], type="filepath", elem_id="video")
     go = gr.Button("Analyse", variant="primary")
     status = gr.Markdown(elem_id="file_status")
     table = gr.Dataframe(headers=TABLE_COLUMNS, elem_id="table", wrap=True)

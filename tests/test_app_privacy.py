@@ -87,7 +87,8 @@ def test_nothing_of_the_participant_left_in_temp_folders_with_logging_off(tmp_pa
     env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(systmp))
     env.pop("GRADIO_TEMP_DIR", None)
     log = tmp_path / "app.log"
-    proc, url = start_app(APP_ARGS + ["--log-dir", str(tmp_path / "sessions")], log, tmp_path, env=env)
+    proc, url = start_app(APP_ARGS + ["--log-dir", str(tmp_path / "sessions"), "--max-upload-mb", "1"], log,
+                          tmp_path, env=env)
     try:
         wait_for_line(log, "model: tiny", START_TIMEOUT_S)
         (gtemp,) = systmp.glob("omni-emotion-gradio-*")  # the app's own folder for Gradio's files
@@ -109,6 +110,9 @@ def test_nothing_of_the_participant_left_in_temp_folders_with_logging_off(tmp_pa
             client.predict(handle_file(str(tmp_path / "photo.mp4")), 2.0, 1.0, "always",
                            api_name="/analyse_file")
         assert "omni-emotion-gradio" not in str(err.value)  # the file's name, not the server's path
+        (tmp_path / "big.mp4").write_bytes(os.urandom(2 * 2**20))  # over --max-upload-mb 1
+        with pytest.raises(Exception, match="(?i)size"):
+            client.predict(handle_file(str(tmp_path / "big.mp4")), 2.0, 1.0, "always", api_name="/analyse_file")
         # chunks Gradio's stream queue dropped unread are swept within seconds (SWEEP_*)
         deadline = time.monotonic() + STREAM_LEFTOVER_AGE_S + 4 * SWEEP_EVERY_S
         while media_files(systmp) and time.monotonic() < deadline:
