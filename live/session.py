@@ -89,6 +89,7 @@ class LiveSession:
         # (study folder, participant) of the log this tab wrote last: whose media a withdrawal deletes
         self.last_logged = None if shared_log is None else (shared_log.root, shared_log.participant)
         self.notice = ""  # what the last consent withdrawal deleted
+        self.log_failed, self.log_error = 0, ""  # windows whose study-log line was not stored
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies the value its factory made for a new tab; that value is
@@ -224,8 +225,10 @@ class LiveSession:
             if self.study is not None:
                 try:
                     self.study.write_window(rec, ev.window.frames, ev.window.audio, ev.window.audio_rate)
-                except (OSError, StudyLogError) as e:  # shown on the page until the next start
-                    self.error = f"study log write failed for window {ev.window.index}: {e}"
+                except (OSError, StudyLogError) as e:  # shown on the page from now on
+                    self.log_failed += 1
+                    self.log_error = (f"study log write failed for {self.log_failed} window(s), "
+                                      f"last window {ev.window.index}: {e}")
 
     # -- study log -----------------------------------------------------------------
     def set_logging(self, on: bool, participant: str = "", session: str = "",
@@ -333,7 +336,7 @@ class LiveSession:
         }
 
     def warnings(self) -> list[str]:
-        out = [self.error] if self.error else []
+        out = [e for e in (self.error, self.log_error) if e]
         if self.running and time.monotonic() - self.started_at > NO_MEDIA_WARN_S:
             if not self.frames_in:
                 out.append("No camera frames arrive: allow camera access for this page "

@@ -20,6 +20,7 @@ from tests.test_app_server import APP_ARGS, BROWSER_TIMEOUT_S, CHROMIUM, START_T
 
 MEDIA_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".wav", ".webm", ".mp3", ".ogg",
                   ".m4a", ".flac", ".mp4", ".mov", ".mkv", ".avi", ".npz", ".y4m"}
+PICTURES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"\x1a\x45\xdf\xa3", b"OggS", b"ID3", b"GIF8", b"PK\x03\x04")
 
 
@@ -33,6 +34,12 @@ def media_files(folder: Path) -> list[Path]:
         if p.suffix.lower() in MEDIA_SUFFIXES or head.startswith(MAGIC) or head[4:8] == b"ftyp":
             found.append(p)
     return found
+
+
+def is_picture(p: Path) -> bool:
+    head = p.open("rb").read(12)
+    return (p.suffix.lower() in PICTURES or head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8"))
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"))
 
 
 def browser_session(url: str, tmp: Path) -> dict:
@@ -94,6 +101,9 @@ def test_nothing_of_the_participant_left_in_temp_folders_with_logging_off(tmp_pa
         (gtemp,) = systmp.glob("omni-emotion-gradio-*")  # the app's own folder for Gradio's files
         assert stat.S_IMODE(gtemp.stat().st_mode) == 0o700
         shown = browser_session(url, tmp_path)
+        # no frame was ever written: the preview is inline and webcam frames arrive inline
+        # (only microphone chunks are files, read and deleted, or swept below)
+        assert [p for p in media_files(systmp) if is_picture(p)] == []
         assert "stopped" in shown["speech"] and re.search(r"live session\s+stopped", shown["stats"])
         assert shown["frames_before"] == shown["frames_after"], shown  # counters stop with Stop
         # an upload analysed, and one refused (a picture renamed .mp4): both deleted

@@ -365,3 +365,21 @@ def test_video_at_start_says_logged_only_with_a_log(tiny, clip, tmp_path, capsys
     with StudyLog(tmp_path, "S1", "P1") as log:
         analyse_at_start(tiny, str(clip), 1.0, 1.0, "always", {}, log, tmp_path / "exports")
     assert capsys.readouterr().out.count("logged window") == 3
+
+
+def test_live_tab_reports_windows_not_stored(tiny, tmp_path, monkeypatch):
+    """A full disk while the live tab logs: the banner says how many windows were not
+    stored, and keeps saying it."""
+    from live.engine import WindowEvent
+    from tests.test_live_engine import fake_window
+
+    s = LiveSession(tiny, log_root=tmp_path)
+    s.set_logging(True, "P1", "S1")
+    s.open_run = s.run_no = new_run_id()
+    monkeypatch.setattr(appendfile, "_write_all", _half_then_enospc)
+    for i in range(2):
+        s._on_window(WindowEvent(fake_window(i), False, None, "gated"), s.run_no)
+    (warning,) = s.warnings()
+    assert "study log write failed for 2 window(s), last window 1" in warning and "S1.jsonl" in warning
+    monkeypatch.undo()
+    s.close()
