@@ -376,8 +376,8 @@ def _wire_file(f: dict, live: dict, session, holder: ModelHolder, export_dir: Pa
         except SourceError as e:
             raise user_error(f"Cannot analyse this upload: {one_line(e)}", stay=True) from None  # e names the file
         except (OSError, StudyLogError) as e:  # WindowsNotLogged names the windows not stored
-            raise user_error(f"{name}: {one_line(e)}" if isinstance(e, WindowsNotLogged)
-                             else f"Study log write failed for {name}: {one_line(e)}", stay=True) from None
+            raise user_error(f"{name}: {one_line(e)}" if isinstance(e, (WindowsNotLogged, StudyLogError))
+                             else f"The results of {name} could not be stored: {one_line(e)}", stay=True) from None
         finally:
             discard_upload(path if isinstance(path, str) else None)  # refused ones too
             release_memory()

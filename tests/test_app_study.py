@@ -383,3 +383,24 @@ def test_live_tab_reports_windows_not_stored(tiny, tmp_path, monkeypatch):
     assert "study log write failed for 2 window(s), last window 1" in warning and "S1.jsonl" in warning
     monkeypatch.undo()
     s.close()
+
+
+def test_api_client_sees_a_full_disk(clip, tmpfs, tmp_path):
+    """/analyse_file through gradio_client with the app's --log-session log on a full
+    disk: the client gets an error naming the windows not stored, not a success."""
+    from gradio_client import Client, handle_file
+
+    from tests.test_app_server import APP_ARGS, START_TIMEOUT_S, start_app, stop, wait_for_line
+
+    log = tmp_path / "app.log"
+    proc, url = start_app(APP_ARGS + ["--log-session", "S1", "--participant", "P1", "--log-dir",
+                                      str(tmpfs / "study")], log, tmp_path)
+    try:
+        wait_for_line(log, "model: tiny", START_TIMEOUT_S)
+        fill(tmpfs)
+        with pytest.raises(Exception, match="windows of clip.mp4 were analysed but NOT stored"):
+            Client(url, verbose=False).predict(handle_file(str(clip)), 1.0, 1.0, "always",
+                                               api_name="/analyse_file")
+    finally:
+        stop(proc)
+    assert "Traceback" not in log.read_text()
