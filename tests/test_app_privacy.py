@@ -2,7 +2,9 @@
 system temp dir a folder of the test's) driven by a real browser (fake camera +
 microphone) and by ``gradio_client`` (a good upload and a refused one), with study
 logging off. Afterwards no picture, audio or video file is in Gradio's temp folder or
-the system temp dir, and Gradio's per-process folder is gone once the app exits."""
+the system temp dir, and Gradio's per-process folder is gone once the app exits. And
+consent is the study's: unticked on the page, it governs the app's own --log-session
+log (media deleted, audited)."""
 from __future__ import annotations
 
 import os
@@ -135,3 +137,56 @@ def test_nothing_of_the_participant_left_in_temp_folders_with_logging_off(tmp_pa
     text = log.read_text()
     assert "share=True" not in text and "* Running on local URL:  http://127.0.0.1:" in text
     assert not list((tmp_path / "sessions").glob("*.jsonl"))  # logging was off: no study log
+
+
+def test_unticking_consent_on_the_page_withdraws_from_the_apps_own_log(tmp_path):
+    """``app.py --log-session S --participant P --keep-media --consent``: the page's
+    consent box governs that log too. Unticked, the windows say consent: false, no more
+    media are stored, the stored ones are deleted, and an audit line says so."""
+    from playwright.sync_api import sync_playwright
+
+    from live.study_log import AUDIT_NAME, read_jsonl
+
+    study = tmp_path / "sessions"
+    log = tmp_path / "app.log"
+    proc, url = start_app(APP_ARGS + ["--log-dir", str(study), "--log-session", "S1", "--participant", "P1",
+                                      "--keep-media", "--consent"], log, tmp_path)
+    make_clip(tmp_path / "cam.mp4", seconds=4.0, fps=10, audio=False)
+    y4m = write_y4m(clip_frames(tmp_path / "cam.mp4"), tmp_path / "cam.y4m", fps=10)
+    wav = write_wav(speak("Hello there, how are you today?", tmp_path / "raw.wav"), 16000, tmp_path / "speech.wav")
+    try:
+        wait_for_line(log, "model: tiny", START_TIMEOUT_S)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}",
+                "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1300})
+                page.goto(url, wait_until="load")
+                page.locator("#stats", has_text="frames/s in").wait_for(timeout=30_000)
+                page.get_by_text("Click to Access Webcam").click(timeout=30_000)
+                page.locator("#webcam button", has_text="Record").click(timeout=15_000)
+                deadline = time.monotonic() + BROWSER_TIMEOUT_S
+                while not list((study / "S1_media").glob("*.npz")):
+                    assert time.monotonic() < deadline, "no media stored with consent"
+                    time.sleep(0.5)
+                assert page.get_by_label(re.compile("consents to storing recordings")).is_checked()
+                page.get_by_label(re.compile("consents to storing recordings")).uncheck()
+                page.get_by_text("Consent withdrawn").first.wait_for(timeout=30_000)
+                n = len(read_jsonl(study / "S1.jsonl"))
+                deadline = time.monotonic() + BROWSER_TIMEOUT_S
+                while len(read_jsonl(study / "S1.jsonl")) < n + 2:  # windows after the withdrawal
+                    assert time.monotonic() < deadline, "no window logged after the withdrawal"
+                    time.sleep(0.5)
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
+    lines = read_jsonl(study / "S1.jsonl")
+    assert lines[0]["consent"] is True and lines[-1]["consent"] is False and lines[-1]["media"] is None
+    assert not list(study.rglob("*.npz")), "media stored before the withdrawal were not deleted"
+    (audit,) = read_jsonl(study / AUDIT_NAME)
+    assert audit["participant"] == "P1" and audit["media_deleted"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in study.glob("*.jsonl"))
+    assert stat.S_IMODE(study.stat().st_mode) == 0o700
