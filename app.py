@@ -255,6 +255,8 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
         s = tabs.seen(request.session_hash, s)
         if not path:
             return
+        if not isinstance(path, str):
+            raise user_error(f"a microphone chunk must be an uploaded file, got {short(path)}")
         try:
             if not s.paused or s.running:  # after Stop the chunk is not even read
                 from gradio.processing_utils import audio_from_file

@@ -404,3 +404,28 @@ def test_api_client_sees_a_full_disk(clip, tmpfs, tmp_path):
     finally:
         stop(proc)
     assert "Traceback" not in log.read_text()
+
+
+def test_gradio_temp_folder_is_private_and_a_killed_apps_folder_is_removed(tmp_path, monkeypatch):
+    from live.hosting import TEMP_ENV, TEMP_PREFIX, discard_upload, private_temp_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{TEMP_PREFIX}{dead.pid}-abc"  # left by an app killed with -9
+    (stale / "h").mkdir(parents=True)
+    (stale / "h" / "audio.wav").write_bytes(b"RIFF")
+    mine = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-live"  # a running app's: kept
+    mine.mkdir()
+    monkeypatch.setenv(TEMP_ENV, str(tmp_path))
+    folder = private_temp_dir()
+    assert os.environ[TEMP_ENV] == str(folder) and folder.parent == tmp_path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert not stale.exists() and mine.exists()
+    upload = folder / "hash" / "clip.mp4"
+    upload.parent.mkdir()
+    upload.write_bytes(b"x")
+    outside = tmp_path / "operator.mp4"
+    outside.write_bytes(b"x")
+    assert discard_upload(upload) and not upload.parent.exists()
+    assert not discard_upload(outside) and outside.exists()  # the operator's own file is left alone
+    shutil.rmtree(folder)
