@@ -216,10 +216,10 @@ def test_full_disk_study_log_on_a_tmpfs(tiny, clip, tmpfs):
 
 def test_live_run_on_a_full_disk_names_the_file_and_leaves_no_torn_line(clip, tmpfs):
     out = tmpfs / "out"
+    _fill_but_two_pages(tmpfs)
     r = subprocess.run([sys.executable, "-m", "live.run", str(clip), "--out", str(out), "--analyser", "fake",
                         "--fake-delay", "0", "--every-window", "--no-progress"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                       preexec_fn=lambda: _fill_after_start(tmpfs))
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: could not write ") and str(out) in last and "No space left" in last
@@ -229,9 +229,9 @@ def test_live_run_on_a_full_disk_names_the_file_and_leaves_no_torn_line(clip, tm
         [json.loads(x) for x in text.splitlines()]
 
 
-def _fill_after_start(disk: Path) -> None:
-    """In the child before exec: leave a few KB free on ``disk``, so the run's first
-    lines fit and a later one does not."""
+def _fill_but_two_pages(disk: Path) -> None:
+    """Leave two pages free on ``disk``: the run's lock and its first log lines fit, a
+    later line does not."""
     fill(disk)
     filler = disk / "filler"
     os.truncate(filler, max(0, filler.stat().st_size - 2 * 4096))  # the lock and one log page
