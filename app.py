@@ -28,7 +28,11 @@ markers on the session's timeline, its window records and its study log. HTTPS
 ``--participant-view`` (or ``?view=participant`` in the address) shows a participant the
 camera preview, consent, self-report and a recording indicator but no labels.
 
-Logging: one line per event on stderr; full tracebacks only in ``--log-file``.
+Logging: one line per event on stderr; full tracebacks only in ``--log-file`` (every
+page handler is wrapped by ``guard``: an unexpected error is one line for the client).
+Privacy: Gradio's temporary files go to a folder of this process, removed at exit
+(``live.hosting.private_temp_dir``); the face preview is sent inline (no file), and
+microphone chunks and uploads are deleted once read.
 
 This is the composition root: it wires ``live`` to ``model`` and (lazily) ``quant``,
 and holds only the page and the command line.
@@ -40,22 +44,26 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import argparse
+import functools
+import html
 import logging
 import sys
 import threading
 from pathlib import Path
 
 from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device
-from live.file_analysis import analyse_at_start, analyse_video
-from live.hosting import AUTH_ENV, LOG_FILE, check_exposure, read_auth, setup_logging
+from live.appendfile import OutputLocked
+from live.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
+from live.hosting import (AUTH_ENV, LOG_FILE, check_exposure, check_port, discard_upload, exit_on_sigterm,
+                          private_temp_dir, read_auth, setup_logging, start_sweeper)
 from live.lsl import LSLError, MarkerInlet, WindowOutlet, marker_stream_name
 from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
-from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, label_markdown,
-                         model_banner, recording_markdown, sessions_markdown, speech_markdown,
-                         stats_markdown, streaming_label_markdown, timeline_figure)
+from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, image_html,
+                         label_markdown, model_banner, recording_markdown, sessions_markdown,
+                         speech_markdown, stats_markdown, streaming_label_markdown, timeline_figure)
 from live.session import LiveSession, Tabs, limit_malloc, release_memory
 from live.sources import SourceError
-from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id
+from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id, short
 from live.window import GATES
 from model.data.answers import labels_complete, parse_answer
 from model.data.templates import DFEW_CLASSES
@@ -78,6 +86,8 @@ document.addEventListener("keydown", (e) => {
   }
 });
 </script>"""
+MAX_UPLOAD_MB = 1024  # default upload limit (MB): a long phone video fits, a runaway upload does not
+TEXT_MAX_CHARS = 200  # ids and texts a client sends are refused above this length
 
 
 # --------------------------------------------------------------------- the model
@@ -101,13 +111,56 @@ def load_with_plan(path, plan, device):
 log = logging.getLogger("app")
 
 
-def user_error(message: str):
-    """A ``gr.Error`` for a user's mistake: shown on the page, one line in the log, no
-    traceback anywhere."""
+def user_error(message: str, stay: bool = False):
+    """A ``gr.Error`` for a user's mistake: shown on the page (until closed with
+    ``stay``), one line in the log, no traceback anywhere. Gradio renders the message
+    as HTML: it is escaped (a file name is text)."""
     import gradio as gr
 
     log.info("user error: %s", one_line(message))
-    return gr.Error(message, print_exception=False)
+    return gr.Error(html.escape(message), print_exception=False, duration=None if stay else 10)
+
+
+def guard(fn):
+    """A page handler whose unexpected errors are one line for the client and one in
+    the log, the traceback in ``--log-file`` only (Gradio would print it on stderr)."""
+    import gradio as gr
+
+    @functools.wraps(fn)  # Gradio reads the signature (Request, Progress) through __wrapped__
+    def handler(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:
+            log.error("%s failed: %s: %s", fn.__name__, type(e).__name__, one_line(e), exc_info=e)
+            raise user_error(f"Internal error ({type(e).__name__}); the details are in the server's "
+                             "log file.") from None
+
+    return handler
+
+
+def check_text(name: str, value, optional: bool = False) -> str:
+    """A text field as a client sent it: a str of at most TEXT_MAX_CHARS (user_error
+    otherwise, repeating at most a few characters of it)."""
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or len(value) > TEXT_MAX_CHARS:
+        raise user_error(f"{name} must be text of at most {TEXT_MAX_CHARS} characters, got {short(value)}")
+    return value
+
+
+def check_settings(window_s, hop_s, gate) -> None:
+    """The window/hop/gate a client sent: numbers of seconds and a known gate."""
+    for name, v in (("window", window_s), ("hop", hop_s)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise user_error(f"{name} must be a number of seconds, got {short(v)}")
+    try:
+        check_window(window_s, hop_s, names=("window", "hop"))
+    except ValueError as e:
+        raise user_error(str(e)) from None
+    if not isinstance(gate, str) or gate not in GATES:
+        raise user_error(f"analyse windows must be one of {', '.join(GATES)}, got {short(gate)}")
 
 
 # --------------------------------------------------------------- the live outputs
@@ -133,7 +186,7 @@ def refresh(session: LiveSession):
         return (unless_same("banner", banner), *[gr.skip()] * 6)
     faces = gr.skip()
     if s.frame is not None and changed("frame", s.frame_no):
-        faces = draw_faces(s.frame.rgb(), s.faces)
+        faces = image_html(draw_faces(s.frame.rgb(), s.faces))  # inline: no file of the face
     r = s.latest
     label, text = label_markdown(r), (r or {}).get("explanation", "")
     flight, partial = s.in_flight, s.partial  # read once: the analyser thread moves both
@@ -145,7 +198,8 @@ def refresh(session: LiveSession):
     markers = s.markers.markers()
     timeline = (timeline_figure(s.records, markers=markers)
                 if changed("timeline", (len(s.records), len(markers))) else gr.skip())
-    return (unless_same("banner", banner), faces, unless_same("speech", speech_markdown(s.engine)),
+    speech = speech_markdown(s.engine, stopped=s.paused and not s.running)
+    return (unless_same("banner", banner), faces, unless_same("speech", speech),
             unless_same("label", label), unless_same("explanation", text), timeline,
             unless_same("stats", stats_markdown(s.stats())))
 
@@ -162,11 +216,12 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
             c["recording"] = gr.Markdown(elem_id="recording")
             c["cam"] = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
                                 elem_id="webcam")
-            c["mic"] = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
+            # filepath: the handler reads each chunk and deletes it (numpy would leave the file)
+            c["mic"] = gr.Audio(sources=["microphone"], streaming=True, type="filepath", format=None,
                                 label="Microphone", elem_id="mic")
             with gr.Row():
                 c["start"] = gr.Button("Start / restart", variant="primary")
-                c["stop"] = gr.Button("Stop")
+                c["stop"] = gr.Button("Stop", elem_id="stop")
             with gr.Accordion("Settings (apply on start / restart)", open=False, visible=not pv) as acc:
                 c["settings"] = acc
                 c["win"] = gr.Slider(1, MAX_WINDOW_S, a.window, step=0.5, label="window (s)")
@@ -197,7 +252,8 @@ def _live_tab(a: argparse.Namespace, holder: ModelHolder) -> dict:
                                                  scale=1)
                 c["mark_btn"] = gr.Button("Mark event", elem_id="mark_btn", scale=1)
             c["mark_status"] = gr.Markdown(elem_id="mark_status")
-            c["faces"] = gr.Image(label="Faces", elem_id="faces", interactive=False, type="numpy")
+            # inline HTML, not gr.Image: Gradio would write every frame shown to a file
+            c["faces"] = gr.HTML(elem_id="faces", label="Faces")
             c["speech"] = gr.Markdown(NO_AUDIO, elem_id="speech")
             c["label"] = gr.Markdown(WAITING, elem_id="label")
             c["expl"] = gr.Textbox(label="Explanation", lines=4, interactive=False, elem_id="explanation")
@@ -212,8 +268,9 @@ def _file_tab(a: argparse.Namespace) -> dict:
     """The File tab's components, by name; ``outputs`` in ``file_outputs`` order."""
     import gradio as gr
 
-    video = gr.File(label="Video file", file_types=["video"], type="filepath", value=a.video,
-                    elem_id="video")
+    # no value=a.video: Gradio would copy the operator's file into its temp folder
+    video = gr.File(label=f"Video file (at most {a.max_upload_mb} MB; deleted from the server once "
+                    "analysed)", file_types=["video"], type="filepath", elem_id="video")
     go = gr.Button("Analyse", variant="primary")
     status = gr.Markdown(elem_id="file_status")
     table = gr.Dataframe(headers=TABLE_COLUMNS, elem_id="table", wrap=True)
@@ -230,17 +287,29 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
     def on_frame(f, s, request):
         tabs.seen(request.session_hash, s).push_frame(f)
 
-    def on_chunk(ch, s, request):
-        tabs.seen(request.session_hash, s).push_audio(ch)
+    def on_chunk(path, s, request):
+        s = tabs.seen(request.session_hash, s)
+        if not path:
+            return
+        if not isinstance(path, str):
+            raise user_error(f"a microphone chunk must be an uploaded file, got {short(path)}")
+        try:
+            if not s.paused or s.running:  # after Stop the chunk is not even read
+                from gradio.processing_utils import audio_from_file
+
+                s.push_audio(audio_from_file(path))
+        finally:
+            discard_upload(path)  # the participant's voice is not kept in Gradio's folder
 
     for fn in (on_frame, on_chunk):
         fn.__annotations__ = {"request": gr.Request}  # Gradio injects the request
-    c["cam"].stream(on_frame, [c["cam"], session], [], stream_every=STREAM_EVERY_S, **QUIET)
-    c["mic"].stream(on_chunk, [c["mic"], session], [], stream_every=STREAM_EVERY_S, **QUIET)
+    c["cam"].stream(guard(on_frame), [c["cam"], session], [], stream_every=STREAM_EVERY_S, **QUIET)
+    c["mic"].stream(guard(on_chunk), [c["mic"], session], [], stream_every=STREAM_EVERY_S, **QUIET)
     outs = [banner, c["faces"], c["speech"], c["label"], c["expl"], c["timeline"], c["stats"]]
-    gr.Timer(REFRESH_S).tick(refresh, [session], outs, **QUIET)
+    gr.Timer(REFRESH_S).tick(guard(refresh), [session], outs, **QUIET)
 
     def on_start(w, h, g, s, request):
+        check_settings(w, h, g)
         s = tabs.seen(request.session_hash, s)
         s.window_s, s.hop_s, s.gate = w, h, g
         s.restart()
@@ -250,21 +319,31 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
     def on_logging(on, p, sess, km, ok, s, request):
         # the owner is the caller's own Gradio session, never an id the client names
         try:
+            check_text("participant id", p, optional=True), check_text("session id", sess, optional=True)
             tabs.seen(request.session_hash, s).set_logging(on, p, sess, km, owner=request.session_hash,
                                                           consent=ok)
-        except StudyLogError as e:
-            log.info("study log refused: %s", e)
-            gr.Warning(str(e))
+        except (StudyLogError, gr.Error) as e:
+            why = e.message if isinstance(e, gr.Error) else html.escape(str(e))
+            log.info("study log refused: %s", one_line(html.unescape(why)))
+            gr.Warning(why)
             return False
-        log.info("study log %s (session %r, raw media %s)", "on" if on else "off", sess, bool(on and km))
+        log.info("study log %s (session %s, raw media %s)", "on" if on else "off", short(sess), bool(on and km))
         return on
 
     on_logging.__annotations__ = {"request": gr.Request}  # Gradio injects the request
 
     def on_consent(ok, s, request):
-        tabs.seen(request.session_hash, s).set_consent(ok)  # withdrawn: no more raw media
+        s = tabs.seen(request.session_hash, s)
+        try:
+            s.set_consent(ok)  # withdrawn: no more raw media, and the stored ones are deleted
+        except (StudyLogError, OSError, OutputLocked) as e:
+            raise user_error(f"Consent change failed: {one_line(e)}", stay=True) from None
+        if not ok and s.notice:
+            log.info("%s", s.notice)
+            gr.Info(html.escape(s.notice))
 
     def on_self_report(text, s, request):
+        check_text("the participant's own emotion", text, optional=True)
         try:
             tabs.seen(request.session_hash, s).set_self_report("" if text == NOT_STATED else text)
         except ValueError as e:
@@ -281,24 +360,29 @@ def _wire_live(c: dict, banner, session, holder: ModelHolder, tabs: Tabs) -> Non
                              f"server at {s.study.path}, not exported to the page.")
         return str(s.study.export_csv())
 
-    c["start"].click(on_start, [c["win"], c["hop"], c["gate"], session], [], **PRIVATE)
-    c["stop"].click(lambda s: s.stop(), [session], [], **PRIVATE)
+    def on_stop(s):
+        s.stop()
+
+    c["start"].click(guard(on_start), [c["win"], c["hop"], c["gate"], session], [], **PRIVATE)
+    c["stop"].click(guard(on_stop), [session], [], **PRIVATE)
     # always_last: a click while the previous one is still being answered is sent after
     # it, never dropped (Gradio's default "once" would drop it and leave the box showing
     # a state the server never got)
-    c["log_on"].input(on_logging, [c["log_on"], c["who"], c["sid"], c["keep"], c["consent"], session],
+    c["log_on"].input(guard(on_logging), [c["log_on"], c["who"], c["sid"], c["keep"], c["consent"], session],
                       [c["log_on"]], trigger_mode="always_last", **PRIVATE)
-    c["consent"].input(on_consent, [c["consent"], session], [], trigger_mode="always_last", **PRIVATE)
-    c["self_report"].input(on_self_report, [c["self_report"], session], [], trigger_mode="always_last",
-                           **PRIVATE)
-    c["csv_btn"].click(on_csv, [session], [c["csv_file"]], **PRIVATE)
+    c["consent"].input(guard(on_consent), [c["consent"], session], [], trigger_mode="always_last", **PRIVATE)
+    c["self_report"].input(guard(on_self_report), [c["self_report"], session], [],
+                           trigger_mode="always_last", **PRIVATE)
+    c["csv_btn"].click(guard(on_csv), [session], [c["csv_file"]], **PRIVATE)
     def on_reload(plan):
+        if plan not in plan_names():
+            raise user_error(f"plan must be one of {', '.join(plan_names())}, got {short(plan)}")
         try:
             holder.start(plan=plan)
         except ValueError as e:  # a pool's plan is fixed at its start
             raise user_error(str(e)) from None
 
-    c["reload"].click(on_reload, [c["plan"]], [], **PRIVATE)
+    c["reload"].click(guard(on_reload), [c["plan"]], [], **PRIVATE)
     _wire_study(c, session, tabs)
 
 
@@ -310,6 +394,7 @@ def _wire_study(c: dict, session, tabs: Tabs) -> None:
         # the tab's own running session; else (a researcher's page beside participants'
         # pages) every running session of the app
         s = tabs.seen(request.session_hash, s)
+        event, condition = check_text("event", event), check_text("condition", condition, optional=True)
         targets = [s] if s.running else [t for t in tabs.sessions() if t.running] or [s]
         try:
             marks = [t.mark(event, condition or None) for t in targets]
@@ -325,38 +410,51 @@ def _wire_study(c: dict, session, tabs: Tabs) -> None:
         return rec, view
 
     on_mark.__annotations__ = {"request": gr.Request}
-    marked = dict(fn=on_mark, inputs=[c["mark_event"], c["mark_condition"], session],
+    marked = dict(fn=guard(on_mark), inputs=[c["mark_event"], c["mark_condition"], session],
                   outputs=[c["mark_status"], c["mark_event"]], **PRIVATE)
     c["mark_btn"].click(**marked)
     c["mark_event"].submit(**marked)
-    gr.Timer(REFRESH_S).tick(on_tick, [session], [c["recording"], c["overview"]], **QUIET)
+    gr.Timer(REFRESH_S).tick(guard(on_tick), [session], [c["recording"], c["overview"]], **QUIET)
 
 
-def _wire_file(f: dict, live: dict, session, holder: ModelHolder) -> None:
+def _wire_file(f: dict, live: dict, session, holder: ModelHolder, export_dir: Path) -> None:
     """The Analyse button, which is also the ``/analyse_file`` API endpoint. Its
     windows go to the caller's study log when one is on (the tab's own, or the app's
-    ``--log-session`` log, which API callers share)."""
+    ``--log-session`` log, which API callers share), with the tab's self-report; the
+    upload is deleted once analysed (or refused); exports go under ``export_dir``."""
     import gradio as gr
 
     def analyse_file(path, window_s, hop_s, gate_policy, s, progress=gr.Progress()):
         """Analyse a video file window by window → status, table, timeline, JSONL, CSV."""
         if s.participant_view:
             raise user_error("A participant's page does not analyse files.")
-        if not path:
-            raise user_error("Upload a video file first.")
-        progress(0.0, desc="decoding + analysing")
+        name = Path(path).name if isinstance(path, str) and path else "the upload"
         try:
+            if not path:
+                raise user_error("Upload a video file first.")
+            if not isinstance(path, str):
+                raise user_error(f"the video must be an uploaded file, got {short(path)}")
+            # name: the upload's own name (Gradio keeps it), never the server's temp path
+            if not Path(path).is_file():
+                raise user_error(f"{name} is no longer on the server (uploads are deleted once "
+                                 "analysed): upload it again.", stay=True)
+            check_settings(window_s, hop_s, gate_policy)
+            progress(0.0, desc="decoding + analysing")
             records = analyse_video(path, holder, window_s, hop_s, gate_policy, study=s.study,
-                                    progress=lambda frac: progress(frac, desc="analysing"))
+                                    progress=lambda frac: progress(frac, desc="analysing"),
+                                    fields={"self_report": s.self_report, "self_report_at": s.self_report_at},
+                                    name=name)
+            return file_outputs(records, name, export_dir)
         except SourceError as e:
-            raise user_error(f"Cannot analyse this upload: {one_line(e)}") from None
-        except (OSError, StudyLogError) as e:
-            raise user_error(f"Study log write failed: {one_line(e)}") from None
+            raise user_error(f"Cannot analyse this upload: {one_line(e)}", stay=True) from None  # e names the file
+        except (OSError, StudyLogError) as e:  # WindowsNotLogged names the windows not stored
+            raise user_error(f"{name}: {one_line(e)}" if isinstance(e, (WindowsNotLogged, StudyLogError))
+                             else f"The results of {name} could not be stored: {one_line(e)}", stay=True) from None
         finally:
+            discard_upload(path if isinstance(path, str) else None)  # refused ones too
             release_memory()
-        return file_outputs(records, Path(path).name)
 
-    f["go"].click(analyse_file, [f["video"], live["win"], live["hop"], live["gate"], session],
+    f["go"].click(guard(analyse_file), [f["video"], live["win"], live["hop"], live["gate"], session],
                   f["outputs"], api_name="analyse_file")
 
 
@@ -390,7 +488,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
             with gr.Column(visible=not a.participant_view) as file_tab:
                 file = _file_tab(a)
         _wire_live(live, banner, session, holder, tabs)
-        _wire_file(file, live, session, holder)
+        _wire_file(file, live, session, holder, Path(a.log_dir) / "exports")
 
         def on_load(s):
             done = (startup or {}).get("outputs")
@@ -398,7 +496,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
                 return s.study is not None, (startup or {}).get("status", ""), *[gr.skip()] * 4
             return s.study is not None, *done
 
-        demo.load(on_load, [session], [live["log_on"], *file["outputs"]], **PRIVATE)
+        demo.load(guard(on_load), [session], [live["log_on"], *file["outputs"]], **PRIVATE)
 
         def on_view(s, request):
             # the flag makes every page a participant's; else ?view=participant does
@@ -406,7 +504,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
             return [gr.update(visible=not s.participant_view)] * 3
 
         on_view.__annotations__ = {"request": gr.Request}
-        demo.load(on_view, [session], [live["settings"], live["analysis"], file_tab], **PRIVATE)
+        demo.load(guard(on_view), [session], [live["settings"], live["analysis"], file_tab], **PRIVATE)
         if inlet is not None:  # one LSL marker stream for the app: every running tab gets each marker
             inlet.start(lambda event, cond, t: [s.lsl_marker(event, cond, t) for s in tabs.sessions()])
 
@@ -439,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth-file", help="login(s) for the page, one user:password per line; "
                    f"required with --share or a non-loopback --host (or set ${AUTH_ENV}=user:password)")
     p.add_argument("--log-file", default=LOG_FILE, help="where full error tracebacks go")
+    p.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB,
+                   help="largest video the File tab and /analyse_file accept (MB)")
     p.add_argument("--video", help="analyse this file at start (shown in the File tab)")
     p.add_argument("--window", type=float, default=WINDOW_S, help="s per window")
     p.add_argument("--hop", type=float, default=HOP_S, help="s between windows")
@@ -494,6 +594,9 @@ def check_args(args: argparse.Namespace) -> None:
             marker_stream_name(args.markers)
         except ValueError as e:
             raise CliError(str(e)) from None
+    if args.max_upload_mb <= 0:
+        raise CliError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    check_port(args.host, args.port)  # before the model loads: one line advising --port
 
 
 def start_pool_server(args: argparse.Namespace, plan: str | None):
@@ -523,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                                   consent=args.consent)
         inlet = MarkerInlet(marker_stream_name(args.markers)).open() if args.markers else None
         outlet = WindowOutlet(args.lsl_out) if args.lsl_out else None
-    except (CliError, OSError, StudyLogError, LSLError, ValueError) as e:
+    except (CliError, OSError, StudyLogError, OutputLocked, LSLError, ValueError) as e:  # OutputLocked: another app writes it
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     limit_malloc()  # before the threads that allocate start
@@ -542,16 +645,33 @@ def main(argv: list[str] | None = None) -> int:
     startup: dict = {}
     if args.video:
         threading.Thread(target=analyse_at_start, daemon=True,
-                         args=(holder, args.video, args.window, args.hop, args.gate, startup, shared_log)).start()
+                         args=(holder, args.video, args.window, args.hop, args.gate, startup, shared_log,
+                               Path(args.log_dir) / "exports")).start()
+    private_temp_dir()  # before gradio is imported: its files go to a folder removed at exit
+    start_sweeper()  # and what its stream queue leaves there is deleted within seconds
+    exit_on_sigterm()
     demo = build_ui(holder, args, startup, shared_log, owners, inlet, outlet)
     theme = __import__("gradio").themes.Default(font=["system-ui", "sans-serif"],
                                                 font_mono=["ui-monospace", "monospace"])
     # system fonts: the page makes no request outside this machine
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                        show_error=True, theme=theme, auth=args.auth or None, head=MARK_SHORTCUT_JS,
-                        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                        ssl_verify=not args.ssl_certfile,  # a lab's self-signed certificate
-                        auth_message="Omni-Emotion Live: log in (ask the researcher running it)")
+    # quiet: no "set share=True" advice (--share here needs a login); the URL is said below
+    try:
+        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
+                            show_error=True, theme=theme, auth=args.auth or None, quiet=True, head=MARK_SHORTCUT_JS,
+                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                            ssl_verify=not args.ssl_certfile,  # a lab's self-signed certificate
+                            max_file_size=args.max_upload_mb * 2**20, prevent_thread_lock=True,
+                            auth_message="Omni-Emotion Live: log in (ask the researcher running it)")
+    except OSError as e:  # the port was taken between check_port and now
+        print(f"error: cannot listen on {args.host}:{args.port} ({one_line(e)}): choose another "
+              "port with --port N", file=sys.stderr)
+        return EXIT_USAGE
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"* Running on local URL:  {scheme}://{args.host}:{demo.server_port}", flush=True)
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
     return EXIT_OK
 
 

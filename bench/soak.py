@@ -114,7 +114,7 @@ def file_analysis(holder, path: Path, root: Path, name: str) -> dict:
 
     with StudyLog(root, name, "soak") as log:
         records = analyse_video(path, holder, WINDOW_S, HOP_S, study=log)
-    file_outputs(records, path.name)  # the File tab's table, figure and exports
+    file_outputs(records, path.name, root / "exports")  # the File tab's table, figure and exports
     logged = read_jsonl(root / f"{name}.jsonl")
     return {"windows": len(records), "logged": len(logged), "complete": len(logged) == len(records)}
 

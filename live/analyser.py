@@ -5,7 +5,9 @@ An analyser is ``__call__(window: live.window.Window) -> Result``. It may be slo
 the worker makes sure the live loop never waits for it: while it works on one window,
 at most one more waits, and a newer window replaces the waiting one (the replaced
 window is counted as dropped). An exception inside the analyser is logged (one line;
-its traceback once per distinct error) and counted, and the worker goes on.
+its traceback once per distinct error) and counted, and the worker goes on. An
+exception in the result callback (a record that could not be stored) is kept in
+``callback_error`` for the caller to raise, never swallowed.
 """
 from __future__ import annotations
 
@@ -120,6 +122,8 @@ class AnalyserWorker:
         self._busy = False
         self._closed = False
         self.analysed = self.dropped = self.errors = 0
+        self.callback_errors = 0  # windows whose result callback raised
+        self.callback_error: Exception | None = None  # the first such exception
         self._thread = threading.Thread(target=self._loop, name="analyser", daemon=True)
         self._started = False
 
@@ -152,6 +156,16 @@ class AnalyserWorker:
         log.error("analyser failed on window %d (%.2f-%.2f s): %s%s", w.index, w.start, w.end,
                   key.splitlines()[0] if key.strip() else type(e).__name__,
                   "" if first else " (seen before)", exc_info=e if first else None)
+
+    def _callback_failed(self, w: Window, e: Exception) -> None:
+        """The result callback raised: kept (the first one) for the caller to raise
+        (``callback_error``; ``live.engine.Engine.run`` does), counted, one line logged.
+        Never swallowed: a window whose record was not stored is not a success."""
+        with self._cv:
+            self.callback_errors += 1
+            if self.callback_error is None:
+                self.callback_error = e
+        log.error("result callback failed on window %d: %s: %s", w.index, type(e).__name__, e)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is running or waiting (True) or ``timeout`` (False)."""
@@ -189,8 +203,8 @@ class AnalyserWorker:
             if self.on_done is not None:
                 try:
                     self.on_done(w, result, error, info)
-                except Exception:
-                    log.exception("result callback failed on window %d", w.index)
+                except Exception as e:  # e.g. the window's record could not be stored (a full disk)
+                    self._callback_failed(w, e)
             with self._cv:
                 self._busy = False
                 self._cv.notify_all()

@@ -13,7 +13,8 @@ a reviewer's decisions).
   ``<file>.torn`` and says so; `AppendFile` does it before its first append.
 * **A line is durable or an error.** `AppendFile.append` writes one whole line with
   ``O_APPEND``, fsyncs it, and raises `OSError` naming the file when the write fails
-  (a full disk, a removed folder): nothing reports success for data it did not store.
+  (a full disk, a removed folder), cutting what part of the line was written: nothing
+  reports success for data it did not store, and no torn line is left.
 * **Owner-only.** Files made here are 0600; `private_dir` makes folders 0700 (study
   data is a participant's picture, voice and words).
 """
@@ -50,6 +51,14 @@ def private_dir(path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, DIR_MODE)
     return path
+
+
+class WriteFailed(OSError):
+    """A write that failed, naming the file: ``str()`` is the message alone (no
+    "[Errno N]" prefix), ``errno`` is kept."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class OutputLocked(RuntimeError):
@@ -179,7 +188,7 @@ def _write_all(fd: int, data: bytes, path: Path) -> None:
             view = view[os.write(fd, view):]
         os.fsync(fd)
     except OSError as e:
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from e
+        raise WriteFailed(e.errno, f"could not write {path}: {e.strerror or e}") from e
 
 
 class AppendFile:
@@ -206,8 +215,16 @@ class AppendFile:
         data = (line if line.endswith("\n") else line + "\n").encode("utf-8")
         with self._mutex:
             if self._fd is None:
-                raise OSError(errno.EBADF, f"could not write {self.path}: it is closed")
-            _write_all(self._fd, data, self.path)
+                raise WriteFailed(errno.EBADF, f"could not write {self.path}: it is closed")
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                _write_all(self._fd, data, self.path)
+            except OSError:
+                try:  # a full disk took part of the line: cut it, leave no torn line
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass
+                raise
 
     def append_json(self, obj, **kw) -> None:
         """``obj`` as one compact JSON line (``kw`` to ``json.dumps``)."""

@@ -360,6 +360,8 @@ class Engine:
                     self._progress.close()
                 self._cpu1 = time.process_time()
         self.interrupted = interrupted
+        if self.worker.callback_error is not None:  # a window's on_window raised (a full disk)
+            raise self.worker.callback_error
         return self.stats()
 
     def media_seconds(self) -> float:

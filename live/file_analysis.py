@@ -1,69 +1,137 @@
 """A recorded video analysed window by window (the app's File tab, its ``/analyse_file``
 API and ``app.py --video``), and the export of window records as JSONL + CSV.
 
+A file must be a video: a container with a video stream of more than one frame (a
+picture renamed ``.mp4`` is refused, naming the file). A window whose study-log line
+cannot be written (a full disk) does not stop the analysis, but the analysis then ends
+in ``WindowsNotLogged`` naming those windows: nothing reports success for data it did
+not store.
+
 Knows no model: ``holder`` is any ``live.session.ModelServer``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
+from .appendfile import WriteFailed, private_dir
 from .engine import Engine, EngineConfig, WindowEvent
 from .session import ModelServer
-from .sources import FileSource
+from .sources import FileSource, SourceError
 from .files import write_whole
-from .study_log import StudyLog, jsonable, write_csv
+from .study_log import StudyLog, StudyLogError, jsonable, new_run_id, write_csv
 from .media import HOP_S, WINDOW_S
+
+PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")  # still pictures
+NO_SELF_REPORT = {"self_report": None, "self_report_at": None}  # a file analysed without one
+
+
+class WindowsNotLogged(WriteFailed):
+    """Windows of an analysis whose study-log lines could not be written."""
+
+
+def check_video(path: str | Path, name: str | None = None) -> None:
+    """SourceError (naming ``name``, default the path) unless ``path`` holds a video of
+    more than one frame: a picture renamed ``.mp4`` opens as a one-frame "video"."""
+    import av
+
+    name = name or str(path)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise SourceError(f"{name}: no video stream in it")
+            if any(f in PICTURE_FORMATS for f in c.format.name.split(",")):
+                raise SourceError(f"{name} is a picture ({c.format.name}), not a video")
+            frames = 0
+            for packet in c.demux(c.streams.video[0]):
+                frames += packet.size > 0
+                if frames > 1:
+                    return
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise SourceError(f"{name} is not a media file, or is damaged ({type(e).__name__})") from None
+    raise SourceError(f"{name} holds a single frame, not a video")
 
 
 def analyse_video(path: str | Path, holder: ModelServer, window_s: float = WINDOW_S,
                   hop_s: float = HOP_S, gate: str = "always", study: StudyLog | None = None,
                   progress: Callable[[float], None] | None = None,
-                  on_record: Callable[[dict], None] | None = None) -> list[dict]:
+                  on_record: Callable[[dict], None] | None = None, fields: dict | None = None,
+                  name: str | None = None) -> list[dict]:
     """Every window of a video file, analysed in order (none dropped), as window
-    records (``WindowEvent.to_json`` + source, plan) sorted by index.
+    records (``WindowEvent.to_json`` + run, source, plan and ``fields``, by default no
+    self-report) sorted by index; the analysis is one run (``new_run_id``).
     ``progress(frac)`` is called as frames are decoded, ``on_record(rec)`` after each
-    window is logged to ``study``. Raises SourceError for an unreadable file."""
+    window is logged to ``study``. ``name``: what messages call the file (the page
+    passes the upload's own name, not the server's temporary path). Raises
+    SourceError for an unreadable file or one that is not a video, and
+    WindowsNotLogged when some windows' lines could not be written to ``study``."""
+    name = name or str(path)
+    check_video(path, name)
     source = FileSource(path)
-    source.open()  # fail fast with a message naming the file
+    try:
+        source.open()  # fail fast with a message naming the file
+    except SourceError as e:
+        raise SourceError(str(e).replace(str(path), name)) from None
     duration = source.duration
     source.close()
     records: list[dict] = []
+    failed: list[tuple[int, BaseException]] = []  # (window index, why its line was not written)
+    run, extra = new_run_id(), {**NO_SELF_REPORT, **(fields or {})}
 
     def on_frame(frame, faces) -> None:
         if progress is not None and duration:
             progress(min(1.0, frame.t / duration))
 
     def on_window(ev: WindowEvent) -> None:
-        rec = ev.to_json(source=str(path), plan=holder.plan)
+        rec = {**ev.to_json(run=run, source=str(path), plan=holder.plan), **extra}
         records.append(rec)
         if study is not None:
-            study.write(rec)
+            try:
+                study.write(rec)
+            except (OSError, StudyLogError) as e:  # a full disk: said at the end, for every window
+                failed.append((rec["index"], e))
+                return
         if on_record is not None:
             on_record(rec)
 
     cfg = EngineConfig(hop_s=float(hop_s), window_s=float(window_s), gate=gate, every_window=True)
     Engine(source, holder.analyse, cfg, on_frame=on_frame, on_window=on_window).run()
+    if failed:
+        idx = ", ".join(str(i) for i, _ in sorted(failed, key=lambda f: f[0]))
+        first = failed[0][1]
+        raise WindowsNotLogged(getattr(first, "errno", None) or errno.EIO,
+                               f"{len(failed)} of {len(records)} windows of {name} were analysed but NOT "
+                               f"stored in the study log (windows {idx}): {first}")
     return sorted(records, key=lambda r: r["index"])
 
 
-def export_records(records: list[dict], stem: str) -> tuple[str, str]:
-    """Write records as JSONL + CSV into a fresh temp folder; (jsonl path, csv path)."""
-    out = Path(tempfile.mkdtemp(prefix="omni-emotion-")) / stem
-    jsonl = out.with_suffix(".jsonl")
-    with write_whole(jsonl, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
-    return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))
+def export_records(records: list[dict], stem: str, out_dir: str | Path) -> tuple[str, str]:
+    """Write records as JSONL + CSV into a fresh owner-only folder under ``out_dir``
+    (the app's study folder's ``exports/``: never the system temp dir); (jsonl path,
+    csv path)."""
+    try:
+        folder = tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-", dir=private_dir(out_dir))
+        out = Path(folder) / stem
+        jsonl = out.with_suffix(".jsonl")
+        with write_whole(jsonl, "w", private=True, encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
+        return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))
+    except OSError as e:  # a full disk: say where
+        raise WriteFailed(e.errno, f"could not write the exports under {out_dir}: {e.strerror or e}") from e
 
 
 def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: float, gate: str,
-                     startup: dict, study: StudyLog | None = None) -> None:
+                     startup: dict, study: StudyLog | None = None, export_dir: str | Path = "sessions/exports",
+                     fields: dict | None = None) -> None:
     """``app.py --video``: analyse the file once the model is in (run it on a thread);
-    log it to ``study`` (the app's --log-session log) when given. ``startup`` gets the
-    page's "status" line and, when done, the File tab's "outputs"."""
+    log it to ``study`` (the app's --log-session log) when given, printing "logged
+    window N" once each line is on disk. ``startup`` gets the page's "status" line and,
+    when done, the File tab's "outputs" (exports under ``export_dir``)."""
     from .cli import one_line
     from .render import file_outputs
     from .sources import SourceError
@@ -74,9 +142,10 @@ def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: fl
     if loading is not None:
         loading.join()
     try:
-        records = analyse_video(video, holder, window_s, hop_s, gate, study=study,
-                                on_record=lambda r: print(f"logged window {r['index']}", flush=True))
-        startup["outputs"] = file_outputs(records, Path(video).name)
+        said = (lambda r: print(f"logged window {r['index']}", flush=True)) if study is not None else None
+        records = analyse_video(video, holder, window_s, hop_s, gate, study=study, on_record=said,
+                                fields=fields)
+        startup["outputs"] = file_outputs(records, Path(video).name, export_dir)
         print(f"analysed {video}: {len(records)} windows", flush=True)
     except (SourceError, OSError, StudyLogError) as e:
         startup["status"] = f"❌ cannot analyse {video}: {one_line(e)}"

@@ -1,16 +1,27 @@
-"""How the page is served: who may reach it, and where its errors go.
+"""How the page is served: who may reach it, where its errors go, and where Gradio
+may put files.
 
 Access: the page binds to loopback; any other address, or a public share link, needs a
 login (Gradio's own auth), read from a file of ``user:password`` lines or from
 ``$OMNI_EMOTION_AUTH``. Errors: one line per event on stderr, full tracebacks (once per
 distinct error) in a log file; a client that went away mid-request is not an error.
+Temporary files: Gradio writes uploads, microphone chunks and the files it serves
+into ``$GRADIO_TEMP_DIR``; ``private_temp_dir`` points that at a folder of this process
+alone (0700), removed at exit, so nothing of a participant outlives the app there.
 """
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import os
+import shutil
+import signal
+import socket
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 from .cli import CliError, one_line
@@ -18,6 +29,14 @@ from .cli import CliError, one_line
 AUTH_ENV = "OMNI_EMOTION_AUTH"  # "user:password": the login when not bound to loopback
 LOG_FILE = "runs/app.log"  # full tracebacks go here (stderr gets one line each)
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "matplotlib", "PIL")  # INFO chatter
+TEMP_ENV = "GRADIO_TEMP_DIR"  # where Gradio writes uploads, stream chunks, served files
+TEMP_PREFIX = "omni-emotion-gradio-"  # + "<pid>-<random>": one folder per app process
+# Gradio's stream queue drops a microphone chunk it uploaded when a newer one arrives
+# before it was handled: nobody reads (or deletes) that file. Swept after this age.
+STREAM_LEFTOVER_AGE_S = 15.0  # s; a handled chunk is read and deleted within a second
+STREAM_SUFFIXES = (".wav", ".webm", ".ogg", ".mp3", ".m4a", ".flac", ".png", ".jpg", ".jpeg", ".webp")
+UPLOAD_MAX_AGE_S = 3600.0  # s an upload never analysed (and a served export copy) is kept
+SWEEP_EVERY_S = 5.0  # s between sweeps
 
 log = logging.getLogger("app")
 
@@ -116,3 +135,113 @@ def setup_logging(log_file: str | Path) -> None:
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(ServerErrors())  # kept by uvicorn's dictConfig
+
+
+def check_port(host: str, port: int) -> None:
+    """CliError (one line, advising --port) when ``host:port`` cannot be bound: checked
+    before the model loads, instead of Gradio's traceback after it."""
+    if not 1 <= port <= 65535:
+        raise CliError(f"--port {port} is not a port number (1-65535)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise CliError(f"cannot listen on {host}:{port} ({e.strerror or e}): another program "
+                           f"uses it; choose another port with --port N") from None
+
+
+def private_temp_dir() -> Path:
+    """A folder for Gradio's temporary files of this process alone: made 0700 under
+    ``$GRADIO_TEMP_DIR`` (or the system temp dir), set as ``$GRADIO_TEMP_DIR``, removed
+    at exit (SIGTERM included, see ``exit_on_sigterm``). Folders a killed app process
+    of this user left are removed first. Call before gradio is imported."""
+    base = Path(os.environ.get(TEMP_ENV) or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob(f"{TEMP_PREFIX}*"):
+        pid = old.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and old.is_dir() and old.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base))  # 0700
+    os.environ[TEMP_ENV] = str(path)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (a service manager, ``kill``) exits like Ctrl-C: ``atexit`` runs (the
+    temp folder is removed, logs are closed)."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def sweep_temp(now: float | None = None) -> int:
+    """Delete what Gradio left in ``$GRADIO_TEMP_DIR``: stream chunks (audio or picture
+    files) older than STREAM_LEFTOVER_AGE_S, any other file older than
+    UPLOAD_MAX_AGE_S, and emptied folders. Returns the number of files deleted."""
+    temp = os.environ.get(TEMP_ENV)
+    if not temp or not Path(temp).is_dir():
+        return 0
+    now = time.time() if now is None else now
+    n = 0
+    # a list first, by os.walk (which skips folders deleted meanwhile by their handlers)
+    files = [Path(d) / f for d, _, names in os.walk(temp) for f in names]
+    for p in files:
+        try:
+            limit = STREAM_LEFTOVER_AGE_S if p.suffix.lower() in STREAM_SUFFIXES else UPLOAD_MAX_AGE_S
+            if now - p.stat().st_mtime > limit:
+                discard_upload(p)
+                n += 1
+        except OSError:  # deleted meanwhile by its handler
+            continue
+    return n
+
+
+def start_sweeper() -> threading.Thread:
+    """``sweep_temp`` every SWEEP_EVERY_S on a daemon thread."""
+    def loop() -> None:
+        while True:
+            time.sleep(SWEEP_EVERY_S)
+            try:
+                n = sweep_temp()
+            except Exception as e:  # never stop sweeping
+                log.warning("sweeping Gradio's temp folder failed: %s", one_line(e))
+                continue
+            if n:
+                log.info("deleted %d file(s) Gradio left in its temp folder", n)
+
+    t = threading.Thread(target=loop, name="temp-sweeper", daemon=True)
+    t.start()
+    return t
+
+
+def discard_upload(path: str | Path) -> bool:
+    """Delete a file Gradio stored in ``$GRADIO_TEMP_DIR`` (an upload, a microphone
+    chunk) and its folder when empty; a path anywhere else is left alone (the
+    operator's own ``--video``). True when deleted."""
+    temp = os.environ.get(TEMP_ENV)
+    if not temp or not path:
+        return False
+    p = Path(path).resolve()
+    if Path(temp).resolve() not in p.parents:
+        return False
+    p.unlink(missing_ok=True)
+    if p.parent != Path(temp).resolve():
+        try:
+            p.parent.rmdir()  # Gradio puts each file in a folder of its own
+        except OSError:  # not empty
+            pass
+    return True

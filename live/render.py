@@ -4,6 +4,8 @@ File tab's outputs. No Gradio here: ``app.py`` puts these into components.
 """
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ BOX_RGB = (0, 255, 0)  # face box colour (pure green: absent from skin and test 
 TABLE_COLUMNS = ["index", "start", "end", "label", "labels", "explanation", "analysed", "analyse_s"]
 WAITING = "### –\nwaiting for the first window…"
 NO_AUDIO = "🎙️ microphone: no audio yet"
+STOPPED = "⏹️ stopped: press Start / restart (or Record) to go on"
+PREVIEW_JPEG_QUALITY = 80  # the face preview is sent inline as JPEG (no file is written)
 
 
 def draw_faces(rgb: np.ndarray, faces) -> np.ndarray:
@@ -28,6 +32,17 @@ def draw_faces(rgb: np.ndarray, faces) -> np.ndarray:
         d.rectangle([x0, y0, x1, y1], outline=BOX_RGB, width=max(2, rgb.shape[0] // 160))
         d.text((x0 + 4, max(0.0, y0 - font.size - 4)), f"#{f.track}", fill=BOX_RGB, font=font)
     return np.asarray(img)
+
+
+def image_html(rgb: np.ndarray, alt: str = "newest frame with face boxes") -> str:
+    """(H, W, 3) uint8 as an inline ``<img>`` (a JPEG data URL): the page shows the
+    preview without Gradio writing a file of the participant's face anywhere."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=PREVIEW_JPEG_QUALITY)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="data:image/jpeg;base64,{data}" alt="{alt}" style="max-width:100%">'
 
 
 MARKER_RGB = "tab:red"  # event markers: dashed vertical lines, named at the top
@@ -64,8 +79,12 @@ def timeline_figure(records: list[dict], title: str = "labels over time", marker
 def model_banner(holder) -> str:
     """Which model serves (a ``live.session.ModelServer``), as one Markdown line."""
     icon = {"ready": "✅", "loading": "⏳", "failed": "❌"}[holder.state]
-    config = getattr(getattr(getattr(holder, "analyser", None), "model", None), "config", None)  # random_weights: issue 23
-    return f"{icon} **Model**: {holder.status()}" + (" — ⚠️ **random weights** (a size/speed check: its labels mean nothing)" if getattr(config, "random_weights", False) else "")
+    if holder.state == "ready" and getattr(holder, "untrained", False):
+        icon = "⚠️"  # it serves, but untrained: no tick for outputs that mean nothing
+    config = getattr(getattr(getattr(holder, "analyser", None), "model", None), "config", None)
+    random = getattr(config, "random_weights", False)  # a real-size random checkpoint (issue 23)
+    return f"{icon} **Model**: {holder.status()}" + (
+        " — ⚠️ **random weights** (a size/speed check: its labels mean nothing)" if random else "")
 
 
 def label_markdown(rec: dict | None) -> str:
@@ -89,8 +108,11 @@ def streaming_label_markdown(label: str | None, labels: list[str], index: int) -
     return f"### {label or '(no label)'}\n*words:* {words}  \nwindow {index} · explanation still coming…"
 
 
-def speech_markdown(engine) -> str:
-    """The speech indicator of a running ``live.engine.Engine`` (or None)."""
+def speech_markdown(engine, stopped: bool = False) -> str:
+    """The speech indicator of a running ``live.engine.Engine`` (or None); ``stopped``:
+    the tab's Stop was pressed."""
+    if stopped:
+        return STOPPED
     if engine is None or engine.audio.total == 0:
         return NO_AUDIO
     return "🔴 **speech**" if engine.vad.in_speech else "⚪ silence"
@@ -100,12 +122,13 @@ def stats_markdown(stats: dict) -> str:
     return "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in stats.items())
 
 
-def file_outputs(records: list[dict], name: str):
-    """(status, table rows, timeline, jsonl path, csv path) for the File tab."""
+def file_outputs(records: list[dict], name: str, export_dir: str | Path):
+    """(status, table rows, timeline, jsonl path, csv path) for the File tab; the
+    exports are written into ``export_dir`` (``export_records``)."""
     rows = [[r[c] if not isinstance(r[c], list) else ", ".join(r[c]) for c in TABLE_COLUMNS]
             for r in records]
     n = sum(r["analysed"] for r in records)
-    jsonl, csv_path = export_records(records, Path(name).stem or "video")
+    jsonl, csv_path = export_records(records, Path(name).stem or "video", export_dir)
     status = f"**{name}**: {len(records)} windows, {n} analysed."
     return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path
 

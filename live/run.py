@@ -27,6 +27,7 @@ import os
 import sys
 
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
+from .appendfile import OutputLocked
 from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, fail
 from .face_models import ENV_MODELS, FaceModelError
 from .lsl import LSLError
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                     on_start=lambda eng: events.start(out, eng.clock),
                                     progress=not args.no_progress and not args.realtime
                                     and sys.stderr.isatty())
-    except (SourceError, OSError, KeyboardInterrupt) as e:
+    except (SourceError, OSError, OutputLocked, KeyboardInterrupt) as e:  # OSError names the file
         return fail(e)
     finally:
         events.close()

@@ -24,7 +24,8 @@ from .analyser import Result
 from .engine import Engine, EngineConfig, WindowEvent
 from .markers import Marker, MarkerTimeline, page_marker
 from .sources import PushSource
-from .study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError
+from .appendfile import OutputLocked
+from .study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, new_run_id, withdraw
 from .media import HOP_S, WINDOW_S
 from .window import Window
 
@@ -69,7 +70,7 @@ class LiveSession:
         self.shared_log, self.owners = shared_log, owners  # the app's log; who owns which id
         self.study: StudyLog | None = shared_log  # where this tab's windows are logged
         self.lock = threading.RLock()
-        self.run_no = 0
+        self.run_no = 0  # the newest run's id (``new_run_id``: unique across processes)
         self.open_run = 0  # the run whose records are still taken (0: none, after stop)
         self.paused = False  # Stop pressed: streams no longer auto-start the engine
         self.closed = False  # close() called (the tab is gone): nothing starts again
@@ -90,6 +91,10 @@ class LiveSession:
         self.participant_view = False  # the tab is a participant's: the page sends it no labels
         self.outlet = None  # the app's live.lsl.WindowOutlet (--lsl-out): analysed windows published
         self.run_clock = None  # the newest run's session clock (kept after stop for its last windows)
+        # (study folder, participant) of the log this tab wrote last: whose media a withdrawal deletes
+        self.last_logged = None if shared_log is None else (shared_log.root, shared_log.participant)
+        self.notice = ""  # what the last consent withdrawal deleted
+        self.log_failed, self.log_error = 0, ""  # windows whose study-log line was not stored
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies the value its factory made for a new tab; that value is
@@ -106,7 +111,7 @@ class LiveSession:
             if self.engine is not None or self.closed:
                 return
             self.paused, self.error = False, ""
-            self.run_no += 1
+            self.run_no = new_run_id()  # (run, index) names one window in any study log
             run = self.open_run = self.run_no
             self.source = PushSource(name="browser")
             cfg = EngineConfig(hop_s=float(self.hop_s), window_s=float(self.window_s), gate=self.gate)
@@ -165,9 +170,12 @@ class LiveSession:
     # -- streaming inputs (fast: push only) --------------------------------------
     def push_frame(self, rgb: np.ndarray | None) -> None:
         """(H, W, 3 or 4) uint8 from the browser's webcam stream."""
-        if rgb is None:
-            return
-        if not self.running and not self.paused:
+        if rgb is None or (self.paused and not self.running):
+            return  # stopped: the browser may go on streaming, nothing is taken or counted
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+            raise ValueError(f"a webcam frame is (H, W, 3 or 4) uint8, got {type(rgb).__name__} "
+                             f"{getattr(rgb, 'shape', '')}")
+        if not self.running:
             self.start()
         src = self.source
         self.frames_in += 1
@@ -179,13 +187,13 @@ class LiveSession:
 
     def push_audio(self, chunk) -> None:
         """(rate, (n,) or (n, ch) samples) from the browser's microphone stream."""
-        if chunk is None:
-            return
+        if chunk is None or (self.paused and not self.running):
+            return  # stopped: nothing is taken or counted
         rate, samples = chunk
         samples = np.asarray(samples)
         if samples.size == 0:
             return
-        if not self.running and not self.paused:
+        if not self.running:
             self.start()
         self.audio_rate = int(rate)
         self.audio_s += len(samples) / float(rate)
@@ -225,11 +233,11 @@ class LiveSession:
             # run check above and this write
             if self.study is not None:
                 try:
-                    self.study.write(rec)
-                    self.study.save_media(f"window_{run:03d}_{ev.window.index:05d}",
-                                          ev.window.frames, ev.window.audio, ev.window.audio_rate)
-                except (OSError, StudyLogError) as e:
-                    self.error = f"study log write failed: {e}"
+                    self.study.write_window(rec, ev.window.frames, ev.window.audio, ev.window.audio_rate)
+                except (OSError, StudyLogError) as e:  # shown on the page from now on
+                    self.log_failed += 1
+                    self.log_error = (f"study log write failed for {self.log_failed} window(s), "
+                                      f"last window {ev.window.index}: {e}")
 
     # -- event markers (live.markers) ------------------------------------------------
     def mark(self, event: str, condition: str | None = None) -> Marker:
@@ -252,14 +260,15 @@ class LiveSession:
         if eng is not None:
             self.markers.add(lsl_marker(event, condition, lsl_time, eng.clock))
 
-    def _on_marker(self, m: Marker, run: int) -> None:
+    def _on_marker(self, m: Marker, run) -> None:
         with self.lock:
             if run != self.open_run or self.study is None:
                 return
             try:
                 self.study.write({**m.to_json(), "run": run, "source": "live"})
-            except (OSError, StudyLogError) as e:
-                self.error = f"study log write failed: {e}"
+            except (OSError, StudyLogError) as e:  # shown on the page, as a window's would be
+                self.log_failed += 1
+                self.log_error = f"study log write failed for marker {m.event!r}: {e}"
 
     # -- study log -----------------------------------------------------------------
     def set_logging(self, on: bool, participant: str = "", session: str = "",
@@ -268,8 +277,13 @@ class LiveSession:
         With ``owners`` (the app's ``LogOwners``), the session id must be free or
         already ``owner``'s (the browser session's hash): StudyLogError otherwise.
         ``keep_media`` needs ``consent`` (the participant's, to storing recordings for
-        research): StudyLogError otherwise, and nothing is opened.
+        research): StudyLogError otherwise, and nothing is opened. A session another
+        process writes is refused (StudyLogError naming the owner). The flags must be
+        bools and the ids text (StudyLogError: a page sends what its client says).
         Turning it off falls back to the app's ``shared_log`` (--log-session), if any."""
+        for name, flag in (("logging", on), ("keep media", keep_media), ("consent", consent)):
+            if not isinstance(flag, bool):
+                raise StudyLogError(f"{name} must be true or false, got {type(flag).__name__}")
         with self.lock:
             if on and keep_media and not consent:
                 raise StudyLogError(KEEP_MEDIA_NEEDS_CONSENT)
@@ -281,23 +295,45 @@ class LiveSession:
                 self.study.close()
             self.study = self.shared_log
             if on:
-                self.study = StudyLog(self.log_root, session, participant, keep_media=keep_media,
-                                      consent=consent)
+                try:
+                    self.study = StudyLog(self.log_root, session, participant, keep_media=keep_media,
+                                          consent=consent)
+                except OutputLocked as e:  # another process writes this session
+                    raise StudyLogError(str(e)) from None
+            if self.study is not None:
+                self.last_logged = (self.study.root, self.study.participant)
         return self.study.banner() if self.study else ""
 
     def set_consent(self, consent: bool) -> str:
-        """The consent box changed while this tab's own log is open: recorded from the
-        next window on; withdrawn also stops storing raw media. Returns the banner."""
+        """The page's consent box changed: the study log this tab writes (its own or the
+        app's ``--log-session`` log: consent is the study's, not the tab's) records it
+        from the next window on. Withdrawn also stops storing raw media and deletes the
+        participant's stored media from the study folder (``live.study_log.withdraw``,
+        an audit line says what): ``self.notice`` says what was deleted. Returns the
+        banner."""
+        if not isinstance(consent, bool):
+            raise StudyLogError(f"consent must be true or false, got {type(consent).__name__}")
         with self.lock:
-            if self.own_log:
-                self.study.set_consent(consent)
-            return self.study.banner() if self.study else ""
+            if self.study is not None:
+                self.study.set_consent(consent)  # under the log's lock: no media write in flight after
+            who = self.last_logged
+            banner = self.study.banner() if self.study else ""
+        if not consent and who is not None:
+            root, participant = who
+            done = withdraw(root, participant, reason="consent withdrawn on the page")
+            n = len(done["media_deleted"])
+            self.notice = (f"Consent withdrawn: no raw media are stored from now on; {n} stored media "
+                           f"file{'s' * (n != 1)} of participant {participant} deleted "
+                           f"(recorded in {Path(root) / 'audit.jsonl'}).")
+        return banner
 
     def set_self_report(self, label: str | None) -> str | None:
         """The emotion the participant says they feel, recorded as ``self_report`` (and
         ``self_report_at``, when it was set) in every window record from now on; empty
         or None clears it. One line of at most SELF_REPORT_MAX_CHARS characters
         (ValueError otherwise). Returns the stored text."""
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"a self-reported emotion is text, got {type(label).__name__}")
         text = " ".join((label or "").split())
         if len(text) > SELF_REPORT_MAX_CHARS:
             raise ValueError(f"a self-reported emotion is at most {SELF_REPORT_MAX_CHARS} characters")
@@ -324,8 +360,10 @@ class LiveSession:
             rss = psutil.Process().memory_info().rss / 2**20
         except Exception:
             rss = float("nan")
+        state = "running" if self.running else "stopped" if self.paused else "waiting for camera / microphone"
         return {
-            "frames/s in": round(len(recent) / FPS_SPAN_S, 1),
+            "live session": state,
+            "frames/s in": round(len(recent) / FPS_SPAN_S, 1) if self.running else 0.0,
             "frames in / dropped at start": f"{self.frames_in} / {self.frames_dropped}",
             "audio in": f"{self.audio_s:.1f} s at {self.audio_rate or '–'} Hz",
             "windows analysed / gated / dropped / errors":
@@ -338,7 +376,7 @@ class LiveSession:
         }
 
     def warnings(self) -> list[str]:
-        out = [self.error] if self.error else []
+        out = [e for e in (self.error, self.log_error) if e]
         if self.running and time.monotonic() - self.started_at > NO_MEDIA_WARN_S:
             if not self.frames_in:
                 out.append("No camera frames arrive: allow camera access for this page "

@@ -1,8 +1,13 @@
 """JSONL session log: ``frames.jsonl``, ``speech.jsonl``, ``windows.jsonl`` in one folder.
 
 Its three methods plug straight into ``Engine(on_frame=, on_segment=, on_window=)``.
-Lines are written as events happen (flushed per line, so a crash or Ctrl-C keeps
-what was logged). Thread-safe: analysed windows arrive from the analyser thread.
+Lines are written as events happen, each whole and fsynced (``live.appendfile.
+AppendFile``), so a crash or Ctrl-C keeps what was logged; a write that fails (a full
+disk) is an ``OSError`` naming the file and leaves no torn line. One process writes a
+folder (an ``OutputLock`` on it: a second ``live.run`` on the same ``--out`` is refused
+naming the first). Opening empties the three files (``live.run`` has already refused a
+folder that is not empty unless ``--overwrite``). Thread-safe: analysed windows arrive
+from the analyser thread.
 
 Line formats (the command-line contract):
   frames.jsonl   {"t": s, "faces": [{"track": id, "box": [x0, y0, x1, y1], "score": s}]}
@@ -13,9 +18,9 @@ Line formats (the command-line contract):
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
+from .appendfile import AppendFile, OutputLock
 from .engine import WindowEvent
 from .faces import TrackedFace
 from .frames import VideoFrame
@@ -23,22 +28,26 @@ from .study_log import jsonable
 from .vad import Segment
 
 
+NAMES = ("frames", "speech", "windows")
+
+
 class SessionLog:
     def __init__(self, out_dir: str | Path) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._files = {
-            name: open(self.dir / f"{name}.jsonl", "w", encoding="utf-8")
-            for name in ("frames", "speech", "windows")
-        }
+        self._lock = OutputLock(self.dir).acquire()  # OutputLocked: another process writes here
+        self._files: dict[str, AppendFile] = {}
+        try:
+            for name in NAMES:
+                path = self.dir / f"{name}.jsonl"
+                path.write_bytes(b"")  # a fresh run's log
+                self._files[name] = AppendFile(path, lock=False)  # the folder's lock covers it
+        except BaseException:
+            self.close()
+            raise
 
     def _write(self, name: str, obj: dict) -> None:
-        line = json.dumps(obj, separators=(",", ":"), default=jsonable)
-        with self._lock:
-            f = self._files[name]
-            f.write(line + "\n")
-            f.flush()
+        self._files[name].append(json.dumps(obj, separators=(",", ":"), default=jsonable))
 
     def frame(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:
         self._write("frames", {"t": round(frame.t, 4), "faces": [f.to_json() for f in faces]})
@@ -53,9 +62,9 @@ class SessionLog:
         return rec
 
     def close(self) -> None:
-        with self._lock:
-            for f in self._files.values():
-                f.close()
+        for f in self._files.values():
+            f.close()
+        self._lock.release()
 
     def __enter__(self) -> "SessionLog":
         return self

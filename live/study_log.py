@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .appendfile import AppendFile, OutputLock, OutputLocked, private_dir
+from .appendfile import AppendFile, OutputLock, OutputLocked, WriteFailed, private_dir
 from .files import write_whole
 
 # Session and participant ids become file names: keep them to a safe alphabet.
@@ -200,14 +200,18 @@ class StudyLog:
             return self._save(out, frames, audio, rate)
 
     def _save(self, out: Path, frames, audio, rate: int) -> Path:
-        private_dir(out.parent)
-        with write_whole(out, "wb", private=True) as f:
-            np.savez_compressed(
-                f,
-                frames=np.zeros((0,), np.uint8) if frames is None else frames,
-                audio=np.zeros((0,), np.float32) if audio is None else audio,
-                rate=np.int32(rate),
-            )
+        """The media file written whole (0600); OSError naming it when it cannot be."""
+        try:
+            private_dir(out.parent)
+            with write_whole(out, "wb", private=True) as f:
+                np.savez_compressed(
+                    f,
+                    frames=np.zeros((0,), np.uint8) if frames is None else frames,
+                    audio=np.zeros((0,), np.float32) if audio is None else audio,
+                    rate=np.int32(rate),
+                )
+        except OSError as e:  # a full disk: say which file
+            raise WriteFailed(e.errno, f"could not write {out}: {e.strerror or e}") from e
         return out
 
     def banner(self) -> str:

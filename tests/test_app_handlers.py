@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,18 @@ def feed(session: LiveSession, frames, audio48, period: float = 1.0 / FPS) -> No
         time.sleep(period)
 
 
+def inline_image(html: str) -> np.ndarray:
+    """The picture of an ``<img src="data:image/jpeg;base64,...">`` (the face preview)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    data = re.search(r'src="data:image/jpeg;base64,([^"]+)"', html).group(1)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
 def wait_until(cond, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,8 +95,9 @@ def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     # the page refresh: a box drawn on the frame, the label, the explanation, the stats
     banner, faces, speech, label, expl, timeline, stats = app.refresh(s)
     assert "tiny" in banner and "Study logging is ON" in banner
+    faces = inline_image(faces)  # sent inline: no file of the face is written
     assert faces.shape == frames[0].shape and (np.abs(faces.astype(int) - frames[-1]).sum(-1) > 0).any()
-    assert (faces == BOX_RGB).all(-1).sum() > 100  # the green box
+    assert (np.abs(faces.astype(int) - BOX_RGB).max(-1) < 40).sum() > 100  # the green box (JPEG)
     assert "window " in label and expl.strip()
     assert timeline.axes[0].get_lines()[0].get_xdata().size == len(done)
     assert "48000 Hz" in stats and "#" in stats and "tiny" in stats
@@ -357,8 +371,12 @@ def test_analyse_video_every_window(tiny, clip, tmp_path):
     assert all(r["analysed"] for r in records) and fracs and max(fracs) > 0.9
     # a file is read as fast as possible: no wall-clock latency, but the analyser's seconds
     assert all(r["latency_s"] is None and r["analyse_s"] > 0 for r in records)
-    status, rows, fig, jsonl, csv_path = file_outputs(records, "clip.mp4")
+    status, rows, fig, jsonl, csv_path = file_outputs(records, "clip.mp4", tmp_path / "exports")
     assert "3 windows, 3 analysed" in status and len(rows) == 3
+    # exports under the study folder, owner-only; the analysis is one run
+    assert Path(jsonl).parent.parent == tmp_path / "exports" and oct(Path(jsonl).stat().st_mode & 0o777) == "0o600"
+    assert oct(Path(jsonl).parent.stat().st_mode & 0o777) == "0o700"
+    assert len({r["run"] for r in records}) == 1 and all(r["self_report"] is None for r in records)
     assert [json.loads(x)["index"] for x in open(jsonl)] == [0, 1, 2]
     assert len(open(csv_path).read().splitlines()) == 4
     assert len(read_jsonl(tmp_path / "S04.jsonl")) == 3

@@ -47,7 +47,8 @@ def hub_reachable(timeout_s: float = HUB_PROBE_S) -> tuple[bool, str]:
             socket.create_connection((host, port), timeout=timeout_s).close()
             answer.append((True, ""))
         except OSError as e:
-            answer.append((False, f"cannot connect to {host}:{port} ({e})"))
+            # strerror, not str(e): "[Errno -2] Name or service not known" is no message for a user
+            answer.append((False, f"cannot connect to {host}:{port} ({e.strerror or type(e).__name__})"))
 
     t = threading.Thread(target=probe, name="hub-probe", daemon=True)
     t.start()
@@ -70,6 +71,7 @@ class ModelHolder:
         self.plan_loader = plan_loader
         self.analyser = None
         self.name, self.state, self.message, self.note = "(none yet)", "loading", "", ""
+        self.untrained = False
         self.weights_mb = 0.0
         self._run_lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -110,10 +112,11 @@ class ModelHolder:
             raise ValueError(f"plan {self.plan!r} needs a loader that applies it (quant.load_model)")
         return self.plan_loader
 
-    def _set(self, analyser, name: str, note: str = "") -> None:
+    def _set(self, analyser, name: str, note: str = "", untrained: bool = False) -> None:
         model = analyser.model
         self.weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         self.analyser, self.name, self.note, self.state = analyser, name, note, "ready"
+        self.untrained = untrained  # random weights: the page's banner warns instead of ✅
 
     def _tiny(self, why: str = "") -> None:
         from model.serve.analyser import OmniEmotionAnalyser
@@ -128,7 +131,7 @@ class ModelHolder:
         else:
             model, proc = build_tiny()
             a = OmniEmotionAnalyser(model.to(self.device), proc, max_new_tokens=tokens, name="tiny")
-        self._set(a, f"tiny ({UNTRAINED})", why)
+        self._set(a, f"tiny ({UNTRAINED})", why, untrained=True)
         self.message = ""
 
     def _default(self) -> None:
