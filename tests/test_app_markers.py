@@ -37,7 +37,7 @@ def test_marked_event_reaches_log_records_and_timeline(tiny, clip, tmp_path):  #
     assert (m.event, m.condition) == ("stim_1", "negative") and m.lsl_time and m.wall_time
     logged = read_jsonl(tmp_path / "S07.jsonl")
     marks = [r for r in logged if r.get("type") == "marker"]
-    assert [(r["event"], r["run"]) for r in marks] == [("stim_1", 1), ("from_lsl", 1)]
+    assert [(r["event"], r["run"]) for r in marks] == [("stim_1", s.run_no), ("from_lsl", s.run_no)]  # one run
     assert marks[0]["media_time"] == pytest.approx(m.media_time, abs=1e-3)
     windows = [r for r in logged if "index" in r]
     for r in windows:
