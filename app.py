@@ -414,12 +414,14 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         _wire_file(file, live, session, holder, Path(a.log_dir) / "exports")
 
         def on_load(s):
+            # the consent box shows the log's consent (withdrawn in another tab: unticked here)
+            consent = s.study.consent if s.study is not None else gr.skip()
             done = (startup or {}).get("outputs")
             if done is None:
-                return s.study is not None, (startup or {}).get("status", ""), *[gr.skip()] * 4
-            return s.study is not None, *done
+                return s.study is not None, consent, (startup or {}).get("status", ""), *[gr.skip()] * 4
+            return s.study is not None, consent, *done
 
-        demo.load(guard(on_load), [session], [live["log_on"], *file["outputs"]], **PRIVATE)
+        demo.load(guard(on_load), [session], [live["log_on"], live["consent"], *file["outputs"]], **PRIVATE)
 
         def on_unload(request):
             if tabs.closed(request.session_hash):
