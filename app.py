@@ -429,7 +429,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
                 log.info("tab closed: its live session stopped (%d tabs open)", len(tabs))
 
         on_unload.__annotations__ = {"request": gr.Request}
-        demo.unload(on_unload)
+        demo.unload(guard(on_unload))
     return demo
 
 
