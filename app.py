@@ -491,12 +491,14 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         _wire_file(file, live, session, holder, Path(a.log_dir) / "exports")
 
         def on_load(s):
+            # the consent box shows the log's consent (withdrawn in another tab: unticked here)
+            consent = s.study.consent if s.study is not None else gr.skip()
             done = (startup or {}).get("outputs")
             if done is None:
-                return s.study is not None, (startup or {}).get("status", ""), *[gr.skip()] * 4
-            return s.study is not None, *done
+                return s.study is not None, consent, (startup or {}).get("status", ""), *[gr.skip()] * 4
+            return s.study is not None, consent, *done
 
-        demo.load(guard(on_load), [session], [live["log_on"], *file["outputs"]], **PRIVATE)
+        demo.load(guard(on_load), [session], [live["log_on"], live["consent"], *file["outputs"]], **PRIVATE)
 
         def on_view(s, request):
             # the flag makes every page a participant's; else ?view=participant does
@@ -514,7 +516,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
                 log.info("tab closed: its live session stopped (%d tabs open)", len(tabs))
 
         on_unload.__annotations__ = {"request": gr.Request}
-        demo.unload(on_unload)
+        demo.unload(guard(on_unload))
     return demo
 
 

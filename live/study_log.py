@@ -341,9 +341,9 @@ def withdraw(root: str | Path, participant: str, records: bool = False, reason: 
     "media_deleted": [paths relative to root], "records_deleted": {session: n},
     "sessions": [sessions with their lines], "by": {"user", "pid"}}``.
 
-    Media are found from the lines: a line's ``media`` field, or for older lines the
-    name their ``(run, index)`` gives, unless another participant's line of the same
-    session gives that name too. ``records`` takes each session's lock first (all or
+    Media are found from the lines: a line's ``media`` field, or for a line without one
+    (older logs, media stored with ``save_media``) the name its ``(run, index)`` gives,
+    unless another participant's line of the same session gives that name too. ``records`` takes each session's lock first (all or
     nothing): a session another process writes is refused with ``OutputLocked``
     naming it. StudyLogError for a bad id, reason or folder."""
     pid = check_id("participant", participant)
@@ -407,8 +407,10 @@ def _participant_marker(pid: str) -> re.Pattern:
 def _delete_media(root: Path, session: str, mine: list[dict], others: list[dict]) -> list[str]:
     """Delete the media files ``mine`` name (module docstring); their paths relative to ``root``."""
     def legacy(o: dict) -> str | None:
+        # lines without a media name (older logs, or media stored apart with save_media):
+        # the name their (run, index) gives
         run, index = o.get("run"), o.get("index")
-        if "media" in o or type(run) is not int or type(index) is not int:
+        if isinstance(o.get("media"), str) or type(run) is not int or type(index) is not int:
             return None
         return media_name(session, run, index)
 

@@ -429,3 +429,17 @@ def test_gradio_temp_folder_is_private_and_a_killed_apps_folder_is_removed(tmp_p
     assert discard_upload(upload) and not upload.parent.exists()
     assert not discard_upload(outside) and outside.exists()  # the operator's own file is left alone
     shutil.rmtree(folder)
+
+
+def test_a_new_tab_shows_the_logs_consent(tiny, tmp_path):
+    """Consent withdrawn in one tab of the --log-session log: a tab opened afterwards
+    shows the box unticked (the log's state), not --consent's start value."""
+    shared = StudyLog(tmp_path, "S1", "P1", keep_media=True, consent=True)
+    demo = app.build_ui(tiny, app.parse_args(["--log-dir", str(tmp_path), "--consent", "--keep-media"]),
+                        shared_log=shared)
+    on_load = next(bf.fn for bf in demo.fns.values() if bf.fn is not None and bf.fn.__name__ == "on_load")
+    tab = LiveSession(tiny, log_root=tmp_path, shared_log=shared)
+    assert on_load(tab)[:2] == (True, True)
+    tab.set_consent(False)
+    assert on_load(LiveSession(tiny, log_root=tmp_path, shared_log=shared))[:2] == (True, False)
+    shared.close()
