@@ -57,7 +57,9 @@ from .files import write_whole
 # Session and participant ids become file names: keep them to a safe alphabet.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AUDIT_NAME = "audit.jsonl"  # the study folder's withdrawal audit trail (not a session)
-RESERVED_SESSIONS = ("audit",)  # session ids taken by the study folder's own files
+FAILURES_NAME = "failures.jsonl"  # live.study analyse: recordings that could not be read
+RESERVED_SESSIONS = ("audit", "failures")  # session ids taken by the study folder's own files
+NOT_SESSIONS = frozenset({AUDIT_NAME, FAILURES_NAME})
 REASON_MAX_CHARS = 2000  # a withdrawal's reason: a sentence or two
 AUDIT_WAIT_S = 10.0  # s a withdrawal waits for another process's audit line
 RUN_RANDOM = 1000  # run ids: wall ms * RUN_RANDOM + a random draw below it
@@ -275,6 +277,12 @@ class LogOwners:
             self._owner[(Path(root).resolve(), check_id("session", session))] = owner
 
 
+def session_logs(root: str | Path) -> list[Path]:
+    """The study logs (``<session>.jsonl``) of a study folder, sorted by name: not its
+    audit trail or failures list, nor a log still being written under a subfolder."""
+    return sorted(p for p in Path(root).glob("*.jsonl") if p.is_file() and p.name not in NOT_SESSIONS)
+
+
 def read_jsonl(path: str | Path, allow_partial_tail: bool = False) -> list[dict]:
     """Every record of a JSONL log. A bad line is an error naming its number, except
     (``allow_partial_tail``) a last line without its newline: the one a process
@@ -354,7 +362,7 @@ def withdraw(root: str | Path, participant: str, records: bool = False, reason: 
     root = Path(root)
     if not root.is_dir():
         raise StudyLogError(f"{root}: no such study folder")
-    logs = sorted(p for p in root.glob("*.jsonl") if p.name != AUDIT_NAME)
+    logs = session_logs(root)
     locks = [OutputLock(log) for log in logs] if records else []
     try:
         for lock in locks:

@@ -17,23 +17,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from live.study_log import AUDIT_NAME as AUDIT  # live.study_log.withdraw's audit trail
+from live.study_log import FAILURES_NAME as FAILURES  # noqa: F401  (used by the subcommands)
+from live.study_log import session_logs as study_logs  # noqa: F401  (the one rule)
 
 LOG_SUFFIX = ".jsonl"  # <session>.jsonl: one study log per recording / live session
-FAILURES = "failures.jsonl"  # one line per recording that could not be analysed (append-only)
 STUDY_JSON = "study.json"  # what was analysed, with which options (written whole)
 PARTIAL_DIR = ".partial"  # logs being written; renamed into OUT when complete
 WINDOWS_CSV = "windows.csv"
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
 KEY_FILE = "pseudonym.key"  # the export's HMAC key: stays in the study folder (0600)
-NOT_LOGS = frozenset({FAILURES, AUDIT})  # JSONL files in OUT that are not study logs
 
-
-def study_logs(out: str | Path) -> list[Path]:
-    """The complete study logs of a study folder, sorted by name (a log still being
-    written lives under ``.partial/`` and is not one of them)."""
-    out = Path(out)
-    return sorted(p for p in out.glob(f"*{LOG_SUFFIX}") if p.is_file() and p.name not in NOT_LOGS)
 
 
 def withdrawn(out: str | Path) -> set[str]:

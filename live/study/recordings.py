@@ -18,7 +18,6 @@ from live.cli import CliError
 from live.markers import EventsError, load_events
 from live.study_log import StudyLogError, check_id
 
-from . import LOG_SUFFIX, NOT_LOGS
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")  # what phones and webcams write
 EVENTS_SUFFIX = ".csv"  # events of recording <stem> in --events-dir/<stem>.csv
@@ -53,8 +52,6 @@ def list_recordings(study_dir: str | Path, participants: str | Path | None = Non
     for f in files:
         try:
             session = check_id("session", f.stem)
-            if f"{session}{LOG_SUFFIX}" in NOT_LOGS:
-                raise StudyLogError(f"{session!r} names a file of the study folder itself")
         except StudyLogError as e:
             raise CliError(f"recording {f.name}: its name is its session id: {e}; rename it") from None
         if session in seen:

@@ -50,7 +50,7 @@ import numpy as np
 
 from live.cli import CliError, check_out, run_main
 from live.files import write_whole
-from live.study_log import StudyLogError, check_id, read_jsonl
+from live.study_log import StudyLogError, check_id, read_jsonl, session_logs
 from live.testclip import AUDIO_BIT_RATE, mux_audio  # the project's mp4 audio settings and writer
 from model.data.answers import normalize_label
 from model.data.curate.selection import write_lines
@@ -112,7 +112,7 @@ def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIE
     """Write the manifest and media (module docstring); returns the summary."""
     session_dir, out = Path(session_dir), Path(out)
     media_root = out.parent / f"{out.stem}_media"
-    logs = sorted(p for p in session_dir.glob("*.jsonl"))
+    logs = session_logs(session_dir)
     if sessions:
         want = {check_id("session", s) for s in sessions}
         missing = want - {p.stem for p in logs}
