@@ -478,7 +478,7 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         banner = gr.Markdown(model_banner(holder), elem_id="banner")
         def new_session() -> LiveSession:
             s = LiveSession(holder, a.window, a.hop, a.gate, a.log_dir, shared_log=shared_log, owners=owners)
-            s.outlet = outlet
+            s.outlet, s.lsl_markers = outlet, inlet is not None
             return s
 
         session = gr.State(new_session, delete_callback=lambda s: s.close())
@@ -508,7 +508,8 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         on_view.__annotations__ = {"request": gr.Request}
         demo.load(guard(on_view), [session], [live["settings"], live["analysis"], file_tab], **PRIVATE)
         if inlet is not None:  # one LSL marker stream for the app: every running tab gets each marker
-            inlet.start(lambda event, cond, t: [s.lsl_marker(event, cond, t) for s in tabs.sessions()])
+            inlet.start(lambda event, cond, t: [s.lsl_marker(event, cond, t) for s in tabs.sessions()],
+                        on_heard=lambda t: [s.lsl_heard(t) for s in tabs.sessions()])
 
         def on_unload(request):
             if tabs.closed(request.session_hash):

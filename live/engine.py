@@ -179,6 +179,7 @@ class Engine:
     # -- callbacks ---------------------------------------------------------------
     def _emit_window(self, ev: WindowEvent) -> None:
         if self.markers is not None:
+            self.markers.settle(ev.window.end)  # a live marker source's late arrivals first
             ev.marks = self.markers.fields(ev.window.start, ev.window.end)
         if self.on_window is not None:
             self.on_window(ev)

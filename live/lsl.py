@@ -105,23 +105,31 @@ class MarkerInlet:
         self._inlet.open_stream(timeout=self.timeout_s)
         return self
 
-    def start(self, on_marker: Callable[[str, str | None, float], None]) -> None:
+    def start(self, on_marker: Callable[[str, str | None, float], None],
+              on_heard: Callable[[float], None] | None = None) -> None:
+        """Read on a thread: ``on_marker(event, condition, lsl_time)`` per marker, and
+        ``on_heard(lsl_time)`` after each read that found the queue empty: every
+        marker stamped before that LSL time has been delivered."""
         if self._inlet is None:
             raise RuntimeError("MarkerInlet.start before open()")
-        self._thread = threading.Thread(target=self._pull, args=(on_marker,), name=f"lsl-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._pull, args=(on_marker, on_heard),
+                                        name=f"lsl-{self.name}", daemon=True)
         self._thread.start()
 
-    def _pull(self, on_marker) -> None:
+    def _pull(self, on_marker, on_heard) -> None:
         from pylsl.util import LostError, TimeoutError as LSLTimeout
 
+        pylsl = _pylsl()
         while not self._stop.is_set():
+            asked = pylsl.local_clock()  # before the read: what was sent before now is in the queue
             try:
                 sample, ts = self._inlet.pull_sample(timeout=PULL_TIMEOUT_S)
             except (LostError, LSLTimeout):  # the sender went away: liblsl reconnects when it is back
                 self._stop.wait(PULL_TIMEOUT_S)
                 continue
             if sample is None:
+                if on_heard is not None:
+                    on_heard(asked)
                 continue
             event = str(sample[0]).strip()
             condition = str(sample[1]).strip() or None if len(sample) > 1 else None

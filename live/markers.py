@@ -154,6 +154,9 @@ def _lsl_now() -> float | None:
     return local_clock()
 
 
+SETTLE_S = 1.0  # s a window waits at most for a live marker source to catch up with its end
+
+
 class MarkerTimeline:
     """A session's markers in time order. Thread-safe: an LSL inlet thread or the page
     adds while the engine reads.
@@ -164,6 +167,9 @@ class MarkerTimeline:
 
     def __init__(self, markers=()) -> None:
         self._lock = threading.Lock()
+        self._heard_cv = threading.Condition(self._lock)
+        self._live = 0  # live marker sources (an LSL inlet) feeding this timeline
+        self._heard = float("-inf")  # media time up to which they have delivered everything
         self._markers: list[Marker] = []
         self._times: list[float] = []
         self._subscribers: list[Callable[[Marker], None]] = []
@@ -185,6 +191,29 @@ class MarkerTimeline:
             held = list(self._markers) if replay else []
         for m in held:
             fn(m)
+
+    def listen(self) -> None:
+        """A live source (an LSL inlet) feeds this timeline from now on: `settle` waits
+        for it. Its markers come a little after their time (transport, the reader's
+        thread), so a window must not be closed before they are in."""
+        with self._lock:
+            self._live += 1
+
+    def heard(self, media_time: float) -> None:
+        """The live source has delivered every marker stamped before ``media_time``."""
+        with self._heard_cv:
+            if media_time > self._heard:
+                self._heard = media_time
+                self._heard_cv.notify_all()
+
+    def settle(self, end: float, timeout_s: float = SETTLE_S) -> bool:
+        """Wait (at most ``timeout_s``) until the live sources have delivered their markers
+        up to ``end`` (media s); True at once without live sources. False: timed out
+        (a source that stopped answering; the window goes on with what is held)."""
+        with self._heard_cv:
+            if not self._live:
+                return True
+            return self._heard_cv.wait_for(lambda: self._heard >= end, timeout_s)
 
     def markers(self) -> list[Marker]:
         with self._lock:

@@ -63,10 +63,12 @@ class RunEvents:
         self._log = AppendFile(Path(out_dir) / MARKERS_FILE)
         self.timeline.subscribe(self._write)
         if self.inlet is not None:
-            from .lsl import lsl_marker
+            from .lsl import from_lsl, lsl_marker
 
+            self.timeline.listen()  # windows wait for the inlet to catch up with their end
             self.inlet.start(lambda event, condition, t: self.timeline.add(
-                lsl_marker(event, condition, t, self._clock)))
+                lsl_marker(event, condition, t, self._clock)),
+                on_heard=lambda t: self.timeline.heard(from_lsl(t, self._clock)))
 
     def _write(self, m: Marker) -> None:
         self._log.append_json(m.to_json())

@@ -90,6 +90,7 @@ class LiveSession:
         self.markers = MarkerTimeline()  # the newest run's event markers (page, LSL)
         self.participant_view = False  # the tab is a participant's: the page sends it no labels
         self.outlet = None  # the app's live.lsl.WindowOutlet (--lsl-out): analysed windows published
+        self.lsl_markers = False  # the app reads an LSL marker stream (--markers): windows wait for it
         self.run_clock = None  # the newest run's session clock (kept after stop for its last windows)
         # (study folder, participant) of the log this tab wrote last: whose media a withdrawal deletes
         self.last_logged = None if shared_log is None else (shared_log.root, shared_log.participant)
@@ -116,6 +117,8 @@ class LiveSession:
             self.source = PushSource(name="browser")
             cfg = EngineConfig(hop_s=float(self.hop_s), window_s=float(self.window_s), gate=self.gate)
             self.markers = MarkerTimeline()
+            if self.lsl_markers:
+                self.markers.listen()
             self.markers.subscribe(lambda m: self._on_marker(m, run))
             eng = Engine(self.source, lambda w: self._analyse(w, run), cfg, markers=self.markers,
                          on_frame=self._on_frame, on_window=lambda ev: self._on_window(ev, run))
@@ -259,6 +262,15 @@ class LiveSession:
             eng = self.engine
         if eng is not None:
             self.markers.add(lsl_marker(event, condition, lsl_time, eng.clock))
+
+    def lsl_heard(self, lsl_time: float) -> None:
+        """The app's LSL inlet has delivered every marker stamped before ``lsl_time``."""
+        from .lsl import from_lsl
+
+        with self.lock:
+            eng, timeline = self.engine, self.markers
+        if eng is not None:
+            timeline.heard(from_lsl(lsl_time, eng.clock))
 
     def _on_marker(self, m: Marker, run) -> None:
         with self.lock:

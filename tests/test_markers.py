@@ -133,3 +133,24 @@ def test_live_run_bad_events_table_is_a_usage_error(tmp_path):
                 "--realtime")
     assert r.returncode == EXIT_USAGE and "drop --realtime" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_window_waits_for_a_live_source_to_catch_up_with_its_end():
+    """A live source's marker arrives after its time (transport, reader thread): the
+    window that holds it is closed only once the source has been heard past its end."""
+    import threading
+
+    from live.markers import Marker, MarkerTimeline
+
+    t = MarkerTimeline()
+    assert t.settle(5.0, timeout_s=0.0)  # no live source: nothing to wait for
+    t.listen()
+
+    def late_source():
+        t.add(Marker("late", None, 2.0))  # stamped at 2.0 s, delivered now
+        t.heard(3.5)
+
+    threading.Timer(0.2, late_source).start()
+    assert t.settle(3.0, timeout_s=30.0)
+    assert [e["event"] for e in t.fields(1.5, 3.0)["events"]] == ["late"]
+    assert not t.settle(9.0, timeout_s=0.05)  # a source that went quiet: bounded wait, False
