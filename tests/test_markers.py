@@ -140,8 +140,6 @@ def test_a_window_waits_for_a_live_source_to_catch_up_with_its_end():
     window that holds it is closed only once the source has been heard past its end."""
     import threading
 
-    from live.markers import Marker, MarkerTimeline
-
     t = MarkerTimeline()
     assert t.settle(5.0, timeout_s=0.0)  # no live source: nothing to wait for
     t.listen()
