@@ -125,7 +125,7 @@ class QuantPlan:
         # SigLIP's output goes straight into the projector's Linear, Qwen2's RMSNorm
         # multiplies in its weight's dtype), so every float tensor of the model must share
         # one dtype: float slots and the compute dtype of quantized ones. Lifting this
-        # needs casts in model/modeling.py (docs/quantization.md).
+        # needs casts in model/net/modeling.py (docs/quantization.md).
         activation = {p if p in FLOAT_PRECISIONS else self.compute_dtype for p in self.dtypes().values()}
         if len(activation) > 1:
             raise ValueError(
