@@ -33,7 +33,8 @@ from .face_models import ENV_MODELS, FaceModelError
 from .lsl import LSLError
 from .media import HOP_S, WINDOW_S, check_window
 from .run_events import RunEvents
-from .sources import FileSource, SourceError, open_source
+from .devices import open_source
+from .sources import FileSource, SourceError
 from .window import GATES
 
 
