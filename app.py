@@ -51,7 +51,8 @@ import sys
 import threading
 from pathlib import Path
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device
+from live.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device,
+                      run_main)
 from live.appendfile import OutputLocked
 from live.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
 from live.hosting import (AUTH_ENV, LOG_FILE, check_exposure, check_port, discard_upload, exit_on_sigterm,
@@ -619,6 +620,11 @@ def start_pool_server(args: argparse.Namespace, plan: str | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_main(lambda: run_page(args))
+
+
+def run_page(args: argparse.Namespace) -> int:
+    """Check the options, start the model and the page, and serve until stopped."""
     shared_log = None
     try:
         check_args(args)
@@ -629,9 +635,8 @@ def main(argv: list[str] | None = None) -> int:
                                   consent=args.consent)
         inlet = MarkerInlet(marker_stream_name(args.markers)).open() if args.markers else None
         outlet = WindowOutlet(args.lsl_out) if args.lsl_out else None
-    except (CliError, OSError, StudyLogError, OutputLocked, LSLError, ValueError) as e:  # OutputLocked: another app writes it
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
+    except (OSError, StudyLogError, OutputLocked, LSLError, ValueError) as e:  # OutputLocked: another app writes it
+        raise CliError(one_line(e)) from None  # bad input, before any work: exit 2
     limit_malloc()  # before the threads that allocate start
     owners = LogOwners()
     if shared_log is not None:
@@ -666,9 +671,8 @@ def main(argv: list[str] | None = None) -> int:
                             max_file_size=args.max_upload_mb * 2**20, prevent_thread_lock=True,
                             auth_message="Omni-Emotion Live: log in (ask the researcher running it)")
     except OSError as e:  # the port was taken between check_port and now
-        print(f"error: cannot listen on {args.host}:{args.port} ({one_line(e)}): choose another "
-              "port with --port N", file=sys.stderr)
-        return EXIT_USAGE
+        raise CliError(f"cannot listen on {args.host}:{args.port} ({one_line(e)}): choose another "
+                       "port with --port N") from None
     scheme = "https" if args.ssl_certfile else "http"
     print(f"* Running on local URL:  {scheme}://{args.host}:{demo.server_port}", flush=True)
     try:

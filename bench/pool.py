@@ -38,7 +38,7 @@ def clip_windows(seconds: float) -> list:
     from live.detector import MediaPipeFaceDetector
     from live.engine import Engine, EngineConfig
     from live.faces import FaceTracker
-    from live.sources import open_source
+    from live.devices import open_source
     from live.testclip import make_clip
 
     path = Path(tempfile.mkdtemp(prefix="bench-pool-")) / "clip.mp4"

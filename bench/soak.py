@@ -62,13 +62,14 @@ def decode(path: Path):
     import av
     import numpy as np
 
+    from live.media import AUDIO_RATE
     from live.resample import Resampler
     from live.sources import decode_audio
 
     with av.open(str(path)) as c:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     audio16 = decode_audio(path)
-    audio48 = Resampler(BROWSER_RATE).from_array(audio16, 16_000)
+    audio48 = Resampler(BROWSER_RATE).from_array(audio16, AUDIO_RATE)
     return frames, (np.clip(audio48, -1, 1) * 32767).astype(np.int16)
 
 
@@ -182,12 +183,13 @@ def server_soak(args, tmp: Path, clip: Path, frames) -> dict:
     from gradio_client import Client, handle_file
     from playwright.sync_api import sync_playwright
 
+    from live.media import AUDIO_RATE
     from live.study_log import read_jsonl
     from live.testclip import write_wav, write_y4m
     from live.sources import decode_audio
 
     y4m = write_y4m(frames, tmp / "cam.y4m", fps=FPS)
-    wav = write_wav(decode_audio(clip), 16_000, tmp / "mic.wav")
+    wav = write_wav(decode_audio(clip), AUDIO_RATE, tmp / "mic.wav")
     proc, url = start_server(tmp)
     app_rss = lambda: round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)  # noqa: E731
     rounds, api_windows = [], 0

@@ -1,6 +1,7 @@
 """Device sources: a webcam (through ``av``'s platform capture formats) and a
 microphone (through ``sounddevice``/PortAudio), both stamped on arrival on the session
-``Clock``. ``live.sources.open_source`` builds them from ``webcam[:N]`` / ``mic[:DEVICE]``.
+``Clock``. ``open_source`` (here: above ``live.sources``, which it also builds from)
+turns ``webcam[:N]`` / ``mic[:DEVICE]`` / a file path into a source.
 """
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import platform
 import threading
 from pathlib import Path
 from typing import Callable
+from urllib.parse import parse_qsl
 
 import numpy as np
 
 from .frames import AudioChunk, VideoFrame
 from .resample import Resampler
-from .sources import Clock, Sink, SourceError
+from .sources import Clock, FileSource, Sink, Source, SourceError
 
 MIC_BLOCK = 1024  # frames per microphone callback (~21 ms at 48 kHz)
 MIC_RATE = 48_000  # Hz asked of the microphone when it has no preferred rate
@@ -170,3 +172,49 @@ class MicSource:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def _options(spec: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``"name?k=v&k=v"`` → (name, {k: v}); an option not in ``allowed`` is a ValueError."""
+    name, _, query = spec.partition("?")
+    opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    bad = sorted(set(opts) - set(allowed))
+    if bad:
+        raise ValueError(f"source {spec!r}: unknown option(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    return name, opts
+
+
+def _int_option(spec: str, opts: dict[str, str], key: str) -> int | None:
+    if key not in opts:
+        return None
+    try:
+        value = int(opts[key])
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"source {spec!r}: {key} must be a positive integer, got {opts[key]!r}")
+    return value
+
+
+def open_source(spec: str, realtime: bool = False) -> Source:
+    """A source spec → a Source (not yet opened):
+
+    ``webcam`` / ``webcam:N`` (options ``?size=WxH&fps=F``, requests to the driver),
+    ``mic`` / ``mic:DEVICE`` (options ``?rate=HZ&channels=C``), or a file path.
+    E.g. ``webcam:0?size=1280x720&fps=30``, ``mic:1?rate=48000&channels=2``.
+    Raises ValueError for an unknown or malformed option."""
+    if spec == "webcam" or spec.startswith(("webcam:", "webcam?")):
+        name, opts = _options(spec, ("size", "fps"))
+        size = None
+        if "size" in opts:
+            w, _, h = opts["size"].partition("x")
+            if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+                raise ValueError(f"source {spec!r}: size must be WIDTHxHEIGHT, got {opts['size']!r}")
+            size = (int(w), int(h))
+        return WebcamSource(name.partition(":")[2] or "0", size=size, fps=_int_option(spec, opts, "fps"))
+    if spec == "mic" or spec.startswith(("mic:", "mic?")):
+        name, opts = _options(spec, ("rate", "channels"))
+        dev = name.partition(":")[2] or None
+        return MicSource(int(dev) if dev and dev.isdigit() else dev, rate=_int_option(spec, opts, "rate"),
+                         channels=_int_option(spec, opts, "channels") or 1)
+    return FileSource(spec, realtime=realtime)

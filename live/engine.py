@@ -1,6 +1,6 @@
 """The engine: source → buffers → face tracker + VAD gate → windows → analyser.
 
-Threads (see shared/DESIGN.md):
+Threads (the path of one window, hop by hop: docs/architecture.md):
 
 * capture: a live source (webcam, microphone, push, a file paced in real time) runs
   on its own thread(s) and only appends to the bounded buffers;

@@ -1,5 +1,5 @@
 """A recorded video analysed window by window (the app's File tab, its ``/analyse_file``
-API and ``app.py --video``), and the export of window records as JSONL + CSV.
+API and ``app.py --video``); the records' JSONL + CSV exports are ``live.exports``.
 
 A file must be a video: a container with a video stream of more than one frame (a
 picture renamed ``.mp4`` is refused, naming the file). A window whose study-log line
@@ -12,19 +12,15 @@ Knows no model: ``holder`` is any ``live.session.ModelServer``.
 from __future__ import annotations
 
 import errno
-import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
-from .appendfile import WriteFailed, private_dir
+from .appendfile import WriteFailed
 from .engine import Engine, EngineConfig, WindowEvent
 from .session import ModelServer
 from .sources import FileSource, SourceError
-from .files import write_whole
-from .study_log import StudyLog, StudyLogError, jsonable, new_run_id, write_csv
+from .study_log import StudyLog, StudyLogError, new_run_id
 from .media import HOP_S, WINDOW_S
 
 PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")  # still pictures
@@ -108,21 +104,6 @@ def analyse_video(path: str | Path, holder: ModelServer, window_s: float = WINDO
                                f"{len(failed)} of {len(records)} windows of {name} were analysed but NOT "
                                f"stored in the study log (windows {idx}): {first}")
     return sorted(records, key=lambda r: r["index"])
-
-
-def export_records(records: list[dict], stem: str, out_dir: str | Path) -> tuple[str, str]:
-    """Write records as JSONL + CSV into a fresh owner-only folder under ``out_dir``
-    (the app's study folder's ``exports/``: never the system temp dir); (jsonl path,
-    csv path)."""
-    try:
-        folder = tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-", dir=private_dir(out_dir))
-        out = Path(folder) / stem
-        jsonl = out.with_suffix(".jsonl")
-        with write_whole(jsonl, "w", private=True, encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
-        return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))
-    except OSError as e:  # a full disk: say where
-        raise WriteFailed(e.errno, f"could not write the exports under {out_dir}: {e.strerror or e}") from e
 
 
 def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: float, gate: str,

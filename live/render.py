@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .file_analysis import export_records
+from .exports import export_records
 
 BOX_RGB = (0, 255, 0)  # face box colour (pure green: absent from skin and test media)
 TABLE_COLUMNS = ["index", "start", "end", "label", "labels", "explanation", "analysed", "analyse_s"]

@@ -27,13 +27,14 @@ import os
 import sys
 
 from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
-from .appendfile import OutputLocked
-from .cli import DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, fail
+from .cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, one_line,
+                  run_main)
 from .face_models import ENV_MODELS, FaceModelError
 from .lsl import LSLError
 from .media import HOP_S, WINDOW_S, check_window
 from .run_events import RunEvents
-from .sources import FileSource, SourceError, open_source
+from .devices import open_source
+from .sources import FileSource, SourceError
 from .window import GATES
 
 
@@ -158,6 +159,10 @@ def analyse_source(source, analyser: Analyser, cfg, tracker, on_frame=None, on_s
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from .session_log import SessionLog
 
     # 1. everything that can be wrong with the arguments and inputs, before any work
@@ -171,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         out = check_out(args.out, args.overwrite)
         analyser = make_analyser(args)
         tracker = make_tracker(args, source)
-    except (CliError, SourceError, FaceModelError, ValueError, LSLError, KeyboardInterrupt) as e:
-        return fail(e, usage=(SourceError, FaceModelError, ValueError, LSLError))
-    # 2. the work: a failure now (a decode error mid-file) is a runtime error
+    except (SourceError, FaceModelError, ValueError, LSLError) as e:  # bad input: usage (exit 2)
+        raise CliError(one_line(e)) from None
+    # 2. the work: a failure now (a decode error mid-file) is a runtime error (run_main: exit 1)
     try:
         with SessionLog(out) as slog:
             engine = analyse_source(source, analyser, cfg, tracker, on_frame=slog.frame,
@@ -183,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
                                     on_start=lambda eng: events.start(out, eng.clock),
                                     progress=not args.no_progress and not args.realtime
                                     and sys.stderr.isatty())
-    except (SourceError, OSError, OutputLocked, KeyboardInterrupt) as e:  # OSError names the file
-        return fail(e)
     finally:
         events.close()
         if getattr(args, "pool_handle", None) is not None:

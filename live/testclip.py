@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .cli import EXIT_OK, CliError, fail
+from .cli import EXIT_OK, CliError, run_main
 from .media import AUDIO_RATE
 from .resample import Resampler
 
@@ -340,16 +340,16 @@ def _summary(truth: dict, moving: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        _check(args)
-        truth = make_clip(
-            args.out, seconds=args.seconds, fps=args.fps, size=args.size,
-            speech=[(args.speech_start, args.text)] if args.text.strip() else [],
-            audio=not args.no_audio, face=not args.no_face, moving=not args.still,
-        )
-    except (CliError, KeyboardInterrupt, OSError, RuntimeError, ValueError,
-            subprocess.CalledProcessError, av.FFmpegError) as e:
-        return fail(e)
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check(args)
+    truth = make_clip(
+        args.out, seconds=args.seconds, fps=args.fps, size=args.size,
+        speech=[(args.speech_start, args.text)] if args.text.strip() else [],
+        audio=not args.no_audio, face=not args.no_face, moving=not args.still,
+    )
     if args.json:
         keep = ("path", "seconds", "fps", "size", "n_frames", "audio_rate", "speech")
         print(json.dumps({**{k: truth[k] for k in keep}, "face": bool(truth["face_boxes"])}))

@@ -24,13 +24,10 @@ import sys
 import torch
 from torch import nn
 
+from .dtypes import torch_dtype
 from .layout import effective_precisions, host_slots, is_tied, quant_targets, slot_of, slot_totals
 from .methods import method_of
 from .plans import BYTES_PER_ELEMENT, FLOAT_PRECISIONS, QuantPlan
-
-
-def torch_dtype(precision: str) -> torch.dtype:
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def linear_bytes(precision: str, out_features: int, in_features: int, plan: QuantPlan) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import methods
+from .dtypes import BYTES_PER_ELEMENT  # noqa: F401 - re-exported: plans' readers find it here
 
 FLOAT_PRECISIONS = ("fp32", "bf16", "fp16")
 QUANT_PRECISIONS = methods.QUANT_PRECISIONS  # int8, nf4, fp4, hqq1..hqq8, ao-int8, ao-int8dq, ao-int4
@@ -50,7 +51,6 @@ ALLOWED["projectors"] = FLOAT_PRECISIONS + methods.EIGHT_BIT
 # HQQ or quanto backend at 2 or 4 bits (`quant.kv_cache`)
 KV_CACHES = ("none", "hqq2", "hqq4", "quanto2", "quanto4")
 QUANT_STORAGES = ("uint8", "fp16", "bf16", "fp32")  # bnb_4bit_quant_storage
-BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "uint8": 1, "int8": 1}
 DEFAULT_INT8_THRESHOLD = 6.0  # LLM.int8 outlier threshold (bitsandbytes' default)
 # Budget the `edge-8gb` plan must meet for the 7B preset (decimal GB): leaves ~2 GB of an
 # 8 GB card for the CUDA context, activations and the KV cache (57 KB/token in 16-bit).
@@ -125,7 +125,7 @@ class QuantPlan:
         # SigLIP's output goes straight into the projector's Linear, Qwen2's RMSNorm
         # multiplies in its weight's dtype), so every float tensor of the model must share
         # one dtype: float slots and the compute dtype of quantized ones. Lifting this
-        # needs casts in model/modeling.py (docs/quantization.md).
+        # needs casts in model/net/modeling.py (docs/quantization.md).
         activation = {p if p in FLOAT_PRECISIONS else self.compute_dtype for p in self.dtypes().values()}
         if len(activation) > 1:
             raise ValueError(

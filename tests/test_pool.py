@@ -26,7 +26,7 @@ def windows():
     from live.detector import MediaPipeFaceDetector
     from live.engine import Engine, EngineConfig
     from live.faces import FaceTracker
-    from live.sources import open_source
+    from live.devices import open_source
 
     out = []
     for clip in (cached_clip("study", seconds=4.0), cached_clip("silent", seconds=3.0, audio=False)):

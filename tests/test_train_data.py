@@ -140,7 +140,7 @@ def test_collator_pads_right_masks_prompt_and_counts_placeholders(synthetic, tin
         first = int((labels[row] != IGNORE_INDEX).nonzero()[0])
         assert (labels[row, :first] == IGNORE_INDEX).all()
         assert (labels[row, first:n] == ids[row, first:n]).all()
-        # exact placeholder counts from model/tokens.py
+        # exact placeholder counts from model/net/tokens.py
         samples = item["clip"].audio.shape[0]
         assert int((ids[row] == cfg.audio_token_id).sum()) == tokens.audio_token_count(cfg, samples)
         assert int((ids[row] == cfg.video_token_id).sum()) == tokens.visual_token_count(cfg)

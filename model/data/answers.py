@@ -13,9 +13,11 @@ metrics), not a guess.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from model.data.templates import ANSWER_FORMATS, OV_LABELS_MARKER, reasoning_answer
 
@@ -221,3 +223,37 @@ def _is_bare_list(text: str) -> bool:
     if not body or re.search(r"[.!?]", body) or len(body.split()) > BARE_LIST_MAX_WORDS:
         return False
     return all(len(item.split()) <= LABEL_MAX_WORDS for item in split_labels(body))
+
+
+def parse_label_list(value: Any) -> list[str]:
+    """Labels from a JSON list or a MERTools list-like string.
+
+    Strings are read the way MERTools' ``string_to_list`` reads them, which is what its
+    published EMER-OV numbers were computed with: outer brackets removed, then split on
+    every quote character, keeping the pieces that are not blank or a lone comma. That
+    turns ``"[\\"don't believe\\", 'doubt']"`` into ``["don", "t believe", "doubt"]``;
+    we keep that quirk on purpose so scores stay comparable with theirs. A string with
+    no quotes at all (``"happy, sad"``) is split on commas.
+
+    Args:
+        value: a list of strings, a list-like string, or None/NaN/"" (→ []).
+
+    Raises:
+        ValueError: any other type, or a list with non-string items.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError(f"label list must hold strings, got {value!r}")
+        return [v.strip() for v in value if v.strip()]
+    if not isinstance(value, str):
+        raise ValueError(f"labels must be a list or a list-like string, got {value!r}")
+    s = value.strip()
+    if s.startswith("["):
+        s = s[1:]
+    if s.endswith("]"):
+        s = s[:-1]
+    if not re.search(r"['\"]", s):
+        return [p.strip() for p in s.split(",") if p.strip()]
+    return [p.strip() for p in re.split(r"['\"]", s) if p.strip() not in ("", ",")]

@@ -37,6 +37,7 @@ from typing import Any
 
 from live.cli import CliError, check_out, run_main
 from model.data import templates as T
+from model.data.answers import parse_label_list
 from model.data.manifest import (
     TASK_ASR, TASK_AUDIO_CAPTION, TASK_EMOTION_CLS, TASK_EMOTION_REASON, make_sample,
     write_manifest,
@@ -298,8 +299,6 @@ def build_reasoning(path: str | Path, video_dir: str | Path, seed: int = 0,
     sentence first). The trainer renders answers in its model's ``answer_format``
     whatever the manifest holds, so either order trains either model.
     """
-    from model.evaluate.metrics import parse_label_list
-
     path, root = Path(path), Path(video_dir)
     items = _load_json_items(path, "data")
     c = _Collector(seed, check_files)

@@ -93,7 +93,7 @@ def _first_char(path: Path) -> str:
 def read_label_sets(path: Path) -> dict[str, list[str]]:
     """Open-vocab labels per id from JSONL (``{"id", "labels": [...]}``) or from the
     MERTools CSV layout (``name,openset`` with list-like strings)."""
-    from model.evaluate.metrics import parse_label_list
+    from model.data.answers import parse_label_list
 
     if _first_char(path) == "{":
         rows = read_id_rows(

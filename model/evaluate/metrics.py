@@ -7,14 +7,13 @@
   precision = |G∩P| / |P| (0 when P is empty), recall = |G∩P| / |G|; both averaged over
   samples; headline = their mean. This follows MERTools'
   ``calculate_openset_overlap_rate_mer2024`` exactly, including how it reads list-like
-  label strings (see ``parse_label_list``), so its published numbers are reproduced.
+  label strings (see ``model.data.answers.parse_label_list``), so its published numbers are reproduced.
 
 A gold id with no prediction is never dropped: it counts as wrong (classification) or
 as an empty prediction (EMER-OV), and is listed in the result so the CLI reports it.
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from live.files import save_figure
-from model.data.answers import normalize_label  # the one label normaliser
+from model.data.answers import normalize_label, parse_label_list  # the one label normaliser and list reader
 
 # Confusion-matrix columns for predictions that are not a class.
 COL_UNPARSED = "(no label)"  # the prediction line exists but no option was recognised
@@ -36,40 +35,6 @@ FIG_MIN_INCH, FIG_MAX_INCH = 4.0, 16.0
 
 
 # ----------------------------------------------------------------------------- labels
-def parse_label_list(value: Any) -> list[str]:
-    """Labels from a JSON list or a MERTools list-like string.
-
-    Strings are read the way MERTools' ``string_to_list`` reads them, which is what its
-    published EMER-OV numbers were computed with: outer brackets removed, then split on
-    every quote character, keeping the pieces that are not blank or a lone comma. That
-    turns ``"[\\"don't believe\\", 'doubt']"`` into ``["don", "t believe", "doubt"]``;
-    we keep that quirk on purpose so scores stay comparable with theirs. A string with
-    no quotes at all (``"happy, sad"``) is split on commas.
-
-    Args:
-        value: a list of strings, a list-like string, or None/NaN/"" (→ []).
-
-    Raises:
-        ValueError: any other type, or a list with non-string items.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, (list, tuple)):
-        if not all(isinstance(v, str) for v in value):
-            raise ValueError(f"label list must hold strings, got {value!r}")
-        return [v.strip() for v in value if v.strip()]
-    if not isinstance(value, str):
-        raise ValueError(f"labels must be a list or a list-like string, got {value!r}")
-    s = value.strip()
-    if s.startswith("["):
-        s = s[1:]
-    if s.endswith("]"):
-        s = s[:-1]
-    if not re.search(r"['\"]", s):
-        return [p.strip() for p in s.split(",") if p.strip()]
-    return [p.strip() for p in re.split(r"['\"]", s) if p.strip() not in ("", ",")]
-
-
 def parse_group_lists(value: Any) -> list[list[str]]:
     """Synonym groups from a list of lists, or from the list-of-lists string a judge
     (or MERTools' ``.npy`` cache) returns, e.g. ``"[['happy', 'joyful'], ['sad']]"``.

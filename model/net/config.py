@@ -6,7 +6,7 @@
     └── face_config   FaceEncoderConfig (FaceXFormer: Swin + multi-scale MLP fusion + pooling)
 
 Every default is the paper's production value (LLaVA-OneVision-7B, Whisper-large-v3,
-FaceXFormer Swin-B); the `tiny` preset in `model/presets.py` shrinks them for tests.
+FaceXFormer Swin-B); the `tiny` preset in `model/net/presets.py` shrinks them for tests.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class FaceEncoderConfig(PreTrainedConfig):
 
 class OmniEmotionConfig(PreTrainedConfig):
     """The whole model. Token ids of the placeholders and wrappers are filled in when the
-    tokenizer is built (`model/tokenizer.py`), so a checkpoint carries them.
+    tokenizer is built (`model/net/tokenizer.py`), so a checkpoint carries them.
 
     Args:
         fusion: how face tokens join the visual tokens (paper Fig. 6): `video_concat`

@@ -7,7 +7,7 @@ beside them (`model.audio_encoder`, `model.audio_projector`, `model.face_encoder
 `model.face_projector`, `model.frame_embeddings`, `model.fusion`).
 
 Modality features reach the decoder only through placeholder tokens + `masked_scatter`
-(see `model/tokens.py` for the layout). A missing modality is a zero tensor of the
+(see `model/net/tokens.py` for the layout). A missing modality is a zero tensor of the
 right shape, so the layout never changes.
 """
 from __future__ import annotations
@@ -419,7 +419,7 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
         **kwargs,
     ) -> OmniEmotionOutput:
         """
-        input_ids: (B, L) with the placeholders of `model/tokens.py`.
+        input_ids: (B, L) with the placeholders of `model/net/tokens.py`.
         pixel_values_videos: (B, T, 3, S, S) SigLIP-normalised frames, or None (absent).
         face_pixel_values: (B, T, 3, 224, 224) ImageNet-normalised crops, or None (absent).
         face_present: (B, T) bool, False where a frame has no face.

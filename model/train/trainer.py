@@ -46,7 +46,7 @@ from model.train.log import CsvLog, LogRow, plot_loss
 
 if TYPE_CHECKING:  # the options are declared with the command line
     from model.checkpoint.loading import Loader
-    from model.train.cli import TrainSettings
+    from model.train.settings import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ PHASE_DEFAULTS = {
     2: PhaseDefaults(lr=1e-3, effective_batch=256, epochs=1, batch=4),
     3: PhaseDefaults(lr=1e-5, effective_batch=128, epochs=3, batch=2),
 }
-WARMUP_RATIO = 0.03  # fraction of all steps spent warming up (LLaVA recipes use 0.03)
 ADAM_BETAS = (0.9, 0.999)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"

@@ -91,7 +91,7 @@ def convert(linear, precision: str, plan, device):
     import torch
     from torch import nn
 
-    from ..estimate import torch_dtype
+    from ..dtypes import torch_dtype
 
     compute = torch_dtype(plan.compute_dtype)
     weight = linear.weight.detach().to("cpu")  # bitsandbytes quantizes on a move off the CPU

@@ -81,7 +81,7 @@ def supports(precision: str, out_features: int, in_features: int, plan) -> str |
 def weight_bytes(precision: str, out_features: int, in_features: int, plan) -> tuple[int, int]:
     """(W_q bytes, scale + zero bytes); the bias, also outside the parameters, is priced
     by the caller in the compute dtype (`BIAS_IN_STATE`)."""
-    from ..plans import BYTES_PER_ELEMENT
+    from ..dtypes import BYTES_PER_ELEMENT
 
     bits = BITS[precision]
     rows, cols = _rows(out_features, in_features, plan)
@@ -119,7 +119,7 @@ def convert(linear, precision: str, plan, device):
     import torch
     from hqq.core.quantize import HQQLinear
 
-    from ..estimate import torch_dtype
+    from ..dtypes import torch_dtype
 
     if torch.device(device).type == "cuda" and linear.weight.device.type != "cuda":
         linear = linear.to(device)  # quantize on the card (the library works where the weight is)

@@ -60,7 +60,7 @@ def supports(precision: str, out_features: int, in_features: int, plan) -> str |
 
 def weight_bytes(precision: str, out_features: int, in_features: int, plan) -> tuple[int, int]:
     """(bytes inside the weight subclass, 0): scales and zeros live inside the weight."""
-    from ..plans import BYTES_PER_ELEMENT
+    from ..dtypes import BYTES_PER_ELEMENT
 
     n = out_features * in_features
     if precision in ("ao-int8", "ao-int8dq"):
