@@ -64,14 +64,12 @@ class _DropNoise(logging.Filter):
 
 
 def quiet_library_noise() -> None:
-    """Drop the `LIBRARY_NOISE` lines (idempotent; done when this module is imported)."""
+    """Drop the `LIBRARY_NOISE` lines (idempotent; done when ``live`` is imported)."""
     for name, start in LIBRARY_NOISE:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) and f.start == start for f in log.filters):
             log.addFilter(_DropNoise(start))
 
-
-quiet_library_noise()
 
 
 class CliError(Exception):
