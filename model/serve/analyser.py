@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +33,6 @@ from model.net.processor import Clip
 from live.analyser import Result, make_result
 from model.serve.features import CACHE_FRAMES, FrameFeatureCache
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, StopAfterLabels, encode, generate
-
-if TYPE_CHECKING:
-    from model.checkpoint.loading import Loader
 
 DEFAULT_PROMPT = REASONING_INSTRUCTIONS[0]
 
@@ -110,22 +106,6 @@ class OmniEmotionAnalyser:
         self.use_faces, self.use_audio = use_faces, use_audio
         self.prompt, self.options, self.max_new_tokens = prompt, options, max_new_tokens
         self.name = name or Path(str(getattr(model.config, "_name_or_path", "") or "omni-emotion")).name
-
-    @classmethod
-    def load(cls, model_dir: str | Path, plan: str | None = None, device: str = "cpu",
-             loader: Loader | None = None, **kwargs) -> "OmniEmotionAnalyser":
-        """Load from a checkpoint folder. A precision `plan` needs a `loader` that applies
-        it (the composition root passes `quant.load_model`); model/ never imports quant.
-        Without a plan the checkpoint loads as saved (`model.checkpoint.loading.load`)."""
-        if plan is None:
-            from model.checkpoint.loading import load
-
-            model, processor = load(model_dir, device=device)
-        elif loader is None:
-            raise ValueError(f"plan {plan!r} needs a loader that applies it (quant.load_model)")
-        else:
-            model, processor = loader(model_dir, plan, device)
-        return cls(model, processor, name=kwargs.pop("name", Path(model_dir).name), **kwargs)
 
     def reset(self) -> None:
         """A new session: forget cached frames, the last label and the counters."""

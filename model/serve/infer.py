@@ -107,11 +107,12 @@ def _run(args: argparse.Namespace) -> int:
         clip, notes = _decode(Path(args.video), faces=not args.no_faces, use_audio=not args.no_audio)
     except (ValueError, OSError) as err:
         raise CliError(err) from None
-    from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+    from model.serve.analyser import DEFAULT_PROMPT
+    from model.serve.loader import load_analyser
 
     options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
-    analyser = OmniEmotionAnalyser.load(model_dir, device=device, prompt=args.prompt or DEFAULT_PROMPT,
-                                        options=options, max_new_tokens=args.max_new_tokens)
+    analyser = load_analyser(model_dir, None, device, prompt=args.prompt or DEFAULT_PROMPT,
+                             options=options, max_new_tokens=args.max_new_tokens)
     printed = [0]
 
     def stream(text: str) -> None:
