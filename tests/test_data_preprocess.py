@@ -86,6 +86,19 @@ def test_large_frames_are_scaled_for_storage(tmp_path):
     assert got["has_audio"] is False and got["audio"].shape == (0,)  # no audio track
 
 
+def test_storage_size_is_the_live_ingest_rule():
+    """Training stores frames by `live.media.ingest_size` (issue 19): a picture within
+    the long side keeps its odd sides as live keeps them (it was rounded to even here)."""
+    from live.media import FRAME_MAX_SIDE, ingest_size
+    from model.data.preprocess import _scaled
+
+    odd = np.random.default_rng(0).integers(0, 255, (2, 241, 321, 3), dtype=np.uint8)
+    assert _scaled(odd, FRAME_MAX_SIDE) is odd  # kept as decoded, not resized to 320×240
+    for h, w in ((600, 800), (361, 641), (1080, 1920)):
+        got = _scaled(np.zeros((1, h, w, 3), np.uint8), FRAME_MAX_SIDE)
+        assert got.shape[1:3] == ingest_size(w, h, FRAME_MAX_SIDE)[::-1]
+
+
 def test_corrupt_video_reported_not_substituted_and_cache_reused(clip, tmp_path):
     d, _ = clip
     (tmp_path / "bad.mp4").write_bytes(b"garbage" * 100)

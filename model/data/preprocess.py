@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from live.media import CROP_SIZE, FRAME_MAX_SIDE, N_FRAMES
+from live.media import CROP_SIZE, FRAME_MAX_SIDE, N_FRAMES, ingest_size
 from model.data.manifest import resolve_media
 
 # Cap on decoded audio: Whisper's window is 30 s; keep a little more so a later crop
@@ -44,16 +44,11 @@ class DecodeError(RuntimeError):
     """A media file could not be read or holds no usable stream."""
 
 
-def _storage_size(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """Even (w, h) with the long side at most ``max_side``, aspect kept."""
-    scale = min(1.0, max_side / max(w, h))
-    return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
-
-
 def _scaled(frames: np.ndarray, max_side: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 → (T, h, w, 3) with the long side at most ``max_side``."""
+    """(T, H, W, 3) uint8 → (T, h, w, 3) at ``live.media.ingest_size`` for ``max_side``
+    (the live rule: a picture within ``max_side`` is kept as decoded, odd sides too)."""
     h, w = frames.shape[1:3]
-    sw, sh = _storage_size(w, h, max_side)
+    sw, sh = ingest_size(w, h, max_side)
     if (sw, sh) == (w, h):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize((sw, sh), Image.BILINEAR)) for f in frames])
