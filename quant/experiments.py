@@ -124,7 +124,7 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
                 generated, prefill, decode = _timed_generate(model, processor, batch, max_new_tokens, options)
             answer, text, parsed = generated.ids, generated.text, generated.parsed
             row = {
-                "window": window.summary() if hasattr(window, "summary") else {"index": i},
+                "window": window.summary(),
                 "text": text,
                 "label": parsed.label,
                 "tokens": int(answer.numel()),
