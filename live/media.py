@@ -59,6 +59,23 @@ def ingest_size(width: int, height: int, max_side: int = INGEST_MAX_SIDE) -> tup
     return (max(2, 2 * int(round(width * s / 2))), max(2, 2 * int(round(height * s / 2))))
 
 
+# THE form of a missing modality (fields defined in ``live.window.Window``): windows,
+# the processor's ``Clip`` and training preprocessing all fill from these.
+def no_frames() -> np.ndarray:
+    """The ``frames`` of media without video: (0, 0, 0, 3) uint8."""
+    return np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def no_faces(n: int = N_FRAMES, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """``faces`` (n, size, size, 3) uint8 zeros and ``face_present`` (n,) False: no face."""
+    return np.zeros((n, size, size, 3), np.uint8), np.zeros(n, bool)
+
+
+def no_audio(n: int = 0) -> np.ndarray:
+    """``audio`` of media without sound: (n,) float32 zeros (n = the window's samples)."""
+    return np.zeros(n, np.float32)
+
+
 def sample_targets(start: float, end: float, n: int = N_FRAMES) -> np.ndarray:
     """(n,) float64 seconds: the centres of n equal slices of [start, end]."""
     return start + (np.arange(n) + 0.5) * (end - start) / n

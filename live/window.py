@@ -18,16 +18,12 @@ import numpy as np
 from .buffers import AudioBuffer, FrameBuffer
 from .faces import FaceTracker, face_crops, window_face_boxes, window_faces
 from .frames import VideoFrame
-from .media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, check_window, sample_frames
+from .media import (AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, check_window, no_audio, no_frames,
+                    sample_frames)
 from .sources import SourceError, iter_video_frames, video_times
 from .vad import VADGate
 
 GATES = ("always", "face", "speech")
-
-
-def no_frames() -> np.ndarray:
-    """The ``frames`` of media without video: (0, 0, 0, 3) uint8 (see ``Window``)."""
-    return np.zeros((0, 0, 0, 3), np.uint8)
 
 
 @dataclass
@@ -37,7 +33,8 @@ class Window:
     This docstring is where the media fields are defined; ``model.net.processor.Clip``
     and the preprocessing cache (``model.data.preprocess``) carry the same fields under
     the same names. A missing modality has one form everywhere: arrays of the documented
-    shape filled with zeros, plus ``has_video`` / ``has_audio`` / ``face_present``.
+    shape filled with zeros (``live.media.no_frames`` / ``no_faces`` / ``no_audio``),
+    plus ``has_video`` / ``has_audio`` / ``face_present``.
 
     start, end:    seconds on the session clock; ``end - start == window_s`` except
                    for a single short window at the end of a clip shorter than that.
@@ -219,7 +216,7 @@ class WindowAssembler:
         present, boxes, track = window_face_boxes(picked)
         faces = partial(face_crops, tuple(picked), present, boxes, track, S)
         n = int(round((end - start) * AUDIO_RATE))
-        wav = audio.between(start, start + n / AUDIO_RATE) if (audio is not None and has_audio) else np.zeros(n, np.float32)
+        wav = audio.between(start, start + n / AUDIO_RATE) if (audio is not None and has_audio) else no_audio(n)
         speech = vad.segments_between(start, end) if vad is not None else []
         ratio = vad.speech_ratio(start, end) if vad is not None else 0.0
         w = Window(

@@ -91,3 +91,18 @@ def test_window_and_cached_sample_become_the_same_clip(live_windows):
     for name in ("frames", "faces", "face_present", "audio"):
         np.testing.assert_array_equal(getattr(served, name), getattr(trained, name))
     assert (served.has_video, served.has_audio) == (trained.has_video, trained.has_audio) == (True, True)
+
+
+def test_a_missing_modality_has_one_form():
+    """`live.media.no_frames` / `no_faces` / `no_audio` are the one zero-fill: the
+    processor's `Clip` fills a missing modality with exactly them (issue 19)."""
+    from live.media import no_audio, no_faces, no_frames
+
+    sound = Clip(audio=np.ones(10, np.float32))
+    faces, present = no_faces()
+    assert (sound.has_video, sound.has_audio) == (False, True)
+    for got, want in ((sound.frames, no_frames()), (sound.faces, faces), (sound.face_present, present)):
+        assert got.dtype == want.dtype and got.shape == want.shape and not got.any()
+    picture = Clip(frames=np.zeros((3, 4, 4, 3), np.uint8))
+    assert picture.faces.shape == no_faces(3)[0].shape and picture.audio.shape == no_audio().shape == (0,)
+    assert not picture.has_audio and not picture.face_present.any()

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from live.media import CROP_SIZE, FRAME_MAX_SIDE, N_FRAMES, ingest_size
+from live.media import FRAME_MAX_SIDE, N_FRAMES, ingest_size, no_audio, no_faces, no_frames
 from model.data.manifest import resolve_media
 
 # Cap on decoded audio: Whisper's window is 30 s; keep a little more so a later crop
@@ -85,12 +85,11 @@ def preprocess_sample(
         DecodeError: unreadable media.
     """
     from live.sources import SourceError, decode_audio
-    from live.window import file_window, no_frames
+    from live.window import file_window
 
     video, audio_path = resolve_media(sample, base_dir)
     frames = no_frames()
-    faces = np.zeros((num_frames, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    present = np.zeros(num_frames, bool)
+    faces, present = no_faces(num_frames)
     try:
         if video is not None:
             if not video.is_file():
@@ -108,7 +107,7 @@ def preprocess_sample(
         "frames": frames,
         "faces": faces,
         "face_present": present,
-        "audio": audio if audio is not None else np.zeros(0, np.float32),
+        "audio": audio if audio is not None else no_audio(),
         "has_video": np.array(video is not None),
         "has_audio": np.array(audio is not None and audio.size > 0),
     }

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeatureExtractor
 
-from live.media import AUDIO_RATE, CROP_SIZE, N_FRAMES
+from live.media import AUDIO_RATE, N_FRAMES, no_audio, no_faces, no_frames
 from model.net import tokens
 from model.net.config import OmniEmotionConfig
 
@@ -51,14 +51,13 @@ class Clip:
         if self.has_audio is None:
             self.has_audio = self.audio is not None
         if self.frames is None:
-            self.frames = np.zeros((0, 0, 0, 3), np.uint8)
+            self.frames = no_frames()
         if self.audio is None:
-            self.audio = np.zeros(0, np.float32)
-        t = len(self.frames) if self.has_video else N_FRAMES
+            self.audio = no_audio()
         if self.faces is None:
-            self.faces = np.zeros((t, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+            self.faces, present = no_faces(len(self.frames) if self.has_video else N_FRAMES)
             if self.face_present is None:
-                self.face_present = np.zeros(t, bool)
+                self.face_present = present
         if self.face_present is None:
             self.face_present = np.ones(len(self.faces), bool)
 

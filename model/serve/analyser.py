@@ -157,8 +157,8 @@ class OmniEmotionAnalyser:
                 pixels, rows = batch.pop("face_pixel_values"), []
                 for i, s in enumerate(sessions):
                     before = s.cache.face_crops_encoded
-                    present = batch["face_present"][i].cpu().numpy()
-                    rows.append(s.cache.faces(frame_ids[i], clips[i].faces, present, pixels[i]) if use[i]
+                    # the clip's own (T,) bool: what the processor stacked into the batch
+                    rows.append(s.cache.faces(frame_ids[i], clips[i].faces, clips[i].face_present, pixels[i]) if use[i]
                                 else inner.face_features(pixels[i][None]))
                     s.stats["face_crops_encoded"] += s.cache.face_crops_encoded - before if use[i] else t
                 batch["face_embeds"] = torch.cat(rows)
