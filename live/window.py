@@ -18,7 +18,7 @@ import numpy as np
 from .buffers import AudioBuffer, FrameBuffer
 from .faces import FaceTracker, face_crops, window_face_boxes, window_faces
 from .frames import VideoFrame
-from .media import (AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, check_window, no_audio, no_frames,
+from .media import (AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, Clip, check_window, no_audio, no_frames,
                     sample_frames)
 from .sources import SourceError, iter_video_frames, video_times
 from .vad import VADGate
@@ -26,13 +26,13 @@ from .vad import VADGate
 GATES = ("always", "face", "speech")
 
 
-@dataclass
-class Window:
-    """One analysis window, ``T = N_FRAMES`` (8).
+@dataclass(kw_only=True)
+class Window(Clip):
+    """One analysis window, ``T = N_FRAMES`` (8): a ``live.media.Clip`` (the media, given
+    to the processor as it is) with its times and ids.
 
-    This docstring is where the media fields are defined; ``model.net.processor.Clip``
-    and the preprocessing cache (``model.data.preprocess``) carry the same fields under
-    the same names. A missing modality has one form everywhere: arrays of the documented
+    This docstring is where the media fields are defined; the preprocessing cache
+    (``model.data.preprocess``) carries the same fields under the same names. A missing modality has one form everywhere: arrays of the documented
     shape filled with zeros (``live.media.no_frames`` / ``no_faces`` / ``no_audio``),
     plus ``has_video`` / ``has_audio`` / ``face_present``.
 
@@ -83,6 +83,10 @@ class Window:
     # Which session (WindowAssembler run) the window belongs to: with frame_times, the
     # identity of its frames (model.serve.features caches encoder outputs by it).
     session: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        """Built whole (``WindowAssembler.build``): nothing to fill, and ``frames`` and
+        ``faces`` may be lazy, so they are not read here."""
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

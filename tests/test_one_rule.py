@@ -21,7 +21,6 @@ from live.sources import FileSource, video_times
 from model.data.manifest import make_sample
 from model.data.preprocess import preprocess_sample
 from model.net.processor import Clip
-from model.serve.analyser import OmniEmotionAnalyser
 from tests.media import cached_clip, clip_frames
 
 CLIP = dict(seconds=6.0, size=(320, 240), face_scale=120)  # under 384 px: stored as decoded
@@ -83,7 +82,7 @@ def test_live_and_training_paths_see_the_same_frames_crops_and_audio(live_window
 def test_window_and_cached_sample_become_the_same_clip(live_windows):
     g, windows = live_windows
     w = windows[0]
-    served = OmniEmotionAnalyser.clip_from_window(w)
+    served = w  # the window is the clip the analyser serves (a live.media.Clip)
     got = _training(g, (w.start, w.end))
     trained = Clip(frames=got["frames"], faces=got["faces"], face_present=got["face_present"],
                    audio=got["audio"][: w.audio.size], has_video=bool(got["has_video"]),

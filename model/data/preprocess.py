@@ -1,6 +1,6 @@
 """Decode each manifest sample once and cache what training needs as one ``.npz``.
 
-Per sample (``cache_path(cache_dir, id)``) the fields of ``model.net.processor.Clip``
+Per sample (``cache_path(cache_dir, id)``) the fields of ``live.media.Clip``
 (defined once, in ``live.window.Window``): ``frames`` (long side scaled to at most
 FRAME_MAX_SIDE for storage), ``faces``, ``face_present``, ``audio`` (n = 0 when the
 sample has none), ``has_video`` and ``has_audio`` (0-d bool arrays).
@@ -123,7 +123,7 @@ def cache_path(cache_dir: str | Path, sample_id: str) -> Path:
 
 
 def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, Any]:
-    """A cached sample as ``model.net.processor.Clip`` keyword arguments (``clip_arrays``).
+    """A cached sample as ``live.media.Clip`` keyword arguments (``clip_arrays``).
 
     Raises:
         FileNotFoundError: the sample was never cached (e.g. it failed to decode).
@@ -141,7 +141,7 @@ def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, Any]:
 
 
 def clip_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """``preprocess_sample``'s arrays (or a cache file's) → ``model.net.processor.Clip``
+    """``preprocess_sample``'s arrays (or a cache file's) → ``live.media.Clip``
     keyword arguments: the same names, flags as Python bools."""
     return {
         "frames": arrays["frames"],

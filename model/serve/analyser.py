@@ -29,7 +29,7 @@ from transformers.generation.streamers import TextStreamer
 
 from model.net import tokens
 from model.data.templates import REASONING_INSTRUCTIONS
-from model.net.processor import Clip
+from live.media import Clip
 from live.analyser import Result, make_result
 from model.serve.features import CACHE_FRAMES, FrameFeatureCache
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, StopAfterLabels, encode, generate
@@ -287,18 +287,6 @@ class OmniEmotionAnalyser:
         )
 
     @staticmethod
-    def clip_from_window(window) -> Clip:
-        """A `live.window.Window` → Clip: the same fields (defined in `Window`)."""
-        return Clip(
-            frames=window.frames,
-            faces=window.faces,
-            face_present=np.asarray(window.face_present, dtype=bool),
-            audio=window.audio.astype(np.float32, copy=False),
-            has_video=bool(window.has_video),
-            has_audio=bool(window.has_audio) and window.audio.size > 0,
-        )
-
-    @staticmethod
     def frame_ids(window) -> list | None:
         """A live window's frames' identities in their source: (T,) (session, frame time)."""
         session = getattr(window, "session", None)
@@ -310,8 +298,7 @@ class OmniEmotionAnalyser:
         session = getattr(window, "session", None)
         if session != self.session:
             self.current = self.new_session(session)
-        return self.analyse(self.clip_from_window(window), on_text=on_text, frame_ids=self.frame_ids(window),
-                            at=window.end)
+        return self.analyse(window, on_text=on_text, frame_ids=self.frame_ids(window), at=window.end)
 
 
 class _PerRow:

@@ -48,7 +48,7 @@ def _decode(video: Path, faces: bool, use_audio: bool):
 
     from model.data.preprocess import (DecodeError, clip_arrays, default_face_tracker, no_face_tracker,
                                        preprocess_sample)
-    from model.net.processor import Clip
+    from live.media import Clip
 
     if not video.is_file():
         raise ValueError(f"no such file: {video}")

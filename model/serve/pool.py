@@ -149,11 +149,10 @@ def _replica_class():
         async def analyse_windows(self, requests: list) -> list[Result]:
             """(window, its session) pairs → one result each, in one generate call."""
             windows = [w for w, _ in requests]
-            clips = [self.analyser.clip_from_window(w) for w in windows]
-            self.batches.append(len(clips))
+            self.batches.append(len(windows))
             # off the event loop: health checks and new requests are answered meanwhile
             return await asyncio.to_thread(
-                self.analyser.analyse_batch, clips, frame_ids=[self.analyser.frame_ids(w) for w in windows],
+                self.analyser.analyse_batch, windows, frame_ids=[self.analyser.frame_ids(w) for w in windows],
                 at=[w.end for w in windows], sessions=[s for _, s in requests])
 
         def stats(self) -> dict:
