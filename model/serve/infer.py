@@ -46,20 +46,17 @@ def _decode(video: Path, faces: bool, use_audio: bool):
     Raises ValueError for a missing or unreadable file."""
     from dataclasses import replace
 
-    from model.data.preprocess import (DecodeError, clip_arrays, default_face_tracker, no_face_tracker,
-                                       preprocess_sample)
-    from live.media import Clip
+    from model.data.preprocess import DecodeError, default_face_tracker, no_face_tracker, preprocess_sample
 
     if not video.is_file():
         raise ValueError(f"no such file: {video}")
     _probe(video)
 
     try:
-        arrays = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
+        clip = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
                                    default_face_tracker if faces else no_face_tracker)
     except DecodeError as err:
         raise ValueError(f"cannot read video: {err}") from None
-    clip = Clip(**clip_arrays(arrays))
     notes = []
     if not clip.has_audio:
         notes.append(f"{video.name} has no audio: analysed from the picture alone")
