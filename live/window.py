@@ -233,30 +233,6 @@ class WindowAssembler:
         return w
 
 
-@dataclass
-class FileSpan:
-    """A file span's frames as a live window over the same span sees them.
-
-    start, end: the span, seconds on the file clock (``live.sources.file_origin``);
-    frames: the T sampled ``VideoFrame``s (a frame may repeat); frame_times (T,)
-    float64; faces, face_present, face_boxes, face_track: as in ``Window``.
-    """
-
-    start: float
-    end: float
-    frames: list[VideoFrame]
-    frame_times: np.ndarray
-    faces: np.ndarray
-    face_present: np.ndarray
-    face_boxes: np.ndarray
-    face_track: int | None
-
-    def rgb(self) -> np.ndarray:
-        """(T, H, W, 3) uint8 RGB as stored (``live.media.ingest_size``), as a live
-        window's ``frames``."""
-        return stack_rgb(self.frames)
-
-
 def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,
           tracker: FaceTracker | None) -> list[VideoFrame] | None:
     """Decode until the last sampled frame is settled, tracking every frame as the
@@ -288,9 +264,10 @@ def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,
 
 def file_window(path: str | Path, start: float | None = None, end: float | None = None,
                 n: int = N_FRAMES, tracker: FaceTracker | None = None,
-                crop_size: int = CROP_SIZE) -> FileSpan:
+                crop_size: int = CROP_SIZE) -> Window:
     """The ``n`` frames of a file's span [start, end] and the crops of its face, exactly
-    as a live window over that span gets them: the same sampling rule over all of the
+    as a live window over that span gets them, as a ``Window`` without sound
+    (``frames`` stacked on first read; ``has_audio`` False, no speech): the same sampling rule over all of the
     file's frames, every frame up to the last sampled one tracked by ``tracker`` (a
     fresh ``FaceTracker`` with the live defaults; None: no faces) and the same
     primary-face rule.
@@ -316,4 +293,6 @@ def file_window(path: str | Path, start: float | None = None, end: float | None 
     else:
         raise SourceError(f"{path}: frames do not decode consistently")
     faces, present, boxes, track = window_faces(picked if tracker is not None else [None] * n, crop_size)
-    return FileSpan(s, e, picked, np.array([f.t for f in picked]), faces, present, boxes, track)
+    return Window(index=0, start=s, end=e, frames=partial(stack_rgb, tuple(picked)),
+                  frame_times=np.array([f.t for f in picked]), faces=faces, face_present=present, face_boxes=boxes,
+                  face_track=track, audio=no_audio(), has_audio=False, speech=[], speech_ratio=0.0)

@@ -96,7 +96,7 @@ def preprocess_sample(
                 raise DecodeError(f"{video}: no such file")
             got = file_window(video, *(span or (None, None)), n=num_frames, tracker=face_tracker())
             faces, present = got.faces, got.face_present
-            frames = _scaled(got.rgb(), max_side)
+            frames = _scaled(got.frames, max_side)
         src = audio_path if audio_path is not None else video
         audio = decode_audio(src, max_s=AUDIO_MAX_S)
     except SourceError as e:
