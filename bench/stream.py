@@ -119,7 +119,7 @@ def stream(seconds: float, audio_context: str) -> dict:
     worst = 0.0
     with torch.inference_mode():
         for w in windows:
-            clip, ids = reuse.clip_from_window(w), [(w.session, float(t)) for t in w.frame_times]
+            clip, ids = w, [(w.session, float(t)) for t in w.frame_times]
             a, b = model(**reuse.inputs(clip, ids)).logits, model(**plain.inputs(clip, ids)).logits
             worst = max(worst, float((a - b).abs().max()))
     out["max_abs_logit_diff"] = worst

@@ -147,11 +147,11 @@ def main(argv=None) -> dict:
         model, analyser = [], None
         if a.tiny:
             from model.checkpoint.loading import build_tiny
-            from model.serve.analyser import OmniEmotionAnalyser
+            from model.serve.loader import load_analyser
 
             build_tiny(tmp / "tiny")
             model = ["--model", str(tmp / "tiny"), "--device", "cpu"]
-            analyser = OmniEmotionAnalyser.load(str(tmp / "tiny"), device="cpu")
+            analyser = load_analyser(str(tmp / "tiny"), device="cpu")
         else:
             from live.analyser import NullAnalyser
 

@@ -17,7 +17,7 @@ from collections import deque
 import numpy as np
 
 from .frames import MAX_FRAME_BYTES, VideoFrame
-from .media import AUDIO_RATE, N_FRAMES, WINDOW_S, nearest_indices, sample_frames
+from .media import AUDIO_RATE, N_FRAMES, WINDOW_S, sample_frames
 
 MAX_FPS = 60  # frames/s up to which a FrameBuffer sized by frame_capacity holds its seconds
 FRAME_SLACK_S = 6.0  # s of frames held beyond one window (processing lag, late streams)
@@ -124,14 +124,6 @@ class FrameBuffer:
     def _snapshot(self) -> tuple[np.ndarray, list[VideoFrame]]:
         with self._lock:
             return np.fromiter(self._times, float, len(self._times)), list(self._items)
-
-    def nearest(self, targets) -> list[VideoFrame | None]:
-        """For each target time, the held frame closest to it (None if empty);
-        ``live.media.nearest_indices`` decides (ties: the earlier frame)."""
-        times, items = self._snapshot()
-        if not items:
-            return [None for _ in targets]
-        return [items[k] for k in nearest_indices(times, targets)]
 
     def sample(self, start: float, end: float, n: int = N_FRAMES) -> list[VideoFrame | None]:
         """The ``n`` frames of the span [start, end] by the one sampling rule,

@@ -1,5 +1,5 @@
-"""The one home of the media constants every stage agrees on, capture to model, and of
-the one frame-sampling rule.
+"""The one home of the media contract every stage agrees on, capture to model: the media
+constants, the media type `Clip`, the one zero-fill and the one frame-sampling rule.
 
 Live windows, training preprocessing, the processor, the quantization harness and the
 app all read these names; nothing else in the tree spells 16 kHz, 224 px or 8 frames.
@@ -9,6 +9,7 @@ defaults expects exactly what the front end delivers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,6 +58,59 @@ def ingest_size(width: int, height: int, max_side: int = INGEST_MAX_SIDE) -> tup
         return int(width), int(height)
     s = max_side / long
     return (max(2, 2 * int(round(width * s / 2))), max(2, 2 * int(round(height * s / 2))))
+
+
+# THE form of a missing modality (fields defined in ``live.window.Window``): windows,
+# ``Clip`` (below) and training preprocessing all fill from these.
+def no_frames() -> np.ndarray:
+    """The ``frames`` of media without video: (0, 0, 0, 3) uint8."""
+    return np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def no_faces(n: int = N_FRAMES, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """``faces`` (n, size, size, 3) uint8 zeros and ``face_present`` (n,) False: no face."""
+    return np.zeros((n, size, size, 3), np.uint8), np.zeros(n, bool)
+
+
+def no_audio(n: int = 0) -> np.ndarray:
+    """``audio`` of media without sound: (n,) float32 zeros (n = the window's samples)."""
+    return np.zeros(n, np.float32)
+
+
+@dataclass
+class Clip:
+    """THE media type, capture to model: one clip's frames, faces, face_present, audio,
+    has_video, has_audio (shapes defined in ``live.window.Window``, a clip with its
+    times and ids; training preprocessing and the processor take the same fields).
+
+    A field left None is filled in: ``has_video`` / ``has_audio`` tell whether
+    ``frames`` / ``audio`` were given; missing frames become (0, 0, 0, 3), missing audio
+    (0,); missing faces become zero crops with ``face_present`` all False, and faces
+    given without ``face_present`` count as present in every frame.
+    """
+
+    frames: np.ndarray | None = None
+    faces: np.ndarray | None = None
+    face_present: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    has_video: bool | None = None
+    has_audio: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_video is None:
+            self.has_video = self.frames is not None
+        if self.has_audio is None:
+            self.has_audio = self.audio is not None
+        if self.frames is None:
+            self.frames = no_frames()
+        if self.audio is None:
+            self.audio = no_audio()
+        if self.faces is None:
+            self.faces, present = no_faces(len(self.frames) if self.has_video else N_FRAMES)
+            if self.face_present is None:
+                self.face_present = present
+        if self.face_present is None:
+            self.face_present = np.ones(len(self.faces), bool)
 
 
 def sample_targets(start: float, end: float, n: int = N_FRAMES) -> np.ndarray:

@@ -104,9 +104,9 @@ def make_analyser(args) -> Analyser:
             raise CliError(f"model folder not found: {args.model}")
         try:
             from model.checkpoint.loading import resolve_device
-            from model.serve.analyser import OmniEmotionAnalyser
+            from model.serve.loader import load_analyser
         except ImportError as e:
-            raise CliError(f"--model needs the model package (model.serve.analyser): {e}") from None
+            raise CliError(f"--model needs the model package (model.serve.loader): {e}") from None
         loader = None
         if args.plan:  # composition root: the only place live/ reaches quant/
             try:
@@ -114,8 +114,7 @@ def make_analyser(args) -> Analyser:
             except ImportError as e:
                 raise CliError(f"--plan needs the quant package: {e}") from None
         try:
-            return OmniEmotionAnalyser.load(args.model, plan=args.plan, device=resolve_device(args.device),
-                                            loader=loader)
+            return load_analyser(args.model, args.plan, resolve_device(args.device), loader)
         except (ValueError, OSError) as e:
             raise CliError(f"cannot load model {args.model}: {e}") from None
     if args.analyser == "fake":

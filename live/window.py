@@ -18,26 +18,23 @@ import numpy as np
 from .buffers import AudioBuffer, FrameBuffer
 from .faces import FaceTracker, face_crops, window_face_boxes, window_faces
 from .frames import VideoFrame
-from .media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, check_window, sample_frames
+from .media import (AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, Clip, check_window, no_audio, no_frames,
+                    sample_frames)
 from .sources import SourceError, iter_video_frames, video_times
 from .vad import VADGate
 
 GATES = ("always", "face", "speech")
 
 
-def no_frames() -> np.ndarray:
-    """The ``frames`` of media without video: (0, 0, 0, 3) uint8 (see ``Window``)."""
-    return np.zeros((0, 0, 0, 3), np.uint8)
+@dataclass(kw_only=True)
+class Window(Clip):
+    """One analysis window, ``T = N_FRAMES`` (8): a ``live.media.Clip`` (the media, given
+    to the processor as it is) with its times and ids.
 
-
-@dataclass
-class Window:
-    """One analysis window, ``T = N_FRAMES`` (8).
-
-    This docstring is where the media fields are defined; ``model.net.processor.Clip``
-    and the preprocessing cache (``model.data.preprocess``) carry the same fields under
-    the same names. A missing modality has one form everywhere: arrays of the documented
-    shape filled with zeros, plus ``has_video`` / ``has_audio`` / ``face_present``.
+    This docstring is where the media fields are defined; the preprocessing cache
+    (``model.data.preprocess``) carries the same fields under the same names. A missing modality has one form everywhere: arrays of the documented
+    shape filled with zeros (``live.media.no_frames`` / ``no_faces`` / ``no_audio``),
+    plus ``has_video`` / ``has_audio`` / ``face_present``.
 
     start, end:    seconds on the session clock; ``end - start == window_s`` except
                    for a single short window at the end of a clip shorter than that.
@@ -86,6 +83,10 @@ class Window:
     # Which session (WindowAssembler run) the window belongs to: with frame_times, the
     # identity of its frames (model.serve.features caches encoder outputs by it).
     session: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        """Built whole (``WindowAssembler.build``): nothing to fill, and ``frames`` and
+        ``faces`` may be lazy, so they are not read here."""
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -219,7 +220,7 @@ class WindowAssembler:
         present, boxes, track = window_face_boxes(picked)
         faces = partial(face_crops, tuple(picked), present, boxes, track, S)
         n = int(round((end - start) * AUDIO_RATE))
-        wav = audio.between(start, start + n / AUDIO_RATE) if (audio is not None and has_audio) else np.zeros(n, np.float32)
+        wav = audio.between(start, start + n / AUDIO_RATE) if (audio is not None and has_audio) else no_audio(n)
         speech = vad.segments_between(start, end) if vad is not None else []
         ratio = vad.speech_ratio(start, end) if vad is not None else 0.0
         w = Window(
@@ -230,30 +231,6 @@ class WindowAssembler:
         )
         self.emitted += 1
         return w
-
-
-@dataclass
-class FileSpan:
-    """A file span's frames as a live window over the same span sees them.
-
-    start, end: the span, seconds on the file clock (``live.sources.file_origin``);
-    frames: the T sampled ``VideoFrame``s (a frame may repeat); frame_times (T,)
-    float64; faces, face_present, face_boxes, face_track: as in ``Window``.
-    """
-
-    start: float
-    end: float
-    frames: list[VideoFrame]
-    frame_times: np.ndarray
-    faces: np.ndarray
-    face_present: np.ndarray
-    face_boxes: np.ndarray
-    face_track: int | None
-
-    def rgb(self) -> np.ndarray:
-        """(T, H, W, 3) uint8 RGB as stored (``live.media.ingest_size``), as a live
-        window's ``frames``."""
-        return stack_rgb(self.frames)
 
 
 def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,
@@ -287,9 +264,10 @@ def _pick(path: Path, times: np.ndarray, start: float, end: float, n: int,
 
 def file_window(path: str | Path, start: float | None = None, end: float | None = None,
                 n: int = N_FRAMES, tracker: FaceTracker | None = None,
-                crop_size: int = CROP_SIZE) -> FileSpan:
+                crop_size: int = CROP_SIZE) -> Window:
     """The ``n`` frames of a file's span [start, end] and the crops of its face, exactly
-    as a live window over that span gets them: the same sampling rule over all of the
+    as a live window over that span gets them, as a ``Window`` without sound
+    (``frames`` stacked on first read; ``has_audio`` False, no speech): the same sampling rule over all of the
     file's frames, every frame up to the last sampled one tracked by ``tracker`` (a
     fresh ``FaceTracker`` with the live defaults; None: no faces) and the same
     primary-face rule.
@@ -315,4 +293,6 @@ def file_window(path: str | Path, start: float | None = None, end: float | None 
     else:
         raise SourceError(f"{path}: frames do not decode consistently")
     faces, present, boxes, track = window_faces(picked if tracker is not None else [None] * n, crop_size)
-    return FileSpan(s, e, picked, np.array([f.t for f in picked]), faces, present, boxes, track)
+    return Window(index=0, start=s, end=e, frames=partial(stack_rgb, tuple(picked)),
+                  frame_times=np.array([f.t for f in picked]), faces=faces, face_present=present, face_boxes=boxes,
+                  face_track=track, audio=no_audio(), has_audio=False, speech=[], speech_ratio=0.0)

@@ -124,7 +124,7 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
                 generated, prefill, decode = _timed_generate(model, processor, batch, max_new_tokens, options)
             answer, text, parsed = generated.ids, generated.text, generated.parsed
             row = {
-                "window": window.summary() if hasattr(window, "summary") else {"index": i},
+                "window": window.summary(),
                 "text": text,
                 "label": parsed.label,
                 "tokens": int(answer.numel()),
@@ -195,7 +195,7 @@ def run_experiments(
 
     from live.cli import log_traceback, one_line
     from live.media import HOP_S, WINDOW_S
-    from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+    from model.serve.analyser import DEFAULT_PROMPT
 
     from . import windows as win
     from .plans import get_plan
@@ -208,7 +208,7 @@ def run_experiments(
     windows, how = win.load_windows(
         source, hop_s or HOP_S, window_s or WINDOW_S, max_windows=max_windows, faces=faces
     )
-    clips = [OmniEmotionAnalyser.clip_from_window(w) for w in windows]
+    clips = windows  # a live.window.Window is the processor's Clip
     prompt = prompt or DEFAULT_PROMPT
     results = {
         "model": str(model_dir),

@@ -33,7 +33,7 @@ def _window(path: str, index: int) -> tuple[dict, np.ndarray, np.ndarray]:
            "frame_times": [round(float(t), 3) for t in span.frame_times], "face_track": None,
            "speech_ratio": 0.5, "analysed": True, "reason": None, "label": "neutral",
            "labels": ["calm"], "explanation": "model output", "run": 1, "source": "live"}
-    return rec, span.rgb(), audio.astype(np.float32)
+    return rec, span.frames, audio.astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -64,17 +64,17 @@ def test_frames_audio_faces_cached(clip, tmp_path):
     speech = slice(int(0.35 * AUDIO_RATE), int(0.6 * AUDIO_RATE))
     assert np.abs(a[speech]).max() > 0.1 and np.abs(a[-1000:]).max() < 0.02
     back = load_cached(tmp_path / "c", "dfew/1")
-    assert back["has_video"] is True and back["has_audio"] is True
-    np.testing.assert_array_equal(back["face_present"], z["face_present"])
-    assert back["audio"].shape == a.shape
+    assert back.has_video is True and back.has_audio is True
+    np.testing.assert_array_equal(back.face_present, z["face_present"])
+    assert back.audio.shape == a.shape
 
 
 def test_span_picks_the_frames_a_live_window_would(clip):
     d, _ = clip
     got = preprocess_sample(_cls("s", "talk.mp4"), d, no_face_tracker, span=(0.52, 1.32))
     # slice centres 0.57, 0.67, ... 1.27 s → the frames at 0.6, 0.7, ... 1.3 s
-    np.testing.assert_array_equal(got["frames"], clip_frames(d / "talk.mp4")[6:14])
-    assert not got["face_present"].any() and got["faces"].max() == 0
+    np.testing.assert_array_equal(got.frames, clip_frames(d / "talk.mp4")[6:14])
+    assert not got.face_present.any() and got.faces.max() == 0
 
 
 def test_large_frames_are_scaled_for_storage(tmp_path):
@@ -82,8 +82,21 @@ def test_large_frames_are_scaled_for_storage(tmp_path):
     preprocess_manifest([_cls("b", "big.mp4")], tmp_path / "c", base_dir=tmp_path,
                         face_tracker=no_face_tracker, progress=False)
     got = load_cached(tmp_path / "c", "b")
-    assert got["frames"].shape == (8, 288, 384, 3)  # long side 384, aspect 4:3 kept
-    assert got["has_audio"] is False and got["audio"].shape == (0,)  # no audio track
+    assert got.frames.shape == (8, 288, 384, 3)  # long side 384, aspect 4:3 kept
+    assert got.has_audio is False and got.audio.shape == (0,)  # no audio track
+
+
+def test_storage_size_is_the_live_ingest_rule():
+    """Training stores frames by `live.media.ingest_size` (issue 19): a picture within
+    the long side keeps its odd sides as live keeps them (it was rounded to even here)."""
+    from live.media import FRAME_MAX_SIDE, ingest_size
+    from model.data.preprocess import _scaled
+
+    odd = np.random.default_rng(0).integers(0, 255, (2, 241, 321, 3), dtype=np.uint8)
+    assert _scaled(odd, FRAME_MAX_SIDE) is odd  # kept as decoded, not resized to 320×240
+    for h, w in ((600, 800), (361, 641), (1080, 1920)):
+        got = _scaled(np.zeros((1, h, w, 3), np.uint8), FRAME_MAX_SIDE)
+        assert got.shape[1:3] == ingest_size(w, h, FRAME_MAX_SIDE)[::-1]
 
 
 def test_corrupt_video_reported_not_substituted_and_cache_reused(clip, tmp_path):
@@ -121,12 +134,12 @@ def test_audio_only_and_separate_audio(clip, tmp_path):
     assert s.done == ["a", "v"]
     a = load_cached(tmp_path / "c", "a")
     # absent video: the one form (flags + zeros of the documented shape), no None
-    assert a["has_video"] is False and a["frames"].shape == (0, 0, 0, 3)
-    assert a["faces"].shape == (8, 224, 224, 3) and a["faces"].max() == 0 and not a["face_present"].any()
-    np.testing.assert_allclose(a["audio"], tone, atol=2e-4)  # 16-bit wav quantisation
+    assert a.has_video is False and a.frames.shape == (0, 0, 0, 3)
+    assert a.faces.shape == (8, 224, 224, 3) and a.faces.max() == 0 and not a.face_present.any()
+    np.testing.assert_allclose(a.audio, tone, atol=2e-4)  # 16-bit wav quantisation
     v = load_cached(tmp_path / "c", "v")
-    np.testing.assert_allclose(v["audio"], tone, atol=2e-4)
-    assert v["frames"].shape[0] == 8
+    np.testing.assert_allclose(v.audio, tone, atol=2e-4)
+    assert v.frames.shape[0] == 8
 
 
 def test_audio_decoding_resamples_and_fails_loudly(tmp_path):
@@ -156,5 +169,5 @@ def test_default_cropper_is_live_face_tracker(tmp_path):
                             progress=False)
     assert s.done == ["f"]
     got = load_cached(tmp_path / "c", "f")
-    assert got["face_present"].all()
-    assert got["faces"].shape == (8, 224, 224, 3) and got["faces"].mean() > 50
+    assert got.face_present.all()
+    assert got.faces.shape == (8, 224, 224, 3) and got.faces.mean() > 50

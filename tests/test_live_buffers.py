@@ -8,7 +8,7 @@ from live.buffers import AudioBuffer, FrameBuffer, frame_capacity
 from live.engine import Engine
 from live.faces import iou
 from live.frames import MAX_FRAME_BYTES, VideoFrame
-from live.media import INGEST_MAX_SIDE, N_FRAMES, WINDOW_S, ingest_size
+from live.media import INGEST_MAX_SIDE, N_FRAMES, WINDOW_S, ingest_size, nearest_indices
 from live.sources import FileSource, PushSource
 from tests.media import cached_clip
 
@@ -25,7 +25,8 @@ def test_frame_buffer_bounded_and_indexed():
     got, nxt = buf.since(0)
     assert len(got) == 10 and nxt == 1000 and got[0].t == pytest.approx(990 / 30)
     assert [f.t for f in buf.between(995 / 30, 997 / 30)] == pytest.approx([995 / 30, 996 / 30, 997 / 30])
-    near = buf.nearest([0.0, 996.4 / 30, 1e9])
+    times, items = buf._snapshot()  # what `sample` picks from: the held frames only
+    near = [items[k] for k in nearest_indices(times, [0.0, 996.4 / 30, 1e9])]
     assert [f.t for f in near] == pytest.approx([990 / 30, 996 / 30, 999 / 30])
     with pytest.raises(ValueError, match="older"):
         buf.append(frame(0.0))

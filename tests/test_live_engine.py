@@ -99,8 +99,9 @@ class Blocking:
 
 def fake_window(i, created=0.0):
     z = np.zeros(8)
-    return Window(i, i, i + 4, None, z, np.zeros((8, 1, 1, 3), np.uint8), z.astype(bool),
-                  np.zeros((8, 4)), None, np.zeros(10, np.float32), [], 0.0, created=created)
+    return Window(index=i, start=i, end=i + 4, frames=None, frame_times=z, faces=np.zeros((8, 1, 1, 3), np.uint8),
+                  face_present=z.astype(bool), face_boxes=np.zeros((8, 4)), face_track=None,
+                  audio=np.zeros(10, np.float32), speech=[], speech_ratio=0.0, created=created)
 
 
 def test_newest_window_wins():

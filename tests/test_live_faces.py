@@ -283,6 +283,6 @@ def test_file_window_tracks_like_live(detector):
     fps, n = g["fps"], g["n_frames"]
     want = np.ceil((np.arange(8) + 0.5) * n / 8 - 0.5).astype(int)  # nearest frame, ties earlier
     np.testing.assert_allclose(got.frame_times, want / fps, atol=1e-6)
-    np.testing.assert_array_equal(got.rgb(), clip_frames(g["path"])[want])
+    np.testing.assert_array_equal(got.frames, clip_frames(g["path"])[want])
     none = file_window(g["path"], tracker=None)
     assert not none.face_present.any() and none.faces.max() == 0 and none.face_track is None

@@ -10,6 +10,7 @@ settings on the 8 frames alone, so frames and crops differed from the live windo
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,6 @@ from live.sources import FileSource, video_times
 from model.data.manifest import make_sample
 from model.data.preprocess import preprocess_sample
 from model.net.processor import Clip
-from model.serve.analyser import OmniEmotionAnalyser
 from tests.media import cached_clip, clip_frames
 
 CLIP = dict(seconds=6.0, size=(320, 240), face_scale=120)  # under 384 px: stored as decoded
@@ -61,8 +61,8 @@ def test_live_and_training_paths_see_the_same_frames_crops_and_audio(live_window
     for w in windows:
         got = _training(g, (w.start, w.end))
         # the same 8 frames: pixels, and times that are the slice centres' nearest frames
-        assert got["frames"].shape == w.frames.shape == (N_FRAMES, 240, 320, 3)
-        np.testing.assert_array_equal(got["frames"], w.frames)
+        assert got.frames.shape == w.frames.shape == (N_FRAMES, 240, 320, 3)
+        np.testing.assert_array_equal(got.frames, w.frames)
         centres = w.start + (np.arange(N_FRAMES) + 0.5) * (w.end - w.start) / N_FRAMES
         nearest = [int(np.abs(times - c).argmin()) for c in centres]
         np.testing.assert_allclose(w.frame_times, times[nearest], atol=1e-9)
@@ -71,10 +71,10 @@ def test_live_and_training_paths_see_the_same_frames_crops_and_audio(live_window
         assert w.frame_times[0] > w.start + 0.1 and w.frame_times[-1] < w.end - 0.1
         # the same face in every frame, the same crops
         assert w.face_present.all()
-        np.testing.assert_array_equal(got["face_present"], w.face_present)
-        np.testing.assert_array_equal(got["faces"], w.faces)
+        np.testing.assert_array_equal(got.face_present, w.face_present)
+        np.testing.assert_array_equal(got.faces, w.faces)
         # the same 16 kHz samples (the file clock starts at 0 for this clip)
-        audio = got["audio"]
+        audio = got.audio
         a0 = int(round(w.start * AUDIO_RATE))
         np.testing.assert_array_equal(w.audio, audio[a0 : a0 + w.audio.size])
     assert np.abs(audio).max() > 0.1  # the clip speaks
@@ -83,11 +83,24 @@ def test_live_and_training_paths_see_the_same_frames_crops_and_audio(live_window
 def test_window_and_cached_sample_become_the_same_clip(live_windows):
     g, windows = live_windows
     w = windows[0]
-    served = OmniEmotionAnalyser.clip_from_window(w)
+    served = w  # the window is the clip the analyser serves (a live.media.Clip)
     got = _training(g, (w.start, w.end))
-    trained = Clip(frames=got["frames"], faces=got["faces"], face_present=got["face_present"],
-                   audio=got["audio"][: w.audio.size], has_video=bool(got["has_video"]),
-                   has_audio=bool(got["has_audio"]))
+    trained = replace(got, audio=got.audio[: w.audio.size])  # training keeps the whole track
     for name in ("frames", "faces", "face_present", "audio"):
         np.testing.assert_array_equal(getattr(served, name), getattr(trained, name))
     assert (served.has_video, served.has_audio) == (trained.has_video, trained.has_audio) == (True, True)
+
+
+def test_a_missing_modality_has_one_form():
+    """`live.media.no_frames` / `no_faces` / `no_audio` are the one zero-fill: the
+    processor's `Clip` fills a missing modality with exactly them (issue 19)."""
+    from live.media import no_audio, no_faces, no_frames
+
+    sound = Clip(audio=np.ones(10, np.float32))
+    faces, present = no_faces()
+    assert (sound.has_video, sound.has_audio) == (False, True)
+    for got, want in ((sound.frames, no_frames()), (sound.faces, faces), (sound.face_present, present)):
+        assert got.dtype == want.dtype and got.shape == want.shape and not got.any()
+    picture = Clip(frames=np.zeros((3, 4, 4, 3), np.uint8))
+    assert picture.faces.shape == no_faces(3)[0].shape and picture.audio.shape == no_audio().shape == (0,)
+    assert not picture.has_audio and not picture.face_present.any()

@@ -154,7 +154,7 @@ def test_training_and_file_analysis_paths_see_it_upright(files):
     from live.window import file_window
 
     ref, got = file_window(files["plain48k"], 0.5, 2.5), file_window(files["rot270"], 0.5, 2.5)
-    g, r = got.rgb(), ref.rgb()
+    g, r = got.frames, ref.frames
     assert g.shape == r.shape == (8, 240, 320, 3)
     assert np.abs(g.astype(int) - r.astype(int)).mean() < MAX_PIXEL_DIFF
 

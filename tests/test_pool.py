@@ -42,9 +42,9 @@ def windows():
 @pytest.fixture(scope="module")
 def local(tiny_checkpoint):
     """The single-process reference: the same checkpoint, analysed in this process."""
-    from model.serve.analyser import OmniEmotionAnalyser
+    from model.serve.loader import load_analyser
 
-    return OmniEmotionAnalyser.load(tiny_checkpoint, device="cpu", max_new_tokens=12)
+    return load_analyser(tiny_checkpoint, device="cpu", max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def _run_sessions(analysers, window_lists):
 
 
 def test_a_batch_gives_each_window_its_alone_result(windows, local):
-    clips = [local.clip_from_window(w) for ws in windows for w in ws][:4]
+    clips = [w for ws in windows for w in ws][:4]
     batched = local.analyse_batch(clips)
     alone = [local.analyse(c) for c in clips]
     assert [_strip(r) for r in batched] == [_strip(r) for r in alone]
@@ -107,10 +107,10 @@ def test_each_session_reuses_its_own_frames_inside_the_pools_batches(pool, windo
     """Two sessions batched together on the pool: each window's frames go through its own
     session's cache on the replica, so each session encodes what the single-process
     analyser (reuse on) encodes, and its overlapping windows only their new frames."""
-    from model.serve.analyser import OmniEmotionAnalyser
+    from model.serve.loader import load_analyser
 
     ws = windows[0]
-    ref = OmniEmotionAnalyser.load(tiny_checkpoint, device="cpu", max_new_tokens=12)
+    ref = load_analyser(tiny_checkpoint, device="cpu", max_new_tokens=12)
     expected = [_strip(ref(w)) for w in ws]
     t = ref.model.config.num_frames
     assert ref.stats["windows"] == len(ws) and ref.stats["vision_frames_encoded"] < t * len(ws)  # windows overlap

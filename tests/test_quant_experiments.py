@@ -78,15 +78,6 @@ def test_harness_writes_results_table_and_plot(setup, monkeypatch):
     assert results["plans"][0]["windows"][0]["text"] == on_disk["plans"][0]["windows"][0]["text"]
 
 
-def test_uniform_windows_without_live(setup):
-    from quant.windows import load_windows
-
-    windows, how = load_windows(setup / "clip.mp4", hop_s=1.0, window_s=4.0, use_live=False)
-    assert how.startswith("uniform") and len(windows) == 2
-    w = windows[0]
-    assert w.frames.shape == (8, 240, 320, 3) and w.audio.shape == (64000,) and not w.face_present.any()
-
-
 def test_cli_errors_are_one_line(setup, capsys):
     args = ["--model", str(setup / "tiny"), "--source", str(setup / "clip.mp4"), "--out", str(setup / "x")]
     assert main(args + ["--plans", "fp16,nf5"]) == EXIT_USAGE  # bad input, found before any work

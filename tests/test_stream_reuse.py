@@ -46,7 +46,7 @@ def test_reuse_gives_the_same_logits_and_encodes_each_frame_once(fusion):
     for i in range(N_WINDOWS):
         w = window(i)
         ids = [(w.session, float(t)) for t in w.frame_times]
-        clip = reuse.clip_from_window(w)
+        clip = w
         with torch.inference_mode():
             a = model(**reuse.inputs(clip, ids)).logits
             b = model(**plain.inputs(clip, ids)).logits
@@ -139,7 +139,7 @@ def test_a_batch_of_interleaved_sessions_reuses_each_sessions_frames_exactly():
     worst = 0.0
     for step in range(3):
         ws = [window(starts[n] + step, session=n) for n in names]
-        clips = [pooled.clip_from_window(w) for w in ws]
+        clips = list(ws)
         ids = [pooled.frame_ids(w) for w in ws]
         if step == 2:  # the prefill logits, batched + reuse vs alone without
             with torch.inference_mode():
@@ -180,7 +180,7 @@ def test_the_label_memory_is_per_session_in_a_batch():
     assert [r.explained(0) for r in stop.rows] == [False, True]
     # and the batch path gives each row what the window gives alone (random text: no stop)
     ws = [window(0, "same"), window(1, "new")]
-    clips = [a.clip_from_window(w) for w in ws]
+    clips = list(ws)
     batched = a.analyse_batch(clips, [a.frame_ids(w) for w in ws], [10.0, 10.0], [same, new])
     alone = [a.analyse(c, at=10.0, session=a.new_session()) for c in clips]
     assert [r["tokens"] for r in batched] == [r["tokens"] for r in alone]

@@ -1,6 +1,6 @@
 """Decode each manifest sample once and cache what training needs as one ``.npz``.
 
-Per sample (``cache_path(cache_dir, id)``) the fields of ``model.net.processor.Clip``
+Per sample (``cache_path(cache_dir, id)``) the fields of ``live.media.Clip``
 (defined once, in ``live.window.Window``): ``frames`` (long side scaled to at most
 FRAME_MAX_SIDE for storage), ``faces``, ``face_present``, ``audio`` (n = 0 when the
 sample has none), ``has_video`` and ``has_audio`` (0-d bool arrays).
@@ -22,14 +22,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from live.media import CROP_SIZE, FRAME_MAX_SIDE, N_FRAMES
+from live.media import FRAME_MAX_SIDE, N_FRAMES, Clip, ingest_size, no_audio, no_faces, no_frames
 from model.data.manifest import resolve_media
 
 # Cap on decoded audio: Whisper's window is 30 s; keep a little more so a later crop
@@ -44,16 +44,11 @@ class DecodeError(RuntimeError):
     """A media file could not be read or holds no usable stream."""
 
 
-def _storage_size(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """Even (w, h) with the long side at most ``max_side``, aspect kept."""
-    scale = min(1.0, max_side / max(w, h))
-    return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
-
-
 def _scaled(frames: np.ndarray, max_side: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 → (T, h, w, 3) with the long side at most ``max_side``."""
+    """(T, H, W, 3) uint8 → (T, h, w, 3) at ``live.media.ingest_size`` for ``max_side``
+    (the live rule: a picture within ``max_side`` is kept as decoded, odd sides too)."""
     h, w = frames.shape[1:3]
-    sw, sh = _storage_size(w, h, max_side)
+    sw, sh = ingest_size(w, h, max_side)
     if (sw, sh) == (w, h):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize((sw, sh), Image.BILINEAR)) for f in frames])
@@ -79,8 +74,8 @@ def preprocess_sample(
     num_frames: int = N_FRAMES,
     max_side: int = FRAME_MAX_SIDE,
     span: tuple[float, float] | None = None,
-) -> dict[str, np.ndarray]:
-    """Decode one manifest sample into the arrays stored in its ``.npz``.
+) -> Clip:
+    """Decode one manifest sample into the `Clip` whose fields its ``.npz`` stores.
 
     span: (start_s, end_s) on the file clock; None = the whole video. The frames and
         crops equal those of a live window over the same span (``live.window.file_window``).
@@ -90,33 +85,26 @@ def preprocess_sample(
         DecodeError: unreadable media.
     """
     from live.sources import SourceError, decode_audio
-    from live.window import file_window, no_frames
+    from live.window import file_window
 
     video, audio_path = resolve_media(sample, base_dir)
     frames = no_frames()
-    faces = np.zeros((num_frames, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    present = np.zeros(num_frames, bool)
+    faces, present = no_faces(num_frames)
     try:
         if video is not None:
             if not video.is_file():
                 raise DecodeError(f"{video}: no such file")
             got = file_window(video, *(span or (None, None)), n=num_frames, tracker=face_tracker())
             faces, present = got.faces, got.face_present
-            frames = _scaled(got.rgb(), max_side)
+            frames = _scaled(got.frames, max_side)
         src = audio_path if audio_path is not None else video
         audio = decode_audio(src, max_s=AUDIO_MAX_S)
     except SourceError as e:
         raise DecodeError(str(e)) from None
     if video is None and (audio is None or audio.size == 0):
         raise DecodeError(f"{src}: audio-only sample without audio")
-    return {
-        "frames": frames,
-        "faces": faces,
-        "face_present": present,
-        "audio": audio if audio is not None else np.zeros(0, np.float32),
-        "has_video": np.array(video is not None),
-        "has_audio": np.array(audio is not None and audio.size > 0),
-    }
+    return Clip(frames=frames, faces=faces, face_present=present, audio=audio if audio is not None else no_audio(),
+                has_video=video is not None, has_audio=audio is not None and audio.size > 0)
 
 
 def cache_path(cache_dir: str | Path, sample_id: str) -> Path:
@@ -128,8 +116,8 @@ def cache_path(cache_dir: str | Path, sample_id: str) -> Path:
     return Path(cache_dir) / f"{safe}.npz"
 
 
-def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, Any]:
-    """A cached sample as ``model.net.processor.Clip`` keyword arguments (``clip_arrays``).
+def load_cached(cache_dir: str | Path, sample_id: str) -> Clip:
+    """A cached sample, the `Clip` ``preprocess_sample`` gave.
 
     Raises:
         FileNotFoundError: the sample was never cached (e.g. it failed to decode).
@@ -143,20 +131,8 @@ def load_cached(cache_dir: str | Path, sample_id: str) -> dict[str, Any]:
             d = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"sample {sample_id!r}: damaged cache file {path}: {e}") from None
-    return clip_arrays(d)
-
-
-def clip_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """``preprocess_sample``'s arrays (or a cache file's) → ``model.net.processor.Clip``
-    keyword arguments: the same names, flags as Python bools."""
-    return {
-        "frames": arrays["frames"],
-        "faces": arrays["faces"],
-        "face_present": arrays["face_present"].astype(bool),
-        "audio": arrays["audio"],
-        "has_video": bool(arrays["has_video"]),
-        "has_audio": bool(arrays["has_audio"]),
-    }
+    return Clip(frames=d["frames"], faces=d["faces"], face_present=d["face_present"].astype(bool), audio=d["audio"],
+                has_video=bool(d["has_video"]), has_audio=bool(d["has_audio"]))
 
 
 @dataclass
@@ -208,12 +184,12 @@ def preprocess_manifest(
             summary.cached.append(sid)
             continue
         try:
-            arrays = preprocess_sample(sample, base_dir, face_tracker, num_frames, max_side)
+            clip = preprocess_sample(sample, base_dir, face_tracker, num_frames, max_side)
         except DecodeError as e:
             summary.failed[sid] = str(e)
             continue
         tmp = out.with_name(out.stem + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, **{f.name: getattr(clip, f.name) for f in fields(Clip)})
         tmp.replace(out)  # atomic: a killed run never leaves a half-written sample
         summary.done.append(sid)
     return summary

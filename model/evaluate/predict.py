@@ -13,16 +13,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model.data.manifest import read_manifest
-from model.data.preprocess import DecodeError, clip_arrays, load_cached, preprocess_sample
-from model.net.processor import Clip
+from model.data.preprocess import DecodeError, load_cached, preprocess_sample
+from live.media import Clip
 from model.serve.generate import EVAL_MAX_NEW_TOKENS, encode, generate
 
 
 def _clip(sample: dict, base_dir: Path, cache_dir: Path | None) -> Clip:
     if cache_dir is not None:
-        return Clip(**load_cached(cache_dir, sample["id"]))
+        return load_cached(cache_dir, sample["id"])
     try:
-        return Clip(**clip_arrays(preprocess_sample(sample, base_dir)))
+        return preprocess_sample(sample, base_dir)
     except DecodeError as err:
         raise ValueError(f"sample {sample['id']!r}: {err}") from None
 

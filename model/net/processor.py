@@ -6,7 +6,6 @@ ValueError naming the problem; it never pads over or substitutes bad media.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeatureExtractor
 
-from live.media import AUDIO_RATE, CROP_SIZE, N_FRAMES
+from live.media import AUDIO_RATE, Clip
 from model.net import tokens
 from model.net.config import OmniEmotionConfig
 
@@ -24,43 +23,6 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 IGNORE_INDEX = -100  # label value for positions without loss
 PROCESSOR_FILE = "processor_config.json"
 DEFAULT_SYSTEM = "You are a helpful assistant."
-
-
-@dataclass
-class Clip:
-    """One clip's media, in the form of a live window: the fields, their shapes and the
-    one representation of a missing modality are defined in ``live.window.Window``
-    (frames, faces, face_present, audio, has_video, has_audio).
-
-    A field left None is filled in: ``has_video`` / ``has_audio`` tell whether
-    ``frames`` / ``audio`` were given; missing frames become (0, 0, 0, 3), missing audio
-    (0,); missing faces become zero crops with ``face_present`` all False, and faces
-    given without ``face_present`` count as present in every frame.
-    """
-
-    frames: np.ndarray | None = None
-    faces: np.ndarray | None = None
-    face_present: np.ndarray | None = None
-    audio: np.ndarray | None = None
-    has_video: bool | None = None
-    has_audio: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.has_video is None:
-            self.has_video = self.frames is not None
-        if self.has_audio is None:
-            self.has_audio = self.audio is not None
-        if self.frames is None:
-            self.frames = np.zeros((0, 0, 0, 3), np.uint8)
-        if self.audio is None:
-            self.audio = np.zeros(0, np.float32)
-        t = len(self.frames) if self.has_video else N_FRAMES
-        if self.faces is None:
-            self.faces = np.zeros((t, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-            if self.face_present is None:
-                self.face_present = np.zeros(t, bool)
-        if self.face_present is None:
-            self.face_present = np.ones(len(self.faces), bool)
 
 
 def _check_images(name: str, images: np.ndarray) -> None:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,13 +29,10 @@ from transformers.generation.streamers import TextStreamer
 
 from model.net import tokens
 from model.data.templates import REASONING_INSTRUCTIONS
-from model.net.processor import Clip
+from live.media import Clip
 from live.analyser import Result, make_result
 from model.serve.features import CACHE_FRAMES, FrameFeatureCache
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, StopAfterLabels, encode, generate
-
-if TYPE_CHECKING:
-    from model.checkpoint.loading import Loader
 
 DEFAULT_PROMPT = REASONING_INSTRUCTIONS[0]
 
@@ -111,22 +107,6 @@ class OmniEmotionAnalyser:
         self.prompt, self.options, self.max_new_tokens = prompt, options, max_new_tokens
         self.name = name or Path(str(getattr(model.config, "_name_or_path", "") or "omni-emotion")).name
 
-    @classmethod
-    def load(cls, model_dir: str | Path, plan: str | None = None, device: str = "cpu",
-             loader: Loader | None = None, **kwargs) -> "OmniEmotionAnalyser":
-        """Load from a checkpoint folder. A precision `plan` needs a `loader` that applies
-        it (the composition root passes `quant.load_model`); model/ never imports quant.
-        Without a plan the checkpoint loads as saved (`model.checkpoint.loading.load`)."""
-        if plan is None:
-            from model.checkpoint.loading import load
-
-            model, processor = load(model_dir, device=device)
-        elif loader is None:
-            raise ValueError(f"plan {plan!r} needs a loader that applies it (quant.load_model)")
-        else:
-            model, processor = loader(model_dir, plan, device)
-        return cls(model, processor, name=kwargs.pop("name", Path(model_dir).name), **kwargs)
-
     def reset(self) -> None:
         """A new session: forget cached frames, the last label and the counters."""
         self.current = self.new_session()
@@ -177,8 +157,8 @@ class OmniEmotionAnalyser:
                 pixels, rows = batch.pop("face_pixel_values"), []
                 for i, s in enumerate(sessions):
                     before = s.cache.face_crops_encoded
-                    present = batch["face_present"][i].cpu().numpy()
-                    rows.append(s.cache.faces(frame_ids[i], clips[i].faces, present, pixels[i]) if use[i]
+                    # the clip's own (T,) bool: what the processor stacked into the batch
+                    rows.append(s.cache.faces(frame_ids[i], clips[i].faces, clips[i].face_present, pixels[i]) if use[i]
                                 else inner.face_features(pixels[i][None]))
                     s.stats["face_crops_encoded"] += s.cache.face_crops_encoded - before if use[i] else t
                 batch["face_embeds"] = torch.cat(rows)
@@ -307,18 +287,6 @@ class OmniEmotionAnalyser:
         )
 
     @staticmethod
-    def clip_from_window(window) -> Clip:
-        """A `live.window.Window` → Clip: the same fields (defined in `Window`)."""
-        return Clip(
-            frames=window.frames,
-            faces=window.faces,
-            face_present=np.asarray(window.face_present, dtype=bool),
-            audio=window.audio.astype(np.float32, copy=False),
-            has_video=bool(window.has_video),
-            has_audio=bool(window.has_audio) and window.audio.size > 0,
-        )
-
-    @staticmethod
     def frame_ids(window) -> list | None:
         """A live window's frames' identities in their source: (T,) (session, frame time)."""
         session = getattr(window, "session", None)
@@ -330,8 +298,7 @@ class OmniEmotionAnalyser:
         session = getattr(window, "session", None)
         if session != self.session:
             self.current = self.new_session(session)
-        return self.analyse(self.clip_from_window(window), on_text=on_text, frame_ids=self.frame_ids(window),
-                            at=window.end)
+        return self.analyse(window, on_text=on_text, frame_ids=self.frame_ids(window), at=window.end)
 
 
 class _PerRow:

@@ -46,20 +46,17 @@ def _decode(video: Path, faces: bool, use_audio: bool):
     Raises ValueError for a missing or unreadable file."""
     from dataclasses import replace
 
-    from model.data.preprocess import (DecodeError, clip_arrays, default_face_tracker, no_face_tracker,
-                                       preprocess_sample)
-    from model.net.processor import Clip
+    from model.data.preprocess import DecodeError, default_face_tracker, no_face_tracker, preprocess_sample
 
     if not video.is_file():
         raise ValueError(f"no such file: {video}")
     _probe(video)
 
     try:
-        arrays = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
+        clip = preprocess_sample({"id": video.name, "video": str(video.resolve())}, video.parent,
                                    default_face_tracker if faces else no_face_tracker)
     except DecodeError as err:
         raise ValueError(f"cannot read video: {err}") from None
-    clip = Clip(**clip_arrays(arrays))
     notes = []
     if not clip.has_audio:
         notes.append(f"{video.name} has no audio: analysed from the picture alone")
@@ -107,11 +104,12 @@ def _run(args: argparse.Namespace) -> int:
         clip, notes = _decode(Path(args.video), faces=not args.no_faces, use_audio=not args.no_audio)
     except (ValueError, OSError) as err:
         raise CliError(err) from None
-    from model.serve.analyser import DEFAULT_PROMPT, OmniEmotionAnalyser
+    from model.serve.analyser import DEFAULT_PROMPT
+    from model.serve.loader import load_analyser
 
     options = [o.strip() for o in args.options.split(",") if o.strip()] if args.options else None
-    analyser = OmniEmotionAnalyser.load(model_dir, device=device, prompt=args.prompt or DEFAULT_PROMPT,
-                                        options=options, max_new_tokens=args.max_new_tokens)
+    analyser = load_analyser(model_dir, None, device, prompt=args.prompt or DEFAULT_PROMPT,
+                             options=options, max_new_tokens=args.max_new_tokens)
     printed = [0]
 
     def stream(text: str) -> None:

@@ -26,7 +26,6 @@ machine or deploys onto an existing Ray cluster (``ray start --head``), and retu
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import socket
@@ -37,7 +36,7 @@ from pathlib import Path
 
 from live.analyser import Result
 from live.cli import CliError, one_line
-from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, TINY_MAX_NEW_TOKENS
+from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -92,29 +91,17 @@ class PoolConfig:
             raise CliError("num_gpus and num_cpus must be >= 0")
 
 
-def load_analyser(cfg: PoolConfig):
-    """The replica's model: the same loading rules as ``live.run --model`` / the app."""
+def replica_analyser(cfg: PoolConfig):
+    """The replica's model, through the one loader (`model.serve.loader`)."""
     import torch
 
     from live.cli import resolve_device
-    from model.checkpoint.loading import build_tiny
-    from model.serve.analyser import OmniEmotionAnalyser
+    from model.serve.loader import load_analyser
 
     device = resolve_device(cfg.device)
     if device == "cpu" and cfg.num_cpus >= 1:
         torch.set_num_threads(int(cfg.num_cpus))  # replicas on one box share its cores
-    loader = None
-    if cfg.plan:
-        if not cfg.loader:
-            raise ValueError(f"plan {cfg.plan!r} needs a loader (PoolConfig.loader, e.g. quant:load_model)")
-        module, _, name = cfg.loader.partition(":")
-        loader = getattr(importlib.import_module(module), name)
-    if cfg.model == "tiny" and not cfg.plan:
-        model, proc = build_tiny()
-        return OmniEmotionAnalyser(model.to(device), proc, name="tiny",
-                                   max_new_tokens=min(cfg.max_new_tokens, TINY_MAX_NEW_TOKENS))
-    return OmniEmotionAnalyser.load(cfg.model, plan=cfg.plan, device=device, loader=loader,
-                                    max_new_tokens=cfg.max_new_tokens)
+    return load_analyser(cfg.model, cfg.plan, device, cfg.loader, cfg.max_new_tokens)
 
 
 def _replica_class():
@@ -127,7 +114,7 @@ def _replica_class():
 
         def __init__(self, cfg: dict) -> None:
             self.cfg = PoolConfig(**cfg)
-            self.analyser = load_analyser(self.cfg)
+            self.analyser = replica_analyser(self.cfg)
             self.analyse_windows.set_max_batch_size(self.cfg.max_batch_size)
             self.analyse_windows.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
             self.replica = serve.get_replica_context().replica_id.unique_id
@@ -162,11 +149,10 @@ def _replica_class():
         async def analyse_windows(self, requests: list) -> list[Result]:
             """(window, its session) pairs → one result each, in one generate call."""
             windows = [w for w, _ in requests]
-            clips = [self.analyser.clip_from_window(w) for w in windows]
-            self.batches.append(len(clips))
+            self.batches.append(len(windows))
             # off the event loop: health checks and new requests are answered meanwhile
             return await asyncio.to_thread(
-                self.analyser.analyse_batch, clips, frame_ids=[self.analyser.frame_ids(w) for w in windows],
+                self.analyser.analyse_batch, windows, frame_ids=[self.analyser.frame_ids(w) for w in windows],
                 at=[w.end for w in windows], sessions=[s for _, s in requests])
 
         def stats(self) -> dict:

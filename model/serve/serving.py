@@ -3,15 +3,14 @@
 model when the hub cannot be reached, and saying why.
 
 Import-light: torch, transformers and the hub client load inside the loader thread.
-Precision plans come in through `plan_loader` (the app passes `quant.load_model`);
-model/ never imports quant/.
+Every analyser comes from `model.serve.loader.load_analyser`; precision plans come in
+through `plan_loader` (the app passes `quant.load_model`).
 """
 from __future__ import annotations
 
 import logging
 import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from urllib.parse import urlparse
 
 from live.analyser import Result, make_result
 from live.cli import one_line
-from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, TINY_MAX_NEW_TOKENS
+from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +106,6 @@ class ModelHolder:
             log.debug("model load failed", exc_info=e)  # the traceback: log file only
             print(f"error: {self.message}", file=sys.stderr, flush=True)
 
-    def _plan_loader(self) -> Callable:
-        if self.plan_loader is None:
-            raise ValueError(f"plan {self.plan!r} needs a loader that applies it (quant.load_model)")
-        return self.plan_loader
-
     def _set(self, analyser, name: str, note: str = "", untrained: bool = False) -> None:
         model = analyser.model
         self.weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
@@ -119,18 +113,9 @@ class ModelHolder:
         self.untrained = untrained  # random weights: the page's banner warns instead of ✅
 
     def _tiny(self, why: str = "") -> None:
-        from model.serve.analyser import OmniEmotionAnalyser
-        from model.checkpoint.loading import build_tiny
+        from model.serve.loader import load_analyser
 
-        tokens = min(self.max_new_tokens, TINY_MAX_NEW_TOKENS)
-        if self.plan:
-            tmp = tempfile.mkdtemp(prefix="omni-tiny-")
-            build_tiny(out=tmp)
-            a = OmniEmotionAnalyser.load(tmp, plan=self.plan, device=self.device,
-                                         loader=self._plan_loader(), max_new_tokens=tokens, name="tiny")
-        else:
-            model, proc = build_tiny()
-            a = OmniEmotionAnalyser(model.to(self.device), proc, max_new_tokens=tokens, name="tiny")
+        a = load_analyser("tiny", self.plan, self.device, self.plan_loader, self.max_new_tokens)
         self._set(a, f"tiny ({UNTRAINED})", why, untrained=True)
         self.message = ""
 
@@ -167,7 +152,7 @@ class ModelHolder:
         self.message = ""
 
     def _explicit(self) -> None:
-        from model.serve.analyser import OmniEmotionAnalyser
+        from model.serve.loader import load_analyser
 
         path = Path(self.spec)
         if not path.is_dir():
@@ -177,9 +162,7 @@ class ModelHolder:
             self.message = f"fetching {self.spec}…"
             path = Path(snapshot_download(self.spec, allow_patterns=SNAPSHOT_FILES,
                                           local_files_only=not online))
-        loader = self._plan_loader() if self.plan else None
-        a = OmniEmotionAnalyser.load(path, plan=self.plan, device=self.device, loader=loader,
-                                     max_new_tokens=self.max_new_tokens, name=path.name)
+        a = load_analyser(path, self.plan, self.device, self.plan_loader, self.max_new_tokens)
         self._set(a, path.name)
         self.message = ""
 

@@ -23,13 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from model.data.manifest import read_manifest, resolve_media
-from model.data.preprocess import (DecodeError, FaceTrackerFactory, cache_path, clip_arrays, default_face_tracker,
-                                   load_cached, preprocess_sample)
-from model.net.processor import Clip
+from model.data.preprocess import (DecodeError, FaceTrackerFactory, cache_path, default_face_tracker, load_cached,
+                                   preprocess_sample)
+from live.media import Clip
 
 PHASES = (1, 2, 3)
 # Which modalities each phase feeds the model, and which one it cannot do without.
@@ -41,8 +40,8 @@ class SampleError(ValueError):
     """A training sample is unusable; the message starts with `sample '<id>':`."""
 
 
-def clip_for_phase(arrays: dict, phase: int, max_audio_samples: int | None) -> Clip:
-    """Cached arrays (`load_cached`'s `Clip` keyword arguments) → the `Clip` phase
+def clip_for_phase(clip: Clip, phase: int, max_audio_samples: int | None) -> Clip:
+    """A sample's `Clip` (cached or decoded) → the `Clip` phase
     `phase` trains on: the modalities the phase does not use are marked absent
     (`has_video` / `has_audio` False, `face_present` all False).
 
@@ -53,7 +52,6 @@ def clip_for_phase(arrays: dict, phase: int, max_audio_samples: int | None) -> C
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     keep = PHASE_MODALITIES[phase]
-    clip = Clip(**arrays)
     if "video" not in keep and clip.has_video:
         clip = replace(clip, frames=None, faces=None, face_present=None, has_video=False)
     if "audio" not in keep and clip.has_audio:
@@ -130,12 +128,12 @@ class TrainDataset(Dataset):
     def ids(self) -> list[str]:
         return [s["id"] for s in self.samples]
 
-    def _arrays(self, sample: dict[str, Any]) -> dict[str, np.ndarray | None]:
+    def _clip(self, sample: dict[str, Any]) -> Clip:
         sid = sample["id"]
         try:
             if self.cache_dir is not None:
                 return load_cached(self.cache_dir, sid)
-            return clip_arrays(preprocess_sample(sample, self.base_dir, self.face_tracker))
+            return preprocess_sample(sample, self.base_dir, self.face_tracker)
         except (OSError, ValueError, DecodeError) as err:
             msg = str(err)
             prefix = f"sample {sid!r}"
@@ -144,7 +142,7 @@ class TrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         sid = sample["id"]
-        clip = clip_for_phase(self._arrays(sample), self.phase, self.max_audio_samples)
+        clip = clip_for_phase(self._clip(sample), self.phase, self.max_audio_samples)
         need = PHASE_REQUIRED[self.phase]
         if need == "audio" and not clip.has_audio:
             raise SampleError(f"sample {sid!r}: phase {self.phase} trains on audio but the sample has none")

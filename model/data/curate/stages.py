@@ -263,7 +263,7 @@ def _local_inputs(video: Path, models: Models, settings: Settings):
     (K, S, S, 3) uint8, audio (n,) float32 or None, (transcript, language)."""
     try:
         n = n_scene_frames(clip_duration(video), settings)
-        frames = np.stack([_shrink(f, SCENE_MAX_SIDE) for f in file_window(video, n=n).rgb()])
+        frames = np.stack([_shrink(f, SCENE_MAX_SIDE) for f in file_window(video, n=n).frames])
     except (SourceError, ValueError) as e:
         raise ClipError("video", str(e)) from None
     tracker = (models.face_tracker or default_face_tracker)()
