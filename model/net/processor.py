@@ -81,7 +81,7 @@ def _stack_mel(feats: list[torch.Tensor | None]) -> torch.Tensor:
 class OmniEmotionProcessor:
     """Turns media + a conversation into `OmniEmotionForConditionalGeneration` inputs.
 
-    Token counts come from `model/tokens.py` with the model's own config, so the
+    Token counts come from `model/net/tokens.py` with the model's own config, so the
     processor and the model cannot disagree.
     """
 
