@@ -56,3 +56,15 @@ def test_write_rejects_invalid_and_duplicates_without_writing(tmp_path):
     with pytest.raises(ManifestError, match="duplicate"):
         write_manifest([_sample(1), _sample(1)], path)
     assert not path.exists()
+
+
+def test_torn_last_line_is_skipped_only_when_asked(tmp_path):
+    """A writer's unfinished last line, cut inside a UTF-8 character: a reader of a folder
+    it does not own ends quietly before it; any other reader gets the line's number."""
+    from model.data.manifest import ManifestError, iter_jsonl
+
+    p = tmp_path / "sre.jsonl"
+    p.write_bytes('{"id": "a"}\n{"id": "é'.encode("utf-8")[:-1])
+    assert [o for _, o in iter_jsonl(p, torn_ok=True)] == [{"id": "a"}]
+    with pytest.raises(ManifestError, match=r"sre.jsonl:2: not UTF-8"):
+        list(iter_jsonl(p))

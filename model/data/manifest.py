@@ -59,14 +59,21 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: str | Path, torn_ok: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
     """Lazy version of :func:`read_jsonl` yielding ``(line_number, object)`` (same
-    errors, raised when the line is reached)."""
+    errors, raised when the line is reached). ``torn_ok``: a last line without its
+    newline (a writer killed mid-write, or still writing) ends the file quietly."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes: a torn last line may end inside a UTF-8 character
+        for lineno, raw in enumerate(f, 1):
+            if torn_ok and not raw.endswith(b"\n"):
+                return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: not UTF-8 text ({e.reason})") from None
             if not line.strip():
                 continue
             try:

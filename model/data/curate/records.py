@@ -27,7 +27,7 @@ from pathlib import Path
 from live.appendfile import AppendFile, OutputLock, OutputLocked, repair_tail
 from live.cli import CliError
 from live.files import save_figure, write_json, write_whole
-from model.data.manifest import ManifestError, iter_jsonl
+from model.data.manifest import iter_jsonl
 
 SRE, CLUES, REJECTED, FAILED = "sre.jsonl", "clues.jsonl", "rejected.jsonl", "failed.jsonl"
 STATS, SCORES_PNG, RUN, CACHE = "stats.json", "scores.png", "run.json", "cache"
@@ -42,22 +42,7 @@ def read_records(path: Path, torn_ok: bool = False) -> list[dict]:
     run); otherwise it is an error like any bad line."""
     if not path.is_file():
         return []
-    if not torn_ok:
-        return [obj for _, obj in iter_jsonl(path)]
-    data = path.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]  # up to the last newline; b"" when there is none
-    out = []
-    for lineno, line in enumerate(whole.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        out.append(obj)
-    return out
+    return [obj for _, obj in iter_jsonl(path, torn_ok)]
 
 
 def rewrite(path: Path, rows: Iterable[dict]) -> None:
