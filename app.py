@@ -6,10 +6,10 @@
                             [--markers lsl:NAME] [--lsl-out NAME] [--ssl-certfile F --ssl-keyfile F]
                             [--participant-view]
 
-Live tab: the browser's webcam + microphone stream into a per-tab ``live.session.
-LiveSession``; a timer draws its newest results (``live.render``). File tab (and the
+Live tab: the browser's webcam + microphone stream into a per-tab ``live.page.session.
+LiveSession``; a timer draws its newest results (``live.page.render``). File tab (and the
 ``/analyse_file`` API endpoint): a video analysed window by window
-(``live.file_analysis``). The model loads on a background thread
+(``live.page.file_analysis``). The model loads on a background thread
 (``model.serve.serving.ModelHolder``), so the page is usable at once.
 
 Security: the page binds to loopback; another ``--host`` or ``--share`` needs Gradio's
@@ -31,7 +31,7 @@ camera preview, consent, self-report and a recording indicator but no labels.
 Logging: one line per event on stderr; full tracebacks only in ``--log-file`` (every
 page handler is wrapped by ``guard``: an unexpected error is one line for the client).
 Privacy: Gradio's temporary files go to a folder of this process, removed at exit
-(``live.hosting.private_temp_dir``); the face preview is sent inline (no file), and
+(``live.page.hosting.private_temp_dir``); the face preview is sent inline (no file), and
 microphone chunks and uploads are deleted once read.
 
 This is the composition root: it wires ``live`` to ``model`` and (lazily) ``quant``,
@@ -51,23 +51,23 @@ import sys
 import threading
 from pathlib import Path
 
-from live.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device,
+from live.contract.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device,
                       run_main)
-from live.appendfile import OutputLocked
-from live.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
-from live.hosting import (AUTH_ENV, LOG_FILE, check_exposure, check_port, discard_upload, exit_on_sigterm,
+from live.contract.appendfile import OutputLocked
+from live.page.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
+from live.page.hosting import (AUTH_ENV, LOG_FILE, check_exposure, check_port, discard_upload, exit_on_sigterm,
                           private_temp_dir, read_auth, setup_logging, start_sweeper)
 from live.lsl import LSLError, MarkerInlet, WindowOutlet, marker_stream_name
-from live.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
-from live.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, image_html,
+from live.contract.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
+from live.page.render import (NO_AUDIO, TABLE_COLUMNS, WAITING, draw_faces, file_outputs, image_html,
                          label_markdown, model_banner, recording_markdown, sessions_markdown,
                          speech_markdown, stats_markdown, streaming_label_markdown, timeline_figure)
-from live.session import LiveSession, Tabs, limit_malloc, release_memory
+from live.page.session import LiveSession, Tabs, limit_malloc, release_memory
 from live.sources import SourceError
 from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id, short
 from live.window import GATES
-from model.data.answers import labels_complete, parse_answer
-from model.data.templates import DFEW_CLASSES
+from model.net.answers import labels_complete, parse_answer
+from model.net.templates import DFEW_CLASSES
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 from model.serve.serving import ModelHolder
 

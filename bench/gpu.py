@@ -68,7 +68,7 @@ def peak_gb(device: str) -> float:
 
 
 def windows_of(path: Path) -> list:
-    from live.analyser import make_result
+    from live.contract.result import make_result
     from live.engine import Engine, EngineConfig
     from live.sources import FileSource
 

@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
 
-    from live.analyser import FakeAnalyser, NullAnalyser
+    from live.worker import FakeAnalyser, NullAnalyser
 
     result = {"machine": machine(), "load_avg_1m": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,7 +24,7 @@ from model.net import tokens  # noqa: E402
 from model.checkpoint.loading import build_tiny  # noqa: E402
 from model.net.presets import PRESETS, preset_config  # noqa: E402
 from model.net.processor import Clip  # noqa: E402
-from live.media import AUDIO_RATE as SAMPLE_RATE, CROP_SIZE, N_FRAMES  # noqa: E402  (Hz)
+from live.contract.media import AUDIO_RATE as SAMPLE_RATE, CROP_SIZE, N_FRAMES  # noqa: E402  (Hz)
 
 NEW_TOKENS = 32  # generated per timed run (decode is measured over tokens 2..32)
 
@@ -49,7 +49,7 @@ def tiny_speed(window_s: float, repeats: int) -> dict:
     model, processor = build_tiny()
     rng = np.random.default_rng(0)
     clip = Clip(
-        # a window's frames are already sampled (live.media.sample_frames): N_FRAMES of them
+        # a window's frames are already sampled (live.contract.media.sample_frames): N_FRAMES of them
         frames=rng.integers(0, 256, (N_FRAMES, 480, 640, 3), dtype=np.uint8),
         faces=rng.integers(0, 256, (N_FRAMES, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8),
         audio=(rng.standard_normal(int(window_s * SAMPLE_RATE)) * 0.1).astype(np.float32),

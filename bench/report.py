@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from live.files import write_json
+from live.contract.files import write_json
 
 
 def emit(result: dict, out: str | Path | None = None) -> None:

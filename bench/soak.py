@@ -5,7 +5,7 @@ object.
     .venv/bin/python bench/soak.py --server [--rounds 6] [--clip-s 6] [--out FILE]
 
 In process (default), each round does what a page does, in process, with the tiny model: one live session
-(``live.session.LiveSession``, fed a clip's frames and 48 kHz audio in real time, as
+(``live.page.session.LiveSession``, fed a clip's frames and 48 kHz audio in real time, as
 the browser streams them, with the page's refresh drawing faces and the timeline, a
 study log on, then closed) and one file analysis (``analyse_video`` + ``file_outputs``,
 as the File tab and the ``/analyse_file`` API do, logged). After each round: ``gc``,
@@ -62,7 +62,7 @@ def decode(path: Path):
     import av
     import numpy as np
 
-    from live.media import AUDIO_RATE
+    from live.contract.media import AUDIO_RATE
     from live.resample import Resampler
     from live.sources import decode_audio
 
@@ -78,7 +78,7 @@ def live_session(holder, frames, audio48, root: Path, name: str, seconds: float,
     """A LiveSession fed ``seconds`` of the clip (looped) in real time; closed; its
     study log compared with its records."""
     import app
-    from live.session import LiveSession
+    from live.page.session import LiveSession
     from live.study_log import LogOwners, read_jsonl
 
     s = LiveSession(holder, WINDOW_S, HOP_S, log_root=root, owners=LogOwners())
@@ -109,8 +109,8 @@ def live_session(holder, frames, audio48, root: Path, name: str, seconds: float,
 
 
 def file_analysis(holder, path: Path, root: Path, name: str) -> dict:
-    from live.file_analysis import analyse_video
-    from live.render import file_outputs
+    from live.page.file_analysis import analyse_video
+    from live.page.render import file_outputs
     from live.study_log import StudyLog, read_jsonl
 
     with StudyLog(root, name, "soak") as log:
@@ -183,7 +183,7 @@ def server_soak(args, tmp: Path, clip: Path, frames) -> dict:
     from gradio_client import Client, handle_file
     from playwright.sync_api import sync_playwright
 
-    from live.media import AUDIO_RATE
+    from live.contract.media import AUDIO_RATE
     from live.study_log import read_jsonl
     from live.testclip import write_wav, write_y4m
     from live.sources import decode_audio

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live.media import AUDIO_RATE, CROP_SIZE, N_FRAMES, WINDOW_S  # noqa: E402
+from live.contract.media import AUDIO_RATE, CROP_SIZE, N_FRAMES, WINDOW_S  # noqa: E402
 
 NEW_TOKENS = 8  # per window; the tiny model's text is noise, the prefill is what differs
 ENCODERS = (("vision_tower", "multi_modal_projector"), ("face_encoder", "face_projector"),
@@ -50,7 +50,7 @@ def machine() -> dict:
 
 def engine_windows(seconds: float) -> list:
     """The windows the live engine cuts from a test clip (hop 1 s, 4 s, 8 frames)."""
-    from live.analyser import make_result
+    from live.contract.result import make_result
     from live.engine import Engine, EngineConfig
     from live.sources import FileSource
     from live.testclip import make_clip
@@ -84,7 +84,7 @@ class EncoderTimer:
 
 
 def tokens_to_label(processor) -> int:
-    from model.data.templates import reasoning_answer
+    from model.net.templates import reasoning_answer
 
     labels, explanation = LABEL_LINE_EXAMPLE
     answer = reasoning_answer(explanation, labels, "labels_first")
@@ -119,7 +119,7 @@ def stream(seconds: float, audio_context: str) -> dict:
     worst = 0.0
     with torch.inference_mode():
         for w in windows:
-            clip, ids = w, [(w.session, float(t)) for t in w.frame_times]
+            clip, ids = w, [(w.stream_id, float(t)) for t in w.frame_times]
             a, b = model(**reuse.inputs(clip, ids)).logits, model(**plain.inputs(clip, ids)).logits
             worst = max(worst, float((a - b).abs().max()))
     out["max_abs_logit_diff"] = worst

@@ -86,7 +86,7 @@ def measure(fn) -> tuple[float, float]:
 def in_process_once(paths: list[Path], work: Path, analyser, study_first: bool) -> dict:
     from live.engine import EngineConfig
     from live.run import analyse_source, make_tracker
-    from live.session_log import SessionLog
+    from live.run_log import SessionLog
     from live.sources import FileSource
     from live.study.analyse import StudyRun
     from live.study.recordings import list_recordings
@@ -153,7 +153,7 @@ def main(argv=None) -> dict:
             model = ["--model", str(tmp / "tiny"), "--device", "cpu"]
             analyser = load_analyser(str(tmp / "tiny"), device="cpu")
         else:
-            from live.analyser import NullAnalyser
+            from live.worker import NullAnalyser
 
             analyser = NullAnalyser()
         in_process_once(paths[:1], work, analyser, study_first=True)  # warm-up: models load once, not counted

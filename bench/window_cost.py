@@ -17,7 +17,7 @@ counted, a few percent at most). The tests check on the tiny model that the meta
 equals the count of the real model on real tensors and that the stages add up to one
 whole forward.
 
-One window, steady state, 1 s hop (`live.media`: 4 s windows, 8 frames):
+One window, steady state, 1 s hop (`live.contract.media`: 4 s windows, 8 frames):
 
 - live (this project): per-frame reuse (`model.serve.features`) encodes only the frames
   and face crops new since the last window (8 × hop / window = 2 of each); the Whisper
@@ -54,7 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live.media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S  # noqa: E402
+from live.contract.media import AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S  # noqa: E402
 
 STAGES = ("vision", "face", "audio", "projectors", "prefill", "decode_label", "decode_explanation")
 BOUNDS = {"0.5b": 0.40, "7b": 0.75, "tiny": None}

@@ -3,7 +3,7 @@
 Capture threads only ``append``; readers copy what they need under the lock. Both
 buffers have a fixed capacity, so memory stays flat however long a session runs:
 the oldest items fall out and are counted. The capacity is a bound in bytes too:
-frames are stored at ``live.media.ingest_size`` (long side <= 640 px), so a
+frames are stored at ``live.contract.media.ingest_size`` (long side <= 640 px), so a
 ``FrameBuffer`` holds at most ``capacity * MAX_FRAME_BYTES`` of pictures
 (``max_bytes``) whatever the source resolution.
 """
@@ -16,8 +16,8 @@ from collections import deque
 
 import numpy as np
 
-from .frames import MAX_FRAME_BYTES, VideoFrame
-from .media import AUDIO_RATE, N_FRAMES, WINDOW_S, sample_frames
+from live.frames import MAX_FRAME_BYTES, VideoFrame
+from live.contract.media import AUDIO_RATE, N_FRAMES, WINDOW_S, sample_frames
 
 MAX_FPS = 60  # frames/s up to which a FrameBuffer sized by frame_capacity holds its seconds
 FRAME_SLACK_S = 6.0  # s of frames held beyond one window (processing lag, late streams)
@@ -127,7 +127,7 @@ class FrameBuffer:
 
     def sample(self, start: float, end: float, n: int = N_FRAMES) -> list[VideoFrame | None]:
         """The ``n`` frames of the span [start, end] by the one sampling rule,
-        ``live.media.sample_frames``, over the frames held ([None] * n if empty)."""
+        ``live.contract.media.sample_frames``, over the frames held ([None] * n if empty)."""
         times, items = self._snapshot()
         if not items:
             return [None] * n

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .face_models import resolve_face_models
+from live.face_models import resolve_face_models
 
 MIN_SCORE = 0.5  # detector confidence below which a box is ignored
 # Expected face width / frame width above which the short-range model is tried first.

@@ -13,9 +13,9 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from .frames import AudioChunk, VideoFrame
-from .resample import Resampler
-from .sources import Clock, FileSource, Sink, Source, SourceError
+from live.frames import AudioChunk, VideoFrame
+from live.resample import Resampler
+from live.sources import Clock, FileSource, Sink, Source, SourceError
 
 MIC_BLOCK = 1024  # frames per microphone callback (~21 ms at 48 kHz)
 MIC_RATE = 48_000  # Hz asked of the microphone when it has no preferred rate

@@ -19,15 +19,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .analyser import Analyser, AnalyserWorker, NullAnalyser, Result, make_result
-from .buffers import AudioBuffer, FrameBuffer, audio_capacity_s, frame_capacity
-from .faces import FaceTracker, TrackedFace
-from .frames import AudioChunk, VideoFrame
-from .markers import NO_MARKER, MarkerTimeline
-from .sources import Clock, Source
-from .vad import CHUNK, HANGOVER_S, THRESHOLD, Segment, VADGate
-from .media import HOP_S, N_FRAMES, WINDOW_S, check_window
-from .window import Gate, Window, WindowAssembler
+from live.contract.result import Result, make_result
+from live.worker import Analyser, AnalyserWorker, NullAnalyser
+from live.buffers import AudioBuffer, FrameBuffer, audio_capacity_s, frame_capacity
+from live.faces import FaceTracker, TrackedFace
+from live.frames import AudioChunk, VideoFrame
+from live.markers import NO_MARKER, MarkerTimeline
+from live.sources import Clock, Source
+from live.vad import CHUNK, HANGOVER_S, THRESHOLD, Segment, VADGate
+from live.contract.media import HOP_S, N_FRAMES, WINDOW_S, check_window
+from live.window import Gate, Window, WindowAssembler
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ DRAIN_TIMEOUT_S = 30.0  # s to wait for the analyser's last window at the end
 @dataclass
 class EngineConfig:
     """How the engine cuts and gates windows. ``hop_s`` and ``window_s`` are checked
-    by ``live.media.check_window`` (finite, > 0, window <= ``MAX_WINDOW_S``); the
+    by ``live.contract.media.check_window`` (finite, > 0, window <= ``MAX_WINDOW_S``); the
     buffers are sized from ``window_s`` (``live.buffers.frame_capacity`` /
     ``audio_capacity_s``). Face tracking settings belong to the ``FaceTracker``."""
 

@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .files import write_whole
+from live.contract.files import write_whole
 
 ENV_MODELS = "OMNI_FACE_MODELS"  # folder holding both .tflite files
 ENV_CACHE = "OMNI_EMOTION_CACHE"  # root of the project's cache

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .detector import DETECT_MAX_SIDE, Detection, FaceDetector
-from .frames import VideoFrame
-from .media import CROP_SIZE
+from live.detector import DETECT_MAX_SIDE, Detection, FaceDetector
+from live.frames import VideoFrame
+from live.contract.media import CROP_SIZE
 
 DETECT_INTERVAL_S = 0.2  # s between detector runs; tracking carries boxes in between
 # ...stretched to this while every reported face is steady (STEADY_MOTION), or while
@@ -405,7 +405,7 @@ def default_detector() -> FaceDetector:
     global _default_detector
     with _default_lock:
         if _default_detector is None:
-            from .detector import MediaPipeFaceDetector
+            from live.detector import MediaPipeFaceDetector
 
             _default_detector = MediaPipeFaceDetector()
         return _default_detector

@@ -6,7 +6,7 @@ someone asks: most frames of a 30 fps stream are never looked at (detection runs
 few times a second, a window samples 8 frames), and the YUV→RGB conversion is a
 large share of the per-frame cost.
 
-A frame is stored at ``live.media.ingest_size`` from the moment it is made (long side
+A frame is stored at ``live.contract.media.ingest_size`` from the moment it is made (long side
 at most ``INGEST_MAX_SIDE``, 640 px): a larger decoded picture is scaled down once, in
 its own YUV format (the cheap part; RGB still only on demand), a larger pushed array
 once with PIL. A decoded picture stored sideways or mirrored (a phone's portrait video:
@@ -23,7 +23,7 @@ import numpy as np
 
 from PIL import Image
 
-from .media import AUDIO_RATE, INGEST_MAX_SIDE, ingest_size
+from live.contract.media import AUDIO_RATE, INGEST_MAX_SIDE, ingest_size
 
 # bytes: the most picture one stored frame holds, RGB of a square INGEST_MAX_SIDE
 # picture (4:2:0 decoder planes take half; a 16:9 frame 56 % of that)

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable
 
-from .markers import Marker
+from live.markers import Marker
 
 RESOLVE_TIMEOUT_S = 5.0  # s to wait for a named marker stream to answer
 PULL_TIMEOUT_S = 0.1  # s one pull waits; bounds how long stop() takes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from .media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 
 
 def _to_float_frames(samples: np.ndarray, channels: int | None = None) -> np.ndarray:

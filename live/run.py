@@ -14,7 +14,7 @@ unless ``--overwrite``) and prints, last, one JSON line of stats:
 This is a composition root: with ``--model`` it reaches up to ``model.serve.analyser``
 (lazily, only then), which ``live/`` as a library never does.
 
-Errors are one line (``live.cli``): exit 2 for bad options or inputs found before any
+Errors are one line (``live.contract.cli``): exit 2 for bad options or inputs found before any
 work (checked before a model loads), 1 for a failure while working (a decode error
 mid-file, naming the file and the media time), 130 for Ctrl-C.
 """
@@ -26,16 +26,16 @@ import logging
 import os
 import sys
 
-from .analyser import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
-from .cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, one_line,
+from live.worker import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
+from live.contract.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, one_line,
                   run_main)
-from .face_models import ENV_MODELS, FaceModelError
-from .lsl import LSLError
-from .media import HOP_S, WINDOW_S, check_window
-from .run_events import RunEvents
-from .devices import open_source
-from .sources import FileSource, SourceError
-from .window import GATES
+from live.face_models import ENV_MODELS, FaceModelError
+from live.lsl import LSLError
+from live.contract.media import HOP_S, WINDOW_S, check_window
+from live.run_events import RunEvents
+from live.devices import open_source
+from live.sources import FileSource, SourceError
+from live.window import GATES
 
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -124,7 +124,7 @@ def make_analyser(args) -> Analyser:
 
 def engine_config(args, every_window: bool):
     """The engine's settings from the analysis options (ValueError naming a bad one)."""
-    from .engine import EngineConfig
+    from live.engine import EngineConfig
 
     check_window(args.window, args.hop, names=("--window", "--hop"))
     return EngineConfig(hop_s=args.hop, window_s=args.window, gate=args.gate, every_window=every_window)
@@ -133,8 +133,8 @@ def engine_config(args, every_window: bool):
 def make_tracker(args, source):
     """The face tracker for ``source`` (None without video); FaceModelError when the
     face models are missing."""
-    from .detector import MediaPipeFaceDetector
-    from .faces import FaceTracker
+    from live.detector import MediaPipeFaceDetector
+    from live.faces import FaceTracker
 
     return FaceTracker(MediaPipeFaceDetector(args.face_models)) if source.has_video else None
 
@@ -145,7 +145,7 @@ def analyse_source(source, analyser: Analyser, cfg, tracker, on_frame=None, on_s
     engine run to the end; returns the ``Engine`` (its ``stats()``, ``interrupted``).
     ``markers``: the run's ``live.markers.MarkerTimeline`` (or None); ``on_start(engine)``
     is called just before it runs (e.g. to start an LSL inlet on its clock)."""
-    from .engine import Engine
+    from live.engine import Engine
 
     engine = Engine(source, analyser, cfg, tracker=tracker, on_frame=on_frame,
                     on_segment=on_segment, on_window=on_window, markers=markers)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .session_log import SessionLog
+    from live.run_log import SessionLog
 
     # 1. everything that can be wrong with the arguments and inputs, before any work
     try:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .appendfile import AppendFile
-from .markers import Marker, MarkerTimeline, load_events
+from live.contract.appendfile import AppendFile
+from live.markers import Marker, MarkerTimeline, load_events
 
 MARKERS_FILE = "markers.jsonl"
 
@@ -33,7 +33,7 @@ class RunEvents:
 
     def __init__(self, events: str | Path | None = None, markers: str | None = None,
                  lsl_out: str | None = None, live: bool = False, paced_file: bool = False) -> None:
-        from . import lsl
+        from live import lsl
 
         self.live = live
         if events and paced_file:
@@ -63,7 +63,7 @@ class RunEvents:
         self._log = AppendFile(Path(out_dir) / MARKERS_FILE)
         self.timeline.subscribe(self._write)
         if self.inlet is not None:
-            from .lsl import from_lsl, lsl_marker
+            from live.lsl import from_lsl, lsl_marker
 
             self.timeline.listen()  # windows wait for the inlet to catch up with their end
             self.inlet.start(lambda event, condition, t: self.timeline.add(

@@ -33,10 +33,10 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from .cli import one_line
-from .frames import AudioChunk, VideoFrame
-from .media import AUDIO_RATE
-from .resample import Resampler
+from live.contract.cli import one_line
+from live.frames import AudioChunk, VideoFrame
+from live.contract.media import AUDIO_RATE
+from live.resample import Resampler
 
 
 class SourceError(RuntimeError):

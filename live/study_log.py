@@ -1,7 +1,7 @@
 """Study logs: one JSON line per window, durable as soon as it is written.
 
 ``StudyLog(root, session, participant)`` appends to ``root/<session>.jsonl`` through
-``live.appendfile.AppendFile``: one process writes a session (a second one is refused
+``live.contract.appendfile.AppendFile``: one process writes a session (a second one is refused
 with ``OutputLocked`` naming the owner), a torn last line left by a killed process is
 cut and kept aside before the first append, and every line is written whole and
 ``fsync``ed before ``write()`` returns (a full disk is an ``OSError`` naming the file),
@@ -26,7 +26,7 @@ is never overwritten, so ``(run, index)`` names one window of one recording.
 Withdrawal (``withdraw``): a participant's media, and on request their records, are
 deleted from a study folder, and ``root/audit.jsonl`` gets a line saying what was
 deleted, when and why.
-Whole files (media, CSV exports) are written by ``live.files.write_whole``: a temporary name,
+Whole files (media, CSV exports) are written by ``live.contract.files.write_whole``: a temporary name,
 fsync, rename; a reader never sees one half-written.
 
 Ownership (``LogOwners``): a study session id belongs to the browser session that
@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .appendfile import AppendFile, OutputLock, OutputLocked, WriteFailed, private_dir
-from .files import write_whole
+from live.contract.appendfile import AppendFile, OutputLock, OutputLocked, WriteFailed, private_dir
+from live.contract.files import write_whole
 
 # Session and participant ids become file names: keep them to a safe alphabet.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -30,9 +30,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .cli import EXIT_OK, CliError, run_main
-from .media import AUDIO_RATE
-from .resample import Resampler
+from live.contract.cli import EXIT_OK, CliError, run_main
+from live.contract.media import AUDIO_RATE
+from live.resample import Resampler
 
 SPEECH_EDGE = 0.02  # fraction of the peak below which espeak's lead-in/out counts as silence
 BACKGROUND = (70, 110, 90)  # RGB, plain, far from skin tones

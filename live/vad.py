@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 
 CHUNK = 512  # samples at 16 kHz (32 ms): the only size silero-vad's 16 kHz model takes
 THRESHOLD = 0.5  # speech probability that starts a segment

@@ -4,7 +4,7 @@
 it). ``WindowAssembler`` builds them from the buffers; ``Gate`` decides which go to
 the analyser. ``file_window`` gives a file span the same frames and face crops a live
 window over that span gets (training preprocessing uses it), because both sample with
-``live.media.sample_frames`` and pick the face with ``live.faces.window_faces``.
+``live.contract.media.sample_frames`` and pick the face with ``live.faces.window_faces``.
 """
 from __future__ import annotations
 
@@ -15,33 +15,33 @@ from pathlib import Path
 
 import numpy as np
 
-from .buffers import AudioBuffer, FrameBuffer
-from .faces import FaceTracker, face_crops, window_face_boxes, window_faces
-from .frames import VideoFrame
-from .media import (AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, Clip, check_window, no_audio, no_frames,
+from live.buffers import AudioBuffer, FrameBuffer
+from live.faces import FaceTracker, face_crops, window_face_boxes, window_faces
+from live.frames import VideoFrame
+from live.contract.media import (AUDIO_RATE, CROP_SIZE, HOP_S, N_FRAMES, WINDOW_S, Clip, check_window, no_audio, no_frames,
                     sample_frames)
-from .sources import SourceError, iter_video_frames, video_times
-from .vad import VADGate
+from live.sources import SourceError, iter_video_frames, video_times
+from live.vad import VADGate
 
 GATES = ("always", "face", "speech")
 
 
 @dataclass(kw_only=True)
 class Window(Clip):
-    """One analysis window, ``T = N_FRAMES`` (8): a ``live.media.Clip`` (the media, given
+    """One analysis window, ``T = N_FRAMES`` (8): a ``live.contract.media.Clip`` (the media, given
     to the processor as it is) with its times and ids.
 
     This docstring is where the media fields are defined; the preprocessing cache
     (``model.data.preprocess``) carries the same fields under the same names. A missing modality has one form everywhere: arrays of the documented
-    shape filled with zeros (``live.media.no_frames`` / ``no_faces`` / ``no_audio``),
+    shape filled with zeros (``live.contract.media.no_frames`` / ``no_faces`` / ``no_audio``),
     plus ``has_video`` / ``has_audio`` / ``face_present``.
 
     start, end:    seconds on the session clock; ``end - start == window_s`` except
                    for a single short window at the end of a clip shorter than that.
     index:         0, 1, 2, ... in emission order.
-    frames:        (T, H, W, 3) uint8 RGB as stored (``live.media.ingest_size``: the
+    frames:        (T, H, W, 3) uint8 RGB as stored (``live.contract.media.ingest_size``: the
                    source size, or scaled so the long side is 640 px), chosen by
-                   ``live.media.sample_frames`` (frame ``i`` is the one nearest to
+                   ``live.contract.media.sample_frames`` (frame ``i`` is the one nearest to
                    ``start + (i + 0.5) * (end - start) / T``); (0, 0, 0, 3) when
                    ``has_video`` is False.
     frame_times:   (T,) float64 seconds, the actual times of those frames
@@ -80,9 +80,9 @@ class Window(Clip):
     has_video: bool = True
     audio_rate: int = AUDIO_RATE
     created: float = field(default=0.0, repr=False)  # perf_counter() at assembly
-    # Which session (WindowAssembler run) the window belongs to: with frame_times, the
+    # Which stream (WindowAssembler run) the window belongs to: with frame_times, the
     # identity of its frames (model.serve.features caches encoder outputs by it).
-    session: str = field(default="", repr=False)
+    stream_id: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         """Built whole (``WindowAssembler.build``): nothing to fill, and ``frames`` and
@@ -168,7 +168,7 @@ class WindowAssembler:
         self.reset()
 
     def reset(self) -> None:
-        self.session = uuid.uuid4().hex  # a new session: new frame identities
+        self.stream_id = uuid.uuid4().hex  # a new stream: new frame identities
         self.t_first: float | None = None
         self._k = 0  # index of the next window
         self.emitted = 0
@@ -227,7 +227,7 @@ class WindowAssembler:
             index=self.emitted, start=start, end=end, frames=imgs, frame_times=times, faces=faces,
             face_present=present, face_boxes=boxes, face_track=track, audio=wav, speech=speech,
             speech_ratio=float(ratio), has_audio=has_audio, has_video=has_video, created=created,
-            session=self.session,
+            stream_id=self.stream_id,
         )
         self.emitted += 1
         return w

@@ -16,7 +16,7 @@ with its reason; the others still run.
 Writes OUT/results.json, OUT/results.md, OUT/results.png (bar charts) and
 OUT/scatter.png (memory vs KL, one labelled point per plan), and OUT/errors.log (the
 tracebacks of failed plans). A plan whose method has no kernel for --device (torchao
-int4 on a CPU) is refused before any work. Errors follow `live.cli`: one line on stderr; bad
+int4 on a CPU) is refused before any work. Errors follow `live.contract.cli`: one line on stderr; bad
 arguments or input (an unknown plan, a missing or damaged checkpoint, a missing source
 file, an existing --out without --overwrite, --device cuda without CUDA) exit 2, a
 failure while working exits 1.
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
-from live.files import write_json
+from live.contract.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
+from live.contract.files import write_json
 from model.serve.generate import COMPARE_MAX_NEW_TOKENS
 from model.net.config import AUDIO_CONTEXTS
 
@@ -193,8 +193,8 @@ def run_experiments(
     the checkpoint's for every plan (run twice to compare the two)."""
     from tqdm import tqdm
 
-    from live.cli import log_traceback, one_line
-    from live.media import HOP_S, WINDOW_S
+    from live.contract.cli import log_traceback, one_line
+    from live.contract.media import HOP_S, WINDOW_S
     from model.serve.analyser import DEFAULT_PROMPT
 
     from . import windows as win

@@ -82,10 +82,10 @@ def bnb_config(plan: QuantPlan, primary: str, skip: list[str]):
 
 
 def _check_device(device: str, plan: QuantPlan) -> str:
-    """The device rule of every CLI (`live.cli.resolve_device`: "auto", cpu, cuda[:N]
+    """The device rule of every CLI (`live.contract.cli.resolve_device`: "auto", cpu, cuda[:N]
     checked against the machine), then the plan's methods' kernels
     (`quant.methods.device_refusal`), as a PlanLoadError naming the plan."""
-    from live.cli import CliError, resolve_device
+    from live.contract.cli import CliError, resolve_device
 
     from .methods import device_refusal
 

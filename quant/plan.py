@@ -8,7 +8,7 @@
 Bytes are per plan slot and per component, computed from each method's storage rules
 (`quant.methods`, `quant.estimate`); `total` is what sits on the device, `host` what the plan keeps
 in host memory, `peak_window` the estimated peak device memory of analysing one
-window beyond the weights (`quant.window_memory`). Errors follow `live.cli`: one line on stderr; a bad plan, preset or
+window beyond the weights (`quant.window_memory`). Errors follow `live.contract.cli`: one line on stderr; a bad plan, preset or
 model folder exits 2.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from live.cli import CliError, run_main
+from live.contract.cli import CliError, run_main
 
 GB = 1e9  # decimal gigabytes, as cards are sold
 

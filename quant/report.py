@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from live.files import save_figure
+from live.contract.files import save_figure
 
 MB = 1e6  # decimal megabytes
 

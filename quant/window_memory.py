@@ -39,7 +39,7 @@ tokens (chat template + the default analysis prompt) are `PROMPT_TOKENS`.
 """
 from __future__ import annotations
 
-from live.media import AUDIO_RATE, N_FRAMES, WINDOW_S
+from live.contract.media import AUDIO_RATE, N_FRAMES, WINDOW_S
 
 from .plans import BYTES_PER_ELEMENT, QuantPlan
 

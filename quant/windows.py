@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from live.media import HOP_S, N_FRAMES, WINDOW_S
+from live.contract.media import HOP_S, N_FRAMES, WINDOW_S
 
 
 class _Collector:

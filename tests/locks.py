@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HOLDER = ("import sys, time; from live.appendfile import OutputLock; OutputLock(sys.argv[1]).acquire(); "
+HOLDER = ("import sys, time; from live.contract.appendfile import OutputLock; OutputLock(sys.argv[1]).acquire(); "
           "print('held', flush=True); time.sleep(600)")
 
 

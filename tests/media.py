@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from live.media import AUDIO_RATE  # noqa: F401  (re-exported)
+from live.contract.media import AUDIO_RATE  # noqa: F401  (re-exported)
 from live.testclip import (  # noqa: F401  (re-exported for the tests)
     BACKGROUND,
     FACE_BOX_IN_CROP,

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from model.data.answers import match_option, parse_answer, split_explanation, split_labels
-from model.data.templates import (
+from model.net.answers import match_option, parse_answer, split_explanation, split_labels
+from model.net.templates import (
     DFEW_CLASSES, MAFW_CLASSES, classification_answer, classification_prompt, reasoning_answer,
 )
 
@@ -67,7 +67,7 @@ def test_to_dict():
 
 
 def test_one_label_normaliser_for_parsing_and_scoring():
-    from model.data.answers import normalize_label
+    from model.net.answers import normalize_label
     from model.evaluate import metrics
 
     assert metrics.normalize_label is normalize_label  # scoring uses the parser's rule

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 import app
-from live.analyser import AnalyserWorker, make_result
-from live.hosting import ServerErrors
-from live.file_analysis import analyse_video
-from live.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
-from live.session import NO_MEDIA_WARN_S, LiveSession
+from live.contract.result import make_result
+from live.worker import AnalyserWorker
+from live.page.hosting import ServerErrors
+from live.page.file_analysis import analyse_video
+from live.page.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
+from live.page.session import NO_MEDIA_WARN_S, LiveSession
 from live.sources import SourceError
 from live.study_log import LogOwners, StudyLog, StudyLogError, read_jsonl
 from model.serve.serving import UNTRAINED, ModelHolder
@@ -313,7 +314,7 @@ def test_analyser_failure_logs_one_line_per_window_and_one_traceback(caplog):
             raise RuntimeError(f"weights corrupted (simulated, {id(self)})")
 
     worker = AnalyserWorker(Broken()).start()
-    with caplog.at_level(logging.ERROR, logger="live.analyser"):
+    with caplog.at_level(logging.ERROR, logger="live.worker"):
         for i in range(3):
             worker.submit(fake_window(i))
             assert worker.wait_idle(30)

@@ -11,8 +11,8 @@ import pylsl
 import pytest
 
 import app
-from live.render import MARKER_RGB, recording_markdown, sessions_markdown, timeline_figure
-from live.session import LiveSession
+from live.page.render import MARKER_RGB, recording_markdown, sessions_markdown, timeline_figure
+from live.page.session import LiveSession
 from live.study_log import read_jsonl
 from model.serve.serving import ModelHolder
 from tests.test_app_handlers import clip, feed, tiny, wait_until  # noqa: F401  (fixtures)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from live.hosting import STREAM_LEFTOVER_AGE_S, SWEEP_EVERY_S
+from live.page.hosting import STREAM_LEFTOVER_AGE_S, SWEEP_EVERY_S
 
 from tests.media import clip_frames, make_clip, speak, write_wav, write_y4m
 from tests.test_app_server import APP_ARGS, BROWSER_TIMEOUT_S, CHROMIUM, START_TIMEOUT_S, start_app, stop, wait_for_line

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from live.study_log import read_jsonl
 from tests.media import make_clip
 from tests.test_app_server import APP_ARGS, ROOT, START_TIMEOUT_S, free_port, start_app, stop, wait_for_line

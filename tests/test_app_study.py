@@ -26,13 +26,13 @@ import numpy as np
 import pytest
 
 import app
-import live.appendfile as appendfile
-from live.appendfile import OutputLocked
+import live.contract.appendfile as appendfile
+from live.contract.appendfile import OutputLocked
 from live.engine import Engine, EngineConfig
-from live.analyser import FakeAnalyser
-from live.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
-from live.render import model_banner
-from live.session import LiveSession
+from live.worker import FakeAnalyser
+from live.page.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
+from live.page.render import model_banner
+from live.page.session import LiveSession
 from live.sources import FileSource, SourceError
 from live.study_log import AUDIT_NAME, LogOwners, StudyLog, StudyLogError, new_run_id, read_jsonl, write_csv
 from model.serve.serving import ModelHolder
@@ -407,7 +407,7 @@ def test_api_client_sees_a_full_disk(clip, tmpfs, tmp_path):
 
 
 def test_gradio_temp_folder_is_private_and_a_killed_apps_folder_is_removed(tmp_path, monkeypatch):
-    from live.hosting import TEMP_ENV, TEMP_PREFIX, discard_upload, private_temp_dir
+    from live.page.hosting import TEMP_ENV, TEMP_PREFIX, discard_upload, private_temp_dir
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

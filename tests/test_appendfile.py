@@ -1,4 +1,4 @@
-"""live.appendfile: one writer per output (a real second process), torn tails repaired
+"""live.contract.appendfile: one writer per output (a real second process), torn tails repaired
 and kept aside, failed writes named, owner-only files."""
 import json
 import os
@@ -10,12 +10,12 @@ import textwrap
 
 import pytest
 
-from live.appendfile import AppendFile, OutputLock, OutputLocked, private_dir, repair_tail
-from live.files import write_whole
+from live.contract.appendfile import AppendFile, OutputLock, OutputLocked, private_dir, repair_tail
+from live.contract.files import write_whole
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from live.appendfile import AppendFile
+    from live.contract.appendfile import AppendFile
     f = AppendFile(sys.argv[1])
     f.append('{"from": "holder"}')
     print("ready", flush=True)

@@ -15,7 +15,7 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from model.checkpoint.build import main as build_main
 from model.net.config import FaceEncoderConfig
 from model.net.face_encoder import CHECKPOINT_KEY, FaceXFormerEncoder

@@ -1,10 +1,10 @@
-"""live.cli's helpers, in-process: `run_main` (the exit codes and the one line),
+"""live.contract.cli's helpers, in-process: `run_main` (the exit codes and the one line),
 `log_traceback` (once per distinct error) and `check_out` (outputs, checked before work)."""
 from __future__ import annotations
 
 import pytest
 
-from live.cli import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CliError, check_out, log_traceback,
+from live.contract.cli import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CliError, check_out, log_traceback,
                       resolve_device, run_main)
 
 

@@ -1,6 +1,6 @@
 """Every model/ and quant/ command line, run as a real subprocess, on each class of error:
 one ``error:`` line on stderr naming the file or option, no traceback, the exit code of
-`live.cli` (2: bad input found before work), and nothing slow loaded first."""
+`live.contract.cli` (2: bad input found before work), and nothing slow loaded first."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from tests.media import make_clip
 from tests.test_train_data import make_synthetic_set
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from model.checkpoint.loading import CheckpointDamaged, check_checkpoint, load
 from model.net.config import OmniEmotionConfig, check_config_fields
 from model.net.presets import PRESETS, preset_config

@@ -1,8 +1,8 @@
 """Declared conventions kept (issue 19, item 6), read from the source with `ast` (cheap:
 nothing is imported):
 
-* every command line's ``main`` ends in ``return run_main(...)`` (``live.cli``), and
-  ``live/cli.py``'s docstring lists exactly the command lines the product has;
+* every command line's ``main`` ends in ``return run_main(...)`` (``live.contract.cli``), and
+  ``live/contract/cli.py``'s docstring lists exactly the command lines the product has;
 * module paths named in docstrings and comments of product code exist
   (``live/x.py``, ``docs/x.md``, ``live.x.name``, ``python -m model.x``).
 """
@@ -14,7 +14,7 @@ import re
 import tokenize
 from pathlib import Path
 
-import live.cli
+import live.contract.cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("live", "model", "quant")
@@ -66,14 +66,14 @@ def test_every_main_returns_run_main():
         call = last.value if isinstance(last, ast.Return) else None
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "run_main"):
             bad.append(f"{rel(path)}: {ast.unparse(last)}")
-    assert not bad, "main must end in `return run_main(...)` (live/cli.py):\n" + "\n".join(bad)
+    assert not bad, "main must end in `return run_main(...)` (live/contract/cli.py):\n" + "\n".join(bad)
 
 
 def test_cli_docstring_lists_every_cli():
-    block = live.cli.__doc__.split("python -m", 1)[1].split("\n\n", 1)[0]
+    block = live.contract.cli.__doc__.split("python -m", 1)[1].split("\n\n", 1)[0]
     listed = {name.strip() for name in block.replace("\n", " ").split("|")}
     found = {cli_name(p) for p in product_files() if is_entry(p)}
-    assert listed == found, f"live/cli.py lists {sorted(listed - found)} that are no CLI, misses {sorted(found - listed)}"
+    assert listed == found, f"live/contract/cli.py lists {sorted(listed - found)} that are no CLI, misses {sorted(found - listed)}"
 
 
 def notes(path: Path):

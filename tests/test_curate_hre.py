@@ -17,9 +17,9 @@ import pytest
 from model.data.curate import agreement as A
 from model.data.curate.__main__ import main as curate_main
 from model.data.curate import selection as S
-from model.data.curate.reviews import ReviewLog, load_candidates
+from model.data.curate.review_pool import ReviewLog, load_candidates
 from model.data.manifest import read_manifest
-from model.data.templates import reasoning_answer
+from model.net.templates import reasoning_answer
 from tests.media import cached_clip
 
 INSTRUCTION = "What can we deduce about the character's emotional state? Please elaborate."

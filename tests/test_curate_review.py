@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from model.data.curate.reviews import read_decisions
+from model.data.curate.review_pool import read_decisions
 from tests.locks import hold_lock
 from tests.media import cached_clip
 from tests.test_app_server import CHROMIUM, serve_page, stop
@@ -117,8 +117,8 @@ def test_review_page_accept_edit_reject_then_resume(pool, tmp_path):
 
 
 def test_reviewer_rules_without_a_browser(tmp_path):
-    from model.data.curate.review import Reviewer
-    from model.data.curate.reviews import ReviewError
+    from model.data.curate.review_page import Reviewer
+    from model.data.curate.review_pool import ReviewError
 
     pool = make_review_pool(tmp_path / "cand", cached_clip("review", seconds=2.0, fps=10)["path"])
     rev = Reviewer(pool, "bob")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from model.data.curate import merge as merge_cli
 from model.data.curate import sre
 from model.data.curate.stages import CONSISTENCY_PROMPT, FACE_PROMPT, SCENE_PROMPT

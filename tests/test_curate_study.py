@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from live.media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 from live.sources import decode_audio, video_times
 from live.study_log import StudyLog, read_jsonl
 from live.window import file_window

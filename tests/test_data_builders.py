@@ -8,7 +8,7 @@ import pytest
 from model.data import builders as B
 from tests.media import make_clip
 from model.data.manifest import read_manifest
-from model.data.templates import (
+from model.net.templates import (
     ASR_INSTRUCTIONS, AUDIO_CAPTION_INSTRUCTIONS, DFEW_CLASSES, MAFW_CLASSES, OV_LABELS_MARKER,
     REASONING_INSTRUCTIONS, options_from_prompt,
 )

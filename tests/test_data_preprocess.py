@@ -5,7 +5,7 @@ import pytest
 
 from live.detector import Detection
 from live.faces import FaceTracker, crop_face
-from live.media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 from live.sources import SourceError, decode_audio
 from model.data.manifest import make_sample
 from model.data.preprocess import (
@@ -87,9 +87,9 @@ def test_large_frames_are_scaled_for_storage(tmp_path):
 
 
 def test_storage_size_is_the_live_ingest_rule():
-    """Training stores frames by `live.media.ingest_size` (issue 19): a picture within
+    """Training stores frames by `live.contract.media.ingest_size` (issue 19): a picture within
     the long side keeps its odd sides as live keeps them (it was rounded to even here)."""
-    from live.media import FRAME_MAX_SIDE, ingest_size
+    from live.contract.media import FRAME_MAX_SIDE, ingest_size
     from model.data.preprocess import _scaled
 
     odd = np.random.default_rng(0).integers(0, 255, (2, 241, 321, 3), dtype=np.uint8)

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from model.data import templates as T
+from model.net import templates as T
 
 
 def test_phase1_pools_and_typo_fixed():

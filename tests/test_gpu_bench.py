@@ -29,7 +29,7 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
 
 
 def test_page_banner_says_random_weights():
-    from live.render import model_banner
+    from live.page.render import model_banner
 
     holder = SimpleNamespace(state="ready", status=lambda: "m",
                              analyser=SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(random_weights=True))))

@@ -97,7 +97,7 @@ def test_summary_line_never_prints_none():
 def test_bad_video_is_one_line_error(assets, video, message):
     root, _ = assets
     out = infer("--model", str(root / "tiny"), "--video", str(root / video))
-    assert out.returncode == 2  # live.cli.EXIT_USAGE
+    assert out.returncode == 2  # live.contract.cli.EXIT_USAGE
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in out.stderr
@@ -106,6 +106,6 @@ def test_bad_video_is_one_line_error(assets, video, message):
 def test_missing_model_is_one_line_error(assets):
     root, _ = assets
     out = infer("--model", str(root / "nothing"), "--video", str(root / "clip.mp4"))
-    assert out.returncode == 2 and out.stderr.strip().splitlines() == [  # live.cli.EXIT_USAGE
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [  # live.contract.cli.EXIT_USAGE
         f"error: no Omni-Emotion checkpoint at {root / 'nothing'} (config.json missing)"
     ]

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from live.cli import EXIT_RUNTIME
+from live.contract.cli import EXIT_RUNTIME
 from model.data.curate.endpoint import base_url
 from model.evaluate import cli as evaluate
 from model.evaluate.judge import (

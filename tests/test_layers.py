@@ -3,9 +3,11 @@
 
 * no import circles, counting every import (at the top, inside a function, under
   ``TYPE_CHECKING``: each is a dependency a reader must follow);
-* ``live/`` imports nothing from ``model/`` or ``quant/``, and ``model/`` nothing from
-  ``quant/``, except in entry points (a module with ``if __name__ == "__main__":`` or a
-  ``__main__.py``): a command line is a composition root and may reach up.
+* every module imports only from its own layer and the layers `MAY_IMPORT` names for it
+  (the folders show the layers: ``live/contract/`` at the bottom, ``live/page/`` and
+  ``live/study/`` at the top), except in entry points (a module with
+  ``if __name__ == "__main__":`` or a ``__main__.py``): a command line is a composition
+  root and may reach up.
 """
 from __future__ import annotations
 
@@ -14,8 +16,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("live", "model", "quant")
-# (importing package, imported package): a lower layer must not import a higher one.
-UPWARD = {("live", "model"), ("live", "quant"), ("model", "quant")}
+# Module-name prefixes of each layer, the longest prefix wins (docs/architecture.md).
+LAYERS = {
+    "live.contract": "contract",  # media rules, CLI convention, writing files, the Result
+    "live": "front end",  # capture, buffers, faces, VAD, windows, engine, study logs
+    "model": "model",  # network, prompts and answers, checkpoints, the analyser
+    "model.data": "data",  # datasets and curation: decoded and tracked by the front end's rules
+    "model.train": "data",  # training and evaluation read datasets
+    "model.evaluate": "data",
+    "quant": "quant",  # plans, loading with one, estimates, the harness (its windows come from the engine)
+    "live.page": "top",  # the page's helpers
+    "live.study": "top",  # the study workflow
+}
+MAY_IMPORT = {
+    "contract": {"contract"},
+    "front end": {"contract", "front end"},
+    "model": {"contract", "model"},
+    "data": {"contract", "front end", "model", "data"},
+    "quant": {"contract", "front end", "model", "quant"},
+    "top": {"contract", "front end", "model", "data", "quant", "top"},
+}
+
+
+def layer(module: str) -> str:
+    prefix = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return LAYERS[prefix]
 
 
 def module_name(path: Path) -> str:
@@ -108,11 +133,19 @@ def test_no_import_circles():
     assert not found, f"import circles (move the shared piece down, as quant/dtypes.py did): {found}"
 
 
-def test_no_upward_imports_outside_entry_points():
+def test_every_import_goes_to_an_allowed_layer_outside_entry_points():
     known = modules()
-    bad = [f"{name} imports {target}" for name, targets in graph().items() for target in sorted(targets)
-           if (name.split(".")[0], target.split(".")[0]) in UPWARD and not is_entry(known[name])]
-    assert not bad, "a lower layer imports a higher one:\n" + "\n".join(bad)
+    bad = [f"{name} ({layer(name)}) imports {target} ({layer(target)})"
+           for name, targets in graph().items() for target in sorted(targets)
+           if layer(target) not in MAY_IMPORT[layer(name)] and not is_entry(known[name])]
+    assert not bad, "a module imports a layer it may not:\n" + "\n".join(bad)
+
+
+def test_the_contract_imports_nothing_else_of_the_project():
+    edges = graph()
+    assert all(layer(t) == "contract" for m in edges if layer(m) == "contract" for t in edges[m])
+    assert layer("live.contract.media") == "contract" and layer("live.page.session") == "top"
+    assert layer("model.data.preprocess") == "data" and layer("live.engine") == "front end"
 
 
 def test_the_graph_sees_circles_and_every_kind_of_import():
@@ -120,6 +153,6 @@ def test_the_graph_sees_circles_and_every_kind_of_import():
     edges = graph()
     assert "live.sources" in edges["live.devices"]  # from .sources import ...
     assert "model.train.settings" in edges["model.train.trainer"]  # under TYPE_CHECKING
-    assert "live.render" in edges["live.file_analysis"]  # inside a function
+    assert "live.page.render" in edges["live.page.file_analysis"]  # inside a function
     assert "quant.methods" in edges["quant.plans"]  # from . import methods
     assert "quant.dtypes" in edges["quant.methods.hqq"]  # from ..dtypes import ... (relative, lazy)

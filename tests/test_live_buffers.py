@@ -8,7 +8,7 @@ from live.buffers import AudioBuffer, FrameBuffer, frame_capacity
 from live.engine import Engine
 from live.faces import iou
 from live.frames import MAX_FRAME_BYTES, VideoFrame
-from live.media import INGEST_MAX_SIDE, N_FRAMES, WINDOW_S, ingest_size, nearest_indices
+from live.contract.media import INGEST_MAX_SIDE, N_FRAMES, WINDOW_S, ingest_size, nearest_indices
 from live.sources import FileSource, PushSource
 from tests.media import cached_clip
 

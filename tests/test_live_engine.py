@@ -4,11 +4,12 @@ import threading
 import numpy as np
 import pytest
 
-from live.analyser import AnalyserWorker, FakeAnalyser, NullAnalyser, make_result
+from live.contract.result import make_result
+from live.worker import AnalyserWorker, FakeAnalyser, NullAnalyser
 from live.engine import Engine, EngineConfig, WindowEvent
 from live.detector import no_faces
 from live.faces import FaceTracker, TrackedFace, default_detector
-from live.media import MAX_WINDOW_S, sample_targets
+from live.contract.media import MAX_WINDOW_S, sample_targets
 from live.sources import FileSource, PushSource, decode_audio, video_times
 from live.window import Gate, Window
 from tests.media import cached_clip

@@ -1,5 +1,5 @@
 """live.run as a real subprocess: one-line errors naming the file or option, the
-exit-code convention of live.cli (2: bad input found before any work, 1: a failure
+exit-code convention of live.contract.cli (2: bad input found before any work, 1: a failure
 while working), and an existing --out folder refused before any model loads."""
 import json
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import EXIT_RUNTIME, EXIT_USAGE
-from live.media import MAX_WINDOW_S
+from live.contract.cli import EXIT_RUNTIME, EXIT_USAGE
+from live.contract.media import MAX_WINDOW_S
 from tests.media import cached_clip
 
 ROOT = Path(__file__).resolve().parents[1]

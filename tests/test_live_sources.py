@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live.media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 from live.devices import MicSource, WebcamSource, open_source
 from live.sources import FileSource, SourceError, decode_audio, iter_video_frames, video_times
 from tests.media import AUDIO_RATE as MEDIA_RATE, cached_clip, speak, write_wav

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from live.media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 from live.vad import CHUNK, Rechunker, SileroOnnxProb, SileroSpeechProb, VADGate, load_silero
 from tests.media import cached_clip
 

@@ -16,8 +16,8 @@ import pylsl
 import pytest
 from pylsl.util import LostError, TimeoutError as LSLTimeout
 
-from live.analyser import FakeAnalyser
-from live.cli import EXIT_USAGE
+from live.worker import FakeAnalyser
+from live.contract.cli import EXIT_USAGE
 from live.engine import Engine, EngineConfig
 from live.lsl import VALUE_CHANNELS, marker_stream_name
 from live.run_events import RunEvents

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from live.engine import Engine, EngineConfig
 from live.markers import EventsError, Marker, MarkerTimeline, load_events
 from live.sources import FileSource

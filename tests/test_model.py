@@ -99,7 +99,7 @@ def test_processor_places_exact_placeholder_counts(tester):
 
 
 def test_processor_takes_the_sampled_frames_as_given(tester):
-    # the frames were already chosen by live.media.sample_frames: no second sampling
+    # the frames were already chosen by live.contract.media.sample_frames: no second sampling
     frames = np.stack([np.full((20, 20, 3), 10 * i, dtype=np.uint8) for i in range(T)])
     batch = tester.processor(CHAT, Clip(frames=frames))
     firsts = batch["pixel_values_videos"][0, :, 0, 0, 0]  # normalised (v/255 - .5)/.5

@@ -17,7 +17,7 @@ import pytest
 
 from live.engine import Engine, EngineConfig
 from live.faces import FaceTracker, default_detector
-from live.media import AUDIO_RATE, N_FRAMES
+from live.contract.media import AUDIO_RATE, N_FRAMES
 from live.sources import FileSource, video_times
 from model.data.manifest import make_sample
 from model.data.preprocess import preprocess_sample
@@ -83,7 +83,7 @@ def test_live_and_training_paths_see_the_same_frames_crops_and_audio(live_window
 def test_window_and_cached_sample_become_the_same_clip(live_windows):
     g, windows = live_windows
     w = windows[0]
-    served = w  # the window is the clip the analyser serves (a live.media.Clip)
+    served = w  # the window is the clip the analyser serves (a live.contract.media.Clip)
     got = _training(g, (w.start, w.end))
     trained = replace(got, audio=got.audio[: w.audio.size])  # training keeps the whole track
     for name in ("frames", "faces", "face_present", "audio"):
@@ -92,9 +92,9 @@ def test_window_and_cached_sample_become_the_same_clip(live_windows):
 
 
 def test_a_missing_modality_has_one_form():
-    """`live.media.no_frames` / `no_faces` / `no_audio` are the one zero-fill: the
+    """`live.contract.media.no_frames` / `no_faces` / `no_audio` are the one zero-fill: the
     processor's `Clip` fills a missing modality with exactly them (issue 19)."""
-    from live.media import no_audio, no_faces, no_frames
+    from live.contract.media import no_audio, no_faces, no_frames
 
     sound = Clip(audio=np.ones(10, np.float32))
     faces, present = no_faces()

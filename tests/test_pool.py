@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from live.analyser import AnalyserWorker
+from live.worker import AnalyserWorker
 from tests.media import cached_clip
 
 JOIN_S = 240.0  # s a test's sessions may take before the test fails as hung

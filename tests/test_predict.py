@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 from model.checkpoint.loading import build_tiny
-from model.data.answers import parse_answer
+from model.net.answers import parse_answer
 from model.data.manifest import make_sample, write_manifest
-from model.data.templates import CLASSIFICATION_QUESTIONS
+from model.net.templates import CLASSIFICATION_QUESTIONS
 from model.evaluate.cli import add_parsed_labels, main as evaluate_main
 from tests.media import make_clip
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from model.checkpoint.loading import build_tiny
 from quant.estimate import estimate_checkpoint
 from quant.experiments import main, run_experiments

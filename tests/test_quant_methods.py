@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from quant.estimate import estimate_checkpoint, linear_bytes, measure
 from quant.load import PlanLoadError, load_model
 from quant.plans import EDGE_4GB_BUDGET_BYTES, EDGE_4GB_WINDOW_BUDGET_BYTES, PLANS, get_plan

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from quant.plans import (
     EDGE_6GB_BUDGET_BYTES,
     EDGE_6GB_WINDOW_BUDGET_BYTES,

@@ -18,7 +18,7 @@ from PIL import Image
 from skimage import data
 from transformers import WhisperFeatureExtractor
 
-from live.media import AUDIO_RATE, CROP_SIZE, N_FRAMES
+from live.contract.media import AUDIO_RATE, CROP_SIZE, N_FRAMES
 from model.net.presets import preset_config
 from model.net.processor import Clip, OmniEmotionProcessor
 from model.net.tokenizer import apply_token_ids, build_tiny_tokenizer

@@ -8,8 +8,8 @@ import torch
 
 from live.window import Window
 from model.checkpoint.loading import build_tiny, load, save
-from model.data.answers import parse_answer
-from model.data.templates import reasoning_answer
+from model.net.answers import parse_answer
+from model.net.templates import reasoning_answer
 from model.net import tokens
 from model.net.processor import Clip
 from model.serve.analyser import OmniEmotionAnalyser
@@ -33,7 +33,7 @@ def window(i: int, session: str = "s1") -> Window:
         index=i, start=float(i), end=float(i) + 4.0, frames=FRAMES[sl], frame_times=0.25 + 0.5 * np.arange(N_SOURCE)[sl],
         faces=CROPS[sl] * present[:, None, None, None], face_present=present,
         face_boxes=np.zeros((T, 4), np.float32), face_track=1,
-        audio=(RNG.standard_normal(64000) * 0.1).astype(np.float32), speech=[], speech_ratio=0.0, session=session,
+        audio=(RNG.standard_normal(64000) * 0.1).astype(np.float32), speech=[], speech_ratio=0.0, stream_id=session,
     )
 
 
@@ -45,7 +45,7 @@ def test_reuse_gives_the_same_logits_and_encodes_each_frame_once(fusion):
     worst = 0.0
     for i in range(N_WINDOWS):
         w = window(i)
-        ids = [(w.session, float(t)) for t in w.frame_times]
+        ids = [(w.stream_id, float(t)) for t in w.frame_times]
         clip = w
         with torch.inference_mode():
             a = model(**reuse.inputs(clip, ids)).logits

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from live.appendfile import OutputLock
-from live.cli import EXIT_RUNTIME, EXIT_USAGE
+from live.contract.appendfile import OutputLock
+from live.contract.cli import EXIT_RUNTIME, EXIT_USAGE
 from live.study import FAILURES, PARTIAL_DIR
 from live.study_log import read_jsonl
 from live.testclip import make_clip
@@ -183,7 +183,7 @@ def test_progress_bars_over_recordings_and_windows(folder, tmp_path, capsys):
     """In process (a bar is drawn on a terminal only in the CLI): both bars count to the end."""
     from argparse import Namespace
 
-    from live.analyser import FakeAnalyser
+    from live.worker import FakeAnalyser
     from live.engine import EngineConfig
     from live.study.analyse import StudyRun
     from live.study.recordings import list_recordings
@@ -230,7 +230,7 @@ def test_recordings_at_once_each_with_its_own_session_analyser(folder, tmp_path)
     on threads, each asking the pool for its own session's analyser; every log whole."""
     from argparse import Namespace
 
-    from live.analyser import FakeAnalyser
+    from live.worker import FakeAnalyser
     from live.engine import EngineConfig
     from live.study.analyse import StudyRun
     from live.study.recordings import list_recordings
@@ -261,7 +261,7 @@ def test_pool_option_wiring_without_ray(folder, tmp_path, monkeypatch, capsys):
     stand-in, since Ray's start-up on 2 cores takes minutes): two recordings at once,
     each on its own pool session, the pool closed at the end."""
     import live.run
-    from live.analyser import FakeAnalyser
+    from live.worker import FakeAnalyser
     from live.study.__main__ import main
 
     class StandInPool:

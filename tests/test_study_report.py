@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from live.appendfile import AppendFile
-from live.cli import EXIT_USAGE
+from live.contract.appendfile import AppendFile
+from live.contract.cli import EXIT_USAGE
 from live.study import FAILURES, KEY_FILE, REPORT_HTML, SUMMARY_CSV, WINDOWS_CSV
 from live.study.export import pseudonym
 from live.study_log import StudyLog, read_jsonl

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live.appendfile import OutputLocked
+from live.contract.appendfile import OutputLocked
 from live.study_log import AUDIT_NAME, StudyLog, StudyLogError, new_run_id, read_jsonl, withdraw
 
 ROOT = Path(__file__).resolve().parents[1]

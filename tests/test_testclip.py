@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from live.testclip import DEFAULT_SPEECH, main
 from tests.media import clip_frames
 

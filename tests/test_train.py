@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.net.modeling import PHASE_TRAINABLE
-from live.cli import EXIT_USAGE, CliError
+from live.contract.cli import EXIT_USAGE, CliError
 from model.train.cli import TrainSettings, build_parser, main, train
 from model.train.log import COLUMNS, read_log
 from model.train.trainer import derive_grad_accum, latest_checkpoint

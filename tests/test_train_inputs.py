@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 from model.train.cli import main
 from model.train.log import COLUMNS, CsvLog, LogRow, read_log
 from tests.locks import hold_lock

@@ -124,7 +124,7 @@ def test_precheck_main_rank_reports_others_leave_quietly(capsys):
 
 
 def test_check_processes_rule():
-    from live.cli import CliError
+    from live.contract.cli import CliError
     from model.train.cli import check_processes
 
     check_processes({}, 0)  # one plain process

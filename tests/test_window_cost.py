@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.window_cost import STAGES, Counter, flops, window_cost
-from live.media import AUDIO_RATE, CROP_SIZE, N_FRAMES, WINDOW_S
+from live.contract.media import AUDIO_RATE, CROP_SIZE, N_FRAMES, WINDOW_S
 from model.checkpoint.loading import build_tiny
 from model.net.processor import Clip
 

@@ -1,6 +1,6 @@
 """Command line of ``live.study`` (see ``live/study/__init__.py`` and docs/study.md).
 
-Errors follow ``live.cli``: one line, exit 2 for bad input found before any work (a
+Errors follow ``live.contract.cli``: one line, exit 2 for bad input found before any work (a
 missing folder, a bad participants table, an --out in use), 1 while working (for
 ``analyse``: some recordings could not be analysed; they are in failures.jsonl),
 130 for Ctrl-C. Each command prints one JSON line last.
@@ -15,10 +15,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
-from live.appendfile import OutputLock, OutputLocked, private_dir
-from live.cli import EXIT_OK, EXIT_RUNTIME, CliError, check_out, run_main
+from live.contract.appendfile import OutputLock, OutputLocked, private_dir
+from live.contract.cli import EXIT_OK, EXIT_RUNTIME, CliError, check_out, run_main
 from live.face_models import FaceModelError
-from live.files import write_whole
+from live.contract.files import write_whole
 from live.study_log import StudyLogError
 
 from . import FAILURES, STUDY_JSON, study_logs

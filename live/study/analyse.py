@@ -27,9 +27,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from live.appendfile import AppendFile, private_dir
-from live.cli import one_line
-from live.files import PRIVATE_MODE
+from live.contract.appendfile import AppendFile, private_dir
+from live.contract.cli import one_line
+from live.contract.files import PRIVATE_MODE
 from live.run import analyse_source, make_tracker
 from live.run_events import RunEvents
 from live.sources import FileSource, SourceError

@@ -16,8 +16,8 @@ import os
 import secrets
 from pathlib import Path
 
-from live.appendfile import private_dir
-from live.files import PRIVATE_MODE
+from live.contract.appendfile import private_dir
+from live.contract.files import PRIVATE_MODE
 from live.study_log import write_csv
 
 from . import KEY_FILE, SUMMARY_CSV, WINDOWS_CSV

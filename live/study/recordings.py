@@ -14,7 +14,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from live.cli import CliError
+from live.contract.cli import CliError
 from live.markers import EventsError, load_events
 from live.study_log import StudyLogError, check_id
 

@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from live.files import PRIVATE_MODE, write_whole
+from live.contract.files import PRIVATE_MODE, write_whole
 from live.study_log import write_csv
 
 from . import REPORT_HTML, SUMMARY_CSV, WINDOWS_CSV

@@ -6,7 +6,7 @@
     python -m model.checkpoint.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
     python -m model.checkpoint.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
 
-Errors follow `live.cli`: one line on stderr; bad options, a missing input file or an
+Errors follow `live.contract.cli`: one line on stderr; bad options, a missing input file or an
 existing --out (without --overwrite) exit 2, a checkpoint that fails to download, load
 or fit exits 1.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from live.cli import CliError, check_out, run_main
+from live.contract.cli import CliError, check_out, run_main
 
 from model.net.config import FUSIONS
 from model.net.presets import HUB_SOURCES, PRESETS

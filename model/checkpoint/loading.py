@@ -16,7 +16,7 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoModel, AutoModelForImageTextToText
 
-from live.cli import CliError, one_line, resolve_device  # noqa: F401 - resolve_device: the one --device rule
+from live.contract.cli import CliError, one_line, resolve_device  # noqa: F401 - resolve_device: the one --device rule
 
 from model.net.config import OmniEmotionConfig
 from model.net.face_encoder import FaceXFormerEncoder, load_facexformer_checkpoint
@@ -201,7 +201,7 @@ def check_checkpoint(path: str | Path, weights: bool = True) -> Path:
     """The one check of a checkpoint folder before anything loads (cheap: config.json is
     parsed and, with `weights`, each safetensors file's header read). Raises
     `CheckpointMissing` (a FileNotFoundError) or `CheckpointDamaged` (a ValueError),
-    both `live.cli.CliError`s (exit 2), naming the file and what to do."""
+    both `live.contract.cli.CliError`s (exit 2), naming the file and what to do."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -247,7 +247,7 @@ def _check_config_fields(config: Path, fields) -> None:
 
 def load(path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu", **kwargs):
     """(model, processor) from a checkpoint folder ("auto" device: GPU if any). Errors
-    name the folder (`check_checkpoint`) or the device (`live.cli.resolve_device`)."""
+    name the folder (`check_checkpoint`) or the device (`live.contract.cli.resolve_device`)."""
     path = check_checkpoint(path)
     device = resolve_device(device)
     try:

@@ -19,7 +19,7 @@ Command line::
     python -m model.data.builders dfew LABELS.csv VIDEO_DIR --out train.jsonl \\
         [--seed 0] [--cache CACHE_DIR] [--no-check-files] [--overwrite]
 
-Errors follow `live.cli`: a bad label file, an existing --out (without --overwrite) or
+Errors follow `live.contract.cli`: a bad label file, an existing --out (without --overwrite) or
 an --out / --cache that cannot be written exit 2, a cache or output that fails while
 writing exits 1; one line on stderr.
 """
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from live.cli import CliError, check_out, run_main
-from model.data import templates as T
-from model.data.answers import parse_label_list
+from live.contract.cli import CliError, check_out, run_main
+from model.net import templates as T
+from model.net.answers import parse_label_list
 from model.data.manifest import (
     TASK_ASR, TASK_AUDIO_CAPTION, TASK_EMOTION_CLS, TASK_EMOTION_REASON, make_sample,
     write_manifest,

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from live.files import write_whole
+from live.contract.files import write_whole
 
 # Tasks the builders emit (one per training phase, ASR and captioning both phase 1).
 TASK_AUDIO_CAPTION = "audio_caption"

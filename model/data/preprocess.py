@@ -1,6 +1,6 @@
 """Decode each manifest sample once and cache what training needs as one ``.npz``.
 
-Per sample (``cache_path(cache_dir, id)``) the fields of ``live.media.Clip``
+Per sample (``cache_path(cache_dir, id)``) the fields of ``live.contract.media.Clip``
 (defined once, in ``live.window.Window``): ``frames`` (long side scaled to at most
 FRAME_MAX_SIDE for storage), ``faces``, ``face_present``, ``audio`` (n = 0 when the
 sample has none), ``has_video`` and ``has_audio`` (0-d bool arrays).
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from live.media import FRAME_MAX_SIDE, N_FRAMES, Clip, ingest_size, no_audio, no_faces, no_frames
+from live.contract.media import FRAME_MAX_SIDE, N_FRAMES, Clip, ingest_size, no_audio, no_faces, no_frames
 from model.data.manifest import resolve_media
 
 # Cap on decoded audio: Whisper's window is 30 s; keep a little more so a later crop
@@ -45,7 +45,7 @@ class DecodeError(RuntimeError):
 
 
 def _scaled(frames: np.ndarray, max_side: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 → (T, h, w, 3) at ``live.media.ingest_size`` for ``max_side``
+    """(T, H, W, 3) uint8 → (T, h, w, 3) at ``live.contract.media.ingest_size`` for ``max_side``
     (the live rule: a picture within ``max_side`` is kept as decoded, odd sides too)."""
     h, w = frames.shape[1:3]
     sw, sh = ingest_size(w, h, max_side)

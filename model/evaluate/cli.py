@@ -8,7 +8,7 @@
 Scores print in percent. Things a reader must know about (missing predictions, ids
 without synonym groups, malformed judge answers, where the confusion matrix went) are
 reported on stderr, so ``--json`` stdout stays one parseable object. Errors follow
-`live.cli`: one line on stderr; input errors (a missing file, a malformed line, named
+`live.contract.cli`: one line on stderr; input errors (a missing file, a malformed line, named
 by file and line) exit 2, failures while working (a model that does not load, an
 unreachable judge) exit 1. See docs/evaluation.md.
 """
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
+from live.contract.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
 from model.data.manifest import ManifestError, iter_jsonl, read_manifest, write_jsonl
 from model.serve.generate import EVAL_MAX_NEW_TOKENS
 
@@ -93,7 +93,7 @@ def _first_char(path: Path) -> str:
 def read_label_sets(path: Path) -> dict[str, list[str]]:
     """Open-vocab labels per id from JSONL (``{"id", "labels": [...]}``) or from the
     MERTools CSV layout (``name,openset`` with list-like strings)."""
-    from model.data.answers import parse_label_list
+    from model.net.answers import parse_label_list
 
     if _first_char(path) == "{":
         rows = read_id_rows(
@@ -212,8 +212,8 @@ def add_parsed_labels(rows: list[dict], samples: list[dict]) -> list[dict]:
     from its phase-2 prompt; without either the answer is parsed as open vocabulary.
     Rows keep ``id`` and ``text`` and any other keys the generator wrote.
     """
-    from model.data.answers import parse_answer
-    from model.data.templates import options_from_prompt
+    from model.net.answers import parse_answer
+    from model.net.templates import options_from_prompt
 
     by_id = {s["id"]: s for s in samples}
     out = []
@@ -233,7 +233,7 @@ def add_parsed_labels(rows: list[dict], samples: list[dict]) -> list[dict]:
 def _class_list(spec: str | None) -> list[str] | None:
     if spec is None:
         return None
-    from model.data import templates
+    from model.net import templates
 
     if spec.lower() in CLASS_SETS:
         return list(getattr(templates, CLASS_SETS[spec.lower()]))

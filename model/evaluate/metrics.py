@@ -7,7 +7,7 @@
   precision = |G∩P| / |P| (0 when P is empty), recall = |G∩P| / |G|; both averaged over
   samples; headline = their mean. This follows MERTools'
   ``calculate_openset_overlap_rate_mer2024`` exactly, including how it reads list-like
-  label strings (see ``model.data.answers.parse_label_list``), so its published numbers are reproduced.
+  label strings (see ``model.net.answers.parse_label_list``), so its published numbers are reproduced.
 
 A gold id with no prediction is never dropped: it counts as wrong (classification) or
 as an empty prediction (EMER-OV), and is listed in the result so the CLI reports it.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from live.files import save_figure
-from model.data.answers import normalize_label, parse_label_list  # the one label normaliser and list reader
+from live.contract.files import save_figure
+from model.net.answers import normalize_label, parse_label_list  # the one label normaliser and list reader
 
 # Confusion-matrix columns for predictions that are not a class.
 COL_UNPARSED = "(no label)"  # the prediction line exists but no option was recognised

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from model.data.manifest import read_manifest
 from model.data.preprocess import DecodeError, load_cached, preprocess_sample
-from live.media import Clip
+from live.contract.media import Clip
 from model.serve.generate import EVAL_MAX_NEW_TOKENS, encode, generate
 
 

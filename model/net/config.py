@@ -13,8 +13,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from live.media import CROP_SIZE, N_FRAMES
-from model.data.templates import ANSWER_FORMATS
+from live.contract.media import CROP_SIZE, N_FRAMES
+from model.net.templates import ANSWER_FORMATS
 
 FUSIONS = ("video_concat", "frame_concat", "cross_attention")
 # What the Whisper encoder sees: the paper's padded 30 s, or the window's own length.
@@ -96,7 +96,7 @@ class OmniEmotionConfig(PreTrainedConfig):
     Args:
         fusion: how face tokens join the visual tokens (paper Fig. 6): `video_concat`
             (default, (c)), `frame_concat` ((a)) or `cross_attention` ((b)).
-        num_frames: frames per clip (8, `live.media.N_FRAMES`), each with a learnable
+        num_frames: frames per clip (8, `live.contract.media.N_FRAMES`), each with a learnable
             position embedding; the processor takes exactly this many.
         audio_pool_stride: average-pool stride over Whisper states (3 → ≈60 ms/token).
         trim_audio: keep only the audio tokens that cover real audio instead of all 500

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BatchFeature, WhisperFeatureExtractor
 
-from live.media import AUDIO_RATE, Clip
+from live.contract.media import AUDIO_RATE, Clip
 from model.net import tokens
 from model.net.config import OmniEmotionConfig
 
@@ -138,7 +138,7 @@ class OmniEmotionProcessor:
         """One clip → tensors without a batch dimension, plus its audio token count.
 
         The clip must hold exactly ``config.num_frames`` frames (already sampled, with
-        ``live.media.sample_frames``): the processor never re-samples."""
+        ``live.contract.media.sample_frames``): the processor never re-samples."""
         cfg, t = self.config, self.config.num_frames
         out: dict = {"num_samples": 0}
         present = np.asarray(clip.face_present)
@@ -146,7 +146,7 @@ class OmniEmotionProcessor:
             _check_images("frames", clip.frames)
             if clip.frames.shape[0] != t:
                 raise ValueError(f"frames has {clip.frames.shape[0]} frames but the model takes exactly {t} "
-                                 "(config.num_frames); sample them with live.media.sample_frames")
+                                 "(config.num_frames); sample them with live.contract.media.sample_frames")
             out["pixel_values_videos"] = _to_pixels(clip.frames, cfg.vision_config.image_size, SIGLIP_MEAN, SIGLIP_STD)
         if clip.has_video or present.any():
             _check_images("faces", clip.faces)

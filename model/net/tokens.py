@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from live.media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 
 # Whisper front end: 16 kHz (AUDIO_RATE), 10 ms hop → 100 mel frames/s; conv2 has stride 2.
 MEL_HOP_SAMPLES = 160

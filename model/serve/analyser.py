@@ -1,7 +1,7 @@
 """Omni-Emotion as an analyser of live windows: media in, label + words + explanation out.
 
-`OmniEmotionAnalyser` implements `live.analyser.Analyser` (`__call__(window) -> Result`,
-built with `live.analyser.make_result`, the one result shape); it reads the window's
+`OmniEmotionAnalyser` implements `live.worker.Analyser` (`__call__(window) -> Result`,
+built with `live.contract.result.make_result`, the one result shape); it reads the window's
 fields by name. The `infer` CLI, the
 live engine, the app and the quantization harness all analyse through it.
 
@@ -28,9 +28,9 @@ import torch
 from transformers.generation.streamers import TextStreamer
 
 from model.net import tokens
-from model.data.templates import REASONING_INSTRUCTIONS
-from live.media import Clip
-from live.analyser import Result, make_result
+from model.net.templates import REASONING_INSTRUCTIONS
+from live.contract.media import Clip
+from live.contract.result import Result, make_result
 from model.serve.features import CACHE_FRAMES, FrameFeatureCache
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, StopAfterLabels, encode, generate
 
@@ -275,7 +275,7 @@ class OmniEmotionAnalyser:
             "audio": tokens.audio_token_count(cfg, clip.audio.size if clip.has_audio else None),
         }
         face_frames = int(np.asarray(clip.face_present).sum()) if clip.has_video else 0
-        return make_result(  # the one result shape (live.analyser.Result)
+        return make_result(  # the one result shape (live.contract.result.Result)
             label=parsed.label, labels=parsed.labels, explanation=parsed.explanation, text=text,
             model=self.name,
             # tokens["text"]: the prompt's own text tokens (chat template + instruction + wrappers).
@@ -288,14 +288,14 @@ class OmniEmotionAnalyser:
 
     @staticmethod
     def frame_ids(window) -> list | None:
-        """A live window's frames' identities in their source: (T,) (session, frame time)."""
-        session = getattr(window, "session", None)
+        """A live window's frames' identities in their source: (T,) (stream id, frame time)."""
+        session = getattr(window, "stream_id", None)
         return [(session, float(t)) for t in window.frame_times] if window.has_video else None
 
     def __call__(self, window, on_text: Callable[[str], None] | None = None) -> Result:
-        """One live window; a window of another session (`Window.session`) starts a new
+        """One live window; a window of another session (`Window.stream_id`) starts a new
         `current` session first."""
-        session = getattr(window, "session", None)
+        session = getattr(window, "stream_id", None)
         if session != self.session:
             self.current = self.new_session(session)
         return self.analyse(window, on_text=on_text, frame_ids=self.frame_ids(window), at=window.end)

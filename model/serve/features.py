@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 import torch
 
-from live.media import N_FRAMES
+from live.contract.media import N_FRAMES
 from model.net import tokens
 
 # Entries kept per branch: two windows' worth covers every overlap of a sliding window

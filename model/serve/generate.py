@@ -3,7 +3,7 @@
 The analyser (live windows, `model.serve.infer`, the app), the evaluation's `predict`
 and the quantization comparison (`quant.experiments`) all call `encode` and `generate`
 here, so they decode the same way (greedy, prompt cut off, special tokens dropped,
-whitespace stripped) and read the answer with the same parser (`model.data.answers`).
+whitespace stripped) and read the answer with the same parser (`model.net.answers`).
 
 The generation budgets live here too, one per purpose. Importing this module is light
 (no torch) so command lines can read the defaults before any model code loads.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from model.data.answers import ParsedAnswer, labels_complete, parse_answer
+from model.net.answers import ParsedAnswer, labels_complete, parse_answer
 
 # max_new_tokens, per purpose. A budget only caps the answer; greedy decoding stops
 # earlier at the end-of-turn token.
@@ -71,7 +71,7 @@ def prompt_tokens(batch: dict) -> int:
 
 class StopAfterLabels:
     """A `transformers` stopping criterion for labels-first answers: once a row's label
-    list is complete (`model.data.answers.labels_complete`), it asks
+    list is complete (`model.net.answers.labels_complete`), it asks
     `explain(parsed_labels_so_far)` once; False stops the row there, True lets it go on
     to the explanation (and the end-of-turn token). `tokens_to_label[row]`: new tokens
     generated when the list closed (None while open).

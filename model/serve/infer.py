@@ -10,7 +10,7 @@ would (`model.data.preprocess.preprocess_sample` → `live.window.file_window`) 
 "notes": [what was missing, e.g. no audio]}. A video without audio is analysed from the
 picture alone, as `live.run` and the page's File tab do; the output says so ("audio":
 "absent", a note, and "no audio" in the plain-text summary; a missing label reads "no
-label"). Errors follow `live.cli`: one line on stderr; bad input (a missing or damaged
+label"). Errors follow `live.contract.cli`: one line on stderr; bad input (a missing or damaged
 checkpoint, a missing or unreadable video, --device cuda without CUDA) exits 2 before
 the model loads, a failure while loading or generating exits 1.
 """
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, resolve_device, run_main
+from live.contract.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, resolve_device, run_main
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 

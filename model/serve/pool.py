@@ -17,7 +17,7 @@
   16 x 196 x 3584 visual + 16 x 49 x 3584 face values), and the cache of a session
   idle for ``SESSION_IDLE_S`` is emptied (an ended session idles out).
 * ``PoolAnalyser`` (in ``model.serve.remote``): the engine's analyser protocol
-  (``live.analyser.Analyser``) over a deployment handle.
+  (``live.worker.Analyser``) over a deployment handle.
 
 ``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas on this
 machine or deploys onto an existing Ray cluster (``ray start --head``), and returns a
@@ -34,8 +34,8 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from live.analyser import Result
-from live.cli import CliError, one_line
+from live.contract.result import Result
+from live.contract.cli import CliError, one_line
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def replica_analyser(cfg: PoolConfig):
     """The replica's model, through the one loader (`model.serve.loader`)."""
     import torch
 
-    from live.cli import resolve_device
+    from live.contract.cli import resolve_device
     from model.serve.loader import load_analyser
 
     device = resolve_device(cfg.device)

@@ -1,7 +1,7 @@
 """The client side of the pool (``model.serve.pool``): the engine's analyser protocol
 over a Ray Serve deployment handle.
 
-``PoolAnalyser(handle, session)`` is ``live.analyser.Analyser``: ``__call__(window) ->
+``PoolAnalyser(handle, session)`` is ``live.worker.Analyser``: ``__call__(window) ->
 Result``. The engine's ``AnalyserWorker`` still keeps one window in flight per session
 and drops stale ones (newest wins); every remote call has a timeout, so nothing hangs.
 
@@ -19,8 +19,8 @@ import logging
 import threading
 import uuid
 
-from live.analyser import Result
-from live.cli import one_line
+from live.contract.result import Result
+from live.contract.cli import one_line
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class PoolAnalyser:
 
 
 class PoolServer:
-    """The app's ``live.session.ModelServer`` over a pool: every live session (its
+    """The app's ``live.page.session.ModelServer`` over a pool: every live session (its
     analyser thread: one per session) gets its own ``PoolAnalyser``, so its windows
     stay on one replica, and sessions run concurrently (no process-wide lock)."""
 

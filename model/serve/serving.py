@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from live.analyser import Result, make_result
-from live.cli import one_line
+from live.contract.result import Result, make_result
+from live.contract.cli import one_line
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ModelHolder:
     ``spec``: None (the default: the 0.5b preset composed from public parts, falling
     back to the tiny model), "tiny", a local folder or a hub id. ``analyse(window,
     on_text)`` serves whatever is loaded (one call at a time) or a pending result.
-    Fits ``live.session.ModelServer``.
+    Fits ``live.page.session.ModelServer``.
     """
 
     def __init__(self, spec: str | None = None, plan: str | None = None, device: str = "cpu",

@@ -9,7 +9,7 @@ Defaults per phase (paper §4.4): what trains (`set_trainable_phase`), lr 1e-3 /
 
 The options are declared once, as the fields of `TrainSettings`; the flags are
 generated from them and `train(**options)` takes them as keywords. Errors follow
-`live.cli`: one line on stderr; a bad option value (NaN, out of range), a missing or
+`live.contract.cli`: one line on stderr; a bad option value (NaN, out of range), a missing or
 damaged checkpoint, manifest, cache or media file, an existing OUT without --resume or
 --overwrite, an OUT another live process trains into (its lock `OUT/.lock`), or more
 launched processes than GPUs exit 2 before any loading and leave nothing in OUT; a
@@ -23,8 +23,8 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from live.appendfile import OutputLocked
-from live.cli import EXIT_USAGE, CliError, check_out, run_main
+from live.contract.appendfile import OutputLocked
+from live.contract.cli import EXIT_USAGE, CliError, check_out, run_main
 from model.checkpoint.loading import Loader
 from model.train.launch_check import process_error
 from model.train.settings import TrainSettings

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from model.data.answers import reformat_answer
+from model.net.answers import reformat_answer
 from model.train.dataset import SampleError
 from model.net.processor import IGNORE_INDEX, OmniEmotionProcessor
 

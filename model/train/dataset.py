@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from model.data.manifest import read_manifest, resolve_media
 from model.data.preprocess import (DecodeError, FaceTrackerFactory, cache_path, default_face_tracker, load_cached,
                                    preprocess_sample)
-from live.media import Clip
+from live.contract.media import Clip
 
 PHASES = (1, 2, 3)
 # Which modalities each phase feeds the model, and which one it cannot do without.

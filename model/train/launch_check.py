@@ -18,7 +18,7 @@ from pathlib import Path
 
 ACCEL_CONFIGS = "configs/accelerate"  # ddp-8gpu.yaml, fsdp-8gpu.yaml, single_gpu.yaml
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per NVIDIA GPU the driver sees
-EXIT_USAGE = 2  # live.cli.EXIT_USAGE (not imported: live.cli is light, but keep this module bare)
+EXIT_USAGE = 2  # live.contract.cli.EXIT_USAGE (not imported: live.contract.cli is light, but keep this module bare)
 
 
 def process_error(env: dict[str, str], cuda_devices: int) -> str | None:

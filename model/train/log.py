@@ -14,8 +14,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from live.appendfile import AppendFile, repair_tail
-from live.files import save_figure, write_whole
+from live.contract.appendfile import AppendFile, repair_tail
+from live.contract.files import save_figure, write_whole
 
 COLUMNS = ("step", "loss", "lr", "grad_norm", "seconds", "epoch")
 SMOOTH_WINDOW = 20  # steps in the plot's moving average
@@ -57,7 +57,7 @@ def _row_line(r: LogRow) -> str:
 
 
 class CsvLog:
-    """Appends rows to `path`, each one whole and fsynced (`live.appendfile.AppendFile`)
+    """Appends rows to `path`, each one whole and fsynced (`live.contract.appendfile.AppendFile`)
     so a crash loses nothing logged. At start the file is rewritten whole with the rows
     up to `resume_step` (a torn last row, from a kill mid-write, kept aside first). The
     caller holds the output folder's lock (`trainer.claim_out`)."""

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
-from live.appendfile import OutputLock
+from live.contract.appendfile import OutputLock
 from model.net import tokens
 from model.train.collator import TrainCollator
 from model.data.manifest import read_manifest

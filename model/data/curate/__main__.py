@@ -6,7 +6,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from live.cli import EXIT_USAGE
+from live.contract.cli import EXIT_USAGE
 
 SUBCOMMANDS = {  # name → module (relative to this package), loaded on use
     "sre": ".sre",

@@ -7,7 +7,7 @@ kappa = (p_o - p_e) / (1 - p_e), p_o the observed agreement, p_e the agreement
 expected from each reviewer's keep rate (null when p_e = 1: both gave one and the same
 answer throughout, kappa is undefined). Over the clips both kept: the mean Jaccard
 overlap |A ∩ B| / |A ∪ B| of their label sets (labels through
-``model.data.answers.normalize_label``; an accepted clip's labels are the candidate's).
+``model.net.answers.normalize_label``; an accepted clip's labels are the candidate's).
 
 Without ``--reviewers`` the pool must hold exactly two decision logs. Prints a short
 Markdown summary, then the report as one JSON line (the last line on stdout).
@@ -19,9 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from live.cli import CliError, run_main
-from model.data.answers import normalize_label
-from model.data.curate.reviews import DECISIONS, KEEP, ReviewError, load_candidates, pick_reviewers, read_decisions
+from live.contract.cli import CliError, run_main
+from model.net.answers import normalize_label
+from model.data.curate.review_pool import DECISIONS, KEEP, ReviewError, load_candidates, pick_reviewers, read_decisions
 
 
 def cohen_kappa(pairs: list[tuple[bool, bool]]) -> tuple[float | None, float, float]:

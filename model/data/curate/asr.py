@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from live.media import AUDIO_RATE
+from live.contract.media import AUDIO_RATE
 
 ASR_MAX_S = 30.0  # s: Whisper's window; longer clips are transcribed from their first 30 s
 ASR_MAX_NEW_TOKENS = 200  # tokens per transcript (30 s of fast speech is ~150)

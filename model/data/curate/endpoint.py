@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from live.files import write_whole
+from live.contract.files import write_whole
 
 T = TypeVar("T")
 

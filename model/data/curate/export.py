@@ -4,7 +4,7 @@
         [--reviewer ID | --require-agreement [--reviewers A,B]] [--overwrite]
 
 The kept clips (accepted or edited) in the pool's order, in the same manifest format as
-``sre.jsonl`` (its line with the answer rebuilt by ``model.data.templates.reasoning_answer``
+``sre.jsonl`` (its line with the answer rebuilt by ``model.net.templates.reasoning_answer``
 from the reviewed explanation and labels, ``labels`` replaced, ``reviewer`` added;
 the video path absolute, as in ``sre.jsonl``), so ``model.train --phase 3`` reads
 ``hre.jsonl`` as is, alone or concatenated with ``sre.jsonl``.
@@ -25,13 +25,13 @@ import json
 import sys
 from pathlib import Path
 
-from live.cli import CliError, check_out, run_main
-from model.data.answers import normalize_label
-from model.data.curate.reviews import KEEP, Candidate, ReviewError, load_candidates, pick_reviewers, read_decisions, \
+from live.contract.cli import CliError, check_out, run_main
+from model.net.answers import normalize_label
+from model.data.curate.review_pool import KEEP, Candidate, ReviewError, load_candidates, pick_reviewers, read_decisions, \
     reviewers
 from model.data.curate.selection import write_lines
 from model.data.manifest import ManifestError, validate_sample
-from model.data.templates import reasoning_answer
+from model.net.templates import reasoning_answer
 
 
 def hre_sample(cand: Candidate, decision: dict, reviewer: str) -> dict:

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from live.appendfile import lock_holder
-from live.cli import CliError, check_out, run_main
+from live.contract.appendfile import lock_holder
+from live.contract.cli import CliError, check_out, run_main
 
 from . import records as R
 

@@ -10,7 +10,7 @@ Files (one JSON object a line; formats in docs/curation.md):
 
 Crash safety: one process writes a folder (its lock ``.lock``, `claim`). A clip's lines
 are appended clues first, then its outcome line (the commit); each line is built whole,
-written with one ``write`` and fsynced (`live.appendfile.AppendFile`). At start a
+written with one ``write`` and fsynced (`live.contract.appendfile.AppendFile`). At start a
 partial trailing line (a kill mid-write) is cut off and kept in ``<file>.torn``, and
 clues/failed lines of clips that are about to be (re)done are dropped, so a clip never
 appears twice. Readers of a folder they do not own (``merge``) change nothing: they
@@ -24,9 +24,9 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from live.appendfile import AppendFile, OutputLock, OutputLocked, repair_tail
-from live.cli import CliError
-from live.files import save_figure, write_json, write_whole
+from live.contract.appendfile import AppendFile, OutputLock, OutputLocked, repair_tail
+from live.contract.cli import CliError
+from live.contract.files import save_figure, write_json, write_whole
 from model.data.manifest import iter_jsonl
 
 SRE, CLUES, REJECTED, FAILED = "sre.jsonl", "clues.jsonl", "rejected.jsonl", "failed.jsonl"
@@ -68,7 +68,7 @@ def claim(out: Path) -> OutputLock:
 
 class Outputs:
     """Appends records to a folder's files, one whole fsynced line at a time
-    (`live.appendfile.AppendFile`; thread-safe). The caller holds the folder's lock
+    (`live.contract.appendfile.AppendFile`; thread-safe). The caller holds the folder's lock
     (`claim`)."""
 
     def __init__(self, out: Path):

@@ -25,7 +25,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from live.cli import CliError, check_out, run_main
+from live.contract.cli import CliError, check_out, run_main
 from model.data.curate.records import CLUES, rewrite
 from model.data.curate.stages import source_of
 from model.data.manifest import ManifestError, iter_jsonl, validate_sample

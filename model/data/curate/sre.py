@@ -13,7 +13,7 @@ rejected) are skipped, failed ones retried; answers come from DIR/cache at no co
 combines the shards' folders. ``--dry-run`` prints the calls, images and estimated
 tokens the run would send, and calls nothing.
 
-Exit codes (live.cli): 2 bad usage or an endpoint down at start (before any work),
+Exit codes (live.contract.cli): 2 bad usage or an endpoint down at start (before any work),
 1 failure while working, 130 interrupted. The last stdout line is one JSON object
 ``{"clips", "kept", "rejected", "failed", "seconds"}`` (counts over all of DIR).
 """
@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from live.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
-from live.files import write_json
+from live.contract.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, resolve_device, run_main
+from live.contract.files import write_json
 from model.data.manifest import ManifestError, read_manifest
 
 from . import records as R

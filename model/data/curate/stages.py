@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from live.cli import one_line
-from live.media import AUDIO_RATE, CROP_SIZE
+from live.contract.cli import one_line
+from live.contract.media import AUDIO_RATE, CROP_SIZE
 from live.sources import SourceError, decode_audio, video_times
 from live.window import file_window
-from model.data import templates as T
+from model.net import templates as T
 from model.data.manifest import TASK_EMOTION_REASON, make_sample
 from model.data.preprocess import default_face_tracker
 

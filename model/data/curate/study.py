@@ -48,14 +48,14 @@ from pathlib import Path
 
 import numpy as np
 
-from live.cli import CliError, check_out, run_main
-from live.files import write_whole
+from live.contract.cli import CliError, check_out, run_main
+from live.contract.files import write_whole
 from live.study_log import StudyLogError, check_id, read_jsonl, session_logs
 from live.testclip import AUDIO_BIT_RATE, mux_audio  # the project's mp4 audio settings and writer
-from model.data.answers import normalize_label
+from model.net.answers import normalize_label
 from model.data.curate.selection import write_lines
 from model.data.manifest import TASK_EMOTION_CLS, make_sample
-from model.data.templates import DFEW_CLASSES, classification_answer, classification_prompt
+from model.net.templates import DFEW_CLASSES, classification_answer, classification_prompt
 
 LABEL_FIELD = "self_report"  # default record field holding the participant's own label
 MODEL_FIELDS = ("label", "labels", "explanation")  # written by the model: never gold

@@ -1,6 +1,6 @@
 """One browser tab's live loop (``LiveSession``): a push source + engine, the newest
 results and the tab's study log. The page's streaming handlers only push into it; the
-page's timer reads what the engine's callbacks left here (``live.render`` draws it).
+page's timer reads what the engine's callbacks left here (``live.page.render`` draws it).
 
 Knows no model: the served model is any ``ModelServer`` (the app passes
 ``model.serve.serving.ModelHolder``). Also here: ``Tabs`` (each open tab's session, so a
@@ -20,14 +20,14 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .analyser import Result
-from .engine import Engine, EngineConfig, WindowEvent
-from .markers import Marker, MarkerTimeline, page_marker
-from .sources import PushSource
-from .appendfile import OutputLocked
-from .study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, new_run_id, withdraw
-from .media import HOP_S, WINDOW_S
-from .window import Window
+from live.contract.result import Result
+from live.engine import Engine, EngineConfig, WindowEvent
+from live.markers import Marker, MarkerTimeline, page_marker
+from live.sources import PushSource
+from live.contract.appendfile import OutputLocked
+from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, new_run_id, withdraw
+from live.contract.media import HOP_S, WINDOW_S
+from live.window import Window
 
 FPS_SPAN_S = 2.0  # s of frame arrivals that "frames/s in" averages over
 NO_MEDIA_WARN_S = 5.0  # s after start without frames / audio before the page warns
@@ -256,7 +256,7 @@ class LiveSession:
 
     def lsl_marker(self, event: str, condition: str | None, lsl_time: float) -> None:
         """A marker from the app's LSL inlet (``live.lsl``); ignored while nothing runs."""
-        from .lsl import lsl_marker
+        from live.lsl import lsl_marker
 
         with self.lock:
             eng = self.engine
@@ -265,7 +265,7 @@ class LiveSession:
 
     def lsl_heard(self, lsl_time: float) -> None:
         """The app's LSL inlet has delivered every marker stamped before ``lsl_time``."""
-        from .lsl import from_lsl
+        from live.lsl import from_lsl
 
         with self.lock:
             eng, timeline = self.engine, self.markers

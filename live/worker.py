@@ -1,5 +1,5 @@
-"""The analyser seam: the one result shape, a ``Protocol`` any model implements, two
-stand-ins, and the worker that runs one on its own thread with a newest-wins queue of one.
+"""The analyser seam: a ``Protocol`` any model implements (it returns the contract's
+``live.contract.result.Result``), two stand-ins, and the worker that runs one on its own thread with a newest-wins queue of one.
 
 An analyser is ``__call__(window: live.window.Window) -> Result``. It may be slow;
 the worker makes sure the live loop never waits for it: while it works on one window,
@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, NotRequired, Protocol, TypedDict, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
-from .window import Window
+from live.contract.result import Result, make_result
+
+from live.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -24,46 +26,6 @@ FAKE_DELAY_S = 0.5  # s the fake analyser takes per window
 MAX_SEEN_ERRORS = 1000  # distinct analyser errors whose traceback is logged, per process
 _SEEN_ERRORS: set[str] = set()  # "<Type>: <message>" already logged with a traceback
 _SEEN_LOCK = threading.Lock()
-
-
-class Result(TypedDict):
-    """What every analyser returns for one window: a plain JSON-able dict. Build it
-    with ``make_result`` so that every field is present.
-
-    label:        the emotion label (e.g. "happy"); None when there is none.
-    labels:       open-vocabulary emotion words (e.g. ["cheerful", "relaxed"]); may be [].
-    explanation:  why: the face, voice and scene cues; "" when none.
-    text:         the model's whole raw answer, before parsing; "" for stand-ins.
-    model:        name of the model (or stand-in) that produced the result.
-    pending:      set when no model could run yet (loading, failed to load): why;
-                  such a window counts as not analysed (reason "pending").
-    error:        set (by the engine) when the analyser raised: "<Type>: <message>".
-
-    Model diagnostics, present only in ``model.serve.analyser.OmniEmotionAnalyser``'s
-    results: ``tokens`` ({"visual", "face", "audio", "text", "generated"} counts),
-    ``face_frames`` (frames with a real face crop), ``audio`` ("present"|"absent"),
-    ``seconds`` (s the model took, generation included).
-    """
-
-    label: str | None
-    labels: list[str]
-    explanation: str
-    text: str
-    model: str | None
-    pending: str | None
-    error: str | None
-    tokens: NotRequired[dict]
-    face_frames: NotRequired[int]
-    audio: NotRequired[str]
-    seconds: NotRequired[float]
-
-
-def make_result(label: str | None = None, labels=(), explanation: str = "", text: str = "",
-                model: str | None = None, pending: str | None = None, error: str | None = None,
-                **diagnostics) -> Result:
-    """A ``Result`` with every field present (``diagnostics``: the model's optional ones)."""
-    return Result(label=label, labels=list(labels), explanation=explanation or "", text=text or "",
-                  model=model, pending=pending, error=error, **diagnostics)
 
 
 @runtime_checkable

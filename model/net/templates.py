@@ -2,7 +2,7 @@
 
 Every builder draws a template per sample from a seeded ``random.Random`` so a manifest
 is reproducible, and shuffles the option list per sample so the model cannot learn a
-position prior. The answer formats defined here are the ones ``model.data.answers`` parses
+position prior. The answer formats defined here are the ones ``model.net.answers`` parses
 back: keep the two in step (``tests/test_analysis.py`` round-trips them).
 """
 from __future__ import annotations

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import PRIVATE_MODE as FILE_MODE  # owner read/write only
+from live.contract.files import PRIVATE_MODE as FILE_MODE  # owner read/write only
 
 DIR_MODE = 0o700  # owner only
 LOCK_SUFFIX = ".lock"

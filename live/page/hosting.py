@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .cli import CliError, one_line
+from live.contract.cli import CliError, one_line
 
 AUTH_ENV = "OMNI_EMOTION_AUTH"  # "user:password": the login when not bound to loopback
 LOG_FILE = "runs/app.log"  # full tracebacks go here (stderr gets one line each)

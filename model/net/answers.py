@@ -1,6 +1,6 @@
 """Turn generated text into ``{label, labels, explanation}`` (pure text, no model).
 
-The answer formats are the training ones (``model.data.templates``):
+The answer formats are the training ones (``model.net.templates``):
 
 * classification (phase 2): ``"neutral."`` — one option, a full stop;
 * analysis (phase 3): ``"<explanation> Open-vocabulary labels: worried, tense, sad."``
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from model.data.templates import ANSWER_FORMATS, OV_LABELS_MARKER, reasoning_answer
+from model.net.templates import ANSWER_FORMATS, OV_LABELS_MARKER, reasoning_answer
 
 # Word forms that name the same class. Option lists mix forms (DFEW "angry", MAFW
 # "anger", the paper's prompts "anxious"/"helpless"), and a model may answer in either.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exports import export_records
+from live.page.exports import export_records
 
 BOX_RGB = (0, 255, 0)  # face box colour (pure green: absent from skin and test media)
 TABLE_COLUMNS = ["index", "start", "end", "label", "labels", "explanation", "analysed", "analyse_s"]
@@ -77,7 +77,7 @@ def timeline_figure(records: list[dict], title: str = "labels over time", marker
 
 
 def model_banner(holder) -> str:
-    """Which model serves (a ``live.session.ModelServer``), as one Markdown line."""
+    """Which model serves (a ``live.page.session.ModelServer``), as one Markdown line."""
     icon = {"ready": "✅", "loading": "⏳", "failed": "❌"}[holder.state]
     if holder.state == "ready" and getattr(holder, "untrained", False):
         icon = "⚠️"  # it serves, but untrained: no tick for outputs that mean nothing
@@ -134,7 +134,7 @@ def file_outputs(records: list[dict], name: str, export_dir: str | Path):
 
 
 def recording_markdown(session) -> str:
-    """The participant's "recording" indicator for a ``live.session.LiveSession``: is
+    """The participant's "recording" indicator for a ``live.page.session.LiveSession``: is
     the session running, and do camera frames and microphone audio arrive."""
     if not session.running:
         return "## ⚪ Not recording\nPress **Record** on the camera (and the microphone) to start."

@@ -3,7 +3,7 @@ and labels, and accepts, edits or rejects it.
 
     python -m model.data.curate review CAND_DIR --reviewer ID [--port 7861]
 
-CAND_DIR is a review pool (``model.data.curate.reviews``). Every decision is appended
+CAND_DIR is a review pool (``model.data.curate.review_pool``). Every decision is appended
 and fsynced to ``CAND_DIR/reviews/<ID>.jsonl`` before the next clip shows; a reviewer
 who stops (closes the tab, Ctrl-C) and starts again with the same id sees only the
 clips not yet decided; the page shows progress ``n/N``.
@@ -32,9 +32,9 @@ import threading
 import uuid
 from pathlib import Path
 
-from live.cli import CliError, run_main
-from model.data.curate.reviews import Candidate, ReviewError, ReviewLog, load_candidates, parse_labels
-from model.data.templates import reasoning_answer
+from live.contract.cli import CliError, run_main
+from model.data.curate.review_pool import Candidate, ReviewError, ReviewLog, load_candidates, parse_labels
+from model.net.templates import reasoning_answer
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7861  # app.py serves on 7860

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 PART_SUFFIX = ".part"  # temporary files end so (and carry the writer's pid and thread)
-PRIVATE_MODE = 0o600  # owner read/write only (the same as live.appendfile.FILE_MODE)
+PRIVATE_MODE = 0o600  # owner read/write only (the same as live.contract.appendfile.FILE_MODE)
 
 
 @contextlib.contextmanager

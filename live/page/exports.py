@@ -1,6 +1,6 @@
 """The File tab's exports: a file's window records → JSONL + CSV in a fresh owner-only
-folder (``export_records``). Below ``live.render`` (which offers them for download) and
-``live.file_analysis`` (which makes the records)."""
+folder (``export_records``). Below ``live.page.render`` (which offers them for download) and
+``live.page.file_analysis`` (which makes the records)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .appendfile import WriteFailed, private_dir
-from .files import write_whole
-from .study_log import jsonable, write_csv
+from live.contract.appendfile import WriteFailed, private_dir
+from live.contract.files import write_whole
+from live.study_log import jsonable, write_csv
 
 
 def export_records(records: list[dict], stem: str, out_dir: str | Path) -> tuple[str, str]:

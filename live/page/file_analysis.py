@@ -1,5 +1,5 @@
 """A recorded video analysed window by window (the app's File tab, its ``/analyse_file``
-API and ``app.py --video``); the records' JSONL + CSV exports are ``live.exports``.
+API and ``app.py --video``); the records' JSONL + CSV exports are ``live.page.exports``.
 
 A file must be a video: a container with a video stream of more than one frame (a
 picture renamed ``.mp4`` is refused, naming the file). A window whose study-log line
@@ -7,7 +7,7 @@ cannot be written (a full disk) does not stop the analysis, but the analysis the
 in ``WindowsNotLogged`` naming those windows: nothing reports success for data it did
 not store.
 
-Knows no model: ``holder`` is any ``live.session.ModelServer``.
+Knows no model: ``holder`` is any ``live.page.session.ModelServer``.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .appendfile import WriteFailed
-from .engine import Engine, EngineConfig, WindowEvent
-from .session import ModelServer
-from .sources import FileSource, SourceError
-from .study_log import StudyLog, StudyLogError, new_run_id
-from .media import HOP_S, WINDOW_S
+from live.contract.appendfile import WriteFailed
+from live.engine import Engine, EngineConfig, WindowEvent
+from live.page.session import ModelServer
+from live.sources import FileSource, SourceError
+from live.study_log import StudyLog, StudyLogError, new_run_id
+from live.contract.media import HOP_S, WINDOW_S
 
 PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")  # still pictures
 NO_SELF_REPORT = {"self_report": None, "self_report_at": None}  # a file analysed without one
@@ -113,10 +113,10 @@ def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: fl
     log it to ``study`` (the app's --log-session log) when given, printing "logged
     window N" once each line is on disk. ``startup`` gets the page's "status" line and,
     when done, the File tab's "outputs" (exports under ``export_dir``)."""
-    from .cli import one_line
-    from .render import file_outputs
-    from .sources import SourceError
-    from .study_log import StudyLogError
+    from live.contract.cli import one_line
+    from live.page.render import file_outputs
+    from live.sources import SourceError
+    from live.study_log import StudyLogError
 
     startup["status"] = f"analysing {video} in the background…"
     loading = getattr(holder, "thread", None)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from live.study_log import StudyLogError, check_id, read_jsonl
-from model.data.answers import split_explanation, split_labels
-from live.appendfile import AppendFile, OutputLocked
+from model.net.answers import split_explanation, split_labels
+from live.contract.appendfile import AppendFile, OutputLocked
 from model.data.curate.records import CLUES, SRE
 from model.data.curate.stages import source_of
 from model.data.manifest import iter_jsonl, resolve_media
@@ -158,7 +158,7 @@ def pick_reviewers(cand_dir: str | Path, given: str | None, need: int = 2) -> li
 
 
 class ReviewLog:
-    """One reviewer's append-only, fsynced decision log (`live.appendfile.AppendFile`:
+    """One reviewer's append-only, fsynced decision log (`live.contract.appendfile.AppendFile`:
     one writing process per reviewer, a torn last line cut off and kept aside).
     Thread-safe: the tabs of one page share it."""
 

@@ -1,7 +1,7 @@
 """JSONL session log: ``frames.jsonl``, ``speech.jsonl``, ``windows.jsonl`` in one folder.
 
 Its three methods plug straight into ``Engine(on_frame=, on_segment=, on_window=)``.
-Lines are written as events happen, each whole and fsynced (``live.appendfile.
+Lines are written as events happen, each whole and fsynced (``live.contract.appendfile.
 AppendFile``), so a crash or Ctrl-C keeps what was logged; a write that fails (a full
 disk) is an ``OSError`` naming the file and leaves no torn line. One process writes a
 folder (an ``OutputLock`` on it: a second ``live.run`` on the same ``--out`` is refused
@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .appendfile import AppendFile, OutputLock
-from .engine import WindowEvent
-from .faces import TrackedFace
-from .frames import VideoFrame
-from .study_log import jsonable
-from .vad import Segment
+from live.contract.appendfile import AppendFile, OutputLock
+from live.engine import WindowEvent
+from live.faces import TrackedFace
+from live.frames import VideoFrame
+from live.study_log import jsonable
+from live.vad import Segment
 
 
 NAMES = ("frames", "speech", "windows")
