@@ -212,7 +212,7 @@ def test_random_real_size_layout_matches_the_described_model(preset):
     assert params == describe(preset)["total"]
     assert ("lm_head.weight" in layout) == (not config.tie_word_embeddings)
     fp16_gb = sum(t.numel() * (2 if t.is_floating_point() else t.element_size()) for _, _, t in layout.values()) / 1e9
-    assert (3.2 < fp16_gb < 3.3) if preset == "0.5b" else (17.5 < fp16_gb < 17.7)  # quant.plan: 3.243, 17.573
+    assert (3.2 < fp16_gb < 3.3) if preset == "0.5b" else (17.5 < fp16_gb < 17.7)  # quant.footprint: 3.243, 17.573
 
 
 def test_sized_tokenizer_has_the_real_layout():

@@ -82,7 +82,7 @@ def test_damaged_checkpoint_is_named_by_every_loading_cli(assets, tmp_path, whic
 
 
 def test_quant_plan_names_a_garbage_config(assets):
-    one_error(run("quant.plan", "--model", assets["garbage"], "--plan", "nf4"), str(assets["garbage"] / "config.json"))
+    one_error(run("quant.footprint", "--model", assets["garbage"], "--plan", "nf4"), str(assets["garbage"] / "config.json"))
 
 
 # ---------------------------------------------------------------- --device cuda, no CUDA

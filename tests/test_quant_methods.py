@@ -163,7 +163,7 @@ def test_plan_validation_names_slot_and_allowed_values():
 
 
 def test_every_plan_prices_the_7b_preset_and_edge_4gb_fits():
-    out = subprocess.run([sys.executable, "-m", "quant.plan", "--preset", "7b", "--plan", "edge-4gb", "--json"],
+    out = subprocess.run([sys.executable, "-m", "quant.footprint", "--preset", "7b", "--plan", "edge-4gb", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -171,10 +171,10 @@ def test_every_plan_prices_the_7b_preset_and_edge_4gb_fits():
     assert result["total"] + result["peak_window"] <= EDGE_4GB_WINDOW_BUDGET_BYTES
     assert result["precisions"]["llm"] == "hqq2" and result["host"] == result["slots"]["embeddings"] > 0
     assert result["unsupported"] == {}  # every 7B layer takes its method
-    from quant.plan import estimate
+    from quant.footprint import estimate
 
     totals = {}
-    for name in PLANS:  # what `quant.plan --preset 7b --plan NAME --json` prints, for every plan
+    for name in PLANS:  # what `quant.footprint --preset 7b --plan NAME --json` prints, for every plan
         result = json.loads(json.dumps(estimate("7b", None, name)))
         totals[name] = result["total"]
         assert result["total"] + result["host"] == sum(result["slots"].values())

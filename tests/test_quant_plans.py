@@ -87,10 +87,10 @@ def test_estimator_rules_by_hand():
 
 
 def test_cli_json_and_errors():
-    from quant.plan import main
+    from quant.footprint import main
 
     out = subprocess.run(
-        [sys.executable, "-m", "quant.plan", "--preset", "0.5b", "--plan", "edge-8gb", "--json"],
+        [sys.executable, "-m", "quant.footprint", "--preset", "0.5b", "--plan", "edge-8gb", "--json"],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -100,7 +100,7 @@ def test_cli_json_and_errors():
     assert result["precisions"]["lm_head"] == "fp16"  # 0.5B ties lm_head to the embeddings
 
     bad = subprocess.run(
-        [sys.executable, "-m", "quant.plan", "--preset", "7b", "--plan", "nf3"],
+        [sys.executable, "-m", "quant.footprint", "--preset", "7b", "--plan", "nf3"],
         capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == EXIT_USAGE
@@ -124,10 +124,10 @@ def test_edge_6gb_fits_7b_weights_and_a_window_in_a_6gb_card():
 
 
 def test_cli_reports_host_and_peak_window():
-    from quant.plan import main
+    from quant.footprint import main
 
     out = subprocess.run(
-        [sys.executable, "-m", "quant.plan", "--preset", "7b", "--plan", "edge-6gb", "--json"],
+        [sys.executable, "-m", "quant.footprint", "--preset", "7b", "--plan", "edge-6gb", "--json"],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -3,7 +3,7 @@ them; docs link here). The command lines (tests/test_conventions_kept.py keeps t
 
     python -m live.run | live.study | live.testclip | model.checkpoint.build | model.serve.infer |
               model.train | model.evaluate | model.data.builders | model.data.curate |
-              quant.plan | quant.experiments | app.py
+              quant.footprint | quant.experiments | app.py
 
 * Errors are one line on stderr, ``error: <what> (<file or option>)``, saying what to do;
   never a traceback on the terminal. A CLI with a log file writes the full traceback of

@@ -12,7 +12,7 @@ SUBCOMMANDS = {  # name → module (relative to this package), loaded on use
     "sre": ".sre",
     "merge": ".merge",
     "hre-select": ".selection",  # HRE: N clips per source, disjoint from SRE
-    "review": ".review",  # HRE: the review page
+    "review": ".review_page",  # HRE: the review page
     "agreement": ".agreement",  # HRE: kappa + label overlap of two reviewers
     "export": ".export",  # HRE: reviewed clips → hre.jsonl
     "study": ".study",  # consented study recordings → labelled manifest

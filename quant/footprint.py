@@ -1,8 +1,8 @@
 """Memory estimate of a quantization plan, on the meta device (no weights, no GPU).
 
-    python -m quant.plan --preset 0.5b|7b --plan NAME [--json]
-    python -m quant.plan --model DIR --plan NAME [--json]
-    python -m quant.plan --list
+    python -m quant.footprint --preset 0.5b|7b --plan NAME [--json]
+    python -m quant.footprint --model DIR --plan NAME [--json]
+    python -m quant.footprint --list
 
 `--plan` takes a name of `quant.plans.PLANS` or `NAME+key=value+...` overrides.
 Bytes are per plan slot and per component, computed from each method's storage rules
@@ -70,7 +70,7 @@ def estimate(preset: str | None, model_dir: str | None, plan_spec: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m quant.plan", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m quant.footprint", description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--preset", help="model preset: tiny, 0.5b, 7b")
     src.add_argument("--model", help="checkpoint folder (only its config.json is read)")
