@@ -4,6 +4,8 @@ The analyser (live windows, `model.serve.infer`, the app), the evaluation's `pre
 and the quantization comparison (`quant.experiments`) all call `encode` and `generate`
 here, so they decode the same way (greedy, prompt cut off, special tokens dropped,
 whitespace stripped) and read the answer with the same parser (`model.net.answers`).
+`AnswerTracker` is the one place an answer is decoded and parsed: once per new token
+while it grows (streaming, labels-first stopping), the last parse is the answer's.
 
 The generation budgets live here too, one per purpose. Importing this module is light
 (no torch) so command lines can read the defaults before any model code loads.
@@ -29,6 +31,7 @@ EVAL_MAX_NEW_TOKENS = 256
 COMPARE_MAX_NEW_TOKENS = 32
 # The untrained tiny demo model: its text is noise; this cap keeps a CPU answer ~1 s.
 TINY_MAX_NEW_TOKENS = 24
+PARTIAL_CHAR = "\ufffd"  # a decoded text ending in this stops inside a character: not shown yet
 
 if TYPE_CHECKING:
     import torch
@@ -69,31 +72,52 @@ def prompt_tokens(batch: dict) -> int:
     return int(batch["input_ids"].shape[1])
 
 
-class StopAfterLabels:
-    """A `transformers` stopping criterion for labels-first answers: once a row's label
-    list is complete (`model.net.answers.labels_complete`), it asks
-    `explain(parsed_labels_so_far)` once; False stops the row there, True lets it go on
-    to the explanation (and the end-of-turn token). `tokens_to_label[row]`: new tokens
-    generated when the list closed (None while open).
+class AnswerTracker:
+    """Each row's answer as its tokens arrive, read once per new token: a `transformers`
+    stopping criterion that decodes the row's answer so far, parses it once when the text
+    changed (`model.net.answers.parse_answer` with ``options``) and hands
+    ``on_partial(text, parsed)`` on (row 0, a one-window stream; not while the text ends
+    inside a character). ``explain``: one policy per row for labels-first answers: once a
+    row's label list is complete (`labels_complete`), ``explain[row](parsed)`` is asked
+    once; False stops the row there. ``tokens_to_label[row]``: new tokens generated when
+    the list closed (absent while open). `generate` reads each row's last parse.
     """
 
-    def __init__(self, processor, prompt_tokens: int, explain: Callable[[ParsedAnswer], bool] = lambda p: False):
-        self.processor, self.prompt_tokens, self.explain = processor, prompt_tokens, explain
+    def __init__(self, processor, prompt_tokens: int, options: Sequence[str] | None = None,
+                 explain: Sequence[Callable[[ParsedAnswer], bool]] | None = None,
+                 on_partial: Callable[[str, ParsedAnswer], None] | None = None):
+        self.processor, self.prompt_tokens, self.options = processor, prompt_tokens, options
+        self.explain, self.on_partial = explain, on_partial
         self.tokens_to_label: dict[int, int] = {}
+        self.last: dict[int, tuple[str, ParsedAnswer]] = {}  # row → (text, its parse)
         self._stop: dict[int, bool] = {}
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        done = []
-        for row, ids in enumerate(input_ids):
-            if row not in self._stop:
-                text = self.processor.decode(ids[self.prompt_tokens:]).strip()
-                if labels_complete(text):
-                    self.tokens_to_label[row] = int(ids.shape[0]) - self.prompt_tokens
-                    self._stop[row] = not self.explain(parse_answer(text))
-            done.append(self._stop.get(row, False))
+        done = [self._step(row, ids) for row, ids in enumerate(input_ids)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _step(self, row: int, ids) -> bool:
+        """Row ``row``'s new token(s): stop it?"""
+        if self._stop.get(row):
+            return True
+        text, parsed = self.answer(row, ids[self.prompt_tokens:])
+        if self.explain is not None and row not in self._stop and labels_complete(text):
+            self.tokens_to_label[row] = int(ids.shape[0]) - self.prompt_tokens
+            self._stop[row] = not self.explain[row](parsed)
+        return self._stop.get(row, False)
+
+    def answer(self, row: int, new_ids) -> tuple[str, ParsedAnswer]:
+        """Row ``row``'s answer text of ``new_ids`` and its parse (parsed again only when
+        the text changed since the last call; a change goes to ``on_partial``)."""
+        text = self.processor.decode(new_ids).strip()
+        if row in self.last and self.last[row][0] == text:
+            return self.last[row]
+        self.last[row] = text, parse_answer(text, self.options)
+        if self.on_partial is not None and row == 0 and not text.endswith(PARTIAL_CHAR):
+            self.on_partial(*self.last[row])
+        return self.last[row]
 
     def explained(self, row: int) -> bool:
         """Whether the row went on past its labels (the policy asked for an explanation)."""
@@ -101,12 +125,14 @@ class StopAfterLabels:
 
 
 def generate(model, processor, batch: dict, max_new_tokens: int, options: Sequence[str] | None = None,
-             streamer=None, logits_processor=None, stopping_criteria=None) -> list[Generated]:
+             logits_processor=None, tracker: AnswerTracker | None = None) -> list[Generated]:
     """Greedy answers for `batch` (from `encode`), one `Generated` per row.
 
     options: class names to match the label against (classification), else open vocabulary.
-    streamer, logits_processor, stopping_criteria: passed to `model.generate` (streaming
-    UI, timing stamps, `StopAfterLabels`).
+    logits_processor: passed to `model.generate` (timing stamps).
+    tracker: an `AnswerTracker` (built with the same ``options``) that follows the answers
+        as they grow (streaming, labels-first stopping); each row's final parse is then
+        its last one, not a new one.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -114,19 +140,14 @@ def generate(model, processor, batch: dict, max_new_tokens: int, options: Sequen
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     extra = {}
-    if streamer is not None:
-        extra["streamer"] = streamer
     if logits_processor is not None:
         extra["logits_processor"] = logits_processor
-    if stopping_criteria is not None:
-        extra["stopping_criteria"] = StoppingCriteriaList([stopping_criteria])
+    if tracker is not None:
+        extra["stopping_criteria"] = StoppingCriteriaList([tracker])
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=processor.tokenizer.pad_token_id, **extra)
     prompt_len = prompt_tokens(batch)
-    answers = []
-    for row in out:
-        ids = row[prompt_len:].cpu()
-        text = processor.decode(ids).strip()
-        answers.append(Generated(ids, text, parse_answer(text, options), prompt_len))
-    return answers
+    tracker = tracker or AnswerTracker(processor, prompt_len, options)
+    return [Generated(row[prompt_len:].cpu(), *tracker.answer(i, row[prompt_len:]), prompt_len)
+            for i, row in enumerate(out)]

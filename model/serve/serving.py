@@ -56,11 +56,11 @@ def hub_reachable(timeout_s: float = HUB_PROBE_S) -> tuple[bool, str]:
 
 
 class ModelHolder:
-    """The app's one model, loaded on a background thread, shared by all sessions.
+    """The app's one model, loaded on a background thread, shared by all page sessions.
 
     ``spec``: None (the default: the 0.5b preset composed from public parts, falling
     back to the tiny model), "tiny", a local folder or a hub id. ``analyse(window,
-    on_text)`` serves whatever is loaded (one call at a time) or a pending result.
+    on_partial)`` serves whatever is loaded (one call at a time) or a pending result.
     Fits ``live.page.session.ModelServer``.
     """
 
@@ -122,14 +122,10 @@ class ModelHolder:
     def _default(self) -> None:
         from huggingface_hub import snapshot_download
 
-        from model.serve.analyser import OmniEmotionAnalyser
-        from model.checkpoint.loading import compose_from_pretrained
         from model.net.presets import HUB_SOURCES
+        from model.serve.loader import Composed, load_analyser, refuse_plan_for_composed
 
-        if self.plan:
-            raise ValueError(f"plan {self.plan!r} needs a checkpoint folder: build one with "
-                             "`python -m model.checkpoint.build --preset 0.5b --from-pretrained --out DIR` "
-                             "and start with --model DIR")
+        refuse_plan_for_composed(self.plan)  # before any download
         src = HUB_SOURCES["0.5b"]
         online, why = hub_reachable()
         try:
@@ -143,9 +139,8 @@ class ModelHolder:
             self._tiny(f"the default 0.5b model could not be fetched ({cause}); {BUILD_ADVICE}")
             return
         self.message = "composing the 0.5b model…"
-        model, proc = compose_from_pretrained("0.5b", parts["base"], parts["audio"], face=None)
-        a = OmniEmotionAnalyser(model.to(self.device), proc, max_new_tokens=self.max_new_tokens,
-                                name="omni-emotion-0.5b", use_faces=False, use_audio=False)
+        a = load_analyser(Composed("0.5b", parts["base"], parts["audio"]), None, self.device,
+                          max_new_tokens=self.max_new_tokens)
         self._set(a, "omni-emotion-0.5b (composed)",
                   "real LLaVA-OneVision-0.5B weights; the audio and face branches are fed as "
                   "missing modalities until trained projector weights are given (--model DIR)")
@@ -166,14 +161,15 @@ class ModelHolder:
         self._set(a, path.name)
         self.message = ""
 
-    def analyse(self, window, on_text=None) -> Result:
+    def analyse(self, window, on_partial=None) -> Result:
         """The served model's result, or (no model yet, or it failed to load) an empty
-        result whose ``pending`` says why."""
+        result whose ``pending`` says why. ``on_partial(text, parsed)``: the answer as it
+        grows (`model.serve.analyser.OmniEmotionAnalyser.analyse`)."""
         a = self.analyser
         if a is None:
             return make_result(pending=self.status())
         with self._run_lock:  # one generation at a time: the CPU/GPU is shared anyway
-            return a(window, on_text=on_text)
+            return a(window, on_partial=on_partial)
 
     def status(self) -> str:
         if self.state == "failed":
