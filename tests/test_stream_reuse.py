@@ -57,7 +57,7 @@ def test_reuse_gives_the_same_logits_and_encodes_each_frame_once(fusion):
     assert reuse.stats["face_crops_encoded"] == int(PRESENT.sum())  # each present crop once
     assert reuse.stats["vision_frames_encoded"] / n <= 2.5 and reuse.stats["face_crops_encoded"] / n <= 2.5
     assert plain.stats["vision_frames_encoded"] == T * n
-    assert len(reuse.cache) <= 2 * CACHE_FRAMES  # bounded
+    assert len(reuse.stream.cache) <= 2 * CACHE_FRAMES  # bounded
 
 
 def test_new_stream_clears_the_cache_and_generation_is_unchanged():

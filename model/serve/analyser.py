@@ -1,17 +1,12 @@
 """Omni-Emotion as an analyser of live windows: media in, label + words + explanation out.
 
 `OmniEmotionAnalyser` implements `live.worker.Analyser` (`__call__(window, on_partial)
--> Result`); it reads the window's fields by name. The `infer` CLI, the live engine, the
-app, the pool and the quantization harness all analyse through it, loaded by
-`model.serve.loader.load_analyser`. It composes one home per concern: a stream's memory
-and its frame reuse (`model.serve.streams`), the explanation policy
+-> Result`), loaded by `model.serve.loader.load_analyser` for the `infer` CLI, the live
+engine, the app, the pool and the quantization harness. It composes one home per
+concern: a stream's memory and frame reuse (`model.serve.streams`: a frame or face crop
+is encoded once however many windows hold it), the labels-first explanation policy
 (`model.serve.explain`), generation with the answer parsed once per new token
 (`model.serve.generate`) and the result's shape (`model.serve.shaping`).
-
-Streaming cost (issue 12): windows of one stream share a `FrameFeatureCache`, so a
-frame or face crop is encoded once however many windows hold it; with a labels-first
-model (`config.answer_format`) and `explain_every_s`, a window stops generating once its
-labels are out unless the label changed or the last explanation is that old.
 """
 from __future__ import annotations
 
@@ -27,7 +22,6 @@ from live.contract.result import Result
 from model.net.answers import ParsedAnswer
 from model.net.templates import REASONING_INSTRUCTIONS
 from model.serve.explain import ExplainPolicy
-from model.serve.features import FrameFeatureCache
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS, AnswerTracker, encode, generate, prompt_tokens
 from model.serve.shaping import answer_result
 from model.serve.streams import StreamState, stream_features
@@ -52,9 +46,7 @@ class OmniEmotionAnalyser:
         explain_every_s: labels-first models only (`model.serve.explain.ExplainPolicy`):
             None: every window explains (the whole answer).
 
-    `stream` is the analyser's own `StreamState` (`cache`, `stats`, `stream_id` read it):
-    `stats` counts, since the last `reset`: windows, vision_frames_encoded,
-    face_crops_encoded, audio_s_encoded (seconds of audio the Whisper encoder ran on).
+    `stream` is the analyser's own `StreamState`; `stats` is its counters (since `reset`).
     """
 
     def __init__(self, model, processor, prompt: str = DEFAULT_PROMPT, options: list[str] | None = None,
@@ -77,14 +69,6 @@ class OmniEmotionAnalyser:
     def new_stream(self, id: object = None) -> StreamState:
         """A fresh `StreamState` for this analyser's model."""
         return StreamState(self.model, id)
-
-    @property
-    def stream_id(self) -> object:
-        return self.stream.id
-
-    @property
-    def cache(self) -> FrameFeatureCache:
-        return self.stream.cache
 
     @property
     def stats(self) -> dict:
@@ -138,8 +122,7 @@ class OmniEmotionAnalyser:
         started = time.perf_counter()
         clips = [self._modalities(c) for c in clips]
         batch = self.batch_inputs(clips, frame_ids, streams)
-        lengths = batch["attention_mask"].sum(dim=1).tolist() if "attention_mask" in batch \
-            else [prompt_tokens(batch)] * len(clips)
+        lengths = batch["attention_mask"].sum(dim=1).tolist()  # each row's unpadded prompt
         labels_first = self.model.config.answer_format == "labels_first"
         explain = [self.policy.wants(s, a) for s, a in zip(streams, at)] if labels_first else None
         tracker = AnswerTracker(self.processor, prompt_tokens(batch), self.options, explain, on_partial)
@@ -174,6 +157,6 @@ class OmniEmotionAnalyser:
         """One live window; a window of another stream (`Window.stream_id`) starts a new
         own `stream` first."""
         stream_id = getattr(window, "stream_id", None)
-        if stream_id != self.stream_id:
+        if stream_id != self.stream.id:
             self.stream = self.new_stream(stream_id)
         return self.analyse(window, on_partial=on_partial, frame_ids=self.frame_ids(window), at=window.end)

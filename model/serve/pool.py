@@ -1,27 +1,19 @@
-"""Many live streams on a pool of replicas: the analyser as a Ray Serve deployment.
+"""Many live streams on a pool of replicas: the analyser as a Ray Serve deployment
+(docs/serving.md has the design, the failure table and the commands).
 
-* ``AnalyserReplica``: one Ray Serve replica = one loaded model (``OmniEmotionAnalyser``,
-  any precision plan through ``quant.load_model``, or the tiny model). Windows of
-  many streams are batched into one ``generate`` call (``@serve.batch``;
-  ``OmniEmotionAnalyser.analyse_batch``: greedy, left padding, each result equal to
+* ``AnalyserReplica``: one replica = one model loaded by ``model.serve.loader`` (any
+  precision plan, or the tiny model); windows of many streams go into one ``generate``
+  call (``@serve.batch``, ``OmniEmotionAnalyser.analyse_batch``: each result equal to
   the window analysed alone).
-* Stream affinity: a stream's windows carry its stream id as Ray Serve's multiplexed
-  model id (``serve.multiplexed``): the router sends them to the replica that already
-  holds that stream (its per-stream state), and to another replica when that one dies.
-* Per-stream reuse inside a batch: the replica keeps one
-  ``model.serve.streams.StreamState`` per stream (its bounded ``FrameFeatureCache``, last
-  label, last explanation time, counters); a batch of windows of several streams encodes
-  each window's frames and face crops through its own stream's cache, then runs one
-  ``generate``. Memory is bounded: at most ``MAX_STREAMS_PER_REPLICA`` streams per
-  replica (least recently used dropped), each cache ``CACHE_FRAMES`` frames per branch
-  (~28 MB at 7B in bf16: 16 x 196 x 3584 visual + 16 x 49 x 3584 face values), and the
-  cache of a stream idle for ``STREAM_IDLE_S`` is emptied (an ended stream idles out).
-* ``PoolAnalyser`` (in ``model.serve.remote``): the engine's analyser protocol
-  (``live.worker.Analyser``) over a deployment handle.
+* Stream affinity: a window carries its stream id as Ray Serve's multiplexed model id, so
+  it goes to the replica that holds the stream's ``model.serve.streams.StreamState``
+  (frame cache, label memory), and elsewhere when that one dies. At most
+  ``MAX_STREAMS_PER_REPLICA`` streams per replica (least recently used dropped); a
+  stream idle for ``STREAM_IDLE_S`` has its cache emptied (an ended stream idles out).
+* ``PoolAnalyser`` (``model.serve.remote``): ``live.worker.Analyser`` over the handle.
 
-``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas on this
-machine or deploys onto an existing Ray cluster (``ray start --head``), and returns a
-``Pool``. docs/serving.md has the commands.
+``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas here or
+deploys onto a running Ray cluster, and returns a ``Pool``.
 """
 from __future__ import annotations
 

@@ -1,17 +1,11 @@
-"""The client side of the pool (``model.serve.pool``): the engine's analyser protocol
-over a Ray Serve deployment handle.
+"""The client side of the pool (``model.serve.pool``): ``PoolAnalyser(handle, stream_id)``
+is ``live.worker.Analyser`` over a Ray Serve deployment handle; ``PoolServer`` is the
+page's model server over a pool. Every remote call has a timeout, so nothing hangs.
 
-``PoolAnalyser(handle, stream_id)`` is ``live.worker.Analyser``: ``__call__(window) ->
-Result``. The engine's ``AnalyserWorker`` still keeps one window in flight per stream
-and drops stale ones (newest wins); every remote call has a timeout, so nothing hangs.
-
-Failures (each raises ``PoolError``, which the engine records as the window's
-``error``, reason "error", and the page and study log show):
-
-* the replica died mid-window (killed, its machine gone): the window is retried once;
-  the router sends it, and the stream's next windows, to a live replica;
-* no answer within ``timeout_s``: "pool: no answer within N s";
-* the pool itself is gone (the cluster or the deployment): "pool lost: ...".
+Failures raise ``PoolError`` (the engine records it as the window's ``error``): a
+replica that died mid-window gets the window sent again once (the router moves the
+stream to a live replica); no answer within ``timeout_s``; the pool itself gone
+("pool lost: ..."). docs/serving.md has the table.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """A stream's memory in an analyser, and a batch's frames encoded through it.
 
-A stream is one continuous media stream (a `live.window.WindowAssembler` run, a pool's
-multiplexed stream id). Its `StreamState` holds the `FrameFeatureCache`
-(`model.serve.features`), the explanation policy's label memory
-(`model.serve.explain`) and counters. `OmniEmotionAnalyser` keeps one for its own use
+A stream: one continuous media stream (a `live.window.WindowAssembler` run, a pool's
+multiplexed stream id). `OmniEmotionAnalyser` keeps one `StreamState` for its own use
 and takes one per clip in `analyse_batch`, so a pool replica (`model.serve.pool`)
 batches windows of several streams, each through its own cache.
 """
@@ -37,23 +35,19 @@ class StreamState:
         self.used_at = time.monotonic()
 
 
-def count_windows(batch: dict, clips: list, streams: list[StreamState]) -> None:
-    """Each row's window (and its audio seconds) in its stream's `stats`."""
-    for clip, s in zip(clips, streams):
-        s.stats["windows"] += 1
-        s.used_at = time.monotonic()
-        if "input_features" in batch and clip.has_audio:
-            s.stats["audio_s_encoded"] += batch["input_features"].shape[-1] / MEL_FRAMES_PER_S
-
-
 def stream_features(model, batch: dict, clips: list, frame_ids: list, streams: list[StreamState],
                     reuse: bool) -> dict:
     """``batch`` with, where ``reuse`` and the row's frame ids allow, the pixels replaced
     by per-frame features from the row's stream cache (`visual_embeds` (B, T, v, H),
     `face_embeds` (B, T, f, H)); rows without frame ids in such a batch are encoded
-    whole, on their own. Counts the frames and crops each stream's encoders ran on."""
+    whole, on their own. Counts each row's window, audio seconds and the frames and
+    crops its encoders ran on in its stream's `stats`."""
     t = model.config.num_frames
-    count_windows(batch, clips, streams)
+    for clip, s in zip(clips, streams):
+        s.stats["windows"] += 1
+        s.used_at = time.monotonic()
+        if "input_features" in batch and clip.has_audio:
+            s.stats["audio_s_encoded"] += batch["input_features"].shape[-1] / MEL_FRAMES_PER_S
     use = [reuse and ids is not None for ids in frame_ids]
     if not any(use):  # the encoders see the pixels whole, inside the model
         for s in streams:
