@@ -302,12 +302,12 @@ def time_paths(model_dir: str, label_tokens: int, answer_tokens: int, windows: i
     cfg.audio_context, cfg.trim_audio, cfg.answer_format = "window", True, "labels_first"
     live = OmniEmotionAnalyser(model, processor, max_new_tokens=label_tokens, reuse=True)
     # A random model never closes a label list, so the label is `label_tokens` new tokens.
-    session = live.new_session("s")
+    stream = live.new_stream("s")
     live_s = []
     for k in range(windows):
         clip, ids = _window_clip(k)
         t0 = time.perf_counter()
-        live.analyse(clip, frame_ids=ids, session=session)
+        live.analyse(clip, frame_ids=ids, stream=stream)
         live_s.append(time.perf_counter() - t0)
     out["live_to_label_s"] = round(live_s[-1], 2)
     out["live_first_window_s"] = round(live_s[0], 2)

@@ -87,17 +87,43 @@ def _timed_generate(model, processor, batch: dict, max_new_tokens: int, options)
     return answer, prefill, decode
 
 
-def run_plan(plan, model_dir, device, clips, windows, reference, progress, prompt, options, max_new_tokens,
-             audio_context: str | None = None) -> dict:
-    """Load `plan`, analyse every clip, compare with `reference` (None: this plan becomes
-    it — its per-window answers and log-probs are stored in the returned dict).
-    audio_context: serve with this `config.audio_context` instead of the checkpoint's."""
-    from model.serve.generate import encode
-
+def _analyse_window(analyser, window, device: str, peak, ref: dict | None) -> tuple[dict, dict | None]:
+    """One window's row (answer, timings, its allocator peak on CUDA, agreement with the
+    reference's answer ``ref``) and, when ``ref`` is None (this plan is the reference),
+    the state later plans are compared with."""
     from .agreement import answer_log_probs, labels_agree, mean_kl, text_similarity
+    from .memory import WindowPeak
+
+    model = analyser.model
+    with WindowPeak(device, outer=peak) as window_peak:  # CUDA: the window's allocator peak
+        batch = analyser.inputs(window)  # the prompt and the clip, as the analyser encodes them
+        generated, prefill, decode = _timed_generate(model, analyser.processor, batch, analyser.max_new_tokens,
+                                                     analyser.options)
+    answer, parsed = generated.ids, generated.parsed
+    row = {"window": window.summary(), "text": generated.text, "label": parsed.label, "tokens": int(answer.numel()),
+           "prefill_s": prefill, "decode_tokens_per_s": decode,
+           "peak_window_bytes": window_peak.bytes}  # None on the CPU
+    if ref is None:
+        row.update(kl=0.0, label_agrees=True, similarity=1.0)
+        return row, {"answer": answer, "log_probs": answer_log_probs(model, batch, answer),
+                     "label": parsed.label, "explanation": parsed.explanation}
+    row.update(kl=mean_kl(ref["log_probs"], answer_log_probs(model, batch, ref["answer"])),
+               label_agrees=labels_agree(ref["label"], parsed.label),
+               similarity=text_similarity(ref["explanation"], parsed.explanation))
+    return row, None
+
+
+def run_plan(plan, model_dir, device, windows, reference, progress, prompt, options, max_new_tokens,
+             audio_context: str | None = None) -> dict:
+    """Load `plan` through the one analyser loader (`model.serve.loader.load_analyser`),
+    analyse every window, compare with `reference` (None: this plan becomes it — its
+    per-window answers and log-probs are stored in the returned dict).
+    audio_context: serve with this `config.audio_context` instead of the checkpoint's."""
+    from model.serve.loader import load_analyser
+
     from .estimate import estimate_checkpoint, measure
     from .load import load_model
-    from .memory import PeakMemory, WindowPeak
+    from .memory import PeakMemory
 
     record = {"name": plan.name, "plan": plan.to_dict(), "status": "ok"}
     estimated = estimate_checkpoint(model_dir, plan)
@@ -106,44 +132,24 @@ def run_plan(plan, model_dir, device, clips, windows, reference, progress, promp
     record["peak_window_estimated"] = estimated["peak_window"]
     with PeakMemory(device) as peak:
         t0 = time.perf_counter()
-        model, processor = load_model(model_dir, plan, device)
+        analyser = load_analyser(model_dir, plan, device, load_model, max_new_tokens, prompt=prompt, options=options)
         if audio_context is not None:  # the processor and the model read the same config field
-            model.config.audio_context = processor.config.audio_context = audio_context
-        record["audio_context"] = model.config.audio_context
+            analyser.model.config.audio_context = analyser.processor.config.audio_context = audio_context
+        record["audio_context"] = analyser.model.config.audio_context
         record["load_s"] = time.perf_counter() - t0
-        record["quantize_s"] = getattr(model, "quant_seconds", None)  # direct conversion, inside load_s
-        measured = measure(model)
+        record["quantize_s"] = getattr(analyser.model, "quant_seconds", None)  # direct conversion, inside load_s
+        measured = measure(analyser.model)
         record["weights"].update(
             measured=measured["total"], footprint=measured["footprint"], measured_slots=measured["slots"],
             measured_host=measured["host"],
         )
         per_window, ref_state = [], []
-        for i, (clip, window) in enumerate(zip(clips, windows)):
-            with WindowPeak(device, outer=peak) as window_peak:  # CUDA: the window's allocator peak
-                batch = encode(model, processor, [prompt], [clip])
-                generated, prefill, decode = _timed_generate(model, processor, batch, max_new_tokens, options)
-            answer, text, parsed = generated.ids, generated.text, generated.parsed
-            row = {
-                "window": window.summary(),
-                "text": text,
-                "label": parsed.label,
-                "tokens": int(answer.numel()),
-                "prefill_s": prefill,
-                "decode_tokens_per_s": decode,
-                "peak_window_bytes": window_peak.bytes,  # None on the CPU
-            }
-            if reference is None:
-                ref_state.append({"answer": answer, "log_probs": answer_log_probs(model, batch, answer),
-                                  "label": parsed.label, "explanation": parsed.explanation})
-                row.update(kl=0.0, label_agrees=True, similarity=1.0)
-            else:
-                ref = reference["state"][i]
-                row["kl"] = mean_kl(ref["log_probs"], answer_log_probs(model, batch, ref["answer"]))
-                row["label_agrees"] = labels_agree(ref["label"], parsed.label)
-                row["similarity"] = text_similarity(ref["explanation"], parsed.explanation)
+        for i, window in enumerate(windows):
+            row, state = _analyse_window(analyser, window, device, peak, reference and reference["state"][i])
             per_window.append(row)
+            ref_state.append(state)
             progress.update(1)
-        del model, processor
+        del analyser
         gc.collect()
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
@@ -172,22 +178,10 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def run_experiments(
-    model_dir,
-    plans,
-    source,
-    out,
-    device: str = "cpu",
-    max_windows: int | None = MAX_WINDOWS,
-    max_new_tokens: int = COMPARE_MAX_NEW_TOKENS,
-    hop_s: float | None = None,
-    window_s: float | None = None,
-    faces: bool = True,
-    prompt: str | None = None,
-    options: list[str] | None = None,
-    progress: bool = True,
-    audio_context: str | None = None,
-) -> dict:
+def run_experiments(model_dir, plans, source, out, device: str = "cpu", max_windows: int | None = MAX_WINDOWS,
+                    max_new_tokens: int = COMPARE_MAX_NEW_TOKENS, hop_s: float | None = None,
+                    window_s: float | None = None, faces: bool = True, prompt: str | None = None,
+                    options: list[str] | None = None, progress: bool = True, audio_context: str | None = None) -> dict:
     """Run every plan (`QuantPlan`s or specs) and write the three outputs; returns the
     results dict that results.json holds. `audio_context` ("30s" | "window") overrides
     the checkpoint's for every plan (run twice to compare the two)."""
@@ -201,35 +195,22 @@ def run_experiments(
     from .plans import get_plan
     from .report import write_markdown, write_plot, write_scatter
 
-    plans = [get_plan(p) for p in plans]
     from model.checkpoint.loading import check_checkpoint
 
+    plans = [get_plan(p) for p in plans]
     model_dir, out = check_checkpoint(model_dir), Path(out)
-    windows, how = win.load_windows(
-        source, hop_s or HOP_S, window_s or WINDOW_S, max_windows=max_windows, faces=faces
-    )
-    clips = windows  # a live.window.Window is the processor's Clip
+    windows, how = win.load_windows(source, hop_s or HOP_S, window_s or WINDOW_S, max_windows=max_windows, faces=faces)
     prompt = prompt or DEFAULT_PROMPT
-    results = {
-        "model": str(model_dir),
-        "source": str(source),
-        "windows": len(windows),
-        "window_source": how,
-        "device": device,
-        "device_name": _device_name(device),
-        "torch": torch.__version__,
-        "max_new_tokens": max_new_tokens,
-        "prompt": prompt,
-        "reference": None,
-        "plans": [],
-    }
+    results = {"model": str(model_dir), "source": str(source), "windows": len(windows), "window_source": how,
+               "device": device, "device_name": _device_name(device), "torch": torch.__version__,
+               "max_new_tokens": max_new_tokens, "prompt": prompt, "reference": None, "plans": []}
     reference = None
     bar = tqdm(total=len(plans) * len(windows), desc="plans x windows", unit="window", disable=not progress)
     for plan in plans:
         bar.set_postfix_str(plan.name)
         done_before = bar.n
         try:
-            record = run_plan(plan, model_dir, device, clips, windows, reference, bar, prompt, options, max_new_tokens,
+            record = run_plan(plan, model_dir, device, windows, reference, bar, prompt, options, max_new_tokens,
                               audio_context)
         except Exception as err:  # noqa: BLE001 — a failed plan is a result, not a crash
             record = {"name": plan.name, "plan": plan.to_dict(), "status": "failed",

@@ -10,8 +10,8 @@ import pytest
 from live.worker import AnalyserWorker
 from tests.media import cached_clip
 
-JOIN_S = 240.0  # s a test's sessions may take before the test fails as hung
-SESSIONS = 4
+JOIN_S = 240.0  # s a test's streams may take before the test fails as hung
+STREAMS = 4
 WINDOW_S = 2.0  # s per window: short clips give several windows
 
 
@@ -58,14 +58,14 @@ def pool(tiny_checkpoint):
     p.close()
 
 
-def _run_sessions(analysers, window_lists):
-    """Each session on its own thread, windows in order; returns (results, errors) per
-    session, a window's result None where it raised. Fails (not hangs) when a session
+def _run_streams(analysers, window_lists):
+    """Each stream on its own thread, windows in order; returns (results, errors) per
+    stream, a window's result None where it raised. Fails (not hangs) when a stream
     does not finish."""
     results = [[] for _ in analysers]
     errors = [[] for _ in analysers]
 
-    def session(i):
+    def stream(i):
         for w in window_lists[i]:
             try:
                 results[i].append(analysers[i](w))
@@ -73,12 +73,12 @@ def _run_sessions(analysers, window_lists):
                 results[i].append(None)
                 errors[i].append(e)
 
-    threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(len(analysers))]
+    threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(len(analysers))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(JOIN_S)
-    assert not any(t.is_alive() for t in threads), "a session hung"
+    assert not any(t.is_alive() for t in threads), "a stream hung"
     return results, errors
 
 
@@ -91,21 +91,21 @@ def test_a_batch_gives_each_window_its_alone_result(windows, local):
     assert len({r["tokens"]["audio"] for r in alone}) == 2
 
 
-def test_four_sessions_give_the_single_process_results_each_on_one_replica(pool, windows, local):
-    lists = [windows[i % 2] for i in range(SESSIONS)]
+def test_four_streams_give_the_single_process_results_each_on_one_replica(pool, windows, local):
+    lists = [windows[i % 2] for i in range(STREAMS)]
     expected = [[_strip(local(w)) for w in ws] for ws in lists]
-    analysers = [pool.analyser(f"s{i}") for i in range(SESSIONS)]
-    results, errors = _run_sessions(analysers, lists)
-    assert errors == [[] for _ in range(SESSIONS)]
+    analysers = [pool.analyser(f"s{i}") for i in range(STREAMS)]
+    results, errors = _run_streams(analysers, lists)
+    assert errors == [[] for _ in range(STREAMS)]
     assert [[_strip(r) for r in rs] for rs in results] == expected
     assert all(r["label"] == e["label"] for rs, es in zip(results, expected) for r, e in zip(rs, es))
-    # session affinity: one replica per session while it lives
+    # stream affinity: one replica per stream while it lives
     assert all(len({r["replica"] for r in rs}) == 1 for rs in results)
 
 
-def test_each_session_reuses_its_own_frames_inside_the_pools_batches(pool, windows, tiny_checkpoint):
-    """Two sessions batched together on the pool: each window's frames go through its own
-    session's cache on the replica, so each session encodes what the single-process
+def test_each_stream_reuses_its_own_frames_inside_the_pools_batches(pool, windows, tiny_checkpoint):
+    """Two streams batched together on the pool: each window's frames go through its own
+    stream's cache on the replica, so each stream encodes what the single-process
     analyser (reuse on) encodes, and its overlapping windows only their new frames."""
     from model.serve.loader import load_analyser
 
@@ -115,13 +115,13 @@ def test_each_session_reuses_its_own_frames_inside_the_pools_batches(pool, windo
     t = ref.model.config.num_frames
     assert ref.stats["windows"] == len(ws) and ref.stats["vision_frames_encoded"] < t * len(ws)  # windows overlap
     analysers = [pool.analyser(f"reuse{i}") for i in range(2)]
-    results, errors = _run_sessions(analysers, [ws, ws])
+    results, errors = _run_streams(analysers, [ws, ws])
     assert errors == [[], []]
     assert [[_strip(r) for r in rs] for rs in results] == [expected, expected]
     for a in analysers:
-        stats = pool.handle.options(method_name="stats", multiplexed_model_id=a.session).remote().result(timeout_s=JOIN_S)
+        stats = pool.handle.options(method_name="stats", multiplexed_model_id=a.stream_id).remote().result(timeout_s=JOIN_S)
         assert stats["replica"] == results[analysers.index(a)][-1]["replica"]
-        assert stats["session"] == ref.stats
+        assert stats["stream"] == ref.stats
 
 
 def test_the_engine_worker_runs_on_the_pool(pool, windows):
@@ -152,29 +152,29 @@ def test_the_pages_reload_cannot_change_a_pools_plan(pool):
         server.start(plan="nf4")
 
 
-def test_a_killed_replica_loses_no_session_and_hangs_nothing(pool, windows, local):
+def test_a_killed_replica_loses_no_stream_and_hangs_nothing(pool, windows, local):
     import ray
 
     lists = [windows[0] * 3 for _ in range(2)]
     analysers = [pool.analyser(f"k{i}") for i in range(2)]
-    first = [a(lists[i][0]) for i, a in enumerate(analysers)]  # each session has its replica
+    first = [a(lists[i][0]) for i, a in enumerate(analysers)]  # each stream has its replica
     victim = first[0]["replica"]
     name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["name"].startswith("SERVE_REPLICA") and victim in a["name"])
     killer = threading.Timer(0.5, lambda: ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True))
     killer.start()
-    results, errors = _run_sessions(analysers, [ws[1:] for ws in lists])
+    results, errors = _run_streams(analysers, [ws[1:] for ws in lists])
     killer.join()
-    # every window has its answer or a one-line pool error; the session went on after it
+    # every window has its answer or a one-line pool error; the stream went on after it
     expected = {w.index: _strip(local(w)) for w in windows[0]}
     for i in range(2):
         assert len(results[i]) == len(lists[i]) - 1 and results[i][-1] is not None
         assert all(type(e).__name__ == "PoolError" and "\n" not in str(e) for e in errors[i])
         assert len(errors[i]) <= 1  # at most one window lost (it was retried once)
         assert all(r is None or _strip(r) == expected[w.index] for w, r in zip(lists[i][1:], results[i]))
-    # the killed replica's session moved to a live one
+    # the killed replica's stream moved to a live one
     assert victim not in {r["replica"] for r in results[0][-2:]}
-    # and the pool serves a new session
+    # and the pool serves a new stream
     assert _strip(pool.analyser("after")(windows[1][0])) == _strip(local(windows[1][0]))
 
 
@@ -199,7 +199,7 @@ def test_a_pool_that_cannot_start_is_a_one_line_usage_error(tiny_checkpoint, tmp
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --pool ") and says in err
 
 
-def test_the_pool_lost_mid_session_is_the_windows_error(pool, windows):
+def test_the_pool_lost_mid_stream_is_the_windows_error(pool, windows):
     """Last in the module: it takes the deployment down."""
     from ray import serve
 

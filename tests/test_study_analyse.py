@@ -227,7 +227,7 @@ def test_withdrawn_participant_is_not_analysed_again(folder, tmp_path):
 
 def test_recordings_at_once_each_with_its_own_session_analyser(folder, tmp_path):
     """What --pool does with --jobs J (in process, without Ray): J recordings analysed
-    on threads, each asking the pool for its own session's analyser; every log whole."""
+    on threads, each asking the pool for its own stream's analyser; every log whole."""
     from argparse import Namespace
 
     from live.worker import FakeAnalyser
@@ -259,17 +259,17 @@ def test_recordings_at_once_each_with_its_own_session_analyser(folder, tmp_path)
 def test_pool_option_wiring_without_ray(folder, tmp_path, monkeypatch, capsys):
     """``--pool local:2`` (live.run's make_analyser starts the pool; replaced here by a
     stand-in, since Ray's start-up on 2 cores takes minutes): two recordings at once,
-    each on its own pool session, the pool closed at the end."""
+    each on its own pool stream, the pool closed at the end."""
     import live.run
     from live.worker import FakeAnalyser
     from live.study.__main__ import main
 
     class StandInPool:
         def __init__(self):
-            self.sessions, self.closed = [], False
+            self.streams, self.closed = [], False
 
-        def analyser(self, session=None):
-            self.sessions.append(session)
+        def analyser(self, stream_id=None):
+            self.streams.append(stream_id)
             return FakeAnalyser(delay_s=0)
 
         def close(self):
@@ -293,7 +293,7 @@ def test_pool_option_wiring_without_ray(folder, tmp_path, monkeypatch, capsys):
     code = main(["analyse", str(rec), "--out", str(out), "--pool", "local:2", "--model", str(model_dir),
                  "--window", "2", "--hop", "0.5", "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    assert sorted(s for s in pool.sessions if s) == ["a", "b"] and pool.closed
+    assert sorted(s for s in pool.streams if s) == ["a", "b"] and pool.closed
     for name in ("a", "b"):
         assert [w["index"] for w in windows_of(out / f"{name}.jsonl")] == list(range(N_WINDOWS))
 

@@ -122,7 +122,7 @@ def analyse(args) -> int:
         if pool is not None:
             stack.callback(pool.close)
         run = StudyRun(out, recs, args, cfg,
-                       (lambda s: pool.analyser(session=s)) if pool is not None else (lambda s: analyser),
+                       (lambda s: pool.analyser(stream_id=s)) if pool is not None else (lambda s: analyser),
                        jobs=jobs, progress=not args.no_progress and sys.stderr.isatty(), redo=args.overwrite)
         counts = run.run()
     print(json.dumps(counts), flush=True)

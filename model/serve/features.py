@@ -10,8 +10,8 @@ fusion, newline) are applied after the cache, inside the model. Exact: every enc
 sees the same per-frame pixels, one frame at a time being independent of the others.
 
 The cache is bounded (`capacity` entries per branch, least recently used dropped). One
-cache per session: `model.serve.analyser.Session` holds it (the single-process analyser
-keeps one and starts a new one on a new session; a pool replica keeps one per session it
+cache per stream: `model.serve.streams.StreamState` holds it (the single-process analyser
+keeps one and starts a new one on a new stream id; a pool replica keeps one per stream it
 serves, `model.serve.pool`).
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ class _LRU:
 
 
 class FrameFeatureCache:
-    """Visual and face features per frame, for one session.
+    """Visual and face features per frame, for one stream.
 
     Counters (since the last `reset`): ``vision_frames_encoded``, ``face_crops_encoded``.
     """

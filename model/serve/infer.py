@@ -112,20 +112,21 @@ def _run(args: argparse.Namespace) -> int:
                              options=options, max_new_tokens=args.max_new_tokens)
     printed = [0]
 
-    def stream(text: str) -> None:
+    def stream(text: str, parsed=None) -> None:
         sys.stdout.write(text[printed[0]:])
         sys.stdout.flush()
         printed[0] = len(text)
 
     for note in notes:
         print(f"note: {note}", file=sys.stderr, flush=True)
-    result = analyser.analyse(clip, on_text=None if args.json else stream)
+    result = analyser.analyse(clip, on_partial=None if args.json else stream)
     result["face"] = "present" if result["face_frames"] else "absent"
     result["seconds"] = round(time.perf_counter() - started, 3)
     if args.json:
         keep = ("text", "label", "labels", "tokens", "face", "face_frames", "audio", "seconds", "model")
         print(json.dumps({**{k: result[k] for k in keep}, "notes": notes}))
     else:
+        stream(result["text"])  # the end the stream held back (it stopped inside a character)
         print("\n\n" + summary_line(result))
     return 0
 

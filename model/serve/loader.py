@@ -1,5 +1,6 @@
 """`load_analyser(spec, plan, device)`: the one way to get an analyser, used by the page
-(`model.serve.serving`), `live.run`, `model.serve.infer` and the pool's replicas.
+(`model.serve.serving`), `live.run`, `model.serve.infer`, the pool's replicas and the
+quantization harness (`quant.experiments`).
 
 A precision plan needs a loader that applies it (`model.checkpoint.loading.Loader`):
 the command lines (composition roots) pass `quant.load_model`, or the pool its name
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,25 @@ if TYPE_CHECKING:
     from model.serve.analyser import OmniEmotionAnalyser
 
 PLAN_LOADER = "quant:load_model"  # the name a composition root gives a replica
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A spec of public hub parts composed into a model (`compose_from_pretrained`):
+    ``preset`` and the local snapshot folders of its ``base`` and ``audio`` checkpoints.
+    Its face and audio projectors are untrained, so both branches are fed as missing."""
+
+    preset: str
+    base: str
+    audio: str
+
+
+def refuse_plan_for_composed(plan) -> None:
+    """ValueError when ``plan`` is asked of composed hub parts (a plan loads a folder)."""
+    if plan:
+        raise ValueError(f"plan {plan!r} needs a checkpoint folder: build one with "
+                         "`python -m model.checkpoint.build --preset 0.5b --from-pretrained --out DIR` "
+                         "and start with --model DIR")
 
 
 def plan_loader(plan: str | None, loader: "Loader | str | None") -> "Loader | None":
@@ -34,16 +55,21 @@ def plan_loader(plan: str | None, loader: "Loader | str | None") -> "Loader | No
     return loader
 
 
-def load_analyser(spec: str | Path, plan: str | None = None, device: str = "cpu",
+def load_analyser(spec: "str | Path | Composed", plan=None, device: str = "cpu",
                   loader: "Loader | str | None" = None, max_new_tokens: int = ANALYSIS_MAX_NEW_TOKENS,
                   **kwargs) -> "OmniEmotionAnalyser":
     """An analyser of ``spec``: "tiny" (the random test model, its answer capped at
-    `TINY_MAX_NEW_TOKENS`) or a checkpoint folder, loaded as saved
-    (`model.checkpoint.loading.load`) or with ``plan`` applied by ``loader``.
-    ``kwargs`` go to `OmniEmotionAnalyser` (prompt, options, name, ...)."""
-    from model.checkpoint.loading import build_tiny, load
+    `TINY_MAX_NEW_TOKENS`), `Composed` hub parts, or a checkpoint folder, loaded as saved
+    (`model.checkpoint.loading.load`) or with ``plan`` (a name or a plan object) applied
+    by ``loader``. ``kwargs`` go to `OmniEmotionAnalyser` (prompt, options, name, ...)."""
+    from model.checkpoint.loading import build_tiny, compose_from_pretrained, load
     from model.serve.analyser import OmniEmotionAnalyser
 
+    if isinstance(spec, Composed):
+        refuse_plan_for_composed(plan)
+        model, processor = compose_from_pretrained(spec.preset, spec.base, spec.audio, face=None)
+        kwargs = {"name": f"omni-emotion-{spec.preset}", "use_faces": False, "use_audio": False, **kwargs}
+        return OmniEmotionAnalyser(model.to(device), processor, max_new_tokens=max_new_tokens, **kwargs)
     apply = plan_loader(plan, loader)
     if str(spec) == "tiny":
         kwargs.setdefault("name", "tiny")

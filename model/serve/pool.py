@@ -1,27 +1,19 @@
-"""Many live sessions on a pool of replicas: the analyser as a Ray Serve deployment.
+"""Many live streams on a pool of replicas: the analyser as a Ray Serve deployment
+(docs/serving.md has the design, the failure table and the commands).
 
-* ``AnalyserReplica``: one Ray Serve replica = one loaded model (``OmniEmotionAnalyser``,
-  any precision plan through ``quant.load_model``, or the tiny model). Windows of
-  many sessions are batched into one ``generate`` call (``@serve.batch``;
-  ``OmniEmotionAnalyser.analyse_batch``: greedy, left padding, each result equal to
+* ``AnalyserReplica``: one replica = one model loaded by ``model.serve.loader`` (any
+  precision plan, or the tiny model); windows of many streams go into one ``generate``
+  call (``@serve.batch``, ``OmniEmotionAnalyser.analyse_batch``: each result equal to
   the window analysed alone).
-* Session affinity: a session's windows carry its id as Ray Serve's multiplexed model
-  id (``serve.multiplexed``): the router sends them to the replica that already holds
-  that session (its per-session state), and to another replica when that one dies.
-* Per-session reuse inside a batch: the replica keeps one ``model.serve.analyser.Session``
-  per session (its bounded ``FrameFeatureCache``, last label, last explanation time,
-  counters); a batch of windows of several sessions encodes each window's frames and
-  face crops through its own session's cache, then runs one ``generate``. Memory is
-  bounded: at most ``MAX_SESSIONS_PER_REPLICA`` sessions per replica (least recently
-  used dropped), each cache ``CACHE_FRAMES`` frames per branch (~28 MB at 7B in bf16:
-  16 x 196 x 3584 visual + 16 x 49 x 3584 face values), and the cache of a session
-  idle for ``SESSION_IDLE_S`` is emptied (an ended session idles out).
-* ``PoolAnalyser`` (in ``model.serve.remote``): the engine's analyser protocol
-  (``live.worker.Analyser``) over a deployment handle.
+* Stream affinity: a window carries its stream id as Ray Serve's multiplexed model id, so
+  it goes to the replica that holds the stream's ``model.serve.streams.StreamState``
+  (frame cache, label memory), and elsewhere when that one dies. At most
+  ``MAX_STREAMS_PER_REPLICA`` streams per replica (least recently used dropped); a
+  stream idle for ``STREAM_IDLE_S`` has its cache emptied (an ended stream idles out).
+* ``PoolAnalyser`` (``model.serve.remote``): ``live.worker.Analyser`` over the handle.
 
-``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas on this
-machine or deploys onto an existing Ray cluster (``ray start --head``), and returns a
-``Pool``. docs/serving.md has the commands.
+``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas here or
+deploys onto a running Ray cluster, and returns a ``Pool``.
 """
 from __future__ import annotations
 
@@ -44,8 +36,8 @@ APP_NAME = "omni-emotion"  # the Ray Serve application (one per cluster)
 DEPLOYMENT = "AnalyserReplica"
 MAX_BATCH_SIZE = 4  # windows per generate call
 BATCH_WAIT_S = 0.05  # s a replica waits for more windows to fill a batch
-MAX_SESSIONS_PER_REPLICA = 32  # sessions whose state a replica keeps (least recent evicted): <= ~0.9 GB of caches at 7B
-SESSION_IDLE_S = 30.0  # s without a window after which a session's frame cache is emptied
+MAX_STREAMS_PER_REPLICA = 32  # streams whose state a replica keeps (least recent evicted): <= ~0.9 GB of caches at 7B
+STREAM_IDLE_S = 30.0  # s without a window after which a stream's frame cache is emptied
 MAX_ONGOING_PER_REPLICA = 16  # requests a replica accepts at once (queued for its batches)
 CONNECT_TIMEOUT_S = 5.0  # s to reach a cluster's address before it counts as down
 CONSTRUCTOR_RETRIES = 1  # a replica whose model does not load is not retried forever
@@ -109,7 +101,7 @@ def _replica_class():
     from ray import serve
 
     class AnalyserReplica:
-        """One model; ``__call__(window) -> Result`` with the session id as the
+        """One model; ``__call__(window) -> Result`` with the stream id as the
         multiplexed model id. Adds ``replica`` (this replica's id) to each result."""
 
         def __init__(self, cfg: dict) -> None:
@@ -119,49 +111,49 @@ def _replica_class():
             self.analyse_windows.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
             self.replica = serve.get_replica_context().replica_id.unique_id
             self.batches: list[int] = []  # sizes of the batches run (tests, the bench)
-            # the sessions Ray Serve's multiplexing still holds (it owns them: LRU-bounded)
-            self.sessions: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+            # the streams Ray Serve's multiplexing still holds (it owns them: LRU-bounded)
+            self.streams: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
-        @serve.multiplexed(max_num_models_per_replica=MAX_SESSIONS_PER_REPLICA)
-        async def session(self, session_id: str):
-            """A session's state on this replica (``model.serve.analyser.Session``: its
-            frame cache and label memory), kept while the session's windows come here."""
-            state = self.sessions[session_id] = self.analyser.new_session(session_id)
+        @serve.multiplexed(max_num_models_per_replica=MAX_STREAMS_PER_REPLICA)
+        async def stream(self, stream_id: str):
+            """A stream's state on this replica (``model.serve.streams.StreamState``: its
+            frame cache and label memory), kept while the stream's windows come here."""
+            state = self.streams[stream_id] = self.analyser.new_stream(stream_id)
             return state
 
         def _drop_idle(self) -> None:
-            """Empty the frame caches of sessions without a window for SESSION_IDLE_S."""
+            """Empty the frame caches of streams without a window for STREAM_IDLE_S."""
             now = time.monotonic()
-            for state in list(self.sessions.values()):
-                if now - state.used_at > SESSION_IDLE_S and len(state.cache):
+            for state in list(self.streams.values()):
+                if now - state.used_at > STREAM_IDLE_S and len(state.cache):
                     state.cache.reset()
 
         async def __call__(self, window) -> Result:
             sid = serve.get_multiplexed_model_id()
             self._drop_idle()
-            # no session id: a session of its own (nothing to reuse)
-            state = await self.session(sid) if sid else self.analyser.new_session()
+            # no stream id: a stream of its own (nothing to reuse)
+            state = await self.stream(sid) if sid else self.analyser.new_stream()
             state.used_at = time.monotonic()  # queued for a batch: not idle
             result = await self.analyse_windows((window, state))
             return {**result, "replica": self.replica}
 
         @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
         async def analyse_windows(self, requests: list) -> list[Result]:
-            """(window, its session) pairs → one result each, in one generate call."""
+            """(window, its stream) pairs → one result each, in one generate call."""
             windows = [w for w, _ in requests]
             self.batches.append(len(windows))
             # off the event loop: health checks and new requests are answered meanwhile
             return await asyncio.to_thread(
                 self.analyser.analyse_batch, windows, frame_ids=[self.analyser.frame_ids(w) for w in windows],
-                at=[w.end for w in windows], sessions=[s for _, s in requests])
+                at=[w.end for w in windows], streams=[s for _, s in requests])
 
         def stats(self) -> dict:
-            """This replica's batch sizes; with a session id (multiplexed), that session's
-            counters (``Session.stats``: windows, frames and crops encoded) if it is here."""
+            """This replica's batch sizes; with a stream id (multiplexed), that stream's
+            counters (``StreamState.stats``: windows, frames and crops encoded) if it is here."""
             sid = serve.get_multiplexed_model_id()
-            state = self.sessions.get(sid) if sid else None
+            state = self.streams.get(sid) if sid else None
             return {"replica": self.replica, "batches": list(self.batches),
-                    "session": dict(state.stats) if state is not None else None}
+                    "stream": dict(state.stats) if state is not None else None}
 
     return AnalyserReplica
 
@@ -210,7 +202,7 @@ def check_reachable(spec: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 
 
 class Pool:
-    """A running deployment: ``analyser(session)`` gives a session its analyser;
+    """A running deployment: ``analyser(stream_id)`` gives a stream its analyser;
     ``close()`` shuts down what ``start_pool`` started (a local pool) or leaves the
     cluster (an address)."""
 
@@ -218,10 +210,10 @@ class Pool:
         self.handle, self.spec, self.cfg = handle, spec, cfg
         self.name = f"pool {spec} ({cfg.model}{', ' + cfg.plan if cfg.plan else ''})"
 
-    def analyser(self, session: str | None = None, timeout_s: float | None = None):
+    def analyser(self, stream_id: str | None = None, timeout_s: float | None = None):
         from model.serve.remote import PoolAnalyser
 
-        return PoolAnalyser(self.handle, session=session, name=self.name,
+        return PoolAnalyser(self.handle, stream_id=stream_id, name=self.name,
                             **({} if timeout_s is None else {"timeout_s": timeout_s}))
 
     def server(self):

@@ -1,17 +1,11 @@
-"""The client side of the pool (``model.serve.pool``): the engine's analyser protocol
-over a Ray Serve deployment handle.
+"""The client side of the pool (``model.serve.pool``): ``PoolAnalyser(handle, stream_id)``
+is ``live.worker.Analyser`` over a Ray Serve deployment handle; ``PoolServer`` is the
+page's model server over a pool. Every remote call has a timeout, so nothing hangs.
 
-``PoolAnalyser(handle, session)`` is ``live.worker.Analyser``: ``__call__(window) ->
-Result``. The engine's ``AnalyserWorker`` still keeps one window in flight per session
-and drops stale ones (newest wins); every remote call has a timeout, so nothing hangs.
-
-Failures (each raises ``PoolError``, which the engine records as the window's
-``error``, reason "error", and the page and study log show):
-
-* the replica died mid-window (killed, its machine gone): the window is retried once;
-  the router sends it, and the session's next windows, to a live replica;
-* no answer within ``timeout_s``: "pool: no answer within N s";
-* the pool itself is gone (the cluster or the deployment): "pool lost: ...".
+Failures raise ``PoolError`` (the engine records it as the window's ``error``): a
+replica that died mid-window gets the window sent again once (the router moves the
+stream to a live replica); no answer within ``timeout_s``; the pool itself gone
+("pool lost: ..."). docs/serving.md has the table.
 """
 from __future__ import annotations
 
@@ -39,30 +33,30 @@ def _replica_died(err: BaseException) -> bool:
 
 
 class PoolAnalyser:
-    """One session's analyser on the pool. ``session``: its id (routing key; a fresh
-    one by default). ``retried`` counts windows sent twice (replica lost)."""
+    """One stream's analyser on the pool. ``stream_id``: its routing key (a fresh one by
+    default). ``retried`` counts windows sent twice (replica lost)."""
 
-    def __init__(self, handle, session: str | None = None, name: str = "pool",
+    def __init__(self, handle, stream_id: str | None = None, name: str = "pool",
                  timeout_s: float = CALL_TIMEOUT_S) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.handle, self.name, self.timeout_s = handle, name, timeout_s
-        self.session = session or uuid.uuid4().hex
+        self.stream_id = stream_id or uuid.uuid4().hex
         self.retried = 0
 
-    def __call__(self, window, on_text=None) -> Result:
-        """``on_text`` (streaming) is not supported over the pool: the whole result comes
-        at once."""
+    def __call__(self, window, on_partial=None) -> Result:
+        """``on_partial`` (streaming) is not supported over the pool: the whole result
+        comes at once."""
         from ray.exceptions import GetTimeoutError, RayError
 
         last: BaseException | None = None
         for attempt in range(1 + RETRIES):
             if attempt:
                 self.retried += 1
-                log.warning("session %s: replica lost on window %d, retrying once (%s)",
-                            self.session, window.index, one_line(last))
+                log.warning("stream %s: replica lost on window %d, retrying once (%s)",
+                            self.stream_id, window.index, one_line(last))
             try:
-                response = self.handle.options(multiplexed_model_id=self.session).remote(window)
+                response = self.handle.options(multiplexed_model_id=self.stream_id).remote(window)
                 return response.result(timeout_s=self.timeout_s)
             except (TimeoutError, GetTimeoutError):
                 response.cancel()
@@ -78,9 +72,9 @@ class PoolAnalyser:
 
 
 class PoolServer:
-    """The app's ``live.page.session.ModelServer`` over a pool: every live session (its
-    analyser thread: one per session) gets its own ``PoolAnalyser``, so its windows
-    stay on one replica, and sessions run concurrently (no process-wide lock)."""
+    """The app's ``live.page.session.ModelServer`` over a pool: every page session's
+    stream (its analyser thread: one per page session) gets its own ``PoolAnalyser``, so
+    its windows stay on one replica, and streams run concurrently (no process-wide lock)."""
 
     def __init__(self, pool) -> None:
         self.pool = pool
@@ -95,7 +89,7 @@ class PoolServer:
             raise ValueError(f"this page analyses on a pool whose replicas loaded plan {self.plan or 'none'} at "
                              f"start: restart the app with --pool ... --plan {plan} to change it")
 
-    def analyse(self, window, on_text=None) -> Result:
+    def analyse(self, window, on_partial=None) -> Result:
         a = getattr(self._local, "analyser", None)
         if a is None:
             a = self._local.analyser = self.pool.analyser()

@@ -27,7 +27,16 @@ UNTRAINED = "untrained — outputs are not meaningful"
 BUILD_ADVICE = ("to analyse for real, build a checkpoint where the hub is reachable: "
                 "`python -m model.checkpoint.build --preset 0.5b --from-pretrained --out DIR`, "
                 "copy DIR here and start with `--model DIR`")
+COMPOSED_NOTE = ("real LLaVA-OneVision-0.5B weights; the audio and face branches are fed as missing "
+                 "modalities until trained projector weights are given (--model DIR)")
 SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"]
+
+
+def fetch(repo: str, online: bool) -> str:
+    """The local snapshot folder of hub ``repo`` (the cache only when not ``online``)."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo, allow_patterns=SNAPSHOT_FILES, local_files_only=not online)
 
 
 def hub_reachable(timeout_s: float = HUB_PROBE_S) -> tuple[bool, str]:
@@ -56,11 +65,11 @@ def hub_reachable(timeout_s: float = HUB_PROBE_S) -> tuple[bool, str]:
 
 
 class ModelHolder:
-    """The app's one model, loaded on a background thread, shared by all sessions.
+    """The app's one model, loaded on a background thread, shared by all page sessions.
 
     ``spec``: None (the default: the 0.5b preset composed from public parts, falling
     back to the tiny model), "tiny", a local folder or a hub id. ``analyse(window,
-    on_text)`` serves whatever is loaded (one call at a time) or a pending result.
+    on_partial)`` serves whatever is loaded (one call at a time) or a pending result.
     Fits ``live.page.session.ModelServer``.
     """
 
@@ -92,13 +101,13 @@ class ModelHolder:
         return self.thread
 
     def _load(self) -> None:
+        from model.serve.loader import load_analyser
+
         try:
-            if self.spec == "tiny":
-                self._tiny()
-            elif self.spec is None:
-                self._default()
-            else:
-                self._explicit()
+            spec, name, note = self._spec()
+            a = load_analyser(spec, self.plan, self.device, self.plan_loader, self.max_new_tokens)
+            self._set(a, name, note, untrained=spec == "tiny")
+            self.message = ""
             print(f"model: {self.status()}", flush=True)
         except Exception as e:  # a failed load must not take the page down
             self.state = "failed"
@@ -112,68 +121,42 @@ class ModelHolder:
         self.analyser, self.name, self.note, self.state = analyser, name, note, "ready"
         self.untrained = untrained  # random weights: the page's banner warns instead of ✅
 
-    def _tiny(self, why: str = "") -> None:
-        from model.serve.loader import load_analyser
-
-        a = load_analyser("tiny", self.plan, self.device, self.plan_loader, self.max_new_tokens)
-        self._set(a, f"tiny ({UNTRAINED})", why, untrained=True)
-        self.message = ""
-
-    def _default(self) -> None:
-        from huggingface_hub import snapshot_download
-
-        from model.serve.analyser import OmniEmotionAnalyser
-        from model.checkpoint.loading import compose_from_pretrained
+    def _spec(self) -> tuple:
+        """(`load_analyser` spec, name shown, note), hub parts fetched first: a hub id's
+        snapshot, or the default's composed parts (the tiny model when they cannot be)."""
         from model.net.presets import HUB_SOURCES
+        from model.serve.loader import Composed, refuse_plan_for_composed
 
-        if self.plan:
-            raise ValueError(f"plan {self.plan!r} needs a checkpoint folder: build one with "
-                             "`python -m model.checkpoint.build --preset 0.5b --from-pretrained --out DIR` "
-                             "and start with --model DIR")
-        src = HUB_SOURCES["0.5b"]
-        online, why = hub_reachable()
+        if self.spec == "tiny":
+            return "tiny", f"tiny ({UNTRAINED})", ""
+        if self.spec is not None:
+            path = Path(self.spec)
+            if not path.is_dir():
+                self.message = f"fetching {self.spec}…"
+                path = Path(fetch(self.spec, hub_reachable()[0]))
+            return path, path.name, ""
+        refuse_plan_for_composed(self.plan)  # before any download
+        src, (online, why) = HUB_SOURCES["0.5b"], hub_reachable()
         try:
             self.message = f"fetching {src['base']} and {src['audio']} (first run downloads them)…"
-            parts = {k: snapshot_download(src[k], allow_patterns=SNAPSHOT_FILES,
-                                          local_files_only=not online) for k in ("base", "audio")}
+            parts = [fetch(src[k], online) for k in ("base", "audio")]
         except Exception as e:
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             log.info("default model not fetched", exc_info=e)  # the log file gets the traceback
             cause = f"hub unreachable: {why}" if not online else reason
-            self._tiny(f"the default 0.5b model could not be fetched ({cause}); {BUILD_ADVICE}")
-            return
+            return "tiny", f"tiny ({UNTRAINED})", f"the default 0.5b model could not be fetched ({cause}); {BUILD_ADVICE}"
         self.message = "composing the 0.5b model…"
-        model, proc = compose_from_pretrained("0.5b", parts["base"], parts["audio"], face=None)
-        a = OmniEmotionAnalyser(model.to(self.device), proc, max_new_tokens=self.max_new_tokens,
-                                name="omni-emotion-0.5b", use_faces=False, use_audio=False)
-        self._set(a, "omni-emotion-0.5b (composed)",
-                  "real LLaVA-OneVision-0.5B weights; the audio and face branches are fed as "
-                  "missing modalities until trained projector weights are given (--model DIR)")
-        self.message = ""
+        return Composed("0.5b", *parts), "omni-emotion-0.5b (composed)", COMPOSED_NOTE
 
-    def _explicit(self) -> None:
-        from model.serve.loader import load_analyser
-
-        path = Path(self.spec)
-        if not path.is_dir():
-            from huggingface_hub import snapshot_download
-
-            online, _why = hub_reachable()
-            self.message = f"fetching {self.spec}…"
-            path = Path(snapshot_download(self.spec, allow_patterns=SNAPSHOT_FILES,
-                                          local_files_only=not online))
-        a = load_analyser(path, self.plan, self.device, self.plan_loader, self.max_new_tokens)
-        self._set(a, path.name)
-        self.message = ""
-
-    def analyse(self, window, on_text=None) -> Result:
+    def analyse(self, window, on_partial=None) -> Result:
         """The served model's result, or (no model yet, or it failed to load) an empty
-        result whose ``pending`` says why."""
+        result whose ``pending`` says why. ``on_partial(text, parsed)``: the answer as it
+        grows (`model.serve.analyser.OmniEmotionAnalyser.analyse`)."""
         a = self.analyser
         if a is None:
             return make_result(pending=self.status())
         with self._run_lock:  # one generation at a time: the CPU/GPU is shared anyway
-            return a(window, on_text=on_text)
+            return a(window, on_partial=on_partial)
 
     def status(self) -> str:
         if self.state == "failed":
