@@ -7,37 +7,23 @@
                             [--participant-view]
 
 Live tab: the browser's webcam + microphone stream into a per-tab page session
-(``live.page.session.PageSession``); a timer draws its newest results
-(``live.page.refresh``). File tab (and the ``/analyse_file`` API endpoint): a video
-analysed window by window (``live.page.file_analysis``). The model loads on a background thread
+(``live.page.session.PageSession``), drawn by a timer (``live.page.live_tab``). File tab
+(and the ``/analyse_file`` API endpoint): a video analysed window by window
+(``live.page.file_analysis``). The model loads on a background thread
 (``model.serve.serving.ModelHolder``), so the page is usable at once.
 
 Security: the page binds to loopback; another ``--host`` or ``--share`` needs Gradio's
 login (``--auth-file`` or ``$OMNI_EMOTION_AUTH``). A study log opened on the page belongs
-to that browser session (``live.study_log.LogOwners``, keyed by Gradio's session hash);
-``--log-session`` opens one log for the whole app (live tab, File tab, API, ``--video``).
-Study mode: raw frames + audio are stored only with the participant's recorded consent
-(the page's consent box, or ``--consent`` with ``--keep-media``); the emotion the
-participant states (DFEW classes or free text) goes to every window record as
-``self_report``, which ``python -m model.data.curate study`` takes as the gold label.
+to that browser session (``live.study_log.LogOwners``); ``--log-session`` opens one log
+for the whole app. Raw frames + audio are stored only with the participant's recorded
+consent; their self-report goes to every window record (docs/study.md: markers, LSL,
+HTTPS, ``--participant-view``). Errors: one line on stderr, tracebacks only in
+``--log-file`` (``live.page.guard``). Privacy: Gradio's files go to a folder of this
+process, removed at exit (``live.page.hosting``).
 
-Study events (docs/study.md): the Live tab's "mark event" box (Enter, the button or
-Alt+M) and ``--markers lsl:NAME`` (an LSL marker stream, sent to every running tab) put
-markers on the session's timeline, its window records and its study log. HTTPS
-(``--ssl-certfile/--ssl-keyfile``) lets participants' own devices use their camera;
-``--participant-view`` (or ``?view=participant`` in the address) shows a participant the
-camera preview, consent, self-report and a recording indicator but no labels.
-
-Logging: one line per event on stderr; full tracebacks only in ``--log-file`` (every
-page handler is wrapped by ``live.page.guard.guard``: an unexpected error is one line for
-the client).
-Privacy: Gradio's temporary files go to a folder of this process, removed at exit
-(``live.page.hosting.private_temp_dir``); the face preview is sent inline (no file), and
-microphone chunks and uploads are deleted once read.
-
-This is the composition root: it wires ``live`` to ``model`` and (lazily) ``quant``,
-and holds only the page's assembly and the command line; the page's parts are
-``live/page/`` (docs/app.md, "Where the code is").
+The composition root: it wires ``live`` to ``model`` and (lazily) ``quant``, and holds
+the page's assembly and the command line; the page's parts are in ``live/page/``
+(docs/app.md, "Where the code is").
 """
 from __future__ import annotations
 
@@ -54,18 +40,15 @@ from pathlib import Path
 from live.contract.appendfile import OutputLocked
 from live.contract.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_OK, EXIT_USAGE, CliError, one_line, resolve_device,
                                run_main)
-from live.contract.media import HOP_S, WINDOW_S, check_window
+from live.contract.media import HOP_S, MAX_WINDOW_S, WINDOW_S, check_window
 from live.lsl import LSLError, MarkerInlet, WindowOutlet, marker_stream_name
-from live.page.file_analysis import analyse_at_start
-from live.page.file_handlers import wire_file
+from live.page.file_analysis import analyse_at_start, wire_file
 from live.page.guard import PRIVATE, guard, with_request
 from live.page.hosting import (AUTH_ENV, LOG_FILE, check_exposure, check_port, exit_on_sigterm, limit_malloc,
                                private_temp_dir, read_auth, release_memory, setup_logging, start_sweeper)
-from live.page.layout import MARK_SHORTCUT_JS, file_tab, live_tab
-from live.page.live_handlers import wire_controls, wire_streams
-from live.page.render import model_banner
+from live.page.live_tab import NOT_STATED, wire_controls, wire_markers, wire_streams, wire_study_log
+from live.page.render import NO_AUDIO, TABLE_COLUMNS, WAITING, model_banner
 from live.page.session import PageSession, Tabs
-from live.page.study_handlers import wire_markers, wire_study_log
 from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyLogError, check_id
 from live.window import GATES
 from model.net.templates import DFEW_CLASSES
@@ -74,6 +57,16 @@ from model.serve.serving import ModelHolder
 
 HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
 MAX_UPLOAD_MB = 1024  # default upload limit (MB): a long phone video fits, a runaway upload does not
+CONSENT_LABEL = "participant consents to storing recordings for research"
+# Alt+M presses the "Mark event" button (a researcher marks without reaching for the mouse)
+MARK_SHORTCUT_JS = """<script>
+document.addEventListener("keydown", (e) => {
+  if (e.altKey && !e.ctrlKey && !e.metaKey && e.code === "KeyM") {
+    const b = document.querySelector("#mark_btn");
+    if (b) { e.preventDefault(); b.click(); }
+  }
+});
+</script>"""
 
 log = logging.getLogger("app")
 
@@ -123,10 +116,10 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
 
         session = gr.State(new_session, delete_callback=lambda s: s.close())
         with gr.Tab("Live"):
-            live = live_tab(a, plans, holder.plan, DFEW_CLASSES)
+            live = _live_tab(a, plans, holder.plan)
         with gr.Tab("File"):  # (Gradio 6 does not hide a tab's header: its content is hidden)
             with gr.Column(visible=not a.participant_view) as hidden:
-                file = file_tab(a)
+                file = _file_tab(a)
         wire_streams(live, banner, session, tabs)
         wire_controls(live, session, holder, tabs, plans)
         wire_study_log(live, session, tabs)
@@ -134,9 +127,102 @@ def build_ui(holder: ModelHolder, args: argparse.Namespace | None = None, startu
         wire_file(file, live, session, holder, Path(a.log_dir) / "exports")
         _wire_tab_events(demo, session, live, file, [live["settings"], live["analysis"], hidden], a, startup, tabs)
         if inlet is not None:  # one LSL marker stream for the app: every running tab gets each marker
-            inlet.start(lambda event, cond, t: [s.lsl_marker(event, cond, t) for s in tabs.sessions()],
-                        on_heard=lambda t: [s.lsl_heard(t) for s in tabs.sessions()])
+            inlet.start(lambda event, cond, t: [s.study.lsl_marker(event, cond, t) for s in tabs.sessions()],
+                        on_heard=lambda t: [s.study.lsl_heard(t) for s in tabs.sessions()])
     return demo
+
+
+def _live_tab(a: argparse.Namespace, plans: list[str], plan: str | None) -> dict:
+    """The Live tab's components, by name. ``plans``: the plan choices, ``plan`` the served one."""
+    import gradio as gr
+
+    c = {}
+    with gr.Row():
+        with gr.Column(scale=1):
+            _inputs(c, a, plans, plan)
+            _study_log(c, a)
+        # researcher-only parts start hidden with --participant-view; on_view sets them per page
+        with gr.Column(scale=2, visible=not a.participant_view) as analysis:
+            c["analysis"] = analysis
+            _analysis(c)
+    return c
+
+
+def _inputs(c: dict, a: argparse.Namespace, plans: list[str], plan: str | None) -> None:
+    import gradio as gr
+
+    c["recording"] = gr.Markdown(elem_id="recording")
+    c["cam"] = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                        elem_id="webcam")
+    # filepath: the handler reads each chunk and deletes it (numpy would leave the file)
+    c["mic"] = gr.Audio(sources=["microphone"], streaming=True, type="filepath", format=None,
+                        label="Microphone", elem_id="mic")
+    with gr.Row():
+        c["start"] = gr.Button("Start / restart", variant="primary")
+        c["stop"] = gr.Button("Stop", elem_id="stop")
+    with gr.Accordion("Settings (apply on start / restart)", open=False, visible=not a.participant_view) as acc:
+        c["settings"] = acc
+        c["win"] = gr.Slider(1, MAX_WINDOW_S, a.window, step=0.5, label="window (s)")
+        c["hop"] = gr.Slider(0.5, 8, a.hop, step=0.5, label="hop (s)")
+        c["gate"] = gr.Radio(list(GATES), value=a.gate, label="analyse windows")
+        c["plan"] = gr.Dropdown(plans, value=plan or "none", label="plan")
+        c["reload"] = gr.Button("Reload model with this plan")
+
+
+def _study_log(c: dict, a: argparse.Namespace) -> None:
+    import gradio as gr
+
+    with gr.Accordion("Study log (opt-in)", open=bool(a.log_session)):
+        c["who"] = gr.Textbox(a.participant or "", label="participant id")
+        c["sid"] = gr.Textbox(a.log_session or "", label="session id")
+        c["consent"] = gr.Checkbox(a.consent, label=CONSENT_LABEL, elem_id="consent")
+        c["keep"] = gr.Checkbox(a.keep_media, label="also store raw frames + audio "
+                                "(needs the consent above)", elem_id="keep_media")
+        # the DFEW classes keep labels consistent for curation; any other word may be typed
+        c["self_report"] = gr.Dropdown([NOT_STATED, *DFEW_CLASSES], value=NOT_STATED,
+                                       allow_custom_value=True, elem_id="self_report",
+                                       label="participant's own emotion now (pick, or type another)")
+        c["log_on"] = gr.Checkbox(False, label=f"log this session to {a.log_dir}/<session>.jsonl",
+                                  elem_id="log_on")
+        c["csv_btn"] = gr.Button("Export session CSV")
+        c["csv_file"] = gr.File(label="session CSV", elem_id="csv_file")
+
+
+def _analysis(c: dict) -> None:
+    import gradio as gr
+
+    with gr.Row():
+        c["mark_event"] = gr.Textbox(label="event", elem_id="mark_event", scale=2,
+                                     placeholder="e.g. stimulus_1 (Enter, or Alt+M marks it)")
+        c["mark_condition"] = gr.Textbox(label="condition (optional)", elem_id="mark_condition",
+                                         scale=1)
+        c["mark_btn"] = gr.Button("Mark event", elem_id="mark_btn", scale=1)
+    c["mark_status"] = gr.Markdown(elem_id="mark_status")
+    # inline HTML, not gr.Image: Gradio would write every frame shown to a file
+    c["faces"] = gr.HTML(elem_id="faces", label="Faces")
+    c["speech"] = gr.Markdown(NO_AUDIO, elem_id="speech")
+    c["label"] = gr.Markdown(WAITING, elem_id="label")
+    c["expl"] = gr.Textbox(label="Explanation", lines=4, interactive=False, elem_id="explanation")
+    c["timeline"] = gr.Plot(label="Timeline", elem_id="timeline")
+    c["stats"] = gr.Markdown(elem_id="stats")
+    with gr.Accordion("All sessions, live (every open page, participants' too)", open=False):
+        c["overview"] = gr.Markdown(elem_id="overview")
+
+
+def _file_tab(a: argparse.Namespace) -> dict:
+    """The File tab's components, by name; ``outputs`` in ``live.page.render.file_outputs`` order."""
+    import gradio as gr
+
+    # no value=a.video: Gradio would copy the operator's file into its temp folder
+    video = gr.File(label=f"Video file (at most {a.max_upload_mb} MB; deleted from the server once "
+                    "analysed)", file_types=["video"], type="filepath", elem_id="video")
+    go = gr.Button("Analyse", variant="primary")
+    status = gr.Markdown(elem_id="file_status")
+    table = gr.Dataframe(headers=TABLE_COLUMNS, elem_id="table", wrap=True)
+    plot = gr.Plot(label="Timeline", elem_id="file_timeline")
+    with gr.Row():
+        jsonl, csv_file = gr.File(label="JSONL"), gr.File(label="CSV")
+    return {"video": video, "go": go, "outputs": [status, table, plot, jsonl, csv_file]}
 
 
 def _wire_tab_events(demo, session, live: dict, file: dict, researcher_only: list, a: argparse.Namespace,

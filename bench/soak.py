@@ -77,7 +77,7 @@ def live_session(holder, frames, audio48, root: Path, name: str, seconds: float,
                  on_sample=None) -> dict:
     """A page session fed ``seconds`` of the clip (looped) in real time; closed; its
     study log compared with its records."""
-    from live.page.refresh import refresh
+    from live.page.live_tab import refresh
     from live.page.session import PageSession
     from live.study_log import LogOwners, read_jsonl
 

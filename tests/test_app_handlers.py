@@ -19,11 +19,12 @@ from live.worker import AnalyserWorker
 from live.page.hosting import ServerErrors
 from live.page.file_analysis import analyse_video
 from live.page.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
-from live.page.refresh import refresh
+from live.page.live_tab import refresh
 from live.page.session import PageSession
 from live.page.view import NO_MEDIA_WARN_S
 from live.sources import SourceError
 from live.study_log import LogOwners, StudyLog, StudyLogError, read_jsonl
+from model.net.answers import ParsedAnswer, parse_answer
 from model.serve.serving import UNTRAINED, ModelHolder
 from tests.media import _resample_to, clip_frames, make_clip
 from tests.test_live_engine import fake_window
@@ -182,10 +183,10 @@ class _Crashing:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, window, on_text=None):
+    def __call__(self, window, on_partial=None):
         self.calls += 1
-        if on_text:
-            on_text("partial explanation")
+        if on_partial:
+            on_partial("partial explanation", parse_answer("partial explanation"))
         if self.calls == 2:
             raise RuntimeError("CUDA out of memory (simulated)")
         return make_result(label="happy", labels=["cheerful"], explanation="smiles", model="fake")
@@ -215,7 +216,7 @@ class _HeldUntilStop:
     def __init__(self):
         self.session, self.calls, self.started = None, 0, threading.Event()
 
-    def __call__(self, window, on_text=None):
+    def __call__(self, window, on_partial=None):
         self.calls += 1
         if self.calls == 1:
             self.started.set()
@@ -247,18 +248,22 @@ def test_stop_returns_after_the_window_in_flight_is_recorded(clip, tmp_path):
 
 
 class _LabelsThenHeld:
-    """A labels-first model that streams its label list, then holds the explanation
-    until the test releases it: the page must show the label meanwhile."""
+    """A labels-first model that streams its label list (parsed against its options, as
+    a classifying analyser does), then holds the explanation until the test releases it:
+    the page must show the label meanwhile, the model's parse of it."""
+
+    OPTIONS = ["Happiness", "Sadness"]
 
     def __init__(self):
         self.streamed, self.release = threading.Event(), threading.Event()
 
-    def __call__(self, window, on_text=None):
-        on_text("Open-vocabulary labels: happy, cheerful.")
-        on_text("Open-vocabulary labels: happy, cheerful. She smi")
+    def __call__(self, window, on_partial=None):
+        for text in ("Open-vocabulary labels: happy, chee", "Open-vocabulary labels: happy, cheerful.",
+                     "Open-vocabulary labels: happy, cheerful. She smi"):
+            on_partial(text, parse_answer(text, self.OPTIONS))
         self.streamed.set()
         self.release.wait(30)
-        return make_result(label="happy", labels=["happy", "cheerful"], explanation="She smiles.",
+        return make_result(label="Happiness", labels=["happy", "cheerful"], explanation="She smiles.",
                            model="fake")
 
 
@@ -271,11 +276,27 @@ def test_the_label_shows_as_soon_as_its_list_closes_in_the_stream(clip, tmp_path
         assert model.streamed.wait(30)
         out = refresh(s)
         assert s.view.latest is None  # no window has finished yet
-        assert out[3].startswith("### happy") and "happy, cheerful" in out[3] and "still coming" in out[3]
+        # the model's parse (its option), not one of the page's own (which would say "happy")
+        assert out[3].startswith("### Happiness") and "happy, cheerful" in out[3] and "still coming" in out[3]
         assert out[4] == "She smi"  # the explanation so far, without the label sentence
     finally:
         model.release.set()
         s.close()
+
+
+def test_streamed_label_waits_for_the_closed_list_and_is_the_servers_parse(tiny):
+    """The page draws the parse the served model handed with the text (it parses no
+    answer itself), and only once the label list is closed."""
+    s = PageSession(tiny)
+    s.view.in_flight = (1, 3)
+    still_open = "Open-vocabulary labels: happy, chee"
+    s.view.partial = (still_open, parse_answer(still_open))
+    label, expl = refresh(s)[3:5]
+    assert label == WAITING and expl == still_open  # no label from an open list: the text so far
+    closed = "Open-vocabulary labels: happy. She"
+    s.view.partial = (closed, ParsedAnswer("joy", ["joy", "glad"], "She"))  # what the server parsed
+    label, expl = refresh(s)[3:5]
+    assert label.startswith("### joy") and "joy, glad" in label and "window 3" in label and expl == "She"
 
 
 def test_study_log_belongs_to_the_browser_session_that_opened_it(tiny, tmp_path):

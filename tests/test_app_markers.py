@@ -12,7 +12,7 @@ import pytest
 
 import app
 from live.page.render import MARKER_RGB, recording_markdown, sessions_markdown, timeline_figure
-from live.page.refresh import refresh
+from live.page.live_tab import refresh
 from live.page.session import PageSession
 from live.study_log import read_jsonl
 from model.serve.serving import ModelHolder
@@ -24,14 +24,14 @@ def test_marked_event_reaches_log_records_and_timeline(tiny, clip, tmp_path):  #
     s = PageSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
     s.study.set_logging(True, "P07", "S07")
     with pytest.raises(ValueError, match="start the live session first"):
-        s.mark("too early")
+        s.study.mark("too early")
     half = len(frames) // 2
     feed(s, frames[:half], audio48)
-    m = s.mark("  stim_1 ", "negative")
+    m = s.study.mark("  stim_1 ", "negative")
     with pytest.raises(ValueError, match="non-empty event"):
-        s.mark("   ")
+        s.study.mark("   ")
     feed(s, frames[half:], audio48[half * 4800:])
-    s.lsl_marker("from_lsl", None, pylsl.local_clock())
+    s.study.lsl_marker("from_lsl", None, pylsl.local_clock())
     assert wait_until(lambda: any(r["start"] > m.media_time for r in s.view.records))
     banner, *_, timeline, _stats = refresh(s)
     s.runner.stop()

@@ -1,5 +1,8 @@
-"""A recorded video analysed window by window (the app's File tab, its ``/analyse_file``
-API and ``app.py --video``); the records' JSONL + CSV exports are ``live.page.exports``.
+"""A recorded video analysed window by window: the File tab's Analyse button, which is
+also the ``/analyse_file`` API endpoint (``wire_file``), and ``app.py --video``; the
+records' JSONL + CSV exports are ``live.page.exports``. The windows go to the caller's
+study log when one is on (the tab's own, or the app's ``--log-session`` log, which API
+callers share), with the tab's self-report; an upload is deleted once analysed (or refused).
 
 A file must be a video: a container with a video stream of more than one frame (a
 picture renamed ``.mp4`` is refused, naming the file). A window whose study-log line
@@ -17,10 +20,14 @@ from pathlib import Path
 from typing import Callable
 
 from live.contract.appendfile import WriteFailed
+from live.contract.cli import one_line
 from live.engine import Engine, EngineConfig, WindowEvent
+from live.page.guard import check_settings, guard, user_error
+from live.page.hosting import discard_upload, release_memory
+from live.page.render import file_outputs
 from live.page.session import ModelServer
 from live.sources import FileSource, SourceError
-from live.study_log import StudyLog, StudyLogError, new_run_id
+from live.study_log import StudyLog, StudyLogError, new_run_id, short
 from live.contract.media import HOP_S, WINDOW_S
 
 PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")  # still pictures
@@ -113,11 +120,6 @@ def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: fl
     log it to ``study`` (the app's --log-session log) when given, printing "logged
     window N" once each line is on disk. ``startup`` gets the page's "status" line and,
     when done, the File tab's "outputs" (exports under ``export_dir``)."""
-    from live.contract.cli import one_line
-    from live.page.render import file_outputs
-    from live.sources import SourceError
-    from live.study_log import StudyLogError
-
     startup["status"] = f"analysing {video} in the background…"
     loading = getattr(holder, "thread", None)
     if loading is not None:
@@ -131,3 +133,46 @@ def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: fl
     except (SourceError, OSError, StudyLogError) as e:
         startup["status"] = f"❌ cannot analyse {video}: {one_line(e)}"
         print(f"error: {startup['status']}", file=sys.stderr, flush=True)
+
+
+def wire_file(f: dict, live: dict, session, holder, export_dir: Path) -> None:
+    """``f``: the File tab's components, ``live``: the Live tab's (its window, hop and
+    gate settings apply); exports go under ``export_dir``."""
+    import gradio as gr
+
+    def analyse_file(path, window_s, hop_s, gate_policy, s, progress=gr.Progress()):
+        """Analyse a video file window by window → status, table, timeline, JSONL, CSV."""
+        if s.view.participant_view:
+            raise user_error("A participant's page does not analyse files.")
+        name = Path(path).name if isinstance(path, str) and path else "the upload"
+        try:
+            _check_upload(path, name)
+            check_settings(window_s, hop_s, gate_policy)
+            progress(0.0, desc="decoding + analysing")
+            records = analyse_video(path, holder, window_s, hop_s, gate_policy, study=s.study.log,
+                                    progress=lambda frac: progress(frac, desc="analysing"),
+                                    fields=s.study.fields(), name=name)
+            return file_outputs(records, name, export_dir)
+        except SourceError as e:
+            raise user_error(f"Cannot analyse this upload: {one_line(e)}", stay=True) from None  # e names the file
+        except (OSError, StudyLogError) as e:  # WindowsNotLogged names the windows not stored
+            raise user_error(f"{name}: {one_line(e)}" if isinstance(e, (WindowsNotLogged, StudyLogError))
+                             else f"The results of {name} could not be stored: {one_line(e)}", stay=True) from None
+        finally:
+            discard_upload(path if isinstance(path, str) else None)  # refused ones too
+            release_memory()
+
+    f["go"].click(guard(analyse_file), [f["video"], live["win"], live["hop"], live["gate"], session],
+                  f["outputs"], api_name="analyse_file")
+
+
+def _check_upload(path, name: str) -> None:
+    """user_error unless ``path`` is an upload still on the server (``name``: the
+    upload's own name, which Gradio keeps, never the server's temp path)."""
+    if not path:
+        raise user_error("Upload a video file first.")
+    if not isinstance(path, str):
+        raise user_error(f"the video must be an uploaded file, got {short(path)}")
+    if not Path(path).is_file():
+        raise user_error(f"{name} is no longer on the server (uploads are deleted once "
+                         "analysed): upload it again.", stay=True)

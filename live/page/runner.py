@@ -143,9 +143,9 @@ class EngineRunner:
             src.push_audio(samples, int(rate))
 
     def _analyse(self, window: Window, run: int) -> Result:
-        """The analyser worker's call: the served model, its text streamed to the view."""
+        """The analyser worker's call: the served model, its answer streamed to the view."""
         self.view.stream_begins(run, window.index)
         try:
-            return self.holder.analyse(window, on_text=self.view.streamed)
+            return self.holder.analyse(window, on_partial=self.view.streamed)
         finally:
             self.view.in_flight = None

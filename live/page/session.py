@@ -23,6 +23,7 @@ from live.page.tab_study import TabStudy
 from live.page.view import PageView
 from live.study_log import LogOwners, StudyLog
 from live.window import Window
+from model.net.answers import ParsedAnswer
 
 
 class ModelServer(Protocol):
@@ -33,7 +34,10 @@ class ModelServer(Protocol):
     weights_mb: float  # MB of model weights (0 until loaded)
     state: str  # "loading" | "ready" | "failed"
 
-    def analyse(self, window: Window, on_text: Callable[[str], None] | None = None) -> Result: ...
+    def analyse(self, window: Window,
+                on_partial: Callable[[str, ParsedAnswer], None] | None = None) -> Result:
+        """``window``'s result; ``on_partial(text, parsed)`` once per new chunk of the
+        answer: the whole text so far and its parse (``model.net.answers.parse_answer``)."""
 
     def status(self) -> str: ...
 
@@ -48,9 +52,9 @@ class PageSession:
                  shared_log: StudyLog | None = None, owners: LogOwners | None = None) -> None:
         self.lock = threading.RLock()
         self.view = PageView()
-        self.study = TabStudy(self.lock, log_root, shared_log, owners)
         self.runner = EngineRunner(holder, self.lock, self.view, self._on_window, self._timeline,
                                    window_s, hop_s, gate)
+        self.study = TabStudy(self.lock, self.runner.clock, log_root, shared_log, owners)
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies the value its factory made for a new tab; that value is
@@ -69,16 +73,6 @@ class PageSession:
     def warnings(self) -> list[str]:
         """What the page warns about (``PageView.warnings``): engine, study log, missing media."""
         return self.view.warnings(self.runner, self.study.log_error)
-
-    def mark(self, event: str, condition: str | None = None) -> Marker:
-        """The page's "mark event" on the running session's timeline (``TabStudy.mark``)."""
-        return self.study.mark(event, condition, self.runner.clock())
-
-    def lsl_marker(self, event: str, condition: str | None, lsl_time: float) -> None:
-        self.study.lsl_marker(event, condition, lsl_time, self.runner.clock())
-
-    def lsl_heard(self, lsl_time: float) -> None:
-        self.study.lsl_heard(lsl_time, self.runner.clock())
 
     # -- the engine's callbacks (its threads) ------------------------------------------
     def _timeline(self, run: int) -> MarkerTimeline:

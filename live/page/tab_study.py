@@ -22,11 +22,11 @@ SELF_REPORT_MAX_CHARS = 64  # a self-reported emotion is a word or a short phras
 class TabStudy:
     """A tab's study log, consent, self-report and markers. ``lock``: the tab's lock
     (``live.page.session.PageSession``), so that no window is written to a log being
-    closed."""
+    closed; ``clock()``: the running engine's session clock (None while none runs)."""
 
-    def __init__(self, lock: threading.RLock, log_root: str | Path = "sessions",
+    def __init__(self, lock: threading.RLock, clock: Callable, log_root: str | Path = "sessions",
                  shared_log: StudyLog | None = None, owners: LogOwners | None = None) -> None:
-        self.lock, self.log_root = lock, Path(log_root)
+        self.lock, self.clock, self.log_root = lock, clock, Path(log_root)
         self.shared_log, self.owners = shared_log, owners  # the app's log; who owns which id
         self.log: StudyLog | None = shared_log  # where this tab's windows are logged
         # (study folder, participant) of the log this tab wrote last: whose media a withdrawal deletes
@@ -148,27 +148,29 @@ class TabStudy:
         self.markers.subscribe(on_marker)
         return self.markers
 
-    def mark(self, event: str, condition: str | None, clock) -> Marker:
-        """The page's "mark event": a marker now on the running session's timeline
-        (``clock``: its session clock, None when nothing runs: ValueError, as for an
-        empty or too long event name)."""
+    def mark(self, event: str, condition: str | None = None) -> Marker:
+        """The page's "mark event": a marker now on the running session's timeline.
+        ValueError when nothing runs or the event name is empty / too long."""
+        clock = self.clock()
         if clock is None:
             raise ValueError("start the live session first: a marker is placed on its timeline")
         m = page_marker(event, condition, clock.now())
         self.markers.add(m)
         return m
 
-    def lsl_marker(self, event: str, condition: str | None, lsl_time: float, clock) -> None:
+    def lsl_marker(self, event: str, condition: str | None, lsl_time: float) -> None:
         """A marker from the app's LSL inlet (``live.lsl``); ignored while nothing runs."""
         from live.lsl import lsl_marker
 
+        clock = self.clock()
         if clock is not None:
             self.markers.add(lsl_marker(event, condition, lsl_time, clock))
 
-    def lsl_heard(self, lsl_time: float, clock) -> None:
+    def lsl_heard(self, lsl_time: float) -> None:
         """The app's LSL inlet has delivered every marker stamped before ``lsl_time``."""
         from live.lsl import from_lsl
 
+        clock = self.clock()
         with self.lock:
             timeline = self.markers
         if clock is not None:

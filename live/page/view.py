@@ -2,7 +2,7 @@
 window records and the newest result, the answer streaming in, the ingest counters,
 and what the page has sent already (its refresh skips unchanged outputs). The engine's
 threads write it (through ``live.page.runner.EngineRunner``), the page's timer reads it
-(``live.page.refresh``).
+(``live.page.live_tab.refresh``).
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from model.net.answers import ParsedAnswer
+
 FPS_SPAN_S = 2.0  # s of frame arrivals that "frames/s in" averages over
 NO_MEDIA_WARN_S = 5.0  # s after start without frames / audio before the page warns
 
@@ -18,13 +20,15 @@ NO_MEDIA_WARN_S = 5.0  # s after start without frames / audio before the page wa
 class PageView:
     """One tab's view state. ``records``: window records (``WindowEvent.to_json`` + run,
     source, plan, self-report); ``latest``: newest record with a result (analysed,
-    pending or failed); ``partial``: the answer streaming in for window ``in_flight``
-    (run, index); ``frame``/``faces``: newest frame and its tracked faces."""
+    pending or failed); ``partial``: (text so far, its parse) of the answer streaming in
+    for window ``in_flight`` (run, index); ``frame``/``faces``: newest frame and its
+    tracked faces."""
 
     def __init__(self) -> None:
         self.records: list[dict] = []
         self.latest: dict | None = None
-        self.partial, self.in_flight = "", None  # explanation streaming in, its (run, window index)
+        self.partial: tuple[str, ParsedAnswer | None] = ("", None)  # answer streaming in, its parse
+        self.in_flight = None  # (run, window index) of the answer streaming in
         self.frame, self.faces, self.frame_no = None, [], 0
         self.arrivals: collections.deque = collections.deque(maxlen=256)  # wall times of frames
         self.frames_in = self.frames_dropped = 0
@@ -49,11 +53,11 @@ class PageView:
         self.frame_no += 1
 
     def stream_begins(self, run: int, index: int) -> None:
-        self.partial, self.in_flight = "", (run, index)  # partial first: refresh reads in_flight first
+        self.partial, self.in_flight = ("", None), (run, index)  # partial first: refresh reads in_flight first
 
-    def streamed(self, text: str) -> None:
-        """The answer so far of the window in flight."""
-        self.partial = text
+    def streamed(self, text: str, parsed: ParsedAnswer) -> None:
+        """The answer so far of the window in flight and its parse (the served model's)."""
+        self.partial = (text, parsed)
 
     def add(self, rec: dict, has_result: bool) -> None:
         self.records.append(rec)
