@@ -210,7 +210,7 @@ def _analysis(c: dict) -> None:
 
 
 def _file_tab(a: argparse.Namespace) -> dict:
-    """The File tab's components, by name; ``outputs`` in ``live.page.render.file_outputs`` order."""
+    """The File tab's components, by name; ``outputs`` in ``live.page.file_analysis.file_outputs`` order."""
     import gradio as gr
 
     # no value=a.video: Gradio would copy the operator's file into its temp folder

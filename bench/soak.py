@@ -109,8 +109,7 @@ def live_session(holder, frames, audio48, root: Path, name: str, seconds: float,
 
 
 def file_analysis(holder, path: Path, root: Path, name: str) -> dict:
-    from live.page.file_analysis import analyse_video
-    from live.page.render import file_outputs
+    from live.page.file_analysis import analyse_video, file_outputs
     from live.study_log import StudyLog, read_jsonl
 
     with StudyLog(root, name, "soak") as log:

@@ -17,8 +17,8 @@ import app
 from live.contract.result import make_result
 from live.worker import AnalyserWorker
 from live.page.hosting import ServerErrors
-from live.page.file_analysis import analyse_video
-from live.page.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
+from live.page.file_analysis import analyse_video, file_outputs
+from live.page.render import BOX_RGB, WAITING, label_markdown, model_banner
 from live.page.live_tab import refresh
 from live.page.session import PageSession
 from live.page.view import NO_MEDIA_WARN_S

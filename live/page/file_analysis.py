@@ -1,6 +1,6 @@
 """A recorded video analysed window by window: the File tab's Analyse button, which is
 also the ``/analyse_file`` API endpoint (``wire_file``), and ``app.py --video``; the
-records' JSONL + CSV exports are ``live.page.exports``. The windows go to the caller's
+records' table, timeline and JSONL + CSV exports (``file_outputs``). The windows go to the caller's
 study log when one is on (the tab's own, or the app's ``--log-session`` log, which API
 callers share), with the tab's self-report; an upload is deleted once analysed (or refused).
 
@@ -15,19 +15,23 @@ Knows no model: ``holder`` is any ``live.page.session.ModelServer``.
 from __future__ import annotations
 
 import errno
+import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
-from live.contract.appendfile import WriteFailed
+from live.contract.appendfile import WriteFailed, private_dir
 from live.contract.cli import one_line
+from live.contract.files import write_whole
 from live.engine import Engine, EngineConfig, WindowEvent
 from live.page.guard import check_settings, guard, user_error
 from live.page.hosting import discard_upload, release_memory
-from live.page.render import file_outputs
+from live.page.render import TABLE_COLUMNS, timeline_figure
 from live.page.session import ModelServer
 from live.sources import FileSource, SourceError
-from live.study_log import StudyLog, StudyLogError, new_run_id, short
+from live.study_log import StudyLog, StudyLogError, jsonable, new_run_id, short, write_csv
 from live.contract.media import HOP_S, WINDOW_S
 
 PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")  # still pictures
@@ -111,6 +115,32 @@ def analyse_video(path: str | Path, holder: ModelServer, window_s: float = WINDO
                                f"{len(failed)} of {len(records)} windows of {name} were analysed but NOT "
                                f"stored in the study log (windows {idx}): {first}")
     return sorted(records, key=lambda r: r["index"])
+
+
+def file_outputs(records: list[dict], name: str, export_dir: str | Path):
+    """(status, table rows, timeline, jsonl path, csv path) for the File tab; the
+    exports are written into ``export_dir`` (``export_records``)."""
+    rows = [[r[c] if not isinstance(r[c], list) else ", ".join(r[c]) for c in TABLE_COLUMNS]
+            for r in records]
+    n = sum(r["analysed"] for r in records)
+    jsonl, csv_path = export_records(records, Path(name).stem or "video", export_dir)
+    status = f"**{name}**: {len(records)} windows, {n} analysed."
+    return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path
+
+
+def export_records(records: list[dict], stem: str, out_dir: str | Path) -> tuple[str, str]:
+    """Write records as JSONL + CSV into a fresh owner-only folder under ``out_dir``
+    (the app's study folder's ``exports/``: never the system temp dir); (jsonl path,
+    csv path)."""
+    try:
+        folder = tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-", dir=private_dir(out_dir))
+        out = Path(folder) / stem
+        jsonl = out.with_suffix(".jsonl")
+        with write_whole(jsonl, "w", private=True, encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
+        return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))
+    except OSError as e:  # a full disk: say where
+        raise WriteFailed(e.errno, f"could not write the exports under {out_dir}: {e.strerror or e}") from e
 
 
 def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: float, gate: str,

@@ -1,16 +1,12 @@
 """What the page draws, as plain values: face boxes on a frame, the labels-over-time
-figure, the Markdown of the model banner, label, speech indicator and stats, and the
-File tab's outputs. No Gradio here: ``app.py`` puts these into components.
+figure, the Markdown of the model banner, label, speech indicator, stats, recording
+indicator and overview. No Gradio here: the page's handlers put these into components.
 """
 from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
-
 import numpy as np
-
-from live.page.exports import export_records
 
 BOX_RGB = (0, 255, 0)  # face box colour (pure green: absent from skin and test media)
 TABLE_COLUMNS = ["index", "start", "end", "label", "labels", "explanation", "analysed", "analyse_s"]
@@ -120,17 +116,6 @@ def speech_markdown(engine, stopped: bool = False) -> str:
 
 def stats_markdown(stats: dict) -> str:
     return "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in stats.items())
-
-
-def file_outputs(records: list[dict], name: str, export_dir: str | Path):
-    """(status, table rows, timeline, jsonl path, csv path) for the File tab; the
-    exports are written into ``export_dir`` (``export_records``)."""
-    rows = [[r[c] if not isinstance(r[c], list) else ", ".join(r[c]) for c in TABLE_COLUMNS]
-            for r in records]
-    n = sum(r["analysed"] for r in records)
-    jsonl, csv_path = export_records(records, Path(name).stem or "video", export_dir)
-    status = f"**{name}**: {len(records)} windows, {n} analysed."
-    return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path
 
 
 def recording_markdown(session) -> str:

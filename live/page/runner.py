@@ -1,11 +1,7 @@
 """One browser tab's engine runs (``EngineRunner``): start / stop / restart / close, the
-browser's frames and audio pushed in, each window handed to the served model. One run
-per Start (``live.study_log.new_run_id``); a stopped run records nothing more.
-
-What the runs produce goes elsewhere: newest frame, counters and the streamed answer
-to the tab's ``live.page.view.PageView``, each window to ``on_window(event, run)``
-(``live.page.session.PageSession`` records it), each run's markers come from
-``markers_for(run)``.
+browser's frames and audio pushed in, each window handed to the served model; one run
+per Start (``live.study_log.new_run_id``). Newest frame, counters and the streamed answer
+go to the tab's ``live.page.view.PageView``, each window to ``on_window(event, run)``.
 """
 from __future__ import annotations
 

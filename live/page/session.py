@@ -1,12 +1,8 @@
 """One browser tab's state on the page (``PageSession``): its engine runs
-(``live.page.runner.EngineRunner``), its part of the study (``live.page.tab_study.TabStudy``)
-and what its page shows (``live.page.view.PageView``), tied together: a window the
-engine analysed becomes one record, kept for the page and written to the study log.
-Also here: ``Tabs`` (each open tab's page session, so a closed tab's engine stops at
-once) and ``ModelServer`` (what a page session needs of the served model).
-
-Knows no model: the served model is any ``ModelServer`` (the app passes
-``model.serve.serving.ModelHolder``).
+(``live.page.runner``), its part of the study (``live.page.tab_study``) and what its page
+shows (``live.page.view``), tied together: an analysed window becomes one record, kept
+for the page and written to the study log. Also ``Tabs`` (each open tab's page session)
+and ``ModelServer`` (any served model: the app passes ``model.serve.serving.ModelHolder``).
 """
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""One browser tab's part of the study (``TabStudy``): which study log its windows go to
-(its own, owned by its browser session, or the app's ``--log-session`` log), consent
-and its withdrawal, the participant's self-report, the run's event markers (the page's
-and an LSL inlet's) and the analysed windows published on LSL (``--lsl-out``).
-The logs themselves are ``live.study_log``.
+"""One browser tab's part of the study (``TabStudy``): its study log (its own or the
+app's ``--log-session`` one; ``live.study_log``), consent, the self-report, the run's
+event markers (page, LSL inlet) and analysed windows published on LSL (``--lsl-out``).
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""What one browser tab's page shows (``PageView``): the newest frame and faces, the
-window records and the newest result, the answer streaming in, the ingest counters,
-and what the page has sent already (its refresh skips unchanged outputs). The engine's
-threads write it (through ``live.page.runner.EngineRunner``), the page's timer reads it
+"""What one browser tab's page shows (``PageView``), its stats and warnings: written by
+the engine's threads (``live.page.runner``), read by the page's timer
 (``live.page.live_tab.refresh``).
 """
 from __future__ import annotations
