@@ -5,7 +5,7 @@ object.
     .venv/bin/python bench/soak.py --server [--rounds 6] [--clip-s 6] [--out FILE]
 
 In process (default), each round does what a page does, in process, with the tiny model: one live session
-(``live.page.session.LiveSession``, fed a clip's frames and 48 kHz audio in real time, as
+(``live.page.session.PageSession``, fed a clip's frames and 48 kHz audio in real time, as
 the browser streams them, with the page's refresh drawing faces and the timeline, a
 study log on, then closed) and one file analysis (``analyse_video`` + ``file_outputs``,
 as the File tab and the ``/analyse_file`` API do, logged). After each round: ``gc``,
@@ -75,31 +75,31 @@ def decode(path: Path):
 
 def live_session(holder, frames, audio48, root: Path, name: str, seconds: float,
                  on_sample=None) -> dict:
-    """A LiveSession fed ``seconds`` of the clip (looped) in real time; closed; its
+    """A page session fed ``seconds`` of the clip (looped) in real time; closed; its
     study log compared with its records."""
-    import app
-    from live.page.session import LiveSession
+    from live.page.live_tab import refresh
+    from live.page.session import PageSession
     from live.study_log import LogOwners, read_jsonl
 
-    s = LiveSession(holder, WINDOW_S, HOP_S, log_root=root, owners=LogOwners())
-    s.set_logging(True, "soak", name, owner="soak")
+    s = PageSession(holder, WINDOW_S, HOP_S, log_root=root, owners=LogOwners())
+    s.study.set_logging(True, "soak", name, owner="soak")
     step = BROWSER_RATE // FPS
     n = int(seconds * FPS)
     t0 = next_sample = time.monotonic()
     for i in range(n):
         k = i % len(frames)
-        s.push_frame(frames[k])
-        s.push_audio((BROWSER_RATE, audio48[k * step:(k + 1) * step]))
-        if i == 0 and not s.source.ready.wait(60):
+        s.runner.push_frame(frames[k])
+        s.runner.push_audio((BROWSER_RATE, audio48[k * step:(k + 1) * step]))
+        if i == 0 and not s.runner.source.ready.wait(60):
             raise RuntimeError("the live engine did not start")
         if i % REFRESH_EVERY == 0:
-            app.refresh(s)
+            refresh(s)
         if on_sample is not None and time.monotonic() >= next_sample:
             on_sample(round(time.monotonic() - t0, 1))
             next_sample += SAMPLE_S
         time.sleep(max(0.0, t0 + (i + 1) / FPS - time.monotonic()))
-    s.stop()
-    records = list(s.records)
+    s.runner.stop()
+    records = list(s.view.records)
     s.close()
     logged = read_jsonl(root / f"{name}.jsonl")
     same = [(r["run"], r["index"], r["reason"]) for r in logged] == \
@@ -109,8 +109,7 @@ def live_session(holder, frames, audio48, root: Path, name: str, seconds: float,
 
 
 def file_analysis(holder, path: Path, root: Path, name: str) -> dict:
-    from live.page.file_analysis import analyse_video
-    from live.page.render import file_outputs
+    from live.page.file_analysis import analyse_video, file_outputs
     from live.study_log import StudyLog, read_jsonl
 
     with StudyLog(root, name, "soak") as log:

@@ -1,5 +1,5 @@
 """The page's parts without a browser: numpy frames and audio chunks (48 kHz, as a
-browser sends) pushed into a ``LiveSession``, the page refresh, file analysis, the
+browser sends) pushed into a ``PageSession``, the page refresh, file analysis, the
 model holder's offline fallback, the one result shape, and study logs."""
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ import app
 from live.contract.result import make_result
 from live.worker import AnalyserWorker
 from live.page.hosting import ServerErrors
-from live.page.file_analysis import analyse_video
-from live.page.render import BOX_RGB, WAITING, file_outputs, label_markdown, model_banner
-from live.page.session import NO_MEDIA_WARN_S, LiveSession
+from live.page.file_analysis import analyse_video, file_outputs
+from live.page.render import BOX_RGB, WAITING, label_markdown, model_banner
+from live.page.live_tab import refresh
+from live.page.session import PageSession
+from live.page.view import NO_MEDIA_WARN_S
 from live.sources import SourceError
 from live.study_log import LogOwners, StudyLog, StudyLogError, read_jsonl
+from model.net.answers import ParsedAnswer, parse_answer
 from model.serve.serving import UNTRAINED, ModelHolder
 from tests.media import _resample_to, clip_frames, make_clip
 from tests.test_live_engine import fake_window
@@ -46,14 +49,14 @@ def clip(tmp_path_factory):
     return path, info, clip_frames(path), audio48
 
 
-def feed(session: LiveSession, frames, audio48, period: float = 1.0 / FPS) -> None:
+def feed(session: PageSession, frames, audio48, period: float = 1.0 / FPS) -> None:
     """Push frames + 48 kHz int16 chunks in real time, as the stream handlers do."""
     step = int(BROWSER_RATE * period)
     for i, f in enumerate(frames):
-        session.push_frame(f)
-        session.push_audio((BROWSER_RATE, audio48[i * step:(i + 1) * step]))
+        session.runner.push_frame(f)
+        session.runner.push_audio((BROWSER_RATE, audio48[i * step:(i + 1) * step]))
         if i == 0:
-            assert session.source.ready.wait(30), "engine did not start"
+            assert session.runner.source.ready.wait(30), "engine did not start"
         time.sleep(period)
 
 
@@ -80,21 +83,21 @@ def wait_until(cond, timeout: float = 30.0) -> bool:
 
 def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     _, info, frames, audio48 = clip
-    s = LiveSession(tiny, window_s=2.0, hop_s=1.0, log_root=tmp_path)
-    banner = s.set_logging(True, "P01", "S01")
+    s = PageSession(tiny, window_s=2.0, hop_s=1.0, log_root=tmp_path)
+    banner = s.study.set_logging(True, "P01", "S01")
     assert "Study logging is ON" in banner and "no raw video or audio" in banner
     feed(s, frames, audio48)
-    assert wait_until(lambda: sum(r["analysed"] for r in s.records) >= 1)
-    s.stop()  # returns once the last window drained: records are final from here on
-    assert not s.thread.is_alive()
-    assert s.audio_rate == BROWSER_RATE and s.audio_s == pytest.approx(4.0, abs=0.2)
-    done = [r for r in s.records if r["analysed"]]
+    assert wait_until(lambda: sum(r["analysed"] for r in s.view.records) >= 1)
+    s.runner.stop()  # returns once the last window drained: records are final from here on
+    assert not s.runner.thread.is_alive()
+    assert s.view.audio_rate == BROWSER_RATE and s.view.audio_s == pytest.approx(4.0, abs=0.2)
+    done = [r for r in s.view.records if r["analysed"]]
     assert done[0]["face_track"] is not None and done[0]["model"] == "tiny" and done[0]["latency_s"] >= 0
     assert done[0]["analyse_s"] > 0 and done[0]["reason"] is None and done[0]["tokens"]["generated"] > 0
     assert set(make_result()) <= set(done[0])  # the window record carries the one result shape
-    assert 0.0 < max(r["speech_ratio"] for r in s.records) <= 1.0  # espeak speech at 1 s
+    assert 0.0 < max(r["speech_ratio"] for r in s.view.records) <= 1.0  # espeak speech at 1 s
     # the page refresh: a box drawn on the frame, the label, the explanation, the stats
-    banner, faces, speech, label, expl, timeline, stats = app.refresh(s)
+    banner, faces, speech, label, expl, timeline, stats = refresh(s)
     assert "tiny" in banner and "Study logging is ON" in banner
     faces = inline_image(faces)  # sent inline: no file of the face is written
     assert faces.shape == frames[0].shape and (np.abs(faces.astype(int) - frames[-1]).sum(-1) > 0).any()
@@ -102,11 +105,11 @@ def test_live_session_frames_and_48khz_audio(tiny, clip, tmp_path):
     assert "window " in label and expl.strip()
     assert timeline.axes[0].get_lines()[0].get_xdata().size == len(done)
     assert "48000 Hz" in stats and "#" in stats and "tiny" in stats
-    assert isinstance(app.refresh(s)[1], dict)  # no new frame: the image is not sent again
+    assert isinstance(refresh(s)[1], dict)  # no new frame: the image is not sent again
     logged = read_jsonl(tmp_path / "S01.jsonl")
-    assert len(logged) == len(s.records) and logged[0]["participant"] == "P01"
+    assert len(logged) == len(s.view.records) and logged[0]["participant"] == "P01"
     # the study log line is the page's record plus who/when and consent, nothing renamed
-    assert set(logged[0]) == set(s.records[0]) | {"session", "participant", "wall_time", "consent", "consent_at",
+    assert set(logged[0]) == set(s.view.records[0]) | {"session", "participant", "wall_time", "consent", "consent_at",
                                                  "media"}
     assert logged[0]["consent"] is False and logged[0]["consent_at"] is None  # none given
     assert logged[0]["self_report"] is None and logged[0]["self_report_at"] is None  # none stated
@@ -121,22 +124,22 @@ def test_keep_media_needs_consent_and_feeds_the_study_builder(tiny, clip, tmp_pa
     from model.data.manifest import read_manifest
 
     _, _, frames, audio48 = clip
-    s = LiveSession(tiny, window_s=1.0, hop_s=1.0, log_root=tmp_path)
+    s = PageSession(tiny, window_s=1.0, hop_s=1.0, log_root=tmp_path)
     with pytest.raises(StudyLogError, match="consent"):
-        s.set_logging(True, "P02", "S02", keep_media=True)  # consent box not ticked
-    assert s.study is None and not (tmp_path / "S02.jsonl").exists()
+        s.study.set_logging(True, "P02", "S02", keep_media=True)  # consent box not ticked
+    assert s.study.log is None and not (tmp_path / "S02.jsonl").exists()
     with pytest.raises(StudyLogError, match="consent"):
         StudyLog(tmp_path, "S02", "P02", keep_media=True)  # the log itself refuses too
     before = round(time.time(), 3) - 0.001  # the log's times are rounded to ms
-    banner = s.set_logging(True, "P02", "S02", keep_media=True, consent=True)
+    banner = s.study.set_logging(True, "P02", "S02", keep_media=True, consent=True)
     assert "ARE stored" in banner and "consented" in banner
     with pytest.raises(ValueError, match="at most"):
-        s.set_self_report("x" * 65)
-    assert s.set_self_report("  Happy ") == "Happy" and s.self_report_at >= before
+        s.study.set_self_report("x" * 65)
+    assert s.study.set_self_report("  Happy ") == "Happy" and s.study.self_report_at >= before
     feed(s, frames[:25], audio48)
-    assert wait_until(lambda: len(s.records) >= 1)
+    assert wait_until(lambda: len(s.view.records) >= 1)
     n = len(read_jsonl(tmp_path / "S02.jsonl"))
-    assert s.records[0]["self_report"] == "Happy"  # the page's record is the logged one
+    assert s.view.records[0]["self_report"] == "Happy"  # the page's record is the logged one
     s.close()  # returns once the last window and its media are on disk
     logged = read_jsonl(tmp_path / "S02.jsonl")
     npz = sorted((tmp_path / "S02_media").glob("*.npz"))
@@ -160,17 +163,17 @@ def test_keep_media_needs_consent_and_feeds_the_study_builder(tiny, clip, tmp_pa
 
 
 def test_consent_withdrawn_stops_media_and_self_report_clears(tiny, tmp_path):
-    s = LiveSession(tiny, log_root=tmp_path)
-    s.set_logging(True, "P06", "S06", keep_media=True, consent=True)
-    s.set_self_report("tired")
-    s.set_self_report("")  # cleared: no self-report from here on
-    assert s.self_report is None and s.self_report_at is None
-    assert "no raw video or audio" in s.set_consent(False)
-    assert s.study.save_media("window_001_00000", np.zeros((1, 4, 4, 3), np.uint8), None, 16_000) is None
-    line = s.study.write({"index": 0, "consent": True})  # a record cannot claim consent
+    s = PageSession(tiny, log_root=tmp_path)
+    s.study.set_logging(True, "P06", "S06", keep_media=True, consent=True)
+    s.study.set_self_report("tired")
+    s.study.set_self_report("")  # cleared: no self-report from here on
+    assert s.study.self_report is None and s.study.self_report_at is None
+    assert "no raw video or audio" in s.study.set_consent(False)
+    assert s.study.log.save_media("window_001_00000", np.zeros((1, 4, 4, 3), np.uint8), None, 16_000) is None
+    line = s.study.log.write({"index": 0, "consent": True})  # a record cannot claim consent
     assert line["consent"] is False and line["consent_at"] is None
-    s.set_consent(True)
-    assert s.study.consent and s.study.consent_at is not None and not s.study.keep_media
+    s.study.set_consent(True)
+    assert s.study.log.consent and s.study.log.consent_at is not None and not s.study.log.keep_media
     s.close()
 
 
@@ -180,10 +183,10 @@ class _Crashing:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, window, on_text=None):
+    def __call__(self, window, on_partial=None):
         self.calls += 1
-        if on_text:
-            on_text("partial explanation")
+        if on_partial:
+            on_partial("partial explanation", parse_answer("partial explanation"))
         if self.calls == 2:
             raise RuntimeError("CUDA out of memory (simulated)")
         return make_result(label="happy", labels=["cheerful"], explanation="smiles", model="fake")
@@ -191,19 +194,19 @@ class _Crashing:
 
 def test_model_crash_mid_session_is_shown_and_logged(clip, tmp_path):
     _, _, frames, audio48 = clip
-    s = LiveSession(ModelHolder.ready(_Crashing(), "fake"), 1.0, 1.0, log_root=tmp_path)
-    s.set_logging(True, "P03", "S03")
+    s = PageSession(ModelHolder.ready(_Crashing(), "fake"), 1.0, 1.0, log_root=tmp_path)
+    s.study.set_logging(True, "P03", "S03")
     feed(s, frames[:35], audio48)
-    assert wait_until(lambda: len([r for r in s.records if r["reason"] != "dropped"]) >= 3)
-    s.stop()  # the last window drains and is logged before stop() returns
-    errors = [r for r in s.records if r["error"]]
+    assert wait_until(lambda: len([r for r in s.view.records if r["reason"] != "dropped"]) >= 3)
+    s.runner.stop()  # the last window drains and is logged before stop() returns
+    errors = [r for r in s.view.records if r["error"]]
     assert len(errors) == 1 and "out of memory" in errors[0]["error"]
-    assert any(r["label"] == "happy" and r["labels"] == ["cheerful"] for r in s.records)
-    s.latest = errors[0]
-    assert "analysis failed" in app.refresh(s)[3]
-    assert len(read_jsonl(tmp_path / "S03.jsonl")) == len(s.records)  # log intact, errors included
+    assert any(r["label"] == "happy" and r["labels"] == ["cheerful"] for r in s.view.records)
+    s.view.latest = errors[0]
+    assert "analysis failed" in refresh(s)[3]
+    assert len(read_jsonl(tmp_path / "S03.jsonl")) == len(s.view.records)  # log intact, errors included
     s.close()
-    assert s.records == [] and s.frame is None  # a closed tab keeps nothing
+    assert s.view.records == [] and s.view.frame is None  # a closed tab keeps nothing
 
 
 class _HeldUntilStop:
@@ -213,11 +216,11 @@ class _HeldUntilStop:
     def __init__(self):
         self.session, self.calls, self.started = None, 0, threading.Event()
 
-    def __call__(self, window, on_text=None):
+    def __call__(self, window, on_partial=None):
         self.calls += 1
         if self.calls == 1:
             self.started.set()
-            while not self.session.paused:  # released by stop() itself
+            while not self.session.runner.paused:  # released by stop() itself
                 time.sleep(0.01)
             return make_result(label="held", model="fake")
         return make_result(label="calm", model="fake")
@@ -226,83 +229,103 @@ class _HeldUntilStop:
 def test_stop_returns_after_the_window_in_flight_is_recorded(clip, tmp_path):
     _, _, frames, audio48 = clip
     model = _HeldUntilStop()
-    s = LiveSession(ModelHolder.ready(model, "fake"), 1.0, 1.0, log_root=tmp_path)
+    s = PageSession(ModelHolder.ready(model, "fake"), 1.0, 1.0, log_root=tmp_path)
     model.session = s
-    s.set_logging(True, "P05", "S05")
+    s.study.set_logging(True, "P05", "S05")
     feed(s, frames[:25], audio48)
     assert model.started.wait(30)
-    s.stop()
-    held = [r for r in s.records if r["label"] == "held"]
+    s.runner.stop()
+    held = [r for r in s.view.records if r["label"] == "held"]
     assert len(held) == 1 and held[0]["analysed"]  # recorded before stop() returned
     logged = read_jsonl(tmp_path / "S05.jsonl")
-    assert [r["index"] for r in logged] == [r["index"] for r in s.records]
-    assert not s.thread.is_alive() and not s.running
-    n = len(s.records)
-    s.push_frame(frames[0])  # a late frame after Stop neither restarts nor records
-    assert len(s.records) == n and not s.running
+    assert [r["index"] for r in logged] == [r["index"] for r in s.view.records]
+    assert not s.runner.thread.is_alive() and not s.runner.running
+    n = len(s.view.records)
+    s.runner.push_frame(frames[0])  # a late frame after Stop neither restarts nor records
+    assert len(s.view.records) == n and not s.runner.running
     s.close()
     assert len(read_jsonl(tmp_path / "S05.jsonl")) == n
 
 
 class _LabelsThenHeld:
-    """A labels-first model that streams its label list, then holds the explanation
-    until the test releases it: the page must show the label meanwhile."""
+    """A labels-first model that streams its label list (parsed against its options, as
+    a classifying analyser does), then holds the explanation until the test releases it:
+    the page must show the label meanwhile, the model's parse of it."""
+
+    OPTIONS = ["Happiness", "Sadness"]
 
     def __init__(self):
         self.streamed, self.release = threading.Event(), threading.Event()
 
-    def __call__(self, window, on_text=None):
-        on_text("Open-vocabulary labels: happy, cheerful.")
-        on_text("Open-vocabulary labels: happy, cheerful. She smi")
+    def __call__(self, window, on_partial=None):
+        for text in ("Open-vocabulary labels: happy, chee", "Open-vocabulary labels: happy, cheerful.",
+                     "Open-vocabulary labels: happy, cheerful. She smi"):
+            on_partial(text, parse_answer(text, self.OPTIONS))
         self.streamed.set()
         self.release.wait(30)
-        return make_result(label="happy", labels=["happy", "cheerful"], explanation="She smiles.",
+        return make_result(label="Happiness", labels=["happy", "cheerful"], explanation="She smiles.",
                            model="fake")
 
 
 def test_the_label_shows_as_soon_as_its_list_closes_in_the_stream(clip, tmp_path):
     _, _, frames, audio48 = clip
     model = _LabelsThenHeld()
-    s = LiveSession(ModelHolder.ready(model, "fake"), 1.0, 1.0, log_root=tmp_path)
+    s = PageSession(ModelHolder.ready(model, "fake"), 1.0, 1.0, log_root=tmp_path)
     try:
         feed(s, frames[:15], audio48)
         assert model.streamed.wait(30)
-        out = app.refresh(s)
-        assert s.latest is None  # no window has finished yet
-        assert out[3].startswith("### happy") and "happy, cheerful" in out[3] and "still coming" in out[3]
+        out = refresh(s)
+        assert s.view.latest is None  # no window has finished yet
+        # the model's parse (its option), not one of the page's own (which would say "happy")
+        assert out[3].startswith("### Happiness") and "happy, cheerful" in out[3] and "still coming" in out[3]
         assert out[4] == "She smi"  # the explanation so far, without the label sentence
     finally:
         model.release.set()
         s.close()
 
 
+def test_streamed_label_waits_for_the_closed_list_and_is_the_servers_parse(tiny):
+    """The page draws the parse the served model handed with the text (it parses no
+    answer itself), and only once the label list is closed."""
+    s = PageSession(tiny)
+    s.view.in_flight = (1, 3)
+    still_open = "Open-vocabulary labels: happy, chee"
+    s.view.partial = (still_open, parse_answer(still_open))
+    label, expl = refresh(s)[3:5]
+    assert label == WAITING and expl == still_open  # no label from an open list: the text so far
+    closed = "Open-vocabulary labels: happy. She"
+    s.view.partial = (closed, ParsedAnswer("joy", ["joy", "glad"], "She"))  # what the server parsed
+    label, expl = refresh(s)[3:5]
+    assert label.startswith("### joy") and "joy, glad" in label and "window 3" in label and expl == "She"
+
+
 def test_study_log_belongs_to_the_browser_session_that_opened_it(tiny, tmp_path):
     owners = LogOwners()
-    mine = LiveSession(tiny, log_root=tmp_path, owners=owners)
-    theirs = LiveSession(tiny, log_root=tmp_path, owners=owners)
-    mine.set_logging(True, "P1", "S9", owner="hash-A")
-    mine.study.write({"index": 0})
+    mine = PageSession(tiny, log_root=tmp_path, owners=owners)
+    theirs = PageSession(tiny, log_root=tmp_path, owners=owners)
+    mine.study.set_logging(True, "P1", "S9", owner="hash-A")
+    mine.study.log.write({"index": 0})
     with pytest.raises(StudyLogError, match="another browser session"):
-        theirs.set_logging(True, "P2", "S9", owner="hash-B")  # naming the id is not enough
+        theirs.study.set_logging(True, "P2", "S9", owner="hash-B")  # naming the id is not enough
     with pytest.raises(StudyLogError, match="needs the browser session"):
-        theirs.set_logging(True, "P2", "S9")
-    assert theirs.study is None
-    mine.set_logging(False)
-    mine.set_logging(True, "P1", "S9", owner="hash-A")  # the owner turns it back on: appends
-    mine.study.write({"index": 1})
+        theirs.study.set_logging(True, "P2", "S9")
+    assert theirs.study.log is None
+    mine.study.set_logging(False)
+    mine.study.set_logging(True, "P1", "S9", owner="hash-A")  # the owner turns it back on: appends
+    mine.study.log.write({"index": 1})
     mine.close()
     assert [r["index"] for r in read_jsonl(tmp_path / "S9.jsonl")] == [0, 1]
     # after a restart (new owners), an existing log is not re-opened from the page
     with pytest.raises(StudyLogError, match="already has a log"):
-        LiveSession(tiny, log_root=tmp_path, owners=LogOwners()).set_logging(True, "P1", "S9", owner="hash-A")
+        PageSession(tiny, log_root=tmp_path, owners=LogOwners()).study.set_logging(True, "P1", "S9", owner="hash-A")
     # the app's --log-session log: every tab writes to it, none can close or claim it
     shared = StudyLog(tmp_path, "S10", "P10")
     reserved = LogOwners()
     reserved.reserve(tmp_path, "S10", "app")
-    tab = LiveSession(tiny, log_root=tmp_path, shared_log=shared, owners=reserved)
-    assert tab.study is shared and not tab.own_log
+    tab = PageSession(tiny, log_root=tmp_path, shared_log=shared, owners=reserved)
+    assert tab.study.log is shared and not tab.study.own_log
     with pytest.raises(StudyLogError, match="another browser session"):
-        tab.set_logging(True, "P10", "S10", owner="hash-C")
+        tab.study.set_logging(True, "P10", "S10", owner="hash-C")
     tab.close()
     assert not shared.closed
     shared.close()
@@ -355,11 +378,11 @@ def test_label_says_why_a_window_has_no_result():
 
 
 def test_no_camera_or_microphone_warns(tiny):
-    s = LiveSession(tiny)
-    s.start()
-    s.started_at -= NO_MEDIA_WARN_S + 1  # as if started a while ago with nothing arriving
+    s = PageSession(tiny)
+    s.runner.start()
+    s.runner.started_at -= NO_MEDIA_WARN_S + 1  # as if started a while ago with nothing arriving
     text = " ".join(s.warnings())
-    s.stop()
+    s.runner.stop()
     assert "allow camera access" in text and "allow microphone access" in text
 
 

@@ -1,4 +1,4 @@
-"""Markers on the page without a browser: the "mark event" of a LiveSession fed like a
+"""Markers on the page without a browser: the "mark event" of a PageSession fed like a
 browser, its marker in the study log and in the records of the windows it falls in,
 drawn on the timeline; an LSL marker to a running session; the participant view's
 refresh sends no labels; the recording indicator and the researcher's overview."""
@@ -12,7 +12,8 @@ import pytest
 
 import app
 from live.page.render import MARKER_RGB, recording_markdown, sessions_markdown, timeline_figure
-from live.page.session import LiveSession
+from live.page.live_tab import refresh
+from live.page.session import PageSession
 from live.study_log import read_jsonl
 from model.serve.serving import ModelHolder
 from tests.test_app_handlers import clip, feed, tiny, wait_until  # noqa: F401  (fixtures)
@@ -20,24 +21,24 @@ from tests.test_app_handlers import clip, feed, tiny, wait_until  # noqa: F401  
 
 def test_marked_event_reaches_log_records_and_timeline(tiny, clip, tmp_path):  # noqa: F811
     _, _, frames, audio48 = clip
-    s = LiveSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
-    s.set_logging(True, "P07", "S07")
+    s = PageSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
+    s.study.set_logging(True, "P07", "S07")
     with pytest.raises(ValueError, match="start the live session first"):
-        s.mark("too early")
+        s.study.mark("too early")
     half = len(frames) // 2
     feed(s, frames[:half], audio48)
-    m = s.mark("  stim_1 ", "negative")
+    m = s.study.mark("  stim_1 ", "negative")
     with pytest.raises(ValueError, match="non-empty event"):
-        s.mark("   ")
+        s.study.mark("   ")
     feed(s, frames[half:], audio48[half * 4800:])
-    s.lsl_marker("from_lsl", None, pylsl.local_clock())
-    assert wait_until(lambda: any(r["start"] > m.media_time for r in s.records))
-    banner, *_, timeline, _stats = app.refresh(s)
-    s.stop()
+    s.study.lsl_marker("from_lsl", None, pylsl.local_clock())
+    assert wait_until(lambda: any(r["start"] > m.media_time for r in s.view.records))
+    banner, *_, timeline, _stats = refresh(s)
+    s.runner.stop()
     assert (m.event, m.condition) == ("stim_1", "negative") and m.lsl_time and m.wall_time
     logged = read_jsonl(tmp_path / "S07.jsonl")
     marks = [r for r in logged if r.get("type") == "marker"]
-    assert [(r["event"], r["run"]) for r in marks] == [("stim_1", s.run_no), ("from_lsl", s.run_no)]  # one run
+    assert [(r["event"], r["run"]) for r in marks] == [("stim_1", s.runner.run_no), ("from_lsl", s.runner.run_no)]  # one run
     assert marks[0]["media_time"] == pytest.approx(m.media_time, abs=1e-3)
     windows = [r for r in logged if "index" in r]
     for r in windows:
@@ -47,7 +48,7 @@ def test_marked_event_reaches_log_records_and_timeline(tiny, clip, tmp_path):  #
             assert (r["event"], r["condition"]) == ("stim_1", "negative")
     assert any(r["events"] for r in windows)
     # the session CSV: marker rows say so, window rows carry their event and condition
-    with open(s.study.export_csv(), newline="") as f:
+    with open(s.study.log.export_csv(), newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["type"], r["event"]) for r in rows if r["type"]] == [("marker", "stim_1"), ("marker", "from_lsl")]
     assert any(r["event"] == "stim_1" and r["condition"] == "negative" and r["index"] for r in rows)
@@ -66,19 +67,19 @@ def test_timeline_draws_markers_without_windows():
 
 def test_participant_view_is_sent_no_labels(tiny, clip, tmp_path):  # noqa: F811
     _, _, frames, audio48 = clip
-    s = LiveSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
-    s.participant_view = True
+    s = PageSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
+    s.view.participant_view = True
     assert "Not recording" in recording_markdown(s)
     feed(s, frames[:20], audio48)
-    assert wait_until(lambda: s.latest is not None)
+    assert wait_until(lambda: s.view.latest is not None)
     indicator = recording_markdown(s)
-    banner, *rest = app.refresh(s)
-    s.stop()
+    banner, *rest = refresh(s)
+    s.runner.stop()
     assert "RECORDING" in indicator and "✅ camera" in indicator and "✅ microphone" in indicator
     assert "tiny" in banner
     assert all(isinstance(x, dict) for x in rest)  # gr.skip(): faces, label, explanation, plot... not sent
     table = sessions_markdown([s])
-    assert "participant" in table and (s.latest["label"] or "–") in table
+    assert "participant" in table and (s.view.latest["label"] or "–") in table
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -105,15 +106,15 @@ def test_app_outlet_publishes_a_tabs_analysed_windows(tiny, clip, tmp_path):  # 
 
     _, _, frames, audio48 = clip
     name = f"omni-app-{uuid.uuid4().hex[:10]}"
-    s = LiveSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
-    s.outlet = WindowOutlet(name)
+    s = PageSession(tiny, window_s=1.0, hop_s=0.5, log_root=tmp_path)
+    s.study.outlet = WindowOutlet(name)
     (info,) = pylsl.resolve_byprop("name", name, timeout=5)
     inlet = pylsl.StreamInlet(info)
     inlet.open_stream(timeout=5)
     feed(s, frames[:20], audio48)
-    assert wait_until(lambda: sum(r["analysed"] for r in s.records) >= 2)
-    s.stop()
-    published = [r["index"] for r in s.records if r["analysed"]]
+    assert wait_until(lambda: sum(r["analysed"] for r in s.view.records) >= 2)
+    s.runner.stop()
+    published = [r["index"] for r in s.view.records if r["analysed"]]
     got = []
     while True:
         sample, _ = inlet.pull_sample(timeout=1.0)

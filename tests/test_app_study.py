@@ -32,7 +32,7 @@ from live.engine import Engine, EngineConfig
 from live.worker import FakeAnalyser
 from live.page.file_analysis import WindowsNotLogged, analyse_at_start, analyse_video
 from live.page.render import model_banner
-from live.page.session import LiveSession
+from live.page.session import PageSession
 from live.sources import FileSource, SourceError
 from live.study_log import AUDIT_NAME, LogOwners, StudyLog, StudyLogError, new_run_id, read_jsonl, write_csv
 from model.serve.serving import ModelHolder
@@ -93,21 +93,21 @@ def test_consent_follows_the_page_for_the_apps_own_log_and_withdrawal_deletes_me
     shared = StudyLog(tmp_path, "S1", "P1", keep_media=True, consent=True)  # --keep-media --consent
     first = shared.write_window(window(new_run_id(), 0), FRAMES, AUDIO, 16_000)
     assert (tmp_path / first["media"]).is_file()
-    tab, other_tab = (LiveSession(tiny, log_root=tmp_path, shared_log=shared, owners=LogOwners())
+    tab, other_tab = (PageSession(tiny, log_root=tmp_path, shared_log=shared, owners=LogOwners())
                       for _ in range(2))
-    banner = tab.set_consent(False)  # the page's box unticked
+    banner = tab.study.set_consent(False)  # the page's box unticked
     assert "no raw video or audio" in banner and not shared.consent and not shared.keep_media
     assert not (tmp_path / first["media"]).exists()  # what was stored is deleted
-    assert "1 stored media file of participant P1 deleted" in tab.notice
+    assert "1 stored media file of participant P1 deleted" in tab.study.notice
     (audit,) = read_jsonl(tmp_path / AUDIT_NAME)
     assert audit["participant"] == "P1" and audit["media_deleted"] == [first["media"]]
     assert audit["reason"] == "consent withdrawn on the page"
     # every tab writing the app's log records it from now on, and stores no media
-    line = other_tab.study.write_window(window(new_run_id(), 1), FRAMES, AUDIO, 16_000)
+    line = other_tab.study.log.write_window(window(new_run_id(), 1), FRAMES, AUDIO, 16_000)
     assert line["consent"] is False and line["media"] is None
     assert not (tmp_path / "S1_media").exists()
     with pytest.raises(StudyLogError, match="true or false"):
-        tab.set_consent("false")  # a string is not a consent
+        tab.study.set_consent("false")  # a string is not a consent
     shared.close()
 
 
@@ -162,9 +162,9 @@ def test_a_second_process_on_a_session_is_refused_naming_the_owner(tiny, tmp_pat
         assert p.stdout.readline().strip() == "ready"
         with pytest.raises(OutputLocked, match=f"pid {p.pid}"):
             StudyLog(tmp_path, "S9", "P10")
-        tab = LiveSession(tiny, log_root=tmp_path)
+        tab = PageSession(tiny, log_root=tmp_path)
         with pytest.raises(StudyLogError, match=f"another process \\(pid {p.pid}"):
-            tab.set_logging(True, "P10", "S9")
+            tab.study.set_logging(True, "P10", "S9")
         assert app.main(["--log-session", "S9", "--participant", "P10", "--log-dir", str(tmp_path),
                          "--log-file", str(tmp_path / "app.log"), "--port", str(_free_port())]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -282,12 +282,12 @@ def test_page_handlers_refuse_badly_typed_input(tiny, tmp_path, caplog):
     import gradio as gr
 
     fns = _handlers(tiny, tmp_path)
-    s, req = LiveSession(tiny, log_root=tmp_path, owners=LogOwners()), SimpleNamespace(session_hash="tab1")
+    s, req = PageSession(tiny, log_root=tmp_path, owners=LogOwners()), SimpleNamespace(session_hash="tab1")
     caplog.set_level(logging.INFO, logger="app")
     huge = "S" * 100_000
     assert fns["on_logging"]("yes", "P1", "S1", False, False, s, request=req) is False  # a string is no tick
     assert fns["on_logging"](True, "P1", huge, False, False, s, request=req) is False
-    assert s.study is None and not list(tmp_path.glob("*.jsonl"))
+    assert s.study.log is None and not list(tmp_path.glob("*.jsonl"))
     assert max(len(r.getMessage()) for r in caplog.records) < 1000  # the 100 KB id is not echoed
     for call in (lambda: fns["on_self_report"](["happy"], s, request=req),
                  lambda: fns["on_consent"]("no", s, request=req),
@@ -297,14 +297,14 @@ def test_page_handlers_refuse_badly_typed_input(tiny, tmp_path, caplog):
                  lambda: fns["analyse_file"](123, 2.0, 1.0, "always", s)):
         with pytest.raises(gr.Error):
             call()
-    assert s.self_report is None and not s.running
+    assert s.study.self_report is None and not s.runner.running
 
 
 def test_file_tab_windows_carry_the_self_report_and_errors_name_the_file(tiny, clip, tmp_path):
     import gradio as gr
 
     fns = _handlers(tiny, tmp_path)
-    s, req = LiveSession(tiny, log_root=tmp_path, owners=LogOwners()), SimpleNamespace(session_hash="tab1")
+    s, req = PageSession(tiny, log_root=tmp_path, owners=LogOwners()), SimpleNamespace(session_hash="tab1")
     assert fns["on_logging"](True, "P1", "S1", False, False, s, request=req) is True
     fns["on_self_report"]("happy", s, request=req)
     status = fns["analyse_file"](str(clip), 1.0, 1.0, "always", s)[0]
@@ -373,12 +373,12 @@ def test_live_tab_reports_windows_not_stored(tiny, tmp_path, monkeypatch):
     from live.engine import WindowEvent
     from tests.test_live_engine import fake_window
 
-    s = LiveSession(tiny, log_root=tmp_path)
-    s.set_logging(True, "P1", "S1")
-    s.open_run = s.run_no = new_run_id()
+    s = PageSession(tiny, log_root=tmp_path)
+    s.study.set_logging(True, "P1", "S1")
+    s.runner.open_run = s.runner.run_no = new_run_id()
     monkeypatch.setattr(appendfile, "_write_all", _half_then_enospc)
     for i in range(2):
-        s._on_window(WindowEvent(fake_window(i), False, None, "gated"), s.run_no)
+        s._on_window(WindowEvent(fake_window(i), False, None, "gated"), s.runner.run_no)
     (warning,) = s.warnings()
     assert "study log write failed for 2 window(s), last window 1" in warning and "S1.jsonl" in warning
     monkeypatch.undo()
@@ -438,8 +438,8 @@ def test_a_new_tab_shows_the_logs_consent(tiny, tmp_path):
     demo = app.build_ui(tiny, app.parse_args(["--log-dir", str(tmp_path), "--consent", "--keep-media"]),
                         shared_log=shared)
     on_load = next(bf.fn for bf in demo.fns.values() if bf.fn is not None and bf.fn.__name__ == "on_load")
-    tab = LiveSession(tiny, log_root=tmp_path, shared_log=shared)
+    tab = PageSession(tiny, log_root=tmp_path, shared_log=shared)
     assert on_load(tab)[:2] == (True, True)
-    tab.set_consent(False)
-    assert on_load(LiveSession(tiny, log_root=tmp_path, shared_log=shared))[:2] == (True, False)
+    tab.study.set_consent(False)
+    assert on_load(PageSession(tiny, log_root=tmp_path, shared_log=shared))[:2] == (True, False)
     shared.close()

@@ -153,6 +153,6 @@ def test_the_graph_sees_circles_and_every_kind_of_import():
     edges = graph()
     assert "live.sources" in edges["live.devices"]  # from .sources import ...
     assert "model.train.settings" in edges["model.train.trainer"]  # under TYPE_CHECKING
-    assert "live.page.render" in edges["live.page.file_analysis"]  # inside a function
+    assert "live.lsl" in edges["live.page.tab_study"]  # inside a function
     assert "quant.methods" in edges["quant.plans"]  # from . import methods
     assert "quant.dtypes" in edges["quant.methods.hqq"]  # from ..dtypes import ... (relative, lazy)

@@ -1,5 +1,8 @@
-"""A recorded video analysed window by window (the app's File tab, its ``/analyse_file``
-API and ``app.py --video``); the records' JSONL + CSV exports are ``live.page.exports``.
+"""A recorded video analysed window by window: the File tab's Analyse button, which is
+also the ``/analyse_file`` API endpoint (``wire_file``), and ``app.py --video``; the
+records' table, timeline and JSONL + CSV exports (``file_outputs``). The windows go to the caller's
+study log when one is on (the tab's own, or the app's ``--log-session`` log, which API
+callers share), with the tab's self-report; an upload is deleted once analysed (or refused).
 
 A file must be a video: a container with a video stream of more than one frame (a
 picture renamed ``.mp4`` is refused, naming the file). A window whose study-log line
@@ -12,15 +15,23 @@ Knows no model: ``holder`` is any ``live.page.session.ModelServer``.
 from __future__ import annotations
 
 import errno
+import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
-from live.contract.appendfile import WriteFailed
+from live.contract.appendfile import WriteFailed, private_dir
+from live.contract.cli import one_line
+from live.contract.files import write_whole
 from live.engine import Engine, EngineConfig, WindowEvent
+from live.page.guard import check_settings, guard, user_error
+from live.page.hosting import discard_upload, release_memory
+from live.page.render import TABLE_COLUMNS, timeline_figure
 from live.page.session import ModelServer
 from live.sources import FileSource, SourceError
-from live.study_log import StudyLog, StudyLogError, new_run_id
+from live.study_log import StudyLog, StudyLogError, jsonable, new_run_id, short, write_csv
 from live.contract.media import HOP_S, WINDOW_S
 
 PICTURE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")  # still pictures
@@ -106,6 +117,32 @@ def analyse_video(path: str | Path, holder: ModelServer, window_s: float = WINDO
     return sorted(records, key=lambda r: r["index"])
 
 
+def file_outputs(records: list[dict], name: str, export_dir: str | Path):
+    """(status, table rows, timeline, jsonl path, csv path) for the File tab; the
+    exports are written into ``export_dir`` (``export_records``)."""
+    rows = [[r[c] if not isinstance(r[c], list) else ", ".join(r[c]) for c in TABLE_COLUMNS]
+            for r in records]
+    n = sum(r["analysed"] for r in records)
+    jsonl, csv_path = export_records(records, Path(name).stem or "video", export_dir)
+    status = f"**{name}**: {len(records)} windows, {n} analysed."
+    return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path
+
+
+def export_records(records: list[dict], stem: str, out_dir: str | Path) -> tuple[str, str]:
+    """Write records as JSONL + CSV into a fresh owner-only folder under ``out_dir``
+    (the app's study folder's ``exports/``: never the system temp dir); (jsonl path,
+    csv path)."""
+    try:
+        folder = tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-", dir=private_dir(out_dir))
+        out = Path(folder) / stem
+        jsonl = out.with_suffix(".jsonl")
+        with write_whole(jsonl, "w", private=True, encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False, default=jsonable) + "\n" for r in records))
+        return str(jsonl), str(write_csv(records, out.with_suffix(".csv")))
+    except OSError as e:  # a full disk: say where
+        raise WriteFailed(e.errno, f"could not write the exports under {out_dir}: {e.strerror or e}") from e
+
+
 def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: float, gate: str,
                      startup: dict, study: StudyLog | None = None, export_dir: str | Path = "sessions/exports",
                      fields: dict | None = None) -> None:
@@ -113,11 +150,6 @@ def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: fl
     log it to ``study`` (the app's --log-session log) when given, printing "logged
     window N" once each line is on disk. ``startup`` gets the page's "status" line and,
     when done, the File tab's "outputs" (exports under ``export_dir``)."""
-    from live.contract.cli import one_line
-    from live.page.render import file_outputs
-    from live.sources import SourceError
-    from live.study_log import StudyLogError
-
     startup["status"] = f"analysing {video} in the background…"
     loading = getattr(holder, "thread", None)
     if loading is not None:
@@ -131,3 +163,46 @@ def analyse_at_start(holder: ModelServer, video: str, window_s: float, hop_s: fl
     except (SourceError, OSError, StudyLogError) as e:
         startup["status"] = f"❌ cannot analyse {video}: {one_line(e)}"
         print(f"error: {startup['status']}", file=sys.stderr, flush=True)
+
+
+def wire_file(f: dict, live: dict, session, holder, export_dir: Path) -> None:
+    """``f``: the File tab's components, ``live``: the Live tab's (its window, hop and
+    gate settings apply); exports go under ``export_dir``."""
+    import gradio as gr
+
+    def analyse_file(path, window_s, hop_s, gate_policy, s, progress=gr.Progress()):
+        """Analyse a video file window by window → status, table, timeline, JSONL, CSV."""
+        if s.view.participant_view:
+            raise user_error("A participant's page does not analyse files.")
+        name = Path(path).name if isinstance(path, str) and path else "the upload"
+        try:
+            _check_upload(path, name)
+            check_settings(window_s, hop_s, gate_policy)
+            progress(0.0, desc="decoding + analysing")
+            records = analyse_video(path, holder, window_s, hop_s, gate_policy, study=s.study.log,
+                                    progress=lambda frac: progress(frac, desc="analysing"),
+                                    fields=s.study.fields(), name=name)
+            return file_outputs(records, name, export_dir)
+        except SourceError as e:
+            raise user_error(f"Cannot analyse this upload: {one_line(e)}", stay=True) from None  # e names the file
+        except (OSError, StudyLogError) as e:  # WindowsNotLogged names the windows not stored
+            raise user_error(f"{name}: {one_line(e)}" if isinstance(e, (WindowsNotLogged, StudyLogError))
+                             else f"The results of {name} could not be stored: {one_line(e)}", stay=True) from None
+        finally:
+            discard_upload(path if isinstance(path, str) else None)  # refused ones too
+            release_memory()
+
+    f["go"].click(guard(analyse_file), [f["video"], live["win"], live["hop"], live["gate"], session],
+                  f["outputs"], api_name="analyse_file")
+
+
+def _check_upload(path, name: str) -> None:
+    """user_error unless ``path`` is an upload still on the server (``name``: the
+    upload's own name, which Gradio keeps, never the server's temp path)."""
+    if not path:
+        raise user_error("Upload a video file first.")
+    if not isinstance(path, str):
+        raise user_error(f"the video must be an uploaded file, got {short(path)}")
+    if not Path(path).is_file():
+        raise user_error(f"{name} is no longer on the server (uploads are deleted once "
+                         "analysed): upload it again.", stay=True)

@@ -8,10 +8,14 @@ distinct error) in a log file; a client that went away mid-request is not an err
 Temporary files: Gradio writes uploads, microphone chunks and the files it serves
 into ``$GRADIO_TEMP_DIR``; ``private_temp_dir`` points that at a folder of this process
 alone (0700), removed at exit, so nothing of a participant outlives the app there.
+Memory: glibc's malloc arenas are capped for a server of many threads (``limit_malloc``)
+and freed heap pages handed back after a file analysis or a closed tab (``release_memory``).
 """
 from __future__ import annotations
 
 import atexit
+import ctypes
+import gc
 import ipaddress
 import logging
 import os
@@ -37,6 +41,8 @@ STREAM_LEFTOVER_AGE_S = 15.0  # s; a handled chunk is read and deleted within a 
 STREAM_SUFFIXES = (".wav", ".webm", ".ogg", ".mp3", ".m4a", ".flac", ".png", ".jpg", ".jpeg", ".webp")
 UPLOAD_MAX_AGE_S = 3600.0  # s an upload never analysed (and a served export copy) is kept
 SWEEP_EVERY_S = 5.0  # s between sweeps
+M_ARENA_MAX = -8  # glibc mallopt() parameter number
+MALLOC_ARENAS = 2  # glibc malloc arenas (default: 8 per core), see limit_malloc()
 
 log = logging.getLogger("app")
 
@@ -245,3 +251,29 @@ def discard_upload(path: str | Path) -> bool:
         except OSError:  # not empty
             pass
     return True
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+def limit_malloc() -> None:
+    """Cap glibc's malloc arenas (call once, at start). A web server runs requests on
+    many worker threads; every thread that decoded frames got its own arena, and freed
+    frames stayed mapped in each: the app's RSS grew ~80 MB per file analysis
+    (bench/soak.py)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def release_memory() -> None:
+    """After a file analysis or a closed tab: collect the cycles its engine left
+    (callbacks referring back to their owners) and hand freed heap pages back."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -1,16 +1,12 @@
 """What the page draws, as plain values: face boxes on a frame, the labels-over-time
-figure, the Markdown of the model banner, label, speech indicator and stats, and the
-File tab's outputs. No Gradio here: ``app.py`` puts these into components.
+figure, the Markdown of the model banner, label, speech indicator, stats, recording
+indicator and overview. No Gradio here: the page's handlers put these into components.
 """
 from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
-
 import numpy as np
-
-from live.page.exports import export_records
 
 BOX_RGB = (0, 255, 0)  # face box colour (pure green: absent from skin and test media)
 TABLE_COLUMNS = ["index", "start", "end", "label", "labels", "explanation", "analysed", "analyse_s"]
@@ -122,44 +118,33 @@ def stats_markdown(stats: dict) -> str:
     return "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in stats.items())
 
 
-def file_outputs(records: list[dict], name: str, export_dir: str | Path):
-    """(status, table rows, timeline, jsonl path, csv path) for the File tab; the
-    exports are written into ``export_dir`` (``export_records``)."""
-    rows = [[r[c] if not isinstance(r[c], list) else ", ".join(r[c]) for c in TABLE_COLUMNS]
-            for r in records]
-    n = sum(r["analysed"] for r in records)
-    jsonl, csv_path = export_records(records, Path(name).stem or "video", export_dir)
-    status = f"**{name}**: {len(records)} windows, {n} analysed."
-    return status, rows, timeline_figure(records, f"{name}: labels over time"), jsonl, csv_path
-
-
 def recording_markdown(session) -> str:
-    """The participant's "recording" indicator for a ``live.page.session.LiveSession``: is
-    the session running, and do camera frames and microphone audio arrive."""
-    if not session.running:
+    """The participant's "recording" indicator for a ``live.page.session.PageSession``: is
+    its engine running, and do camera frames and microphone audio arrive."""
+    if not session.runner.running:
         return "## ⚪ Not recording\nPress **Record** on the camera (and the microphone) to start."
-    cam = "✅ camera" if session.frames_in else "❌ camera: no frames yet"
-    mic = "✅ microphone" if session.audio_s else "❌ microphone: no audio yet"
+    cam = "✅ camera" if session.view.frames_in else "❌ camera: no frames yet"
+    mic = "✅ microphone" if session.view.audio_s else "❌ microphone: no audio yet"
     return f"## 🔴 RECORDING\n{cam} · {mic}"
 
 
 def sessions_markdown(sessions) -> str:
-    """The researcher's overview of every open tab's ``LiveSession`` (participant
+    """The researcher's overview of every open tab's ``PageSession`` (participant
     views included): who, running or not, windows analysed, the newest label."""
     rows = []
     for k, s in enumerate(sessions, 1):
-        who = s.study.participant if s.study is not None else "–"
-        latest = s.latest or {}
-        done = sum(1 for r in list(s.records) if r.get("analysed"))
+        v, log = s.view, s.study.log
+        who = log.participant if log is not None else "–"
+        latest = v.latest or {}
+        done = sum(1 for r in list(v.records) if r.get("analysed"))
         label = latest.get("label") or "–"
         at = f"{latest['end']:.1f} s" if latest.get("end") is not None else "–"
-        view = "participant" if getattr(s, "participant_view", False) else "researcher"
-        marks = s.markers.markers()
+        view = "participant" if v.participant_view else "researcher"
+        marks = s.study.markers.markers()
         event = marks[-1].event if marks else "–"
-        rows.append(f"| {k} | {who} | {view} | {'🔴 live' if s.running else 'stopped'} | {done} | {label} | "
+        rows.append(f"| {k} | {who} | {view} | {'🔴 live' if s.runner.running else 'stopped'} | {done} | {label} | "
                     f"{at} | {event} |")
     if not rows:
         return "No open sessions."
     return ("| # | participant | view | state | windows analysed | newest label | at | last event |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-
