@@ -6,24 +6,10 @@
                             [--markers lsl:NAME] [--lsl-out NAME] [--ssl-certfile F --ssl-keyfile F]
                             [--participant-view]
 
-Live tab: the browser's webcam + microphone stream into a per-tab page session
-(``live.page.session.PageSession``), drawn by a timer (``live.page.live_tab``). File tab
-(and the ``/analyse_file`` API endpoint): a video analysed window by window
-(``live.page.file_analysis``). The model loads on a background thread
-(``model.serve.serving.ModelHolder``), so the page is usable at once.
-
-Security: the page binds to loopback; another ``--host`` or ``--share`` needs Gradio's
-login (``--auth-file`` or ``$OMNI_EMOTION_AUTH``). A study log opened on the page belongs
-to that browser session (``live.study_log.LogOwners``); ``--log-session`` opens one log
-for the whole app. Raw frames + audio are stored only with the participant's recorded
-consent; their self-report goes to every window record (docs/study.md: markers, LSL,
-HTTPS, ``--participant-view``). Errors: one line on stderr, tracebacks only in
-``--log-file`` (``live.page.guard``). Privacy: Gradio's files go to a folder of this
-process, removed at exit (``live.page.hosting``).
-
 The composition root: it wires ``live`` to ``model`` and (lazily) ``quant``, and holds
-the page's assembly and the command line; the page's parts are in ``live/page/``
-(docs/app.md, "Where the code is").
+the page's assembly and the command line; the page's parts (page session, tabs, guard,
+hosting, file analysis) are in ``live/page/``. Flags, security, study logs and where each
+part lives: docs/app.md.
 """
 from __future__ import annotations
 
