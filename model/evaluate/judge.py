@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from model.data.curate.endpoint import (AnswerError, Endpoint, EndpointError, json_object, schema_format,
+from model.data.curate.endpoint import (AnswerError, Endpoint, EndpointError, answer_int, json_object, schema_format,
                                         strip_wrapping)
 from model.evaluate.metrics import parse_group_lists
 
@@ -171,15 +171,8 @@ def parse_scores_answer(answer: str) -> tuple[int, int]:
         ValueError: no single JSON object with both keys as integers in 1..10.
     """
     obj = json_object(answer)
-    out = []
-    for key in ("clue_overlap", "label_overlap"):
-        v = obj.get(key)
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int) or not SCORE_MIN <= v <= SCORE_MAX:
-            raise ValueError(f"{key} must be an integer {SCORE_MIN}..{SCORE_MAX}, got {v!r}")
-        out.append(v)
-    return out[0], out[1]
+    return (answer_int(obj, "clue_overlap", SCORE_MIN, SCORE_MAX),
+            answer_int(obj, "label_overlap", SCORE_MIN, SCORE_MAX))
 
 
 def score_reasoning(client: JudgeClient, reference: str, prediction: str) -> tuple[int, int]:

@@ -116,6 +116,17 @@ def strip_wrapping(answer: str) -> str:
     return re.sub(r"^(?:output|answer)\s*[:：]\s*", "", s, flags=re.I)
 
 
+def answer_int(obj: dict, key: str, lo: int, hi: int, name: str | None = None) -> int:
+    """``obj[key]`` as an integer in lo..hi (7.0 counts as 7; a bool does not). Raises
+    ValueError naming it (``name``, default the key) and the value."""
+    v = obj.get(key)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{name or key} must be an integer {lo}..{hi}, got {v!r}")
+    return v
+
+
 def json_object(answer: str) -> dict[str, Any]:
     """THE JSON-answer rule: the one JSON object in a model's answer (code fences and
     text around it tolerated). Raises ValueError: none, several, or invalid JSON."""
