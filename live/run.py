@@ -4,12 +4,9 @@
                               [--model DIR [--plan NAME]] [...]
 
 SOURCE: a file path, ``webcam[:N]`` or ``mic[:DEVICE]``. Writes DIR/frames.jsonl,
-DIR/speech.jsonl, DIR/windows.jsonl, with ``--events CSV`` / ``--markers lsl:NAME``
-also DIR/markers.jsonl (``live.run_events``; ``--lsl-out NAME`` publishes the
-windows on LSL) (a DIR that exists and is not empty is refused
-unless ``--overwrite``) and prints, last, one JSON line of stats:
-``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
-"dropped_windows", "analyser_errors"}``.
+speech.jsonl, windows.jsonl (with events or markers also markers.jsonl, through
+``live.run_events``; a non-empty DIR is refused unless ``--overwrite``) and prints, last,
+one JSON line of stats; formats and options: docs/live.md.
 
 This is a composition root: with ``--model`` it reaches up to ``model.serve.analyser``
 (lazily, only then), which ``live/`` as a library never does.
