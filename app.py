@@ -324,12 +324,13 @@ def _usage(check, *args, **kwargs) -> None:
 
 def start_pool_server(args: argparse.Namespace, plan: str | None):
     """--pool: the model served by a pool (model.serve.pool); None after a one-line error."""
+    from model.serve.loader import PLAN_LOADER
     from model.serve.pool import PoolConfig, start_pool
 
     try:
         if not args.model:
             raise CliError("--pool needs --model DIR or --model tiny (what the replicas load)")
-        cfg = PoolConfig(model=args.model, plan=plan, loader="quant:load_model" if plan else None,
+        cfg = PoolConfig(model=args.model, plan=plan, loader=PLAN_LOADER if plan else None,
                          device=args.device, max_new_tokens=args.max_new_tokens)
         return start_pool(args.pool, cfg).server()
     except (CliError, RuntimeError) as e:

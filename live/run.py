@@ -25,7 +25,7 @@ import sys
 
 from live.worker import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
 from live.contract.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, one_line,
-                  run_main)
+                               resolve_device, run_main)
 from live.face_models import ENV_MODELS, FaceModelError
 from live.lsl import LSLError
 from live.contract.media import HOP_S, WINDOW_S, check_window
@@ -76,12 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_pool_analyser(args) -> Analyser:
     """The --pool analyser (the pool is kept in ``args.pool_handle`` to close it)."""
+    from model.serve.loader import PLAN_LOADER
     from model.serve.pool import PoolConfig, parse_spec, start_pool
 
     parse_spec(args.pool)  # a bad spec is a usage error before anything starts
     if not args.model:
         raise CliError("--pool needs --model DIR (what the replicas load)")
-    cfg = PoolConfig(model=args.model, plan=args.plan, loader="quant:load_model" if args.plan else None,
+    cfg = PoolConfig(model=args.model, plan=args.plan, loader=PLAN_LOADER if args.plan else None,
                      device=args.device,
                      **({} if args.pool_batch is None else {"max_batch_size": args.pool_batch}))
     try:
@@ -100,7 +101,6 @@ def make_analyser(args) -> Analyser:
         if not os.path.isdir(args.model):
             raise CliError(f"model folder not found: {args.model}")
         try:
-            from model.checkpoint.loading import resolve_device
             from model.serve.loader import load_analyser
         except ImportError as e:
             raise CliError(f"--model needs the model package (model.serve.loader): {e}") from None
