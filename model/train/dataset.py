@@ -25,7 +25,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from model.data.manifest import read_manifest, resolve_media
+from model.data.manifest import resolve_media
 from model.data.preprocess import (DecodeError, FaceTrackerFactory, cache_path, default_face_tracker, load_cached,
                                    preprocess_sample)
 from live.contract.media import Clip
@@ -114,12 +114,6 @@ class TrainDataset(Dataset):
         self.base_dir = Path(base_dir)
         self.face_tracker = face_tracker
         self.max_audio_samples = max_audio_samples
-
-    @classmethod
-    def from_manifest(cls, manifest: str | Path, phase: int, cache_dir: str | Path | None = None, **kwargs) -> "TrainDataset":
-        """Read and validate `manifest` (errors name file:line); media resolve against its folder."""
-        manifest = Path(manifest)
-        return cls(read_manifest(manifest), phase, cache_dir=cache_dir, base_dir=manifest.parent, **kwargs)
 
     def __len__(self) -> int:
         return len(self.samples)
