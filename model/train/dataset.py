@@ -4,12 +4,7 @@ Media come from the preprocessing cache (`model.data.preprocess.load_cached`, on
 per sample) or, without a cache, are decoded on the fly with the same function the
 cache is built with (`preprocess_sample`), so both paths give identical arrays.
 
-What each phase sees (paper §4.4):
-
-    phase 1  audio-text alignment   audio only (has_video=False: vision and faces absent)
-    phase 2  facial alignment       frames + faces only (has_audio=False)
-    phase 3  instruction tuning     frames + faces + audio
-
+What each phase sees (phase 1 audio only, 2 frames + faces only, 3 all): docs/training.md.
 A missing modality has one form from window to model: see `live.window.Window`.
 
 A sample that cannot be loaded, or lacks the modality its phase needs, raises
