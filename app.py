@@ -39,6 +39,7 @@ from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyL
 from live.window import GATES
 from model.net.templates import DFEW_CLASSES
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
+from model.serve.loader import PLAN_LOADER
 from model.serve.serving import ModelHolder
 
 HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
@@ -65,14 +66,6 @@ def plan_names() -> list[str]:
     except Exception:  # quant/ is optional here and may be half-written
         return ["none"]
     return ["none", *PLANS]
-
-
-def load_with_plan(path, plan, device):
-    """quant.load_model, imported on first use: the composition root is the one place
-    that reaches quant/ (and bitsandbytes loads only when a plan is chosen)."""
-    from quant import load_model
-
-    return load_model(path, plan, device)
 
 
 # ------------------------------------------------------------------------ the page
@@ -324,7 +317,6 @@ def _usage(check, *args, **kwargs) -> None:
 
 def start_pool_server(args: argparse.Namespace, plan: str | None):
     """--pool: the model served by a pool (model.serve.pool); None after a one-line error."""
-    from model.serve.loader import PLAN_LOADER
     from model.serve.pool import PoolConfig, start_pool
 
     try:
@@ -381,7 +373,9 @@ def start_model(args: argparse.Namespace):
     plan = None if args.plan in (None, "none") else args.plan
     if args.pool:
         return start_pool_server(args, plan)
-    holder = ModelHolder(args.model, plan, args.device, args.max_new_tokens, plan_loader=load_with_plan)
+    # quant.load_model by name, imported on first use: the composition root is the one
+    # place that reaches quant/ (and bitsandbytes loads only when a plan is chosen)
+    holder = ModelHolder(args.model, plan, args.device, args.max_new_tokens, plan_loader=PLAN_LOADER)
     holder.start()
     return holder
 

@@ -435,7 +435,7 @@ def test_model_that_fails_to_load_says_so(tmp_path):
 
 def test_plan_loads_through_quant(tmp_path):
     """A plan chosen on the page reloads the model through quant.load_model (4-bit)."""
-    holder = ModelHolder("tiny", max_new_tokens=4, plan_loader=app.load_with_plan)
+    holder = ModelHolder("tiny", max_new_tokens=4, plan_loader=app.PLAN_LOADER)
     holder.start("nf4").join(60)
     assert holder.state == "ready", holder.message
     kinds = {type(m).__name__ for m in holder.analyser.model.modules()}
