@@ -167,18 +167,6 @@ class StudyLog:
             if not consent:
                 self.keep_media = False
 
-    def save_media(self, name: str, frames: np.ndarray | None, audio: np.ndarray | None,
-                   rate: int) -> Path | None:
-        """Store frames + audio as ``<session>_media/<name>.npz`` (only when
-        ``keep_media`` and consent); the path or None. Never overwrites (StudyLogError)."""
-        with self._lock:
-            if not (self.keep_media and self.consent):
-                return None
-            out = self.media_dir / f"{name}.npz"
-            if out.exists():
-                raise StudyLogError(f"{out} exists: not overwritten")
-            return self._save(out, frames, audio, rate)
-
     def _save(self, out: Path, frames, audio, rate: int) -> Path:
         """The media file written whole (0600); OSError naming it when it cannot be."""
         try:
@@ -328,7 +316,7 @@ def withdraw(root: str | Path, participant: str, records: bool = False, reason: 
     "sessions": [sessions with their lines], "by": {"user", "pid"}}``.
 
     Media are found from the lines: a line's ``media`` field, or for a line without one
-    (older logs, media stored with ``save_media``) the name its ``(run, index)`` gives,
+    (older logs) the name its ``(run, index)`` gives,
     unless another participant's line of the same session gives that name too. ``records`` takes each session's lock first (all or
     nothing): a session another process writes is refused with ``OutputLocked``
     naming it. StudyLogError for a bad id, reason or folder."""
@@ -393,7 +381,7 @@ def _participant_marker(pid: str) -> re.Pattern:
 def _delete_media(root: Path, session: str, mine: list[dict], others: list[dict]) -> list[str]:
     """Delete the media files ``mine`` name (module docstring); their paths relative to ``root``."""
     def legacy(o: dict) -> str | None:
-        # lines without a media name (older logs, or media stored apart with save_media):
+        # lines without a media name (older logs, whose media were stored apart):
         # the name their (run, index) gives
         run, index = o.get("run"), o.get("index")
         if isinstance(o.get("media"), str) or type(run) is not int or type(index) is not int:
