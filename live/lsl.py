@@ -7,7 +7,7 @@ ships in its wheel).
   machine's LSL clock (``proc_clocksync``).
 * ``WindowOutlet(name)``: ``--lsl-out NAME``, the streams ``NAME`` (JSON per analysed
   window) and ``NAME-values`` (float32), stamped with the window's end on the LSL clock.
-* ``to_lsl`` / ``from_lsl``: the clock rule between the session clock (``live.sources.Clock``)
+* ``lsl_offset`` / ``from_lsl``: the clock rule between the session clock (``live.sources.Clock``)
   and the LSL clock.
 
 Channels, stream types and the clock rule: docs/study.md "Markers and LSL".
@@ -61,11 +61,6 @@ def lsl_offset(clock) -> float:
     t = clock.now()
     b = local_clock()
     return (a + b) / 2 - t
-
-
-def to_lsl(t: float, clock) -> float:
-    """A session-clock time (s) → LSL time (s)."""
-    return t + lsl_offset(clock)
 
 
 def from_lsl(lsl_time: float, clock) -> float:
