@@ -11,9 +11,8 @@ one JSON line of stats; formats and options: docs/live.md.
 This is a composition root: with ``--model`` it reaches up to ``model.serve.analyser``
 (lazily, only then), which ``live/`` as a library never does.
 
-Errors are one line (``live.contract.cli``): exit 2 for bad options or inputs found before any
-work (checked before a model loads), 1 for a failure while working (a decode error
-mid-file, naming the file and the media time), 130 for Ctrl-C.
+Errors: the ``live.contract.cli`` convention (inputs checked before a model loads; a
+decode error mid-file names the file and the media time).
 """
 from __future__ import annotations
 

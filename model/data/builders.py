@@ -14,9 +14,7 @@ Command line::
     python -m model.data.builders dfew LABELS.csv VIDEO_DIR --out train.jsonl \\
         [--seed 0] [--cache CACHE_DIR] [--no-check-files] [--overwrite]
 
-Errors follow `live.contract.cli`: a bad label file, an existing --out (without --overwrite) or
-an --out / --cache that cannot be written exit 2, a cache or output that fails while
-writing exits 1; one line on stderr.
+Errors: the `live.contract.cli` convention.
 """
 from __future__ import annotations
 
