@@ -3,9 +3,8 @@
 Two jobs: group open-vocabulary labels into synonym sets (EMER-OV with ``--judge``) and
 score an explanation against the reference (EMER reasoning, clue and label overlap
 1–10). The calls go through the project's one model-server client,
-``model.data.curate.endpoint.Endpoint`` (the ``openai`` client: retries with backoff on
-network errors, 408/409/429/5xx; timeouts; answers cached on disk by content so a rerun
-costs nothing and gives the same numbers). An answer that does not parse is raised as
+``model.data.curate.endpoint.Endpoint`` (retries, timeouts, answers cached on disk, so a
+rerun costs nothing and gives the same numbers). An answer that does not parse is raised as
 ``JudgeAnswerError`` carrying the raw text — the caller reports it; nothing here
 guesses a value. Malformed answers are not cached, so a later run asks again.
 """
