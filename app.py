@@ -6,24 +6,10 @@
                             [--markers lsl:NAME] [--lsl-out NAME] [--ssl-certfile F --ssl-keyfile F]
                             [--participant-view]
 
-Live tab: the browser's webcam + microphone stream into a per-tab page session
-(``live.page.session.PageSession``), drawn by a timer (``live.page.live_tab``). File tab
-(and the ``/analyse_file`` API endpoint): a video analysed window by window
-(``live.page.file_analysis``). The model loads on a background thread
-(``model.serve.serving.ModelHolder``), so the page is usable at once.
-
-Security: the page binds to loopback; another ``--host`` or ``--share`` needs Gradio's
-login (``--auth-file`` or ``$OMNI_EMOTION_AUTH``). A study log opened on the page belongs
-to that browser session (``live.study_log.LogOwners``); ``--log-session`` opens one log
-for the whole app. Raw frames + audio are stored only with the participant's recorded
-consent; their self-report goes to every window record (docs/study.md: markers, LSL,
-HTTPS, ``--participant-view``). Errors: one line on stderr, tracebacks only in
-``--log-file`` (``live.page.guard``). Privacy: Gradio's files go to a folder of this
-process, removed at exit (``live.page.hosting``).
-
 The composition root: it wires ``live`` to ``model`` and (lazily) ``quant``, and holds
-the page's assembly and the command line; the page's parts are in ``live/page/``
-(docs/app.md, "Where the code is").
+the page's assembly and the command line; the page's parts (page session, tabs, guard,
+hosting, file analysis) are in ``live/page/``. Flags, security, study logs and where each
+part lives: docs/app.md.
 """
 from __future__ import annotations
 
@@ -53,6 +39,7 @@ from live.study_log import KEEP_MEDIA_NEEDS_CONSENT, LogOwners, StudyLog, StudyL
 from live.window import GATES
 from model.net.templates import DFEW_CLASSES
 from model.serve.generate import ANALYSIS_MAX_NEW_TOKENS
+from model.serve.loader import PLAN_LOADER
 from model.serve.serving import ModelHolder
 
 HOST, PORT = "127.0.0.1", 7860  # local only unless --host/--share say otherwise
@@ -79,14 +66,6 @@ def plan_names() -> list[str]:
     except Exception:  # quant/ is optional here and may be half-written
         return ["none"]
     return ["none", *PLANS]
-
-
-def load_with_plan(path, plan, device):
-    """quant.load_model, imported on first use: the composition root is the one place
-    that reaches quant/ (and bitsandbytes loads only when a plan is chosen)."""
-    from quant import load_model
-
-    return load_model(path, plan, device)
 
 
 # ------------------------------------------------------------------------ the page
@@ -343,7 +322,7 @@ def start_pool_server(args: argparse.Namespace, plan: str | None):
     try:
         if not args.model:
             raise CliError("--pool needs --model DIR or --model tiny (what the replicas load)")
-        cfg = PoolConfig(model=args.model, plan=plan, loader="quant:load_model" if plan else None,
+        cfg = PoolConfig(model=args.model, plan=plan, loader=PLAN_LOADER if plan else None,
                          device=args.device, max_new_tokens=args.max_new_tokens)
         return start_pool(args.pool, cfg).server()
     except (CliError, RuntimeError) as e:
@@ -394,7 +373,9 @@ def start_model(args: argparse.Namespace):
     plan = None if args.plan in (None, "none") else args.plan
     if args.pool:
         return start_pool_server(args, plan)
-    holder = ModelHolder(args.model, plan, args.device, args.max_new_tokens, plan_loader=load_with_plan)
+    # quant.load_model by name, imported on first use: the composition root is the one
+    # place that reaches quant/ (and bitsandbytes loads only when a plan is chosen)
+    holder = ModelHolder(args.model, plan, args.device, args.max_new_tokens, plan_loader=PLAN_LOADER)
     holder.start()
     return holder
 

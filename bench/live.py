@@ -80,7 +80,8 @@ def bench_parts(path: Path, seconds: float) -> dict:
 
     from live.faces import FaceTracker
     from live.frames import VideoFrame
-    from live.vad import SileroOnnxProb, SileroSpeechProb, VADGate
+    from bench.silero_jit import SileroSpeechProb
+    from live.vad import SileroOnnxProb, VADGate
 
     def decode():  # as the engine decodes: frames kept as decoded (RGB on demand)
         with av.open(str(path)) as c:

@@ -1,18 +1,11 @@
 """Where the BlazeFace ``.tflite`` detectors come from.
 
 Current mediapipe wheels ship the Tasks runtime but no face-detection models, so
-``live/`` resolves them itself, in this order:
-
-1. an explicit folder passed to :func:`resolve_face_models` (``model_dir=``);
-2. the folder named by the ``OMNI_FACE_MODELS`` environment variable;
-3. the cache folder (``$OMNI_EMOTION_CACHE/face_models``, default
-   ``~/.cache/omni-emotion/face_models``);
-4. otherwise the ``mediapipe==0.10.21`` wheel is downloaded from the package index
-   (``pip download``, so the user's pip configuration, mirrors and proxies apply),
-   the two files are extracted, their sha256 checked, and they are cached (3).
-
-A folder given in (1) or (2) must hold both files with the right sha256; a wrong or
-missing file there is an error, never a silent fall-through to the download.
+``live/`` resolves them itself, in this order: an explicit folder (``model_dir=``),
+``$OMNI_FACE_MODELS``, the cache (``$OMNI_EMOTION_CACHE/face_models``), else the pinned
+mediapipe wheel through ``pip download`` (the user's pip configuration applies),
+sha256-checked and cached. A bad file in an explicit folder is an error, never a silent
+fall-through to the download. The details: docs/live.md "Face models".
 """
 from __future__ import annotations
 

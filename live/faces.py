@@ -1,21 +1,11 @@
 """Face tracking and face crops.
 
-``FaceTracker.push(frame)`` tracks a stream of frames. It runs the detector only every
-``detect_interval_s`` (0.2 s; ``steady_interval_s``, 1/3 s, while the faces it reports
-are steady: detection is the most expensive step per frame) and carries
-boxes in between with a constant-velocity prediction, matches detections to tracks by
-IoU so track ids stay stable, smooths boxes, forgets a track not seen for
-``lost_after_s``, and names a primary face.
-
-A face is reported in a frame only while a detection confirms it: a frame between two
-detections is held until the next one and settled with it (``push`` returns the
-frames it settles, with ``frame.faces``/``frame.primary`` set). A track confirmed on
-both sides is reported in the frames between; one that the next detection misses is
-checked frame by frame with the detector, so it stops in the first frame where the
-face is gone (no ghost box drifting on for ``lost_after_s``). A track survives misses
-internally for ``lost_after_s`` to keep its id, but is not reported while unconfirmed.
-Holding costs at most ``steady_interval_s`` of latency (1/3 s, less than one hop),
-far cheaper than detecting on every frame.
+``FaceTracker.push(frame)`` tracks a stream of frames: the detector every
+``detect_interval_s`` (``steady_interval_s`` while the faces are steady), boxes carried
+in between, matched by IoU, smoothed, a primary face named. A face is reported in a
+frame only while a detection confirms it: frames between two detections are held and
+settled with the next one (``push`` returns the frames it settles). The cadence, the
+holding rule and its latency: docs/live.md.
 
 ``window_faces(frames)`` is THE primary-face rule: which track is a window's face
 (live windows and training preprocessing both call it on tracked frames), and

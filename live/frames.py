@@ -6,13 +6,11 @@ someone asks: most frames of a 30 fps stream are never looked at (detection runs
 few times a second, a window samples 8 frames), and the YUV→RGB conversion is a
 large share of the per-frame cost.
 
-A frame is stored at ``live.contract.media.ingest_size`` from the moment it is made (long side
-at most ``INGEST_MAX_SIDE``, 640 px): a larger decoded picture is scaled down once, in
-its own YUV format (the cheap part; RGB still only on demand), a larger pushed array
-once with PIL. A decoded picture stored sideways or mirrored (a phone's portrait video:
-``orient`` from ``live.sources.display_orientation``) is turned upright when its RGB is
-made, and ``width``/``height`` are the upright picture's from the start. Everything downstream (buffers, face boxes, crops, windows, training's
-``file_window``) sees the stored picture; ``scale`` maps its pixels back to the source.
+A frame is stored at ``live.contract.media.ingest_size`` from the moment it is made (a
+larger decoded picture scaled once in its own YUV format, a pushed array with PIL), and
+a picture stored sideways or mirrored (``orient`` from
+``live.sources.display_orientation``) is turned upright when its RGB is made;
+``scale`` maps stored pixels back to the source. Why 640 px: docs/live.md "Frame size".
 """
 from __future__ import annotations
 

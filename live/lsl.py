@@ -2,19 +2,15 @@
 ships in its wheel).
 
 * ``MarkerInlet(name)``: ``--markers lsl:NAME``. ``open()`` resolves the stream by
-  name (``RESOLVE_TIMEOUT_S``; LSLError naming it when none answers), ``start(fn)``
-  pulls on a thread and calls ``fn(event, condition, lsl_time)`` per sample: channel 0
-  is the event (a numeric stream's value becomes its text, e.g. a trigger code),
-  channel 1, if there is one, the condition. ``lsl_time`` is the sender's timestamp
-  mapped onto this machine's LSL clock (``proc_clocksync``).
-* ``WindowOutlet(name)``: ``--lsl-out NAME``. Two irregular-rate streams: ``NAME``
-  (type ``OmniEmotion``, one string channel, a JSON object per analysed window: index,
-  label, labels, start/end in media and LSL seconds, latency, event, condition) and
-  ``NAME-values`` (type ``OmniEmotionValues``, float32 channels ``speech_ratio``,
-  ``face_present``: 1/0, NaN without video). Each sample is stamped with the window's
-  end on the LSL clock, so LabRecorder puts it beside the other streams.
-* ``to_lsl`` / ``from_lsl``: the clock rule between the session clock (``live.sources.Clock``)
-  and the LSL clock (docs/study.md "Markers and LSL").
+  name (``RESOLVE_TIMEOUT_S``; LSLError naming it), ``start(fn)`` pulls on a thread and
+  calls ``fn(event, condition, lsl_time)`` per sample, ``lsl_time`` mapped onto this
+  machine's LSL clock (``proc_clocksync``).
+* ``WindowOutlet(name)``: ``--lsl-out NAME``, the streams ``NAME`` (JSON per analysed
+  window) and ``NAME-values`` (float32), stamped with the window's end on the LSL clock.
+* ``lsl_offset`` / ``from_lsl``: the clock rule between the session clock (``live.sources.Clock``)
+  and the LSL clock.
+
+Channels, stream types and the clock rule: docs/study.md "Markers and LSL".
 """
 from __future__ import annotations
 
@@ -65,11 +61,6 @@ def lsl_offset(clock) -> float:
     t = clock.now()
     b = local_clock()
     return (a + b) / 2 - t
-
-
-def to_lsl(t: float, clock) -> float:
-    """A session-clock time (s) → LSL time (s)."""
-    return t + lsl_offset(clock)
 
 
 def from_lsl(lsl_time: float, clock) -> float:

@@ -1,25 +1,12 @@
 """Event markers: stimulus onsets, task phases, questionnaire moments on a session's
 timeline, and the event fields every window record carries.
 
-A ``Marker`` is one event at one time. Its record (``to_json``), written to
-``markers.jsonl`` by ``live.run --out`` and to the study log by the app, is
-``{"type": "marker", "event", "condition", "media_time", "lsl_time", "wall_time"}``.
-
-Where markers come from:
-
-* a file's **events table** (``load_events``: CSV with columns ``time_s,event[,condition]``,
-  times in media seconds; ``lsl_time`` and ``wall_time`` null);
-* an **LSL marker stream** (``live.lsl.MarkerInlet``);
-* the page's **mark event** control (``page_marker``).
-
-``MarkerTimeline`` holds a session's markers (thread-safe, in time order) and gives each
-window its fields (``fields(start, end)``):
-
-* ``event``, ``condition``: the marker in force at the window's start (the last one at
-  or before it; an event holds until the next one; both null before the first). A
-  marker without a condition keeps the condition in force (a block's condition spans
-  the stimulus events inside it); a marker with one sets it.
-* ``events``: every marker with ``start <= media_time < end`` (its record without "type").
+A ``Marker`` is one event at one time (record: ``to_json``), from a file's events table
+(``load_events``), an LSL marker stream (``live.lsl.MarkerInlet``) or the page's mark
+event control (``page_marker``). ``MarkerTimeline`` holds a session's markers
+(thread-safe, in time order) and gives each window its ``event`` / ``condition`` (in
+force at its start) and ``events`` (``fields(start, end)``). The record, the table
+format and the window-field rule: docs/study.md "Markers and LSL".
 
 Using it (what ``live.run --events`` does; a study runner does the same per recording)::
 

@@ -4,19 +4,15 @@
                               [--model DIR [--plan NAME]] [...]
 
 SOURCE: a file path, ``webcam[:N]`` or ``mic[:DEVICE]``. Writes DIR/frames.jsonl,
-DIR/speech.jsonl, DIR/windows.jsonl, with ``--events CSV`` / ``--markers lsl:NAME``
-also DIR/markers.jsonl (``live.run_events``; ``--lsl-out NAME`` publishes the
-windows on LSL) (a DIR that exists and is not empty is refused
-unless ``--overwrite``) and prints, last, one JSON line of stats:
-``{"media_seconds", "cpu_seconds", "cpu_s_per_media_s", "frames", "windows",
-"dropped_windows", "analyser_errors"}``.
+speech.jsonl, windows.jsonl (with events or markers also markers.jsonl, through
+``live.run_events``; a non-empty DIR is refused unless ``--overwrite``) and prints, last,
+one JSON line of stats; formats and options: docs/live.md.
 
 This is a composition root: with ``--model`` it reaches up to ``model.serve.analyser``
 (lazily, only then), which ``live/`` as a library never does.
 
-Errors are one line (``live.contract.cli``): exit 2 for bad options or inputs found before any
-work (checked before a model loads), 1 for a failure while working (a decode error
-mid-file, naming the file and the media time), 130 for Ctrl-C.
+Errors: the ``live.contract.cli`` convention (inputs checked before a model loads; a
+decode error mid-file names the file and the media time).
 """
 from __future__ import annotations
 
@@ -28,7 +24,7 @@ import sys
 
 from live.worker import FAKE_DELAY_S, Analyser, FakeAnalyser, NullAnalyser
 from live.contract.cli import (DEVICE_DEFAULT, DEVICE_HELP, EXIT_INTERRUPTED, EXIT_OK, CliError, check_out, one_line,
-                  run_main)
+                               resolve_device, run_main)
 from live.face_models import ENV_MODELS, FaceModelError
 from live.lsl import LSLError
 from live.contract.media import HOP_S, WINDOW_S, check_window
@@ -79,12 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_pool_analyser(args) -> Analyser:
     """The --pool analyser (the pool is kept in ``args.pool_handle`` to close it)."""
+    from model.serve.loader import PLAN_LOADER
     from model.serve.pool import PoolConfig, parse_spec, start_pool
 
     parse_spec(args.pool)  # a bad spec is a usage error before anything starts
     if not args.model:
         raise CliError("--pool needs --model DIR (what the replicas load)")
-    cfg = PoolConfig(model=args.model, plan=args.plan, loader="quant:load_model" if args.plan else None,
+    cfg = PoolConfig(model=args.model, plan=args.plan, loader=PLAN_LOADER if args.plan else None,
                      device=args.device,
                      **({} if args.pool_batch is None else {"max_batch_size": args.pool_batch}))
     try:
@@ -103,7 +100,6 @@ def make_analyser(args) -> Analyser:
         if not os.path.isdir(args.model):
             raise CliError(f"model folder not found: {args.model}")
         try:
-            from model.checkpoint.loading import resolve_device
             from model.serve.loader import load_analyser
         except ImportError as e:
             raise CliError(f"--model needs the model package (model.serve.loader): {e}") from None

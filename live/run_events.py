@@ -8,11 +8,8 @@ where its markers come from, where they are written, and the LSL outlet of its w
 
 ``RunEvents(...)`` does every check that can fail before work (an events table's rows,
 an LSL stream that does not answer, ``--markers`` on a file read as fast as possible)
-and raises ValueError / ``live.lsl.LSLError`` naming the problem. A study runner
-analysing one recording passes ``events=<its table>`` exactly as ``live.run`` does;
-to put the markers in a study log as well, subscribe it to the timeline:
-``ev.timeline.subscribe(lambda m: study_log.write(m.to_json()))`` (a marker record has
-``"type": "marker"``; window records have no ``type``).
+and raises ValueError / ``live.lsl.LSLError`` naming the problem. ``live.study.analyse``
+uses it per recording, its markers also written to the study log (a timeline subscriber).
 """
 from __future__ import annotations
 

@@ -9,11 +9,8 @@ naming the first). Opening empties the three files (``live.run`` has already ref
 folder that is not empty unless ``--overwrite``). Thread-safe: analysed windows arrive
 from the analyser thread.
 
-Line formats (the command-line contract):
-  frames.jsonl   {"t": s, "faces": [{"track": id, "box": [x0, y0, x1, y1], "score": s}]}
-  speech.jsonl   {"start": s, "end": s}
-  windows.jsonl  the window record, ``WindowEvent.to_json()`` (fields: docs/live.md
-                 "The window record"; the same record study logs and the app write)
+Line formats (the command-line contract): docs/live.md (``live.run``), the window
+record ``WindowEvent.to_json()`` (the same record study logs and the app write).
 """
 from __future__ import annotations
 

@@ -11,13 +11,10 @@ buffers), stamped on the session ``Clock``:
 ``run(sink, stop)`` blocks until the media ends or ``stop`` is set; ``open()`` checks
 the device or file first and raises ``SourceError`` naming it.
 
-The one decode rule for files: a decoded picture is turned upright as every player
-shows it, following the container's display matrix (a phone's portrait video is
-stored sideways with a 90/270 degree rotation, a front camera's sometimes mirrored):
-``display_orientation`` reads it from each decoded frame and ``VideoFrame`` applies it,
-so face boxes, crops and windows are in upright coordinates. Audio of any rate and
-channel layout goes through ``Resampler`` (downmixed, resampled to 16 kHz); video keeps
-each frame's own timestamp (variable frame rate files keep their true times).
+The one decode rule for files (docs/live.md "Recordings as phones make them"): a
+decoded picture is turned upright following the container's display matrix
+(``display_orientation`` reads it, ``VideoFrame`` applies it); audio goes through
+``Resampler`` to 16 kHz mono; each video frame keeps its own timestamp.
 
 A file's clock (``file_origin``) starts at the earliest start of its streams; its
 frames are stamped on it by ``_video_time``. ``video_times`` / ``iter_video_frames``

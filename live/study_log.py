@@ -1,36 +1,14 @@
 """Study logs: one JSON line per window, durable as soon as it is written.
 
 ``StudyLog(root, session, participant)`` appends to ``root/<session>.jsonl`` through
-``live.contract.appendfile.AppendFile``: one process writes a session (a second one is refused
-with ``OutputLocked`` naming the owner), a torn last line left by a killed process is
-cut and kept aside before the first append, and every line is written whole and
-``fsync``ed before ``write()`` returns (a full disk is an ``OSError`` naming the file),
-so a crash, a killed process or a power cut loses at most the window in flight.
-Re-opening the same session appends (a study session that was interrupted goes on in
-the same file). The study folder and its media folders are owner-only (0700), every
-file in them 0600.
-
-Consent: every line carries ``consent`` (true/false: the participant consents to
-storing recordings for research) and ``consent_at`` (the wall time it was given, null
-without consent). Raw media need it: ``keep_media=True`` without ``consent=True`` is
-refused (StudyLogError), and ``set_consent(False)`` (consent withdrawn) stops storing
-media at once. ``model.data.curate study`` reads these fields.
-
-No raw video or audio is stored unless ``keep_media=True``: then each window's
-sampled frames and its 16 kHz audio go to ``root/<session>_media/window_<run>_<index>.npz``
-(arrays ``frames`` (T, H, W, 3) uint8 and ``audio`` (n,) float32, plus ``rate``), named
-in the window's line as ``media`` (relative to ``root``; null without media). Run ids
-come from ``new_run_id`` (unique across tabs, processes and restarts) and a media file
-is never overwritten, so ``(run, index)`` names one window of one recording.
-
-Withdrawal (``withdraw``): a participant's media, and on request their records, are
-deleted from a study folder, and ``root/audit.jsonl`` gets a line saying what was
-deleted, when and why.
-Whole files (media, CSV exports) are written by ``live.contract.files.write_whole``: a temporary name,
-fsync, rename; a reader never sees one half-written.
-
-Ownership (``LogOwners``): a study session id belongs to the browser session that
-opened it; another one cannot open it (and so cannot append to it or export it).
+``live.contract.appendfile.AppendFile`` (one writer, torn tail repaired, whole fsynced
+lines, 0600 files in 0700 folders); re-opening a session appends. Every line carries
+``consent`` / ``consent_at``; raw media (``keep_media=True``, needs ``consent=True``)
+go to ``root/<session>_media/window_<run>_<index>.npz``, named in the line as ``media``
+and never overwritten. ``new_run_id`` makes ``(run, index)`` name one window of one
+recording; ``withdraw`` deletes a participant's media (and on request records) with a
+line in ``root/audit.jsonl``; ``LogOwners`` says which browser session owns which id.
+The full rules: docs/app.md "Study logs" and docs/study.md.
 
 This module knows no model: a record is any JSON-able dict (the app writes the window
 record, ``live.engine.WindowEvent.to_json``, plus run/source/plan); ``CSV_FIELDS``
@@ -189,18 +167,6 @@ class StudyLog:
             if not consent:
                 self.keep_media = False
 
-    def save_media(self, name: str, frames: np.ndarray | None, audio: np.ndarray | None,
-                   rate: int) -> Path | None:
-        """Store frames + audio as ``<session>_media/<name>.npz`` (only when
-        ``keep_media`` and consent); the path or None. Never overwrites (StudyLogError)."""
-        with self._lock:
-            if not (self.keep_media and self.consent):
-                return None
-            out = self.media_dir / f"{name}.npz"
-            if out.exists():
-                raise StudyLogError(f"{out} exists: not overwritten")
-            return self._save(out, frames, audio, rate)
-
     def _save(self, out: Path, frames, audio, rate: int) -> Path:
         """The media file written whole (0600); OSError naming it when it cannot be."""
         try:
@@ -350,7 +316,7 @@ def withdraw(root: str | Path, participant: str, records: bool = False, reason: 
     "sessions": [sessions with their lines], "by": {"user", "pid"}}``.
 
     Media are found from the lines: a line's ``media`` field, or for a line without one
-    (older logs, media stored with ``save_media``) the name its ``(run, index)`` gives,
+    (older logs) the name its ``(run, index)`` gives,
     unless another participant's line of the same session gives that name too. ``records`` takes each session's lock first (all or
     nothing): a session another process writes is refused with ``OutputLocked``
     naming it. StudyLogError for a bad id, reason or folder."""
@@ -415,7 +381,7 @@ def _participant_marker(pid: str) -> re.Pattern:
 def _delete_media(root: Path, session: str, mine: list[dict], others: list[dict]) -> list[str]:
     """Delete the media files ``mine`` name (module docstring); their paths relative to ``root``."""
     def legacy(o: dict) -> str | None:
-        # lines without a media name (older logs, or media stored apart with save_media):
+        # lines without a media name (older logs, whose media were stored apart):
         # the name their (run, index) gives
         run, index = o.get("run"), o.get("index")
         if isinstance(o.get("media"), str) or type(run) is not int or type(index) is not int:

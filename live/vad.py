@@ -3,9 +3,9 @@
 Three stateful callables (``reset()``, ``__call__(...)``, ``flush()``):
 
 * ``Rechunker``: any chunk sizes in → exactly ``CHUNK``-sample pieces out.
-* ``SileroSpeechProb``: one 512-sample chunk → speech probability (the model keeps
+* ``SileroOnnxProb``: one 512-sample chunk → speech probability (the model keeps
   its recurrent state between calls). Behind the ``SpeechProb`` protocol so tests or
-  other VADs can stand in.
+  other VADs can stand in (the JIT model, for comparison: ``bench/silero_jit.py``).
 * ``VADGate``: audio in → finished speech segments ``(start_s, end_s)`` out, with a
   threshold, a hangover (silence needed to end a segment) and a minimum length.
 """
@@ -81,19 +81,6 @@ class SpeechProb(Protocol):
     def reset(self) -> None: ...
 
 
-def load_silero():
-    """silero-vad's JIT model. Importing silero_vad calls ``torch.set_num_threads(1)``
-    for the whole process; put the caller's setting back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        from silero_vad import load_silero_vad
-    finally:
-        torch.set_num_threads(threads)
-    return load_silero_vad()
-
-
 ONNX_CONTEXT = 64  # samples of the previous chunk the 16 kHz ONNX model sees before each chunk
 ONNX_STATE = (2, 1, 128)  # the ONNX model's recurrent state, float32
 
@@ -147,43 +134,6 @@ class SileroOnnxProb:
         x[0, ONNX_CONTEXT:] = chunk
         out, self._state = self.session.run(None, {"input": x, "state": self._state, "sr": self._sr})
         return float(out.reshape(-1)[0])
-
-
-class SileroSpeechProb:
-    """Streaming silero-vad, the JIT (TorchScript) model: keeps the model's state across
-    calls; ``reset()`` clears it. Kept for comparison (``bench/live.py``); the default
-    is ``SileroOnnxProb``."""
-
-    def __init__(self, model=None) -> None:
-        import torch
-
-        self._torch = torch
-        self.model = model if model is not None else load_silero()
-        self.reset()
-
-    def reset(self) -> None:
-        self.model.reset_states()
-
-    def warm_up(self, chunks: int = 40) -> None:
-        """Run the TorchScript model a few times, so its profiling passes happen now
-        rather than in the first second of a session; then reset."""
-        _warm_up(self, chunks)
-
-    def __call__(self, chunk: np.ndarray) -> float:
-        _check_chunk(chunk)
-        torch = self._torch
-        # One intra-op thread for this call only: a 512-sample chunk is too small to
-        # share, and idle OpenMP workers spin afterwards (twice the CPU for nothing).
-        # The setting is per calling thread, and the caller's is put back.
-        threads = torch.get_num_threads()
-        if threads != 1:
-            torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                return float(self.model(torch.from_numpy(chunk), AUDIO_RATE).item())
-        finally:
-            if threads != 1:
-                torch.set_num_threads(threads)
 
 
 class VADGate:

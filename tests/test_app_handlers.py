@@ -169,7 +169,8 @@ def test_consent_withdrawn_stops_media_and_self_report_clears(tiny, tmp_path):
     s.study.set_self_report("")  # cleared: no self-report from here on
     assert s.study.self_report is None and s.study.self_report_at is None
     assert "no raw video or audio" in s.study.set_consent(False)
-    assert s.study.log.save_media("window_001_00000", np.zeros((1, 4, 4, 3), np.uint8), None, 16_000) is None
+    s.study.log.write_window({"run": 1, "index": 0}, np.zeros((1, 4, 4, 3), np.uint8), None, 16_000)
+    assert not list(tmp_path.glob("S06_media/*"))  # withdrawn: no media stored
     line = s.study.log.write({"index": 0, "consent": True})  # a record cannot claim consent
     assert line["consent"] is False and line["consent_at"] is None
     s.study.set_consent(True)
@@ -435,7 +436,7 @@ def test_model_that_fails_to_load_says_so(tmp_path):
 
 def test_plan_loads_through_quant(tmp_path):
     """A plan chosen on the page reloads the model through quant.load_model (4-bit)."""
-    holder = ModelHolder("tiny", max_new_tokens=4, plan_loader=app.load_with_plan)
+    holder = ModelHolder("tiny", max_new_tokens=4, plan_loader=app.PLAN_LOADER)
     holder.start("nf4").join(60)
     assert holder.state == "ready", holder.message
     kinds = {type(m).__name__ for m in holder.analyser.model.modules()}

@@ -209,7 +209,7 @@ def test_export_reads_back_as_training_manifest(tmp_path, clip_path, capsys):
     assert edited["task"] == "emotion_reason" and edited["source"] == "dfew" and edited["source_label"] == "angry"
     assert edited["conversations"][0]["content"] == INSTRUCTION
     assert Path(edited["video"]).is_absolute() and Path(edited["video"]).is_file()
-    ds = TrainDataset.from_manifest(out, phase=3, face_tracker=no_face_tracker)
+    ds = TrainDataset(read_manifest(out), 3, base_dir=out.parent, face_tracker=no_face_tracker)
     item = ds[ids.index("dfew/002")]
     assert item["clip"].has_video and item["clip"].has_audio  # the absolute video path decodes
     # --require-agreement: only clips both kept; the text of the first listed reviewer

@@ -1,5 +1,5 @@
 """Study recordings as a data source: a session folder written by the real
-``live.study_log.StudyLog`` (keep_media, ``save_media`` per window, as the app's live
+``live.study_log.StudyLog`` (keep_media, ``write_window`` per window, as the app's live
 tab does) → ``python -m model.data.curate study`` → a labelled manifest whose clips
 decode, and which the SRE run (dry run) and the trainer's dataset read.
 """
@@ -48,10 +48,11 @@ def sessions(tmp_path_factory):
 
     def record(log: StudyLog, index: int, extra: dict, media: bool = True) -> None:
         rec, frames, audio = _window(clip, index)
-        log.write({**rec, **extra})
-        if media:
-            log.save_media(f"window_{rec['run']:03d}_{index:05d}", frames, audio, AUDIO_RATE)
-            saved[(log.session, index)] = (frames, audio)
+        if not media:
+            log.write({**rec, **extra})
+            return
+        log.write_window({**rec, **extra}, frames, audio, AUDIO_RATE)
+        saved[(log.session, index)] = (frames, audio)
 
     with StudyLog(root, "s1", "p01") as log:  # logging on, consent box not yet ticked
         record(log, 4, {"self_report": "angry"}, media=False)
@@ -129,7 +130,7 @@ def test_study_consented_flag_and_refusals(sessions, tmp_path, capsys):
     (sample,) = read_manifest(out)
     assert sample["id"] == "study/s2/001_00000" and sample["label"] == "happy"
     assert "happy" in sample["options"] and len(sample["options"]) >= 2  # DFEW classes added
-    ds = TrainDataset.from_manifest(out, phase=2, face_tracker=no_face_tracker)
+    ds = TrainDataset(read_manifest(out), 2, base_dir=out.parent, face_tracker=no_face_tracker)
     assert ds[0]["clip"].has_video
     # nothing is overwritten silently; an unknown session is named
     r = run_cli(capsys, "study", str(root), "--out", str(out), "--consented")

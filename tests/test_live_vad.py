@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from live.contract.media import AUDIO_RATE
-from live.vad import CHUNK, Rechunker, SileroOnnxProb, SileroSpeechProb, VADGate, load_silero
+from bench.silero_jit import SileroSpeechProb, load_silero
+from live.vad import CHUNK, Rechunker, SileroOnnxProb, VADGate
 from tests.media import cached_clip
 
 TOL_S = 0.150  # the tolerance for segment boundaries

@@ -148,6 +148,8 @@ def test_bad_withdrawal_arguments_are_refused(tmp_path, kw, match):
 def test_media_stored_apart_from_their_line_are_found_by_run_and_index(tmp_path):
     with StudyLog(tmp_path, "S1", "P1", keep_media=True, consent=True) as log:
         line = log.write({"run": 7, "index": 3})  # written, then its media stored apart
-        log.save_media("window_007_00003", FRAMES, AUDIO, 16_000)
+    # an older log's media file, stored apart from its line (the name its run and index give)
+    (tmp_path / "S1_media").mkdir(exist_ok=True)
+    np.savez(tmp_path / "S1_media" / "window_007_00003.npz", frames=FRAMES, audio=AUDIO, rate=16_000)
     assert line["media"] is None and (tmp_path / "S1_media" / "window_007_00003.npz").is_file()
     assert withdraw(tmp_path, "P1")["media_deleted"] == ["S1_media/window_007_00003.npz"]

@@ -13,10 +13,16 @@ import pytest
 
 from model.net import tokens
 from model.train.collator import TrainCollator
-from model.data.manifest import make_sample, write_manifest
+from model.data.manifest import make_sample, read_manifest, write_manifest
 from model.data.preprocess import cache_path
 from model.train.dataset import SampleError, TrainDataset
 from model.net.processor import IGNORE_INDEX
+
+
+def dataset_of(manifest: Path, phase: int, cache_dir=None) -> TrainDataset:
+    """The trainer's way: the manifest read and validated, media resolved against its folder."""
+    return TrainDataset(read_manifest(manifest), phase, cache_dir=cache_dir, base_dir=Path(manifest).parent)
+
 
 ANSWERS = ("happy.", "sad.", "angry.", "neutral.")
 QUESTION = "Which emotion does the person show?"
@@ -73,7 +79,7 @@ def synthetic(tmp_path):
 @pytest.mark.parametrize("phase,video,audio", [(1, False, True), (2, True, False), (3, True, True)])
 def test_dataset_keeps_only_the_phase_modalities(synthetic, phase, video, audio):
     manifest, cache = synthetic
-    ds = TrainDataset.from_manifest(manifest, phase, cache_dir=cache)
+    ds = dataset_of(manifest, phase, cache_dir=cache)
     assert len(ds) == 4 and ds.ids[0] == "syn/000"
     item = ds[1]
     assert item["id"] == "syn/001"
@@ -94,7 +100,7 @@ def test_dataset_keeps_only_the_phase_modalities(synthetic, phase, video, audio)
 def test_missing_cache_entry_raises_with_the_sample_id(synthetic):
     manifest, cache = synthetic
     cache_path(cache, "syn/002").unlink()
-    ds = TrainDataset.from_manifest(manifest, 3, cache_dir=cache)
+    ds = dataset_of(manifest, 3, cache_dir=cache)
     ds[1]  # neighbours still load
     with pytest.raises(SampleError, match="syn/002"):
         ds[2]
@@ -105,10 +111,10 @@ def test_sample_without_the_phase_modality_raises(tmp_path, synthetic):
     rng = np.random.default_rng(1)
     write_cached_sample(cache, "syn/001", rng, video=True, audio_s=None)  # no audio now
     with pytest.raises(SampleError, match="syn/001.*audio"):
-        TrainDataset.from_manifest(manifest, 1, cache_dir=cache)[1]
+        dataset_of(manifest, 1, cache_dir=cache)[1]
     write_cached_sample(cache, "syn/003", rng, video=False, audio_s=1.0)  # audio only
     with pytest.raises(SampleError, match="syn/003.*video"):
-        TrainDataset.from_manifest(manifest, 2, cache_dir=cache)[3]
+        dataset_of(manifest, 2, cache_dir=cache)[3]
 
 
 def test_long_audio_is_cut_to_the_encoder_window(tmp_path):
@@ -123,7 +129,7 @@ def test_collator_pads_right_masks_prompt_and_counts_placeholders(synthetic, tin
     model, processor = tiny
     cfg = model.config
     manifest, cache = synthetic
-    ds = TrainDataset.from_manifest(manifest, 3, cache_dir=cache)
+    ds = dataset_of(manifest, 3, cache_dir=cache)
     items = [ds[0], ds[1], ds[3]]
     batch = TrainCollator(processor)(items)
     ids, att, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
@@ -155,7 +161,7 @@ def test_collator_pads_right_masks_prompt_and_counts_placeholders(synthetic, tin
 def test_collator_names_the_bad_sample(synthetic, tiny):
     _, processor = tiny
     manifest, cache = synthetic
-    ds = TrainDataset.from_manifest(manifest, 3, cache_dir=cache)
+    ds = dataset_of(manifest, 3, cache_dir=cache)
     bad = ds[2]
     bad["clip"].audio = np.full(1000, np.nan, np.float32)
     with pytest.raises(SampleError, match="syn/002.*NaN"):

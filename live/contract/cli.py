@@ -71,7 +71,6 @@ def quiet_library_noise() -> None:
             log.addFilter(_DropNoise(start))
 
 
-
 class CliError(Exception):
     """A usage or input error: reported as one line on stderr, exit ``EXIT_USAGE``."""
 

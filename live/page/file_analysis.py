@@ -4,11 +4,10 @@ records' table, timeline and JSONL + CSV exports (``file_outputs``). The windows
 study log when one is on (the tab's own, or the app's ``--log-session`` log, which API
 callers share), with the tab's self-report; an upload is deleted once analysed (or refused).
 
-A file must be a video: a container with a video stream of more than one frame (a
-picture renamed ``.mp4`` is refused, naming the file). A window whose study-log line
-cannot be written (a full disk) does not stop the analysis, but the analysis then ends
-in ``WindowsNotLogged`` naming those windows: nothing reports success for data it did
-not store.
+A file must be a video of more than one frame (``check_video``); a window whose
+study-log line cannot be written does not stop the analysis, which then ends in
+``WindowsNotLogged`` naming those windows: nothing reports success for data it did not
+store.
 
 Knows no model: ``holder`` is any ``live.page.session.ModelServer``.
 """

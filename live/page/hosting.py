@@ -1,15 +1,11 @@
 """How the page is served: who may reach it, where its errors go, and where Gradio
 may put files.
 
-Access: the page binds to loopback; any other address, or a public share link, needs a
-login (Gradio's own auth), read from a file of ``user:password`` lines or from
-``$OMNI_EMOTION_AUTH``. Errors: one line per event on stderr, full tracebacks (once per
-distinct error) in a log file; a client that went away mid-request is not an error.
-Temporary files: Gradio writes uploads, microphone chunks and the files it serves
-into ``$GRADIO_TEMP_DIR``; ``private_temp_dir`` points that at a folder of this process
-alone (0700), removed at exit, so nothing of a participant outlives the app there.
-Memory: glibc's malloc arenas are capped for a server of many threads (``limit_malloc``)
-and freed heap pages handed back after a file analysis or a closed tab (``release_memory``).
+Access (loopback, else a login: ``check_exposure``, ``read_auth``), errors (one line on
+stderr, tracebacks in the log file: ``setup_logging``), Gradio's temporary files (a
+folder of this process, removed at exit: ``private_temp_dir``, ``sweep_temp``) and
+memory (``limit_malloc``, ``release_memory``): docs/app.md "Security and errors" and
+"Privacy".
 """
 from __future__ import annotations
 

@@ -41,14 +41,11 @@ class TabStudy:
     # -- study log -----------------------------------------------------------------
     def set_logging(self, on: bool, participant: str = "", session: str = "",
                     keep_media: bool = False, owner: str | None = None, consent: bool = False) -> str:
-        """Open/close this tab's own study log; returns the banner text ('' when off).
-        With ``owners`` (the app's ``LogOwners``), the study session id must be free or
-        already ``owner``'s (the browser session's hash): StudyLogError otherwise.
-        ``keep_media`` needs ``consent`` (the participant's, to storing recordings for
-        research): StudyLogError otherwise, and nothing is opened. A study session another
-        process writes is refused (StudyLogError naming the owner). The flags must be
-        bools and the ids text (StudyLogError: a page sends what its client says).
-        Turning it off falls back to the app's ``shared_log`` (--log-session), if any."""
+        """Open/close this tab's own study log; returns the banner text ('' when off);
+        off falls back to the app's ``shared_log`` (--log-session), if any. StudyLogError,
+        nothing opened: an id not free or not ``owner``'s (``owners``, keyed by the browser
+        session's hash), ``keep_media`` without ``consent``, a study session another
+        process writes, flags that are not bools (docs/app.md "Security and errors")."""
         for name, flag in (("logging", on), ("keep media", keep_media), ("consent", consent)):
             if not isinstance(flag, bool):
                 raise StudyLogError(f"{name} must be true or false, got {type(flag).__name__}")
@@ -81,12 +78,10 @@ class TabStudy:
         return self.log is not None and self.log is not self.shared_log
 
     def set_consent(self, consent: bool) -> str:
-        """The page's consent box changed: the study log this tab writes (its own or the
-        app's ``--log-session`` log: consent is the study's, not the tab's) records it
-        from the next window on. Withdrawn also stops storing raw media and deletes the
-        participant's stored media from the study folder (``live.study_log.withdraw``,
-        an audit line says what): ``self.notice`` says what was deleted. Returns the
-        banner."""
+        """The page's consent box changed: the log this tab writes (its own or the app's:
+        consent is the study's) records it from the next window on. Withdrawn also stops
+        storing media and deletes the participant's stored media (``live.study_log.withdraw``,
+        with its audit line); ``self.notice`` says what was deleted. Returns the banner."""
         if not isinstance(consent, bool):
             raise StudyLogError(f"consent must be true or false, got {type(consent).__name__}")
         with self.lock:

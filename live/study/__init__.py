@@ -29,7 +29,6 @@ REPORT_HTML = "report.html"
 KEY_FILE = "pseudonym.key"  # the export's HMAC key: stays in the study folder (0600)
 
 
-
 def withdrawn(out: str | Path) -> set[str]:
     """Participants whose records were deleted on withdrawal (``audit.jsonl`` lines of
     ``live.study_log.withdraw`` with ``records``): a resumed analysis never makes

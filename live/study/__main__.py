@@ -1,9 +1,7 @@
 """Command line of ``live.study`` (see ``live/study/__init__.py`` and docs/study.md).
 
-Errors follow ``live.contract.cli``: one line, exit 2 for bad input found before any work (a
-missing folder, a bad participants table, an --out in use), 1 while working (for
-``analyse``: some recordings could not be analysed; they are in failures.jsonl),
-130 for Ctrl-C. Each command prints one JSON line last.
+Errors: the ``live.contract.cli`` convention (``analyse`` exits 1 when some recordings
+failed: they are in failures.jsonl). Each command prints one JSON line last.
 """
 from __future__ import annotations
 

@@ -8,13 +8,11 @@ format: ``WindowEvent.to_json`` + ``source``, ``plan``, ``session``, ``participa
 (``--events-dir``) gets its marker records first and ``event``/``condition``/``events``
 in every window record, as ``live.run --events`` (``live.run_events.RunEvents``).
 
-Resumable: a recording's log is written under ``OUT/.partial/<session>/`` and renamed
-to ``OUT/<session>.jsonl`` only when the recording is complete, so a log in OUT is
-always whole; a rerun with ``--resume`` skips recordings that have one and redoes the
-rest (a partial log is removed first: never duplicated, never half); a participant
-whose records were withdrawn (``audit.jsonl``) is never analysed again. A recording that
-cannot be read or fails mid-file gets a line in ``OUT/failures.jsonl`` (``AppendFile``)
-and the others go on. One writer per study folder (``OutputLock`` on OUT).
+Resumable (``--resume``: logs written under ``OUT/.partial/<session>/`` and renamed
+when complete, so a log in OUT is always whole; withdrawn participants are never
+analysed again); a recording that fails gets a line in ``OUT/failures.jsonl`` and the
+others go on; one writer per study folder (``OutputLock`` on OUT). The details:
+docs/study.md.
 """
 from __future__ import annotations
 

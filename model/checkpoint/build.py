@@ -6,9 +6,7 @@
     python -m model.checkpoint.build --preset 0.5b|7b --describe --json      # parameter counts (meta)
     python -m model.checkpoint.build --preset 0.5b|7b --from-pretrained --out DIR [--face model.pt]
 
-Errors follow `live.contract.cli`: one line on stderr; bad options, a missing input file or an
-existing --out (without --overwrite) exit 2, a checkpoint that fails to download, load
-or fit exits 1.
+Errors: the `live.contract.cli` convention.
 """
 from __future__ import annotations
 

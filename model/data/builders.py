@@ -4,24 +4,17 @@
     phase 2  csv (video,label), dfew (CSV), mafw (txt/CSV)      → emotion_cls
     phase 3  reasoning (SRE/HRE-style JSON/JSONL)               → emotion_reason
 
-Accepted layouts are documented per builder and in docs/data.md. A malformed row
-raises ``ValueError`` naming file and row: a label file with a bad row is a broken
-label file, and training on a silently shortened one would be worse. A sample whose
-media file is missing, or (with a cache) does not decode, is *skipped* and reported
-by id in ``BuildResult.skipped`` with the reason.
-
-Every builder takes a seed: templates and option orders are drawn per sample from one
-``random.Random(seed)``, so the same inputs give the same manifest. Media paths in the
-manifest are absolute (resolved from ``media_dir``).
+Accepted layouts, the failure rules (a malformed row raises ``ValueError`` naming file
+and row: training on a silently shortened label file would be worse; a sample whose
+media is missing or does not decode is skipped and reported in ``BuildResult.skipped``)
+and the seeded templates: docs/data.md.
 
 Command line::
 
     python -m model.data.builders dfew LABELS.csv VIDEO_DIR --out train.jsonl \\
         [--seed 0] [--cache CACHE_DIR] [--no-check-files] [--overwrite]
 
-Errors follow `live.contract.cli`: a bad label file, an existing --out (without --overwrite) or
-an --out / --cache that cannot be written exit 2, a cache or output that fails while
-writing exits 1; one line on stderr.
+Errors: the `live.contract.cli` convention.
 """
 from __future__ import annotations
 

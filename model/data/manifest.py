@@ -1,14 +1,7 @@
 """The one training/evaluation manifest format: JSONL, one sample a line.
 
-A line::
-
-    {"id": "dfew/00017",
-     "video": "videos/00017.mp4",          # null for audio-only samples (phase 1)
-     "audio": "audio/00017.wav",           # optional; absent → the video's own track
-     "task": "emotion_cls",
-     "conversations": [{"role": "user", "content": "<instruction>"},
-                       {"role": "assistant", "content": "<answer>"}]}
-
+A line's keys (``id``, ``video`` or null, optional ``audio``, ``task``,
+``conversations``, and what builders keep for evaluation): docs/data.md "Manifest".
 Relative media paths are kept as written; ``resolve_media`` resolves them against the
 manifest's folder, so a manifest and its media can move together.
 

@@ -11,11 +11,9 @@ so training sees what serving sees. Faces are cropped from the full-resolution f
 (small faces need the pixels), then the frames are scaled down for storage: the vision
 tower sees 384 px anyway. Audio comes from ``live.sources.decode_audio``.
 
-A video that cannot be decoded is reported by id and left out of the cache — never
-replaced by another sample or by blank frames; ``preprocess_manifest`` returns the
-failures so the builder can drop those samples and count them. ``load_cached`` raises
-for a sample that is not in the cache, so a training dataset built on it cannot
-silently swap a sample either.
+A video that cannot be decoded is reported by id and left out of the cache, never
+replaced (``preprocess_manifest`` returns the failures; ``load_cached`` raises for a
+sample not in the cache): docs/data.md "Failures".
 """
 from __future__ import annotations
 

@@ -5,12 +5,9 @@
     python -m model.evaluate emer-ov     --pred P --gold G (--synonyms S | --judge URL) --json
     python -m model.evaluate emer-reason --pred P --gold G --judge URL --json
 
-Scores print in percent. Things a reader must know about (missing predictions, ids
-without synonym groups, malformed judge answers, where the confusion matrix went) are
-reported on stderr, so ``--json`` stdout stays one parseable object. Errors follow
-`live.contract.cli`: one line on stderr; input errors (a missing file, a malformed line, named
-by file and line) exit 2, failures while working (a model that does not load, an
-unreachable judge) exit 1. See docs/evaluation.md.
+Scores print in percent; reports go to stderr, so ``--json`` stdout stays one
+parseable object; errors follow `live.contract.cli` (input errors exit 2, failures
+while working 1). See docs/evaluation.md.
 """
 from __future__ import annotations
 

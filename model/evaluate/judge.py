@@ -3,9 +3,8 @@
 Two jobs: group open-vocabulary labels into synonym sets (EMER-OV with ``--judge``) and
 score an explanation against the reference (EMER reasoning, clue and label overlap
 1–10). The calls go through the project's one model-server client,
-``model.data.curate.endpoint.Endpoint`` (the ``openai`` client: retries with backoff on
-network errors, 408/409/429/5xx; timeouts; answers cached on disk by content so a rerun
-costs nothing and gives the same numbers). An answer that does not parse is raised as
+``model.data.curate.endpoint.Endpoint`` (retries, timeouts, answers cached on disk, so a
+rerun costs nothing and gives the same numbers). An answer that does not parse is raised as
 ``JudgeAnswerError`` carrying the raw text — the caller reports it; nothing here
 guesses a value. Malformed answers are not cached, so a later run asks again.
 """
@@ -17,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from model.data.curate.endpoint import (AnswerError, Endpoint, EndpointError, json_object, schema_format,
+from model.data.curate.endpoint import (AnswerError, Endpoint, EndpointError, answer_int, json_object, schema_format,
                                         strip_wrapping)
 from model.evaluate.metrics import parse_group_lists
 
@@ -171,15 +170,8 @@ def parse_scores_answer(answer: str) -> tuple[int, int]:
         ValueError: no single JSON object with both keys as integers in 1..10.
     """
     obj = json_object(answer)
-    out = []
-    for key in ("clue_overlap", "label_overlap"):
-        v = obj.get(key)
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int) or not SCORE_MIN <= v <= SCORE_MAX:
-            raise ValueError(f"{key} must be an integer {SCORE_MIN}..{SCORE_MAX}, got {v!r}")
-        out.append(v)
-    return out[0], out[1]
+    return (answer_int(obj, "clue_overlap", SCORE_MIN, SCORE_MAX),
+            answer_int(obj, "label_overlap", SCORE_MIN, SCORE_MAX))
 
 
 def score_reasoning(client: JudgeClient, reference: str, prediction: str) -> tuple[int, int]:

@@ -1,16 +1,10 @@
 """Evaluation metrics of the paper (§5), as pure functions over id → label maps.
 
-* Classification (DFEW, MAFW): UAR = mean per-class recall over the classes present in
-  the gold labels; WAR = recall weighted by class frequency = accuracy. Fractions in
-  [0, 1] here; the CLI prints percent.
-* EMER-OV (open vocabulary): labels lower-cased, mapped to synonym groups; per sample
-  precision = |G∩P| / |P| (0 when P is empty), recall = |G∩P| / |G|; both averaged over
-  samples; headline = their mean. This follows MERTools'
-  ``calculate_openset_overlap_rate_mer2024`` exactly, including how it reads list-like
-  label strings (see ``model.net.answers.parse_label_list``), so its published numbers are reproduced.
-
-A gold id with no prediction is never dropped: it counts as wrong (classification) or
-as an empty prediction (EMER-OV), and is listed in the result so the CLI reports it.
+Classification (UAR, WAR) and EMER-OV (MERTools' ``calculate_openset_overlap_rate_mer2024``
+exactly, so its published numbers are reproduced): the definitions are in
+docs/evaluation.md. Fractions in [0, 1] here; the CLI prints percent. A gold id with
+no prediction is never dropped: it counts as wrong (classification) or as an empty
+prediction (EMER-OV), and is listed in the result so the CLI reports it.
 """
 from __future__ import annotations
 

@@ -3,19 +3,9 @@
 The processor lays placeholders out with these functions, the model checks its features
 against them, and the tests assert them. Nobody else recomputes a count.
 
-Layout of the user turn (paper §4.4, "modality special tokens"):
-
-    <vi_start> VISUAL <vi_end> <au_start> <audio>×A <au_end>
-
-VISUAL depends on the fusion (paper Fig. 6), with v = visual tokens per frame, f = face
-tokens per frame, T frames and one trailing `<video>` for LLaVA-OneVision's newline:
-
-    video_concat     <video>×(v·T) <face>×(f·T) <video>
-    frame_concat     (<video>×v <face>×f)×T <video>
-    cross_attention  (<video>×v <face>×f)×T <video>   (face slots hold the attended tokens)
-
-`masked_scatter` fills placeholders in order, so per-frame interleaving needs nothing more
-than this layout.
+The layout of the user turn (paper §4.4; VISUAL per fusion, Fig. 6) is tabled in
+docs/model.md; `masked_scatter` fills placeholders in order, so per-frame interleaving
+needs nothing more than this layout.
 """
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
 """Per-frame encoder reuse for serving: every frame and face crop encoded once.
 
-At a 1 s hop over 4 s windows of 8 frames, a frame sits in up to four consecutive
-windows. `FrameFeatureCache` keeps each frame's visual features (SigLIP → projector →
-pooling, `OmniEmotionModel.visual_features`) and each face crop's features
-(FaceXFormer → projector, `face_features`) keyed by the frame's identity in its source,
-and hands the model the (1, T, v, H) / (1, T, f, H) rows it would have computed
-(`visual_embeds` / `face_embeds`); the per-slot parts (frame embeddings, face mask,
-fusion, newline) are applied after the cache, inside the model. Exact: every encoder
-sees the same per-frame pixels, one frame at a time being independent of the others.
+`FrameFeatureCache` keeps each frame's visual features and each face crop's features
+keyed by the frame's identity in its source, and hands the model the (1, T, v, H) /
+(1, T, f, H) rows it would have computed (`visual_embeds` / `face_embeds`); the
+per-slot parts are applied after the cache, inside the model. Exact, and why: docs/model.md
+"Streaming cost".
 
 The cache is bounded (`capacity` entries per branch, least recently used dropped). One
 cache per stream: `model.serve.streams.StreamState` holds it (the single-process analyser

@@ -7,8 +7,8 @@ whitespace stripped) and read the answer with the same parser (`model.net.answer
 `AnswerTracker` is the one place an answer is decoded and parsed: once per new token
 while it grows (streaming, labels-first stopping), the last parse is the answer's.
 
-The generation budgets live here too, one per purpose. Importing this module is light
-(no torch) so command lines can read the defaults before any model code loads.
+The generation budgets live here too, one per purpose; importing this module is light
+(no torch), so command lines read the defaults before any model code loads.
 """
 from __future__ import annotations
 

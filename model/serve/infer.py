@@ -10,9 +10,7 @@ would (`model.data.preprocess.preprocess_sample` → `live.window.file_window`) 
 "notes": [what was missing, e.g. no audio]}. A video without audio is analysed from the
 picture alone, as `live.run` and the page's File tab do; the output says so ("audio":
 "absent", a note, and "no audio" in the plain-text summary; a missing label reads "no
-label"). Errors follow `live.contract.cli`: one line on stderr; bad input (a missing or damaged
-checkpoint, a missing or unreadable video, --device cuda without CUDA) exits 2 before
-the model loads, a failure while loading or generating exits 1.
+label"). Errors: the `live.contract.cli` convention (inputs checked before the model loads).
 """
 from __future__ import annotations
 

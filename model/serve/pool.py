@@ -1,15 +1,12 @@
 """Many live streams on a pool of replicas: the analyser as a Ray Serve deployment
 (docs/serving.md has the design, the failure table and the commands).
 
-* ``AnalyserReplica``: one replica = one model loaded by ``model.serve.loader`` (any
-  precision plan, or the tiny model); windows of many streams go into one ``generate``
-  call (``@serve.batch``, ``OmniEmotionAnalyser.analyse_batch``: each result equal to
-  the window analysed alone).
-* Stream affinity: a window carries its stream id as Ray Serve's multiplexed model id, so
-  it goes to the replica that holds the stream's ``model.serve.streams.StreamState``
-  (frame cache, label memory), and elsewhere when that one dies. At most
-  ``MAX_STREAMS_PER_REPLICA`` streams per replica (least recently used dropped); a
-  stream idle for ``STREAM_IDLE_S`` has its cache emptied (an ended stream idles out).
+* ``AnalyserReplica``: one replica = one model loaded by ``model.serve.loader``; windows
+  of many streams go into one ``generate`` call (``@serve.batch``), each result equal
+  to the window analysed alone.
+* Stream affinity: a window carries its stream id as Ray Serve's multiplexed model id,
+  so it goes to the replica holding its ``model.serve.streams.StreamState``
+  (``MAX_STREAMS_PER_REPLICA``, ``STREAM_IDLE_S``: docs/serving.md).
 * ``PoolAnalyser`` (``model.serve.remote``): ``live.worker.Analyser`` over the handle.
 
 ``start_pool("local:N" | "HOST:PORT", PoolConfig(...))`` starts N replicas here or

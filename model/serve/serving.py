@@ -4,7 +4,7 @@ model when the hub cannot be reached, and saying why.
 
 Import-light: torch, transformers and the hub client load inside the loader thread.
 Every analyser comes from `model.serve.loader.load_analyser`; precision plans come in
-through `plan_loader` (the app passes `quant.load_model`).
+through `plan_loader` (the app names `quant:load_model`, imported on first use).
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class ModelHolder:
     """
 
     def __init__(self, spec: str | None = None, plan: str | None = None, device: str = "cpu",
-                 max_new_tokens: int = ANALYSIS_MAX_NEW_TOKENS, plan_loader: Callable | None = None) -> None:
+                 max_new_tokens: int = ANALYSIS_MAX_NEW_TOKENS, plan_loader: Callable | str | None = None) -> None:
         self.spec, self.plan, self.device, self.max_new_tokens = spec, plan, device, max_new_tokens
         self.plan_loader = plan_loader
         self.analyser = None

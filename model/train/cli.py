@@ -3,17 +3,10 @@
     python -m model.train --phase 1|2|3 --model DIR --data MANIFEST --out DIR [--cache DIR]
     accelerate launch --config_file configs/accelerate/ddp-8gpu.yaml -m model.train --phase 3 ...
 
-Defaults per phase (paper §4.4): what trains (`set_trainable_phase`), lr 1e-3 / 1e-3 /
-1e-5, effective batch 256 / 256 / 128 (reached by gradient accumulation), epochs
-1 / 1 / 3; cosine schedule with 3 % warmup. See docs/training.md.
-
 The options are declared once, as the fields of `TrainSettings`; the flags are
-generated from them and `train(**options)` takes them as keywords. Errors follow
-`live.contract.cli`: one line on stderr; a bad option value (NaN, out of range), a missing or
-damaged checkpoint, manifest, cache or media file, an existing OUT without --resume or
---overwrite, an OUT another live process trains into (its lock `OUT/.lock`), or more
-launched processes than GPUs exit 2 before any loading and leave nothing in OUT; a
-failure while training exits 1 (its traceback in OUT/errors.log).
+generated from them and `train(**options)` takes them as keywords. Defaults per phase,
+exit codes (everything wrong with the inputs exits 2 before any loading and leaves
+nothing in OUT) and the one-run-per-OUT lock: docs/training.md.
 """
 from __future__ import annotations
 

@@ -4,12 +4,7 @@ Media come from the preprocessing cache (`model.data.preprocess.load_cached`, on
 per sample) or, without a cache, are decoded on the fly with the same function the
 cache is built with (`preprocess_sample`), so both paths give identical arrays.
 
-What each phase sees (paper §4.4):
-
-    phase 1  audio-text alignment   audio only (has_video=False: vision and faces absent)
-    phase 2  facial alignment       frames + faces only (has_audio=False)
-    phase 3  instruction tuning     frames + faces + audio
-
+What each phase sees (phase 1 audio only, 2 frames + faces only, 3 all): docs/training.md.
 A missing modality has one form from window to model: see `live.window.Window`.
 
 A sample that cannot be loaded, or lacks the modality its phase needs, raises
@@ -25,7 +20,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from model.data.manifest import read_manifest, resolve_media
+from model.data.manifest import resolve_media
 from model.data.preprocess import (DecodeError, FaceTrackerFactory, cache_path, default_face_tracker, load_cached,
                                    preprocess_sample)
 from live.contract.media import Clip
@@ -114,12 +109,6 @@ class TrainDataset(Dataset):
         self.base_dir = Path(base_dir)
         self.face_tracker = face_tracker
         self.max_audio_samples = max_audio_samples
-
-    @classmethod
-    def from_manifest(cls, manifest: str | Path, phase: int, cache_dir: str | Path | None = None, **kwargs) -> "TrainDataset":
-        """Read and validate `manifest` (errors name file:line); media resolve against its folder."""
-        manifest = Path(manifest)
-        return cls(read_manifest(manifest), phase, cache_dir=cache_dir, base_dir=manifest.parent, **kwargs)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -1,18 +1,11 @@
 """LoRA / QLoRA for one consumer GPU (peft), and merging the result back into a full model.
 
-Phase 3 trains the LLM; with LoRA the decoder stays frozen and low-rank adapters on its
-attention and MLP projections train instead, while the phase's own non-LLM parts (the
-three projectors, frame embeddings, fusion layer) train in full. Phases 1 and 2 never
-touch the LLM, so they get no adapters: `--qlora` there only means "frozen LLM in 4-bit"
-to save memory.
-
-An adapter checkpoint folder holds
-
-    adapter/                    peft `save_pretrained` (adapter_config.json + weights)
-    trainable.safetensors       the non-LoRA trainable parameters, plain model names
-    (config + tokenizer files, so the folder says which model it belongs to)
-
-and `merge_checkpoint(base, ckpt, out)` turns it into a normal `save_pretrained` model.
+Phase 3 with LoRA: the decoder stays frozen and low-rank adapters on its attention
+and MLP projections train, while the phase's own non-LLM parts train in full; phases 1
+and 2 get no adapters (``--qlora`` there only means a frozen 4-bit LLM). An adapter
+checkpoint is ``adapter/`` + ``trainable.safetensors`` + config and tokenizer files;
+``merge_checkpoint(base, ckpt, out)`` turns it into a normal model. docs/training.md
+"LoRA and QLoRA".
 """
 from __future__ import annotations
 

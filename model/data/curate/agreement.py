@@ -2,15 +2,11 @@
 
     python -m model.data.curate agreement CAND_DIR [--reviewers A,B]
 
-Over the clips both reviewed: Cohen's kappa on keep (accept or edit) vs reject,
-kappa = (p_o - p_e) / (1 - p_e), p_o the observed agreement, p_e the agreement
-expected from each reviewer's keep rate (null when p_e = 1: both gave one and the same
-answer throughout, kappa is undefined). Over the clips both kept: the mean Jaccard
-overlap |A ∩ B| / |A ∪ B| of their label sets (labels through
-``model.net.answers.normalize_label``; an accepted clip's labels are the candidate's).
-
-Without ``--reviewers`` the pool must hold exactly two decision logs. Prints a short
-Markdown summary, then the report as one JSON line (the last line on stdout).
+Over the clips both reviewed, Cohen's kappa on keep (accept or edit) vs reject (null
+when both gave one and the same answer throughout); over the clips both kept, the mean
+Jaccard overlap of their label sets (``model.net.answers.normalize_label``). Without
+``--reviewers`` the pool must hold exactly two decision logs. Prints a Markdown
+summary, then the report as one JSON line. Formulas: docs/curation.md "Agreement".
 """
 from __future__ import annotations
 

@@ -8,14 +8,10 @@ What every caller gets (curation stages and the evaluation judge alike):
 - an answer cache on disk, addressed by content: sha256 of (model, messages, max_tokens)
   → one small JSON file; only answers that parsed are stored, so a rerun costs nothing
   and a bad answer is asked again next time;
-- answers in the asked schema: a caller with a JSON schema (`schema_format`) sends it
-  as ``response_format={"type": "json_schema", ...}`` so servers that support it (vLLM,
-  SGLang, Ollama, llama.cpp, OpenAI) constrain the answer to it; a server that refuses
-  the field (HTTP 400 naming ``response_format`` or ``json_schema``) is remembered and
-  asked again without it, as every later request to it is;
-- JSON answers: ``ask_json`` parses the answer with the caller's parser; when that
-  fails it asks once more, quoting the parse error, then raises ``AnswerError`` (for
-  servers that ignore or lack ``response_format``);
+- answers in the asked schema (`schema_format` as ``response_format``; a server that
+  refuses the field is remembered and asked without it: docs/curation.md);
+- JSON answers: ``ask_json`` parses with the caller's parser, asks once more quoting
+  the parse error, then raises ``AnswerError``;
 - an API key from an environment variable (none is needed for a local server);
 - ``check()``: is the server there at all (one ``GET /v1/models``, no retries), for a
   one-line error before any work.
@@ -114,6 +110,17 @@ def strip_wrapping(answer: str) -> str:
     if fence:
         s = fence.group(1).strip()
     return re.sub(r"^(?:output|answer)\s*[:：]\s*", "", s, flags=re.I)
+
+
+def answer_int(obj: dict, key: str, lo: int, hi: int, name: str | None = None) -> int:
+    """``obj[key]`` as an integer in lo..hi (7.0 counts as 7; a bool does not). Raises
+    ValueError naming it (``name``, default the key) and the value."""
+    v = obj.get(key)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{name or key} must be an integer {lo}..{hi}, got {v!r}")
+    return v
 
 
 def json_object(answer: str) -> dict[str, Any]:

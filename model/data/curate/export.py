@@ -3,20 +3,11 @@
     python -m model.data.curate export CAND_DIR --out hre.jsonl
         [--reviewer ID | --require-agreement [--reviewers A,B]] [--overwrite]
 
-The kept clips (accepted or edited) in the pool's order, in the same manifest format as
-``sre.jsonl`` (its line with the answer rebuilt by ``model.net.templates.reasoning_answer``
-from the reviewed explanation and labels, ``labels`` replaced, ``reviewer`` added;
-the video path absolute, as in ``sre.jsonl``), so ``model.train --phase 3`` reads
-``hre.jsonl`` as is, alone or concatenated with ``sre.jsonl``.
-
-Which decisions count:
-  --reviewer ID          that reviewer's (the default when the pool has one reviewer);
-  --require-agreement    clips every listed reviewer (default: all of the pool's, at
-                         least two) reviewed and kept; explanation and labels from the
-                         first listed reviewer's decision; ``reviewer`` is "A,B".
-
-Written whole (temp name, fsync, rename); an existing --out is refused without
---overwrite. The last line on stdout: ``{"exported", "rejected", "disagreed", "unreviewed"}``.
+The kept clips (accepted or edited) in the pool's order, in ``sre.jsonl``'s manifest
+format (the answer rebuilt by ``model.net.templates.reasoning_answer`` from the
+reviewed text), so ``model.train --phase 3`` reads ``hre.jsonl`` as is. Which decisions
+count (``--reviewer`` / ``--require-agreement``), the fields and the stdout line:
+docs/curation.md "Export".
 """
 from __future__ import annotations
 

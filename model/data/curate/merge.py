@@ -5,9 +5,7 @@ order clips finished in). A clip finished (kept or rejected) in one folder drops
 failure records elsewhere; a clip finished in two folders (shards run with different
 ``--shard`` specs) is an error. stats.json and scores.png are made for the whole.
 
-The input folders are only read, never changed: a torn last line (a run killed
-mid-write) is ignored, and a folder whose run is still going (its ``.lock`` held by a
-live process) is refused.
+The input folders are only read, never changed (docs/curation.md).
 """
 from __future__ import annotations
 

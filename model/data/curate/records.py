@@ -1,20 +1,14 @@
 """A curation output folder: its files, crash-safe appends, resume state, stats, plot.
 
-Files (one JSON object a line; formats in docs/curation.md):
-
-- ``sre.jsonl``: kept clips, a phase-3 training manifest;
-- ``clues.jsonl``: one line per clip processed (kept, rejected or failed): every cue;
-- ``rejected.jsonl``: ``{"id", "stage": "consistency"|"review", "reason", "score"}``;
-- ``failed.jsonl``: ``{"id", "error"}``;
-- ``stats.json``, ``scores.png``, ``run.json`` (the run's settings), ``cache/`` (answers).
+The files (``sre.jsonl``, ``clues.jsonl``, ``rejected.jsonl``, ``failed.jsonl``,
+``stats.json``, ``scores.png``, ``run.json``, ``cache/``) and their formats: docs/curation.md.
 
 Crash safety: one process writes a folder (its lock ``.lock``, `claim`). A clip's lines
-are appended clues first, then its outcome line (the commit); each line is built whole,
-written with one ``write`` and fsynced (`live.contract.appendfile.AppendFile`). At start a
-partial trailing line (a kill mid-write) is cut off and kept in ``<file>.torn``, and
-clues/failed lines of clips that are about to be (re)done are dropped, so a clip never
-appears twice. Readers of a folder they do not own (``merge``) change nothing: they
-ignore a torn tail and settle the records in memory (`settle`).
+are appended clues first, then its outcome line (the commit), through
+`live.contract.appendfile.AppendFile`. At start a torn trailing line is cut off and
+kept in ``<file>.torn``, and clues/failed lines of clips about to be (re)done are
+dropped, so a clip never appears twice. Readers of a folder they do not own (``merge``)
+change nothing: they ignore a torn tail and settle the records in memory (`settle`).
 """
 from __future__ import annotations
 

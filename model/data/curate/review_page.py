@@ -3,21 +3,9 @@ and labels, and accepts, edits or rejects it.
 
     python -m model.data.curate review CAND_DIR --reviewer ID [--port 7861]
 
-CAND_DIR is a review pool (``model.data.curate.review_pool``). Every decision is appended
-and fsynced to ``CAND_DIR/reviews/<ID>.jsonl`` before the next clip shows; a reviewer
-who stops (closes the tab, Ctrl-C) and starts again with the same id sees only the
-clips not yet decided; the page shows progress ``n/N``.
-
-Keys (outside the text boxes): ``a`` accept, ``r`` reject, ``e`` edit (focuses the
-explanation); ``Ctrl+Enter`` (anywhere) saves the edited explanation + labels. "Save
-edit" with the text unchanged records an accept.
-
-The page binds to 127.0.0.1 only (the review log has no login): a reviewer on another
-machine forwards the port (``ssh -L 7861:127.0.0.1:7861 host``). It is local-only: no
-Gradio analytics or version check, no Hugging Face Hub look-up, no web fonts; it serves
-the candidates' clip files and nothing else of their folders. Two tabs of one reviewer
-may show the same clip: each tab's decision is recorded and the last one is kept. ``--port 0`` picks a
-free port; the address is printed as ``review page: http://127.0.0.1:PORT/``.
+CAND_DIR is a review pool (``model.data.curate.review_pool``); decisions go to
+``CAND_DIR/reviews/<ID>.jsonl``, fsynced before the next clip shows. Keys, resuming,
+two tabs, local-only serving and ``--port 0``: docs/curation.md "The review page".
 """
 from __future__ import annotations
 

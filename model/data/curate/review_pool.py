@@ -6,18 +6,11 @@ with a consistent explanation, in the manifest format) and ``clues.jsonl`` (ever
 cue per clip). The candidates are the ``sre.jsonl`` clips, in file order, with their
 cues from ``clues.jsonl``.
 
-Decisions go to ``CAND_DIR/reviews/<reviewer>.jsonl``, one line each::
-
-    {"id", "reviewer", "decision": "accept"|"edit"|"reject",
-     "explanation": str|null, "labels": [str]|null, "time": unix seconds}
-
-``explanation``/``labels`` are the reviewer's text for "edit", the candidate's for
-"accept", null for "reject". Every line is one ``write``, flushed and fsynced before
-``ReviewLog.add`` returns. A clip decided twice (two tabs of one reviewer) keeps its
-last decision. One process writes a reviewer's log (its lock ``<reviewer>.jsonl.lock``;
-a second page for the same reviewer is refused, naming the first). A process killed
-mid-write can leave a last line without its newline: readers ignore it and
-``ReviewLog`` cuts it off (kept in ``<reviewer>.jsonl.torn``) before appending.
+Decisions go to ``CAND_DIR/reviews/<reviewer>.jsonl`` (format: docs/curation.md "The
+review page"), one line each, fsynced before ``ReviewLog.add`` returns; a clip decided
+twice keeps its last decision. One process writes a reviewer's log (its lock
+``<reviewer>.jsonl.lock``); a torn last line is ignored by readers and cut off (kept in
+``<reviewer>.jsonl.torn``) by ``ReviewLog`` before appending.
 """
 from __future__ import annotations
 

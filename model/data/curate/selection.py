@@ -3,18 +3,10 @@
     python -m model.data.curate hre-select MANIFEST --sre SRE_DIR [--sre SRE_DIR2 ...]
         --out SEL.jsonl [--per-source 700] [--seed 0] [--overwrite]
 
-MANIFEST is the labelled manifest the SRE run read (``model.data.builders`` output).
-A sample's source dataset is its ``source`` field, else its id's prefix before "/".
-Every id in ``SRE_DIR/clues.jsonl`` (every clip the SRE run processed, kept or
-rejected; several ``--sre`` for shards) is excluded. Per source, the remaining ids are
-sorted and shuffled with a generator seeded by (seed, source), and the first
-``--per-source`` are taken (all of them, with a warning, where a source has fewer; ids without a prefix form the source "default"), so
-the selection depends only on the sets of ids and the seed, not on line order.
-
-The selected lines are written unchanged (same manifest format) to SEL.jsonl (temp
-name, fsync, rename); the candidates for review then come from
-``curate sre SEL.jsonl --threshold 0 --out CAND_DIR``. The last line on stdout is
-``{"selected", "per_source": {source: n}, "available": {source: n}, "excluded"}``.
+MANIFEST is the labelled manifest the SRE run read; every id in ``SRE_DIR/clues.jsonl``
+is excluded. Per source the remaining ids are sorted and shuffled with a generator
+seeded by (seed, source), so the selection depends only on the sets of ids and the
+seed. The source rule and the stdout line: docs/curation.md ("hre-select").
 """
 from __future__ import annotations
 

@@ -6,16 +6,9 @@
         [--max-frames N] [--face-crops N]
 
 Per clip of MANIFEST (samples with a gold ``label``, as ``model.data.builders`` writes),
-the five stages of ``stages``; results appended to DIR as each clip finishes (see
-``records``). Rerun with the same ``--out`` to resume: finished clips (kept or
-rejected) are skipped, failed ones retried; answers come from DIR/cache at no cost.
-``--shard I/N`` (I from 0) takes the clips whose id hash falls in shard I; ``merge``
-combines the shards' folders. ``--dry-run`` prints the calls, images and estimated
-tokens the run would send, and calls nothing.
-
-Exit codes (live.contract.cli): 2 bad usage or an endpoint down at start (before any work),
-1 failure while working, 130 interrupted. The last stdout line is one JSON object
-``{"clips", "kept", "rejected", "failed", "seconds"}`` (counts over all of DIR).
+the five stages of ``stages``; results appended to DIR as each clip finishes
+(``records``). Outputs, resume, ``--shard`` / ``merge``, ``--dry-run``, exit codes and
+the last stdout line: docs/curation.md.
 """
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ from model.data.manifest import TASK_EMOTION_REASON, make_sample
 from model.data.preprocess import default_face_tracker
 
 from .asr import ASR_MAX_S, Transcriber
-from .endpoint import AnswerError, Endpoint, EndpointError, audio_part, image_part, schema_format, text_part
+from .endpoint import (AnswerError, Endpoint, EndpointError, answer_int, audio_part, image_part, schema_format,
+                       text_part)
 
 SCENE_FPS = 1.0  # frames/s sent for the global description (paper: 1 fps)
 DEFAULT_MAX_FRAMES = 16  # at most this many scene frames per clip
@@ -216,12 +217,7 @@ REVIEW_FORMAT = schema_format("review", {
 
 
 def parse_review(obj: dict) -> int:
-    v = obj.get("score")
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or not SCORE_MIN <= v <= SCORE_MAX:
-        raise ValueError(f'"score" must be an integer {SCORE_MIN}..{SCORE_MAX}, got {v!r}')
-    return v
+    return answer_int(obj, "score", SCORE_MIN, SCORE_MAX, name='"score"')
 
 
 # ------------------------------------------------------------------ prompts/messages
