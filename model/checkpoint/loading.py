@@ -318,11 +318,21 @@ def compose_from_pretrained(
 
     with init_empty_weights(include_buffers=False):
         model = OmniEmotionForConditionalGeneration(config)
+    _assign_public(model, state, preset)
+    _fill_fresh(model, face_encoder, dtype)
+    processor = OmniEmotionProcessor(tokenizer, config)
+    return model.eval(), processor
+
+
+def _assign_public(model: OmniEmotionForConditionalGeneration, state: dict, preset: str) -> None:
+    """Assign the public checkpoints' tensors (`state`) in place of the meta model's, the
+    embeddings and LM head padded to the (grown) vocabulary; errors name what does not fit."""
+    vocab = model.config.text_config.vocab_size
     embed = state.get("model.language_model.embed_tokens.weight")
-    if embed is not None and embed.shape[0] != config.text_config.vocab_size:
-        state["model.language_model.embed_tokens.weight"] = _pad_rows(embed, config.text_config.vocab_size)
+    if embed is not None and embed.shape[0] != vocab:
+        state["model.language_model.embed_tokens.weight"] = _pad_rows(embed, vocab)
         if "lm_head.weight" in state:
-            state["lm_head.weight"] = _pad_rows(state["lm_head.weight"], config.text_config.vocab_size)
+            state["lm_head.weight"] = _pad_rows(state["lm_head.weight"], vocab)
     try:
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as err:  # size mismatches: say which parts, without the wall of text
@@ -331,20 +341,21 @@ def compose_from_pretrained(
     if result.unexpected_keys:
         raise ValueError(f"unexpected keys from the public checkpoints: {result.unexpected_keys[:5]}")
 
-    # Fresh parts: everything still on the meta device must be ours to initialise.
-    fresh_modules = ["model.audio_projector", "model.face_projector"] + (["model.fusion"] if model.model.fusion else [])
-    for name in fresh_modules:
+
+def _fill_fresh(model: OmniEmotionForConditionalGeneration, face_encoder: nn.Module, dtype: torch.dtype) -> None:
+    """Put our parts in: fresh projectors and fusion layer, `face_encoder` (loaded or
+    random), zero frame embeddings; then nothing may be left on the meta device."""
+    config = model.config
+    for name in ["model.audio_projector", "model.face_projector"] + (["model.fusion"] if model.model.fusion else []):
         parent, attr = name.rsplit(".", 1)
         setattr(model.get_submodule(parent), attr, _fresh(model.get_submodule(name)).to(dtype))
-    model.model.face_encoder = face_encoder.to(dtype)  # loaded above, or random
+    model.model.face_encoder = face_encoder.to(dtype)
     model.model.frame_embeddings = nn.Parameter(torch.zeros(config.num_frames, config.hidden_size, dtype=dtype))
     if config.tie_word_embeddings:
         model.tie_weights()
     still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if still_meta:
         raise ValueError(f"parameters missing from the public checkpoints: {still_meta[:5]}")
-    processor = OmniEmotionProcessor(tokenizer, config)
-    return model.eval(), processor
 
 
 def _pad_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
