@@ -308,14 +308,6 @@ class Engine:
         if self.source.has_video:
             self.tracker.detector
 
-    def _open_progress(self) -> None:
-        """A progress bar over the media seconds of a file read as fast as possible."""
-        if not self.source.live and getattr(self.source, "duration", None):
-            from tqdm import tqdm
-
-            self._progress = tqdm(total=round(self.source.duration, 1), unit="s", leave=False,
-                                  bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
-
     def _close(self, capture: threading.Thread | None, interrupted: bool) -> None:
         """Stop the capture, close the source, drain (or, interrupted, drop) the analyser."""
         self._inline = False
@@ -347,8 +339,11 @@ class Engine:
         self._capture_done = threading.Event()
         interrupted = False
         capture: threading.Thread | None = None
-        if progress:
-            self._open_progress()
+        if progress and not self.source.live and getattr(self.source, "duration", None):
+            from tqdm import tqdm
+
+            self._progress = tqdm(total=round(self.source.duration, 1), unit="s", leave=False,
+                                  bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
         try:
             if self.source.live:
                 capture = threading.Thread(target=self._capture, args=(sink,), name="capture",

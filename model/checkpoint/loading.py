@@ -118,14 +118,10 @@ def random_layout(model: nn.Module) -> dict[str, tuple[nn.Module, str, torch.Ten
     tied = set(getattr(model, "_tied_weights_keys", None) or {}) if model.config.tie_word_embeddings else set()
     owners = dict(model.named_modules())
     tensors = {}
-    for name, p in model.named_parameters():
+    for name, t in [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if n in saved)]:
         if name not in tied:
             mod, _, attr = name.rpartition(".")
-            tensors[name] = (owners[mod], attr, p)
-    for name, b in model.named_buffers():
-        if name in saved and name not in tied:
-            mod, _, attr = name.rpartition(".")
-            tensors[name] = (owners[mod], attr, b)
+            tensors[name] = (owners[mod], attr, t)
     return tensors
 
 
@@ -295,11 +291,10 @@ def compose_from_pretrained(
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     add_omni_special_tokens(tokenizer)
-    face_cfg = preset_config(preset).face_config.to_dict()
     config = OmniEmotionConfig(
         base_config=llava.config.to_dict(),
         audio_config=encoder.config.to_dict(),
-        face_config=face_cfg,
+        face_config=preset_config(preset).face_config.to_dict(),
         tie_word_embeddings=llava.config.tie_word_embeddings,
         **overrides,
     )
@@ -320,8 +315,7 @@ def compose_from_pretrained(
         model = OmniEmotionForConditionalGeneration(config)
     _assign_public(model, state, preset)
     _fill_fresh(model, face_encoder, dtype)
-    processor = OmniEmotionProcessor(tokenizer, config)
-    return model.eval(), processor
+    return model.eval(), OmniEmotionProcessor(tokenizer, config)
 
 
 def _assign_public(model: OmniEmotionForConditionalGeneration, state: dict, preset: str) -> None:

@@ -310,23 +310,19 @@ class Trainer:
         self.main = acc.is_main_process
 
         # Read the data first: a bad manifest or cache fails before minutes of loading.
-        manifest = Path(s.data)
         samples = check_data(s)
 
         model, self.processor = _trainable_model(s, loader, acc.device)
         self.adapter_mode = s.lora or s.qlora
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
 
-        config = self.processor.config
         self.dataset = TrainDataset(
-            samples, s.phase, cache_dir=s.cache, base_dir=manifest.parent,
-            max_audio_samples=tokens.audio_window_samples(config),
+            samples, s.phase, cache_dir=s.cache, base_dir=Path(s.data).parent,
+            max_audio_samples=tokens.audio_window_samples(self.processor.config),
         )
         dataloader = DataLoader(self.dataset, batch_size=batch, shuffle=True, collate_fn=TrainCollator(self.processor),
                                 num_workers=s.workers, persistent_workers=s.workers > 0)
-        optimizer = torch.optim.AdamW(
-            self.trainable, lr=s.lr if s.lr is not None else d.lr, betas=ADAM_BETAS, weight_decay=s.weight_decay
-        )
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=s.lr if s.lr is not None else d.lr, betas=ADAM_BETAS, weight_decay=s.weight_decay)
         self.model, self.optimizer, self.dataloader = acc.prepare(model, optimizer, dataloader)
         # FSDP swaps parameters for sharded ones: clip what the optimizer now holds.
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]

@@ -51,7 +51,7 @@ import numpy as np
 from live.contract.cli import CliError, check_out, run_main
 from live.contract.files import write_whole
 from live.study_log import StudyLogError, check_id, read_jsonl, session_logs
-from live.testclip import add_audio, mux_audio, mux_video  # the project's mp4 stream writers
+from live.testclip import add_audio, add_video, mux_audio, mux_video  # the project's mp4 stream writers
 from model.net.answers import normalize_label
 from model.data.curate.selection import write_lines
 from model.data.manifest import TASK_EMOTION_CLS, make_sample
@@ -80,9 +80,7 @@ def write_window_mp4(path: str | Path, frames: np.ndarray, seconds: float,
     fps = fractions.Fraction(t / max(seconds, 1e-3)).limit_denominator(1000)
     with write_whole(path, "wb") as f:
         with av.open(f, "w", format="mp4") as c:
-            vs = c.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = w2, h2, "yuv420p"
-            vs.options = {"preset": "veryfast", "crf": "20"}
+            vs = add_video(c, "libx264", fps, (w2, h2), {"preset": "veryfast", "crf": "20"})
             as_ = add_audio(c, rate) if audio is not None and audio.size else None
             mux_video(c, vs, (np.ascontiguousarray(img[:h2, :w2]) for img in frames), fps)
             if as_ is not None:
@@ -94,21 +92,7 @@ def session_consent(records: list[dict]) -> bool | None:
     """The last ``consent`` field of the session's records (a withdrawal wins over an
     earlier consent), True only for a JSON true; None if no record has one."""
     vals = [r["consent"] for r in records if "consent" in r]
-    if not vals:
-        return None
-    return vals[-1] is True
-
-
-def _chosen_logs(session_dir: Path, sessions: list[str] | None) -> list[Path]:
-    """The study logs of `session_dir`, only those of `sessions` when given (each must exist)."""
-    logs = session_logs(session_dir)
-    if not sessions:
-        return logs
-    want = {check_id("session", s) for s in sessions}
-    missing = want - {p.stem for p in logs}
-    if missing:
-        raise FileNotFoundError(f"{session_dir}: no study log for session(s) {sorted(missing)}")
-    return [p for p in logs if p.stem in want]
+    return (vals[-1] is True) if vals else None
 
 
 def _window_mp4s(session: str, records: list[dict], media_dir: Path, out_dir: Path, label_field: str,
@@ -148,10 +132,17 @@ def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIE
     """Write the manifest and media (module docstring); returns the summary."""
     session_dir, out = Path(session_dir), Path(out)
     media_root = out.parent / f"{out.stem}_media"
+    logs = session_logs(session_dir)
+    if sessions:
+        want = {check_id("session", s) for s in sessions}
+        missing = want - {p.stem for p in logs}
+        if missing:
+            raise FileNotFoundError(f"{session_dir}: no study log for session(s) {sorted(missing)}")
+        logs = [p for p in logs if p.stem in want]
     skipped: Counter = Counter()
     pending: list[tuple[str, str, str]] = []  # session, window name, label
     used = 0
-    for log in _chosen_logs(session_dir, sessions):
+    for log in logs:
         records = [r for r in read_jsonl(log, allow_partial_tail=True) if isinstance(r, dict)]
         consent = session_consent(records)
         if consent is False or (consent is None and not consented):
