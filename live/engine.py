@@ -299,18 +299,40 @@ class Engine:
         self._stop.set()
         self._wake.set()
 
-    def run(self, progress: bool = False) -> dict:
-        """Open the source, process until it ends or ``stop()``, flush, drain the
-        analyser, close. Ctrl-C stops cleanly too. Returns ``stats()``."""
-        self.clock.start()
-        self.source.open(self.clock)
-        # Load the models now, so stats measure processing rather than start-up.
+    def _load_models(self) -> None:
+        """Load the models now, so stats measure processing rather than start-up."""
         if self.source.has_audio:
             prob = self.vad.prob
             if hasattr(prob, "warm_up"):
                 prob.warm_up()
         if self.source.has_video:
             self.tracker.detector
+
+    def _close(self, capture: threading.Thread | None, interrupted: bool) -> None:
+        """Stop the capture, close the source, drain (or, interrupted, drop) the analyser."""
+        self._inline = False
+        self._stop.set()
+        if capture is not None:
+            capture.join(CAPTURE_JOIN_S)
+        try:
+            # Closing a decoder another thread still reads from crashes libav:
+            # a capture thread stuck in a device read is left to die with the process.
+            if capture is None or not capture.is_alive():
+                self.source.close()
+        finally:
+            left = self.worker.stop(drain=not interrupted, timeout=DRAIN_TIMEOUT_S)
+            if left is not None:
+                self._emit_window(WindowEvent(left, False, None, "dropped"))
+            if self._progress is not None:
+                self._progress.close()
+            self._cpu1 = time.process_time()
+
+    def run(self, progress: bool = False) -> dict:
+        """Open the source, process until it ends or ``stop()``, flush, drain the
+        analyser, close. Ctrl-C stops cleanly too. Returns ``stats()``."""
+        self.clock.start()
+        self.source.open(self.clock)
+        self._load_models()
         self._cpu0 = time.process_time()
         self.worker.start()
         sink = _Sink(self)
@@ -336,31 +358,14 @@ class Engine:
             else:
                 self._inline = True
                 self._capture(sink)
-                self._inline = False
             if self._capture_error is not None:
                 raise self._capture_error
             self._step(final=True)
         except KeyboardInterrupt:
             interrupted = True
-            self._stop.set()
             log.info("interrupted: finishing")
         finally:
-            self._inline = False
-            self._stop.set()
-            if capture is not None:
-                capture.join(CAPTURE_JOIN_S)
-            try:
-                # Closing a decoder another thread still reads from crashes libav:
-                # a capture thread stuck in a device read is left to die with the process.
-                if capture is None or not capture.is_alive():
-                    self.source.close()
-            finally:
-                left = self.worker.stop(drain=not interrupted, timeout=DRAIN_TIMEOUT_S)
-                if left is not None:
-                    self._emit_window(WindowEvent(left, False, None, "dropped"))
-                if self._progress is not None:
-                    self._progress.close()
-                self._cpu1 = time.process_time()
+            self._close(capture, interrupted)
         self.interrupted = interrupted
         if self.worker.callback_error is not None:  # a window's on_window raised (a full disk)
             raise self.worker.callback_error

@@ -44,6 +44,7 @@ DEFAULT_SPEECH = ((1.0, "hello there, how are you today"),)  # (start s, text)
 AAC_FRAME = 1024  # samples per AAC frame; whole frames keep the pts bookkeeping simple
 AUDIO_BIT_RATE = 64_000  # bit/s, AAC mono
 VIDEO_BIT_RATE = 2_000_000  # bit/s, for codecs other than libx264 (which uses crf)
+X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}  # test clips: fast, fair quality
 
 # The astronaut's face in skimage.data.astronaut() (512x512), pixels [x0, y0, x1, y1],
 # taken from BlazeFace full-range on the full photo. The square crop around it is what
@@ -124,9 +125,7 @@ def _face_track(n_frames: int, size: tuple[int, int], side: int, moving: bool):
     Returns two (n_frames,) int arrays (x, y) in pixels."""
     w, h = size
     if not moving:
-        x = np.full(n_frames, (w - side) // 2)
-        y = np.full(n_frames, (h - side) // 2)
-        return x.astype(int), y.astype(int)
+        return np.full(n_frames, (w - side) // 2, int), np.full(n_frames, (h - side) // 2, int)
     u = np.linspace(0.0, 1.0, n_frames)
     x = 10 + u * (w - side - 20)
     y = (h - side) / 2 + 0.15 * (h - side) * np.sin(2 * np.pi * u)
@@ -156,15 +155,54 @@ def _speech_track(path: Path, seconds: float, speech) -> tuple[np.ndarray, list]
     return track, extents
 
 
+# The project's mp4 writers (test clips, study windows): add every stream to the open
+# ``container`` before the first packet, then mux each stream whole (encoder flushed).
+def add_video(container, codec: str, fps, size: tuple[int, int], options: dict | None = None):
+    """A yuv420p stream of ``size`` (w, h) px; encoder ``options``, else ``VIDEO_BIT_RATE``."""
+    vs = container.add_stream(codec, rate=fps)
+    vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+    if options:
+        vs.options = options
+    else:
+        vs.bit_rate = VIDEO_BIT_RATE
+    return vs
+
+
+def add_audio(container, rate: int):
+    """An AAC mono stream at ``rate`` Hz and ``AUDIO_BIT_RATE``."""
+    stream = container.add_stream("aac", rate=int(rate), layout="mono")
+    stream.bit_rate = AUDIO_BIT_RATE
+    return stream
+
+
+def mux_video(container, stream, frames, fps) -> None:
+    """RGB ``frames`` (an iterable of (H, W, 3) uint8) at ``fps`` (int or Fraction)."""
+    for i, img in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts, frame.time_base = i, 1 / fractions.Fraction(fps)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
 def mux_audio(container, stream, samples: np.ndarray, rate: int) -> None:
-    """Encode (n,) float32 mono ``samples`` at ``rate`` Hz into ``stream`` of the open
-    ``container`` in whole AAC frames, then flush the encoder. The one audio writer of
-    the project's mp4s (test clips, study windows)."""
+    """(n,) float32 mono ``samples`` at ``rate`` Hz, in whole AAC frames."""
     for pts in range(0, len(samples), AAC_FRAME):
         af = av.AudioFrame.from_ndarray(samples[None, pts : pts + AAC_FRAME], format="flt", layout="mono")
         af.sample_rate, af.pts, af.time_base = int(rate), pts, fractions.Fraction(1, int(rate))
         container.mux(stream.encode(af))
     container.mux(stream.encode(None))
+
+
+def _frames(size: tuple[int, int], face_px: np.ndarray | None, xs: np.ndarray, ys: np.ndarray):
+    """The clip's (h, w, 3) uint8 frames: ``BACKGROUND`` with ``face_px`` (None: no face)
+    pasted with its top-left corner at (xs[i], ys[i]) in frame i."""
+    w, h = size
+    bg = np.full((h, w, 3), BACKGROUND, np.uint8)
+    for x, y in zip(xs.tolist(), ys.tolist()):
+        img = bg.copy()
+        if face_px is not None:
+            img[y : y + face_px.shape[0], x : x + face_px.shape[1]] = face_px
+        yield img
 
 
 def make_clip(
@@ -204,57 +242,25 @@ def make_clip(
         raise ValueError(f"yuv420p needs an even frame size, got {w}x{h}")
 
     track16, truth_speech = _speech_track(path, seconds, speech) if audio else (None, [])
-
-    bg = np.empty((h, w, 3), np.uint8)
-    bg[:] = BACKGROUND
     face_px = face_image(side) if face else None
     xs, ys = _face_track(n_frames, size, side, moving)
     fx0, fy0, fx1, fy1 = FACE_BOX_IN_CROP
-    boxes: dict[int, list[float]] = {}
+    boxes = {i: [x + fx0 * side, y + fy0 * side, x + fx1 * side, y + fy1 * side]
+             for i, (x, y) in enumerate(zip(xs.tolist(), ys.tolist()))} if face else {}
 
     container = av.open(str(path), "w")
     try:
-        vs = container.add_stream(codec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        if codec == "libx264":
-            vs.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
-        else:
-            vs.bit_rate = VIDEO_BIT_RATE
-        as_ = None
-        if audio:
-            as_ = container.add_stream("aac", rate=audio_rate, layout="mono")
-            as_.bit_rate = AUDIO_BIT_RATE
-
-        for i in range(n_frames):
-            img = bg.copy()
-            if face:
-                x, y = int(xs[i]), int(ys[i])
-                img[y : y + side, x : x + side] = face_px
-                boxes[i] = [x + fx0 * side, y + fy0 * side, x + fx1 * side, y + fy1 * side]
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            frame.time_base = fractions.Fraction(1, fps)
-            for pkt in vs.encode(frame):
-                container.mux(pkt)
-        for pkt in vs.encode(None):
-            container.mux(pkt)
-
+        vs = add_video(container, codec, fps, size, X264_OPTIONS if codec == "libx264" else None)
+        as_ = add_audio(container, audio_rate) if audio else None
+        mux_video(container, vs, _frames(size, face_px, xs, ys), fps)
         if as_ is not None:
             mux_audio(container, as_, resample(track16, AUDIO_RATE, audio_rate), audio_rate)
     finally:
         container.close()
 
-    return {
-        "speech": truth_speech,
-        "face_boxes": boxes,
-        "fps": fps,
-        "seconds": float(seconds),
-        "audio_rate": audio_rate if audio else 0,
-        "size": (w, h),
-        "n_frames": n_frames,
-        "audio": track16,
-        "path": str(path),
-    }
+    return {"speech": truth_speech, "face_boxes": boxes, "fps": fps, "seconds": float(seconds),
+            "audio_rate": audio_rate if audio else 0, "size": (w, h), "n_frames": n_frames,
+            "audio": track16, "path": str(path)}
 
 
 def write_y4m(frames, path: str | Path, fps: int = DEFAULT_FPS) -> Path:

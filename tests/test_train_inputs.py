@@ -44,7 +44,7 @@ def _must_not_load(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(trainer, "_load", refuse)
+    monkeypatch.setattr(trainer, "_trainable_model", refuse)
 
 
 def _rewrite_manifest(manifest: Path, dest: Path, change) -> Path:

@@ -118,14 +118,10 @@ def random_layout(model: nn.Module) -> dict[str, tuple[nn.Module, str, torch.Ten
     tied = set(getattr(model, "_tied_weights_keys", None) or {}) if model.config.tie_word_embeddings else set()
     owners = dict(model.named_modules())
     tensors = {}
-    for name, p in model.named_parameters():
+    for name, t in [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if n in saved)]:
         if name not in tied:
             mod, _, attr = name.rpartition(".")
-            tensors[name] = (owners[mod], attr, p)
-    for name, b in model.named_buffers():
-        if name in saved and name not in tied:
-            mod, _, attr = name.rpartition(".")
-            tensors[name] = (owners[mod], attr, b)
+            tensors[name] = (owners[mod], attr, t)
     return tensors
 
 
@@ -295,11 +291,10 @@ def compose_from_pretrained(
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     add_omni_special_tokens(tokenizer)
-    face_cfg = preset_config(preset).face_config.to_dict()
     config = OmniEmotionConfig(
         base_config=llava.config.to_dict(),
         audio_config=encoder.config.to_dict(),
-        face_config=face_cfg,
+        face_config=preset_config(preset).face_config.to_dict(),
         tie_word_embeddings=llava.config.tie_word_embeddings,
         **overrides,
     )
@@ -318,11 +313,20 @@ def compose_from_pretrained(
 
     with init_empty_weights(include_buffers=False):
         model = OmniEmotionForConditionalGeneration(config)
+    _assign_public(model, state, preset)
+    _fill_fresh(model, face_encoder, dtype)
+    return model.eval(), OmniEmotionProcessor(tokenizer, config)
+
+
+def _assign_public(model: OmniEmotionForConditionalGeneration, state: dict, preset: str) -> None:
+    """Assign the public checkpoints' tensors (`state`) in place of the meta model's, the
+    embeddings and LM head padded to the (grown) vocabulary; errors name what does not fit."""
+    vocab = model.config.text_config.vocab_size
     embed = state.get("model.language_model.embed_tokens.weight")
-    if embed is not None and embed.shape[0] != config.text_config.vocab_size:
-        state["model.language_model.embed_tokens.weight"] = _pad_rows(embed, config.text_config.vocab_size)
+    if embed is not None and embed.shape[0] != vocab:
+        state["model.language_model.embed_tokens.weight"] = _pad_rows(embed, vocab)
         if "lm_head.weight" in state:
-            state["lm_head.weight"] = _pad_rows(state["lm_head.weight"], config.text_config.vocab_size)
+            state["lm_head.weight"] = _pad_rows(state["lm_head.weight"], vocab)
     try:
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as err:  # size mismatches: say which parts, without the wall of text
@@ -331,20 +335,21 @@ def compose_from_pretrained(
     if result.unexpected_keys:
         raise ValueError(f"unexpected keys from the public checkpoints: {result.unexpected_keys[:5]}")
 
-    # Fresh parts: everything still on the meta device must be ours to initialise.
-    fresh_modules = ["model.audio_projector", "model.face_projector"] + (["model.fusion"] if model.model.fusion else [])
-    for name in fresh_modules:
+
+def _fill_fresh(model: OmniEmotionForConditionalGeneration, face_encoder: nn.Module, dtype: torch.dtype) -> None:
+    """Put our parts in: fresh projectors and fusion layer, `face_encoder` (loaded or
+    random), zero frame embeddings; then nothing may be left on the meta device."""
+    config = model.config
+    for name in ["model.audio_projector", "model.face_projector"] + (["model.fusion"] if model.model.fusion else []):
         parent, attr = name.rsplit(".", 1)
         setattr(model.get_submodule(parent), attr, _fresh(model.get_submodule(name)).to(dtype))
-    model.model.face_encoder = face_encoder.to(dtype)  # loaded above, or random
+    model.model.face_encoder = face_encoder.to(dtype)
     model.model.frame_embeddings = nn.Parameter(torch.zeros(config.num_frames, config.hidden_size, dtype=dtype))
     if config.tie_word_embeddings:
         model.tie_weights()
     still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if still_meta:
         raise ValueError(f"parameters missing from the public checkpoints: {still_meta[:5]}")
-    processor = OmniEmotionProcessor(tokenizer, config)
-    return model.eval(), processor
 
 
 def _pad_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:

@@ -70,6 +70,14 @@ def whisper_encode_window(enc: WhisperEncoder, mel: torch.Tensor) -> torch.Tenso
     return enc.layer_norm(x)
 
 
+def next_token_loss(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (B, L, V) at position i against labels (B, L) at
+    i + 1, -100 ignored; in float32 for a stable softmax under bf16."""
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
+    return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+
+
 class ProjectorMLP(nn.Module):
     """Linear(in → H), GELU, Linear(H → H): the audio and face projectors (paper §4.1-4.2)."""
 
@@ -451,19 +459,9 @@ class OmniEmotionForConditionalGeneration(OmniEmotionPreTrainedModel, Generation
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
-        loss = None
-        if labels is not None:
-            # Shift so tokens < n predict n; float32 for a stable softmax under bf16.
-            shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-            shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
-            loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-        return OmniEmotionOutput(
-            loss=loss,
-            logits=logits,
-            cache=getattr(out, "cache", None),
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return OmniEmotionOutput(loss=loss, logits=logits, cache=getattr(out, "cache", None),
+                                 hidden_states=out.hidden_states, attentions=out.attentions)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)

@@ -29,6 +29,7 @@ import re
 import shutil
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -164,13 +165,9 @@ def clear_outputs(out: Path) -> None:
 
 def latest_checkpoint(out: str | Path) -> Path | None:
     """The highest-step complete checkpoint in `out` (None when there is none)."""
-    best = None
-    for p in Path(out).glob("checkpoint-*"):
-        m = CHECKPOINT_RE.match(p.name)
-        if m and (p / STATE_FILE).is_file() and (p / ACCEL_DIR).is_dir():
-            if best is None or int(m.group(1)) > best[0]:
-                best = (int(m.group(1)), p)
-    return best[1] if best else None
+    found = [(int(m.group(1)), p) for p in Path(out).glob("checkpoint-*")
+             if (m := CHECKPOINT_RE.match(p.name)) and (p / STATE_FILE).is_file() and (p / ACCEL_DIR).is_dir()]
+    return max(found, key=lambda f: f[0])[1] if found else None
 
 
 def resolve_resume(resume: str | bool, out: str | Path) -> Path | None:
@@ -237,11 +234,45 @@ def _trainable_only_hooks(accelerator) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def _load(model_dir: str, dtype: str | None, device: torch.device):
-    """The checkpoint as saved (no precision plan), weights in `dtype` if given."""
-    from model.checkpoint import loading
+def _accelerator(s: TrainSettings, grad_accum: int):
+    """The run's `Accelerator`: seedable sampler, mixed precision (`mixed_precision`)."""
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 
-    return loading.load(model_dir, dtype=getattr(torch, dtype) if dtype else None, device=str(device))
+    return Accelerator(
+        gradient_accumulation_steps=grad_accum,
+        mixed_precision=mixed_precision(s.precision, s.qlora),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=s.seed),
+        # Phase 3 batches may lack audio (or faces): those projectors then get no grad.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=s.phase == 3)],
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def _trainable_model(s: TrainSettings, loader: Loader | None, device: torch.device):
+    """(model, processor) in train mode, LoRA or the phase's parameters trainable: QLoRA
+    loads through the 4-bit `loader`, else the checkpoint as saved (in `s.dtype` if given)."""
+    if s.qlora:
+        if loader is None:
+            raise ValueError("qlora needs a 4-bit loader (the CLI passes quant.load_model)")
+        model, processor = loader(s.model_dir, s.qlora_plan, str(device))
+    else:
+        from model.checkpoint import loading
+
+        model, processor = loading.load(s.model_dir, dtype=getattr(torch, s.dtype) if s.dtype else None,
+                                        device=str(device))
+    if s.lora or s.qlora:
+        model = apply_lora(model, s.phase, s.lora_settings)
+    else:
+        model.set_trainable_phase(s.phase)
+    if s.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so drop the
+        # hooks transformers adds to every tower's input embeddings: they would force
+        # backward through the frozen vision/audio/face towers (and Swin's patch
+        # embedding returns a tuple, which the hook cannot handle).
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        model.disable_input_require_grads()
+    model.train()
+    return model, processor
 
 
 def check_data(s: TrainSettings) -> list[dict]:
@@ -262,7 +293,6 @@ class Trainer:
     """One training run. `run()` does everything; the pieces are methods for tests."""
 
     def __init__(self, settings: TrainSettings, loader: Loader | None = None):
-        from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
         from accelerate.utils import set_seed
 
         s = self.s = settings  # its numbers are checked when it is made (TrainSettings)
@@ -275,59 +305,24 @@ class Trainer:
         # comes from the launcher's environment (WORLD_SIZE), as accelerate reads it.
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.grad_accum = s.grad_accum or derive_grad_accum(d.effective_batch, batch, world)
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=self.grad_accum,
-            mixed_precision=mixed_precision(s.precision, s.qlora),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=s.seed),
-            # Phase 3 batches may lack audio (or faces): those projectors then get no grad.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=s.phase == 3)],
-            step_scheduler_with_optimizer=False,
-        )
+        self.accelerator = acc = _accelerator(s, self.grad_accum)
         set_seed(s.seed)
-        acc = self.accelerator
         self.main = acc.is_main_process
 
         # Read the data first: a bad manifest or cache fails before minutes of loading.
-        manifest = Path(s.data)
         samples = check_data(s)
 
-        if s.qlora:
-            if loader is None:
-                raise ValueError("qlora needs a 4-bit loader (the CLI passes quant.load_model)")
-            model, self.processor = loader(s.model_dir, s.qlora_plan, str(acc.device))
-        else:
-            model, self.processor = _load(s.model_dir, s.dtype, acc.device)
+        model, self.processor = _trainable_model(s, loader, acc.device)
         self.adapter_mode = s.lora or s.qlora
-        if self.adapter_mode:
-            model = apply_lora(model, s.phase, s.lora_settings)
-        else:
-            model.set_trainable_phase(s.phase)
-        if s.gradient_checkpointing:
-            # Non-reentrant checkpointing needs no input that requires grad, so drop the
-            # hooks transformers adds to every tower's input embeddings: they would force
-            # backward through the frozen vision/audio/face towers (and Swin's patch
-            # embedding returns a tuple, which the hook cannot handle).
-            model.activation_checkpointing_enable({"use_reentrant": False})
-            model.disable_input_require_grads()
-        model.train()
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
 
-        config = self.processor.config
         self.dataset = TrainDataset(
-            samples, s.phase, cache_dir=s.cache, base_dir=manifest.parent,
-            max_audio_samples=tokens.audio_window_samples(config),
+            samples, s.phase, cache_dir=s.cache, base_dir=Path(s.data).parent,
+            max_audio_samples=tokens.audio_window_samples(self.processor.config),
         )
-        dataloader = DataLoader(
-            self.dataset,
-            batch_size=batch,
-            shuffle=True,
-            collate_fn=TrainCollator(self.processor),
-            num_workers=s.workers,
-            persistent_workers=s.workers > 0,
-        )
-        optimizer = torch.optim.AdamW(
-            self.trainable, lr=s.lr if s.lr is not None else d.lr, betas=ADAM_BETAS, weight_decay=s.weight_decay
-        )
+        dataloader = DataLoader(self.dataset, batch_size=batch, shuffle=True, collate_fn=TrainCollator(self.processor),
+                                num_workers=s.workers, persistent_workers=s.workers > 0)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=s.lr if s.lr is not None else d.lr, betas=ADAM_BETAS, weight_decay=s.weight_decay)
         self.model, self.optimizer, self.dataloader = acc.prepare(model, optimizer, dataloader)
         # FSDP swaps parameters for sharded ones: clip what the optimizer now holds.
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -337,7 +332,7 @@ class Trainer:
         # Stepped by us once per optimizer step (not through prepare(), which would
         # step it once per process).
         self.scheduler = get_cosine_schedule_with_warmup(optimizer, self.plan.warmup_steps, self.plan.total_steps)
-        self.state = TrainerState(plan=asdict(self.plan), data_ids_hash=_ids_hash(self.dataset.ids))
+        self.state = TrainerState(plan=asdict(self.plan), data_ids_hash=zlib.crc32("\n".join(self.dataset.ids).encode()))
         acc.register_for_checkpointing(self.scheduler, self.state)
         _trainable_only_hooks(acc)
 
@@ -391,19 +386,24 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------
 
-    def run(self) -> TrainResult:
-        from tqdm.auto import tqdm
-
-        acc, plan, state = self.accelerator, self.plan, self.state
+    def _open_run(self) -> CsvLog | None:
+        """OUT cleared (`--overwrite`) and made, the plan printed, a checkpoint resumed;
+        returns the log (the main process's; None elsewhere)."""
         if self.main:
             if self.s.overwrite:
                 clear_outputs(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
-        acc.wait_for_everyone()
-        acc.print(plan.describe())
+        self.accelerator.wait_for_everyone()
+        self.accelerator.print(self.plan.describe())
         if self.resume_from is not None:
             self._resume()
-        log = CsvLog(self.out / "log.csv", resume_step=state.step) if self.main else None
+        return CsvLog(self.out / "log.csv", resume_step=self.state.step) if self.main else None
+
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        acc, plan, state = self.accelerator, self.plan, self.state
+        log = self._open_run()
         start = time.monotonic() - (log.offset_seconds if log else 0.0)
         bar = tqdm(total=plan.total_steps, initial=state.step, disable=not (self.main and self.s.progress), unit="step")
         max_norm = self.s.max_grad_norm if self.s.max_grad_norm > 0 else float("inf")
@@ -471,19 +471,10 @@ class Trainer:
         return final
 
 
-def _ids_hash(ids: list[str]) -> int:
-    import zlib
-
-    return zlib.crc32("\n".join(ids).encode())
-
-
 def claim_out(out: str | Path) -> OutputLock:
     """`out` created and locked for this run (``OUT/.lock`` names this process): one
     writer per output folder. A lock left by a dead run is taken over with a note.
-
-    Raises:
-        OutputLocked: another live process trains into `out` (the message names it).
-    """
+    Raises `OutputLocked` when another live process trains into `out` (naming it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return OutputLock(out).acquire()
@@ -495,8 +486,7 @@ def run_training(settings: TrainSettings, loader: Loader | None = None, lock: bo
     main = int(os.environ.get("RANK", "0")) == 0  # the launcher's rank; no Accelerator yet
     held = claim_out(settings.out) if lock and main else None
     try:
-        trainer = Trainer(settings, loader)
-        return trainer.run()
+        return Trainer(settings, loader).run()
     finally:
         sys.stdout.flush()
         if held is not None:

@@ -51,7 +51,7 @@ import numpy as np
 from live.contract.cli import CliError, check_out, run_main
 from live.contract.files import write_whole
 from live.study_log import StudyLogError, check_id, read_jsonl, session_logs
-from live.testclip import AUDIO_BIT_RATE, mux_audio  # the project's mp4 audio settings and writer
+from live.testclip import add_audio, add_video, mux_audio, mux_video  # the project's mp4 stream writers
 from model.net.answers import normalize_label
 from model.data.curate.selection import write_lines
 from model.data.manifest import TASK_EMOTION_CLS, make_sample
@@ -80,19 +80,9 @@ def write_window_mp4(path: str | Path, frames: np.ndarray, seconds: float,
     fps = fractions.Fraction(t / max(seconds, 1e-3)).limit_denominator(1000)
     with write_whole(path, "wb") as f:
         with av.open(f, "w", format="mp4") as c:
-            vs = c.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = w2, h2, "yuv420p"
-            vs.options = {"preset": "veryfast", "crf": "20"}
-            as_ = None
-            if audio is not None and audio.size:  # every stream is added before the first packet
-                as_ = c.add_stream("aac", rate=int(rate), layout="mono")
-                as_.bit_rate = AUDIO_BIT_RATE
-            for i in range(t):
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i, :h2, :w2]), format="rgb24")
-                vf.pts = i
-                vf.time_base = 1 / fps
-                c.mux(vs.encode(vf))
-            c.mux(vs.encode(None))
+            vs = add_video(c, "libx264", fps, (w2, h2), {"preset": "veryfast", "crf": "20"})
+            as_ = add_audio(c, rate) if audio is not None and audio.size else None
+            mux_video(c, vs, (np.ascontiguousarray(img[:h2, :w2]) for img in frames), fps)
             if as_ is not None:
                 mux_audio(c, as_, np.clip(audio.astype(np.float32), -1.0, 1.0), rate)
     return path
@@ -102,9 +92,39 @@ def session_consent(records: list[dict]) -> bool | None:
     """The last ``consent`` field of the session's records (a withdrawal wins over an
     earlier consent), True only for a JSON true; None if no record has one."""
     vals = [r["consent"] for r in records if "consent" in r]
-    if not vals:
-        return None
-    return vals[-1] is True
+    return (vals[-1] is True) if vals else None
+
+
+def _window_mp4s(session: str, records: list[dict], media_dir: Path, out_dir: Path, label_field: str,
+                 skipped: Counter) -> list[tuple[str, str, str]]:
+    """One consented session's labelled windows with media → mp4s in `out_dir`; returns
+    (session, window name, label) per mp4 and counts each skipped window in `skipped`."""
+    written = []
+    for r in records:
+        if not isinstance(r.get("index"), int) or not isinstance(r.get("run"), int):
+            continue  # not a window record
+        if "consent" in r and r["consent"] is not True:
+            skipped["no_consent_windows"] += 1
+            continue
+        label = r.get(label_field)
+        label = normalize_label(label) if isinstance(label, str) else ""
+        if not label:
+            skipped["unlabelled"] += 1
+            continue
+        name = f"{r['run']:03d}_{r['index']:05d}"
+        npz = media_dir / f"window_{name}.npz"
+        if not npz.is_file():
+            skipped["no_media"] += 1
+            continue
+        with np.load(npz) as z:
+            frames, audio, rate = z["frames"], z["audio"], int(z["rate"])
+        if frames.ndim != 4 or frames.shape[0] == 0:
+            skipped["no_video"] += 1
+            continue
+        seconds = float(r.get("end", 0.0)) - float(r.get("start", 0.0))
+        write_window_mp4(out_dir / f"{name}.mp4", frames, seconds, audio, rate)
+        written.append((session, name, label))
+    return written
 
 
 def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIELD,
@@ -120,7 +140,7 @@ def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIE
             raise FileNotFoundError(f"{session_dir}: no study log for session(s) {sorted(missing)}")
         logs = [p for p in logs if p.stem in want]
     skipped: Counter = Counter()
-    pending: list[tuple[str, int, int, str]] = []  # session, run, index, label
+    pending: list[tuple[str, str, str]] = []  # session, window name, label
     used = 0
     for log in logs:
         records = [r for r in read_jsonl(log, allow_partial_tail=True) if isinstance(r, dict)]
@@ -132,38 +152,14 @@ def build(session_dir: str | Path, out: str | Path, label_field: str = LABEL_FIE
             print(f"warning: session {log.stem} not used: {why}", file=sys.stderr)
             continue
         used += 1
-        media_dir = session_dir / f"{log.stem}_media"
-        for r in records:
-            if not isinstance(r.get("index"), int) or not isinstance(r.get("run"), int):
-                continue  # not a window record
-            if "consent" in r and r["consent"] is not True:
-                skipped["no_consent_windows"] += 1
-                continue
-            label = r.get(label_field)
-            label = normalize_label(label) if isinstance(label, str) else ""
-            if not label:
-                skipped["unlabelled"] += 1
-                continue
-            npz = media_dir / f"window_{r['run']:03d}_{r['index']:05d}.npz"
-            if not npz.is_file():
-                skipped["no_media"] += 1
-                continue
-            with np.load(npz) as z:
-                frames, audio, rate = z["frames"], z["audio"], int(z["rate"])
-            if frames.ndim != 4 or frames.shape[0] == 0:
-                skipped["no_video"] += 1
-                continue
-            seconds = float(r.get("end", 0.0)) - float(r.get("start", 0.0))
-            name = f"{r['run']:03d}_{r['index']:05d}"
-            write_window_mp4(media_root / log.stem / f"{name}.mp4", frames, seconds, audio, rate)
-            pending.append((log.stem, r["run"], r["index"], label))
-    options = sorted({p[3] for p in pending})
+        pending += _window_mp4s(log.stem, records, session_dir / f"{log.stem}_media", media_root / log.stem,
+                                label_field, skipped)
+    options = sorted({p[2] for p in pending})
     if len(options) < 2:
         options = sorted(set(options) | set(DFEW_CLASSES))
     rng = random.Random(seed)
     rows = []
-    for session, run, index, label in pending:
-        name = f"{run:03d}_{index:05d}"
+    for session, name, label in pending:
         prompt, opts = classification_prompt(options, rng)
         rows.append(make_sample(f"{SOURCE}/{session}/{name}", TASK_EMOTION_CLS, prompt,
                                 classification_answer(label), video=f"{media_root.name}/{session}/{name}.mp4",
