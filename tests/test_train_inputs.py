@@ -133,3 +133,29 @@ def test_csv_log_cuts_a_torn_row_and_keeps_it_aside(tmp_path):
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
     assert [r.step for r in read_log(path)] == [1, 2, 3]
     assert (tmp_path / "log.csv.torn").read_text() == "3,0.3\n"
+
+
+def test_only_the_main_process_checks_out_so_a_worker_never_races_its_claim(tmp_path, tiny_checkpoint, data,
+                                                                             monkeypatch):
+    """Under `accelerate launch`, rank 0 creates and locks OUT (`claim_out`) while rank 1
+    may still be checking its inputs: rank 1 must not find OUT "occupied" and exit 2
+    (it did, one launch in two, with nothing printed)."""
+    from model.train.cli import _check_inputs
+    from model.train.settings import TrainSettings
+    from model.train.trainer import claim_out
+    from live.contract.cli import CliError
+    from model.train.cli import build_parser
+
+    manifest, cache = data
+    out = tmp_path / "out"
+    args = build_parser().parse_args(_args(tiny_checkpoint, manifest, cache, out, "--lr", "1e-3"))
+    settings = TrainSettings(**vars(args))
+    lock = claim_out(out)  # what rank 0 does first
+    try:
+        monkeypatch.setenv("RANK", "1")
+        _check_inputs(settings)  # the worker's inputs pass; OUT is rank 0's to check
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(CliError, match="exists"):
+            _check_inputs(settings)
+    finally:
+        lock.release()

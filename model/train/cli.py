@@ -121,7 +121,8 @@ def _check_inputs(s: TrainSettings) -> None:
         check_data(s)
     except (ValueError, OSError) as err:
         raise CliError(err) from None
-    check_out(s.out, s.overwrite, resume=bool(s.resume))
+    if int(os.environ.get("RANK", "0")) == 0:  # the others would race rank 0's claim_out on OUT
+        check_out(s.out, s.overwrite, resume=bool(s.resume))
 
 
 def main(argv: list[str] | None = None) -> int:
