@@ -75,7 +75,7 @@ class WindowEvent:
     queue_s:    s from hand-off to the analyser's start; None when it never ran.
     analyse_s:  s the analyser worked on it; None when it never ran.
     latency_s:  live sources, analysed windows: s from the window's end to its result
-                on the session clock; None otherwise (a file read as fast as possible
+                on the stream clock; None otherwise (a file read as fast as possible
                 has no wall-clock meaning for its media times).
     marks:      the window's event fields (``live.markers.MarkerTimeline.fields``:
                 event, condition, events), set by the engine when it hands the record

@@ -29,7 +29,7 @@ MAX_FRAME_BYTES = INGEST_MAX_SIDE * INGEST_MAX_SIDE * 3
 
 
 class VideoFrame:
-    """One picture at time ``t`` (seconds, session clock), stored at
+    """One picture at time ``t`` (seconds, stream clock), stored at
     ``ingest_size(source width, source height)``.
 
     ``width``, ``height``: the stored picture's size (px); ``scale``: source pixels per

@@ -7,7 +7,7 @@ ships in its wheel).
   machine's LSL clock (``proc_clocksync``).
 * ``WindowOutlet(name)``: ``--lsl-out NAME``, the streams ``NAME`` (JSON per analysed
   window) and ``NAME-values`` (float32), stamped with the window's end on the LSL clock.
-* ``lsl_offset`` / ``from_lsl``: the clock rule between the session clock (``live.sources.Clock``)
+* ``lsl_offset`` / ``from_lsl``: the clock rule between the stream clock (``live.sources.Clock``)
   and the LSL clock.
 
 Channels, stream types and the clock rule: docs/study.md "Markers and LSL".
@@ -69,7 +69,7 @@ def from_lsl(lsl_time: float, clock) -> float:
 
 
 def lsl_marker(event: str, condition: str | None, lsl_time: float, clock) -> Marker:
-    """A marker that came in on LSL, placed on the session ``clock``; ``wall_time`` is
+    """A marker that came in on LSL, placed on the stream ``clock``; ``wall_time`` is
     when it is placed (an LSL sample carries no wall time)."""
     return Marker(event, condition, from_lsl(lsl_time, clock), lsl_time=lsl_time, wall_time=time.time())
 
@@ -150,7 +150,7 @@ class WindowOutlet:
     """Publishes analysed window records on LSL (see the module docstring).
 
     ``publish(rec, clock, live)``: ``rec`` is a window record; ``live`` says whether its
-    times are on a running session clock (a file read as fast as possible has media
+    times are on a running stream clock (a file read as fast as possible has media
     times with no LSL meaning: its samples carry null LSL times and are stamped now)."""
 
     def __init__(self, name: str) -> None:

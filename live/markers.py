@@ -41,7 +41,7 @@ class EventsError(ValueError):
 
 @dataclass(frozen=True)
 class Marker:
-    """One event. ``media_time``: s on the session clock (a file's media time; a live
+    """One event. ``media_time``: s on the stream clock (a file's media time; a live
     session's clock since its start). ``lsl_time``: s on the LSL clock
     (``pylsl.local_clock``) when known; ``wall_time``: Unix time when known."""
 

@@ -35,7 +35,7 @@ class RunEvents:
         self.live = live
         if events and paced_file:
             raise ValueError("--events with --realtime: an events table is in media time, a file "
-                             "paced in real time is stamped on the session clock; drop --realtime")
+                             "paced in real time is stamped on the stream clock; drop --realtime")
         self.timeline = MarkerTimeline(load_events(events)) if events else None
         self.inlet = self.outlet = None
         self._log: AppendFile | None = None

@@ -1,7 +1,7 @@
 """Media sources: a file, a webcam, a microphone, and a push source fed from outside.
 
 Every source hands ``VideoFrame`` / ``AudioChunk`` objects to a ``Sink`` (the engine's
-buffers), stamped on the session ``Clock``:
+buffers), stamped on the stream ``Clock``:
 
 * ``FileSource``: media time from the file; with ``realtime=True`` it is paced to the
   wall clock and stamped ``clock start + media time``.
@@ -41,7 +41,7 @@ class SourceError(RuntimeError):
 
 
 class Clock:
-    """The session clock: monotonic seconds since ``start()`` (or construction)."""
+    """The stream clock: monotonic seconds since ``start()`` (or construction)."""
 
     def __init__(self) -> None:
         self._origin = time.monotonic()

@@ -36,7 +36,7 @@ class Window(Clip):
     shape filled with zeros (``live.contract.media.no_frames`` / ``no_faces`` / ``no_audio``),
     plus ``has_video`` / ``has_audio`` / ``face_present``.
 
-    start, end:    seconds on the session clock; ``end - start == window_s`` except
+    start, end:    seconds on the stream clock; ``end - start == window_s`` except
                    for a single short window at the end of a clip shorter than that.
     index:         0, 1, 2, ... in emission order.
     frames:        (T, H, W, 3) uint8 RGB as stored (``live.contract.media.ingest_size``: the

@@ -41,14 +41,14 @@ class EngineRunner:
         self.closed = False  # close() called (the tab is gone): nothing starts again
         self.started_at = 0.0
         self.error = ""
-        self.run_clock = None  # the newest run's session clock (kept after stop for its last windows)
+        self.run_clock = None  # the newest run's stream clock (kept after stop for its last windows)
 
     @property
     def running(self) -> bool:
         return self.engine is not None
 
     def clock(self):
-        """The running engine's session clock, None while nothing runs."""
+        """The running engine's stream clock, None while nothing runs."""
         with self.lock:
             eng = self.engine
         return None if eng is None else eng.clock

@@ -20,7 +20,7 @@ SELF_REPORT_MAX_CHARS = 64  # a self-reported emotion is a word or a short phras
 class TabStudy:
     """A tab's study log, consent, self-report and markers. ``lock``: the tab's lock
     (``live.page.session.PageSession``), so that no window is written to a log being
-    closed; ``clock()``: the running engine's session clock (None while none runs)."""
+    closed; ``clock()``: the running engine's stream clock (None while none runs)."""
 
     def __init__(self, lock: threading.RLock, clock: Callable, log_root: str | Path = "sessions",
                  shared_log: StudyLog | None = None, owners: LogOwners | None = None) -> None:
