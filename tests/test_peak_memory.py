@@ -43,15 +43,20 @@ def test_peak_memory_counts_anonymous_memory_apart():
     assert peak.anon_bytes >= 60 * MB and peak.bytes >= 60 * MB
 
 
-def test_bench_compares_the_estimate_with_what_one_window_used(tiny_checkpoint):
-    out = run(str(tiny_checkpoint), "fp16+dtype=fp32", windows=1, new_tokens=4, tensors=True)
+@pytest.mark.parametrize("spec", ["fp16+dtype=fp32", "fp16+dtype=bf16"])
+def test_bench_compares_the_estimate_with_what_one_window_used(tiny_checkpoint, spec):
+    """The window estimate prices the analyser's live path (per-frame reuse): within 10%
+    of the exact tensor peak of one window (before the fix it priced neither the
+    gathered pixels, the cached features, the encoders' held states nor Swin's
+    captured stage outputs: the tensors reached 1.23× the estimate in fp32, 1.60× in 16-bit)."""
+    out = run(str(tiny_checkpoint), spec, windows=1, new_tokens=4, tensors=True)
     est, meas = out["estimate"], out["measured"]
     # the weights estimate is exact: the loaded tensors, byte for byte
     assert meas["load"]["tensors"] == est["weights"] and out["ratio"]["weights_tensors"] == 1.0
     # the window estimate is window_peak for the prompt and answer this window had
     from model.net.config import OmniEmotionConfig
 
-    plan = get_plan("fp16+dtype=fp32")
+    plan = get_plan(spec)
     tokens = out["tokens"]
     again = window_peak(meta_model(OmniEmotionConfig.from_pretrained(tiny_checkpoint), plan), plan, new_tokens=tokens["generated"],
                         prompt_tokens=tokens["text"] - WRAPPER_TOKENS)
@@ -61,3 +66,4 @@ def test_bench_compares_the_estimate_with_what_one_window_used(tiny_checkpoint):
     assert window["peak"] > 0 and meas["tensor_peak"] > 0 and meas["processor"] >= 0
     assert meas["total"] >= meas["load"]["kept"]["resident"]
     assert out["ratio"]["window_tensors"] == round(meas["tensor_peak"] / est["window"], 4)
+    assert abs(meas["tensor_peak"] - est["window"]) <= 0.10 * meas["tensor_peak"], (est["phases"], meas["tensor_peak"])
