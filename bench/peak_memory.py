@@ -32,6 +32,11 @@ Measured, in one process (`quant.memory.PeakMemory`: /proc/self/statm every 5 ms
   price.
 - `total`: the peak over loading + the first window = max(load peak, kept + window
   peak) (the weights all resident, as a GPU holds them).
+
+A window's RSS also holds what glibc's malloc keeps of freed blocks (varying run to
+run); `MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0` in the environment
+gives every block over 64 KB its own mapping, returned when freed, and takes that out
+(docs/benchmarks.md).
 """
 from __future__ import annotations
 
