@@ -26,7 +26,6 @@ Writes `results.json` and `results.md` (one table) to `--out-dir` and prints the
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import tempfile
@@ -51,14 +50,6 @@ class TokenClock:
 
     def close(self):
         self.handle.remove()
-
-
-def card(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    import platform
-
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def peak_gb(device: str) -> float:
@@ -189,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as err:  # a plan this card cannot run: say so, go on
                     r = {"plan": plan, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
                 runs.append({"preset": preset, **r})
-    result = {"card": card(args.device), "device": args.device, "clip_s": args.seconds, "windows": len(windows),
+    from quant.memory import device_name
+
+    result = {"card": device_name(args.device), "device": args.device, "clip_s": args.seconds, "windows": len(windows),
               "torch": torch.__version__, "runs": runs}
     (out_dir / "results.md").write_text(markdown(result))
     emit(result, out_dir / "results.json")

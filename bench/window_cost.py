@@ -84,16 +84,6 @@ def flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def meta_model(config):
-    """The whole model on the meta device (parameters and buffers: shapes only)."""
-    from accelerate import init_empty_weights
-
-    from model.net.modeling import OmniEmotionForConditionalGeneration
-
-    with init_empty_weights(include_buffers=True):
-        return OmniEmotionForConditionalGeneration(config).eval()
-
-
 def token_counts(config, tokenizer, audio_tokens: int) -> dict:
     """Prompt length (the modality block, the chat and the analyser's prompt) and the
     label line's length, with the checkpoint's tokenizer."""
@@ -197,6 +187,7 @@ def window_cost(preset: str, answer_tokens: int = ANSWER_TOKENS, explain_every_s
     from model.net import tokens
     from model.net.presets import preset_config
     from model.net.tokenizer import apply_token_ids, build_sized_tokenizer, build_tiny_tokenizer
+    from quant.estimate import meta_model
 
     if tokenizer is None:
         tokenizer = build_tiny_tokenizer() if preset == "tiny" else build_sized_tokenizer()
@@ -274,7 +265,7 @@ def window_cost(preset: str, answer_tokens: int = ANSWER_TOKENS, explain_every_s
 # ---- wall time on this machine (--time) ------------------------------------------------
 
 
-def _window_clip(k: int, rng_seed: int = 0):
+def window_clip(k: int, rng_seed: int = 0):
     """Window k of a synthetic session (frames at the live sampling times, one face crop
     per frame, 4 s of noise): consecutive windows share 6 of their 8 frames."""
     from model.net.processor import Clip
@@ -305,7 +296,7 @@ def time_paths(model_dir: str, label_tokens: int, answer_tokens: int, windows: i
     stream = live.new_stream("s")
     live_s = []
     for k in range(windows):
-        clip, ids = _window_clip(k)
+        clip, ids = window_clip(k)
         t0 = time.perf_counter()
         live.analyse(clip, frame_ids=ids, stream=stream)
         live_s.append(time.perf_counter() - t0)
@@ -314,7 +305,7 @@ def time_paths(model_dir: str, label_tokens: int, answer_tokens: int, windows: i
 
     cfg.audio_context, cfg.trim_audio, cfg.answer_format = "30s", False, "explanation_first"
     naive = OmniEmotionAnalyser(model, processor, max_new_tokens=answer_tokens, reuse=False)
-    clip, _ = _window_clip(windows - 1)
+    clip, _ = window_clip(windows - 1)
     t0 = time.perf_counter()
     res = naive.analyse(clip)
     out["naive_to_full_answer_s"] = round(time.perf_counter() - t0, 2)

@@ -83,16 +83,20 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(old)
 
 
-def meta_model(config, plan: QuantPlan) -> nn.Module:
-    """The float model of `config` on the meta device, created in the plan's float dtype
-    (the dtype `load_model` reads the checkpoint in, so buffers get the dtypes a real
-    load gives them). No memory is allocated."""
+def meta_model(config, plan: QuantPlan | None = None, dtype: torch.dtype | None = None) -> nn.Module:
+    """The float model of `config` on the meta device (parameters and buffers: shapes
+    only, no memory), in eval mode, created in the plan's float dtype (the dtype
+    `load_model` reads the checkpoint in, so buffers get the dtypes a real load gives
+    them), or in `dtype`, or in torch's default dtype when neither is given."""
     from accelerate import init_empty_weights
 
     from model.net.modeling import OmniEmotionForConditionalGeneration
 
-    with init_empty_weights(include_buffers=True), _default_dtype(torch_dtype(plan.float_dtype)):
-        return OmniEmotionForConditionalGeneration(config)
+    if plan is not None and dtype is not None:
+        raise ValueError(f"meta_model: give a plan or a dtype, not both (plan {plan.name!r}, dtype {dtype})")
+    dtype = torch_dtype(plan.float_dtype) if plan is not None else dtype or torch.get_default_dtype()
+    with init_empty_weights(include_buffers=True), _default_dtype(dtype):
+        return OmniEmotionForConditionalGeneration(config).eval()
 
 
 def estimate_config(config, plan: QuantPlan) -> dict:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,8 @@ from live.contract.cli import DEVICE_DEFAULT, DEVICE_HELP, CliError, check_out, 
 from live.contract.files import write_json
 from model.serve.generate import COMPARE_MAX_NEW_TOKENS
 from model.net.config import AUDIO_CONTEXTS
+
+from .memory import device_name
 
 MAX_WINDOWS = 8  # default cap; windows are spread evenly over the file
 ERROR_LOG = "errors.log"  # tracebacks of failed plans and of a failed run, in OUT
@@ -52,20 +53,6 @@ class _Stamps:
     def __call__(self, input_ids, scores):
         self.times.append(time.perf_counter())
         return scores
-
-
-def _device_name(device: str) -> str:
-    if torch.device(device).type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import os
-
-    return f"{name} ({os.cpu_count()} cores, CPU)"
 
 
 def _timed_generate(model, processor, batch: dict, max_new_tokens: int, options):
@@ -202,7 +189,7 @@ def run_experiments(model_dir, plans, source, out, device: str = "cpu", max_wind
     windows, how = win.load_windows(source, hop_s or HOP_S, window_s or WINDOW_S, max_windows=max_windows, faces=faces)
     prompt = prompt or DEFAULT_PROMPT
     results = {"model": str(model_dir), "source": str(source), "windows": len(windows), "window_source": how,
-               "device": device, "device_name": _device_name(device), "torch": torch.__version__,
+               "device": device, "device_name": device_name(device), "torch": torch.__version__,
                "max_new_tokens": max_new_tokens, "prompt": prompt, "reference": None, "plans": []}
     reference = None
     bar = tqdm(total=len(plans) * len(windows), desc="plans x windows", unit="window", disable=not progress)
