@@ -108,9 +108,9 @@ def measure_window(analyser, clip, ids) -> tuple[dict, dict]:
     from quant.memory import PeakMemory
 
     start = trimmed()
-    session = analyser.new_session("peak")
+    stream = analyser.new_stream("peak")
     with PeakMemory("cpu") as peak:
-        result = analyser.analyse(clip, frame_ids=ids, session=session)
+        result = analyser.analyse(clip, frame_ids=ids, stream=stream)
     return result, {"start_resident": start["resident"], "peak": peak.bytes, "peak_anon": peak.anon_bytes}
 
 
@@ -184,8 +184,8 @@ def run(model_dir: str, plan_spec: str, windows: int, new_tokens: int, tensors: 
             "total": max(load["peak"], load["kept"]["resident"] + per_window[0]["peak"])}
     if tensors:
         trimmed()
-        session = analyser.new_session("profiled")
-        _, meas["tensor_peak"] = profiled_peak(analyser.analyse, clip, frame_ids=ids, session=session)
+        stream = analyser.new_stream("profiled")
+        _, meas["tensor_peak"] = profiled_peak(analyser.analyse, clip, frame_ids=ids, stream=stream)
     before = trimmed()
     again = OmniEmotionProcessor.from_pretrained(model_dir, config=model.config)
     meas["processor"] = rss()["resident"] - before["resident"]

@@ -151,6 +151,28 @@ def _encoder_phases(cfg, b: int, deq: dict, t: int, held: int, reuse: bool) -> d
     return {"vision": vision, "face": face, "visual_out": visual_out, "face_out": face_out}
 
 
+def _audio_encoder_bytes(ac, mel_frames: int, b: int, deq: dict) -> int:
+    """Whisper over Sa = mel_frames / 2 states, inside the model's forward: the conv
+    output + positions (held by the encoder's caller through the loop), the layer's
+    input, the attention residual, the MLP's normed input, one layer's transient."""
+    sa, da = mel_frames // 2, ac.d_model
+    a_layer = sa * max(2 * ac.encoder_ffn_dim, 4 * da) * b + deq.get("audio", 0)
+    conv = ac.num_mel_bins * mel_frames * b + da * mel_frames * b
+    return 4 * sa * da * b + max(a_layer, conv)
+
+
+def _prefill_bytes(tc, n: int, h: int, b: int, deq: dict, head_deq: int) -> int:
+    """The decoder's prefill of n tokens beyond its inputs, embeddings and KV cache: two
+    hidden states, one layer's largest transient (MLP or attention projections) and
+    the last position's logits only (generation asks for logits_to_keep=1: a 4-bit
+    bitsandbytes lm_head then runs as a gemv and dequantizes nothing)."""
+    heads_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
+    attn = n * (2 * h + 2 * tc.num_key_value_heads * heads_dim) * b
+    d_layer = max(3 * n * tc.intermediate_size * b, attn) + deq.get("llm", 0)
+    logits = tc.vocab_size * (b + FP32) + head_deq
+    return 2 * n * h * b + d_layer + logits
+
+
 def window_peak(model, plan: QuantPlan, new_tokens: int | None = None, prompt_tokens: int = PROMPT_TOKENS,
                 window_s: float = WINDOW_S, reuse: bool = True) -> dict:
     """The estimate for `model` (the float model, typically on the meta device: only
@@ -182,30 +204,14 @@ def window_peak(model, plan: QuantPlan, new_tokens: int | None = None, prompt_to
     embeds = n * h * b
     enc = _encoder_phases(cfg, b, deq, t, inputs + (0 if reuse else embeds), reuse)
 
-    # audio: Whisper over Sa = mel_frames / 2 states, inside the model's forward: the
-    # conv output + positions (held by the encoder's caller through the loop), the
-    # layer's input, the attention residual, the MLP's normed input, one layer's transient
-    sa, da = mel_frames // 2, ac.d_model
-    a_layer = sa * max(2 * ac.encoder_ffn_dim, 4 * da) * b + deq.get("audio", 0)
-    conv = ac.num_mel_bins * mel_frames * b + da * mel_frames * b
-    audio = inputs + embeds + enc["visual_out"] + enc["face_out"] + 4 * sa * da * b + max(a_layer, conv)
-
-    # decoder prefill + the KV cache of every token the window will hold
-    kv_token = kv_bytes_per_token(cfg, plan)
+    audio = inputs + embeds + enc["visual_out"] + enc["face_out"] + _audio_encoder_bytes(ac, mel_frames, b, deq)
     kv = kv_cache_bytes(cfg, plan, n, g)
-    heads_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
-    attn = n * (2 * h + 2 * tc.num_key_value_heads * heads_dim) * b
-    d_layer = max(3 * n * tc.intermediate_size * b, attn) + deq.get("llm", 0)
-    # the last position's logits only (generation asks for logits_to_keep=1): a 4-bit
-    # bitsandbytes lm_head then runs as a gemv and dequantizes nothing
-    logits = tc.vocab_size * (b + FP32) + head_deq
-    prefill = inputs + 2 * embeds + kv + 2 * n * h * b + d_layer + logits
-
+    prefill = inputs + 2 * embeds + kv + _prefill_bytes(tc, n, h, b, deq, head_deq)
     phases = {"vision": enc["vision"], "face": enc["face"], "audio": audio, "prefill": prefill}
     peak_phase = max(phases, key=phases.get)
     return {
         "tokens": {**tok, "generated": g},
-        "kv_cache": {"bytes_per_token": kv_token, "tokens": n + g, "bytes": kv},
+        "kv_cache": {"bytes_per_token": kv_bytes_per_token(cfg, plan), "tokens": n + g, "bytes": kv},
         "phases": phases,
         "peak": phases[peak_phase],
         "peak_phase": peak_phase,
