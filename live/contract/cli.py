@@ -48,6 +48,7 @@ TRACEBACK_ENV = "OMNI_TRACEBACK"  # set (to anything) to see tracebacks of a CLI
 LIBRARY_NOISE = (
     ("torchao", "Failed to load "),  # CUDA kernel .so files; not used by the CPU paths
     ("torch.utils._pytree", "<enum "),  # torchao registering Enum constants (deprecation)
+    ("torchao.kernel.intmm", "Warning: Detected no triton"),  # CPU builds have no triton; no CPU path needs it
 )
 
 
