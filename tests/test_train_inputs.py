@@ -140,11 +140,10 @@ def test_only_the_main_process_checks_out_so_a_worker_never_races_its_claim(tmp_
     """Under `accelerate launch`, rank 0 creates and locks OUT (`claim_out`) while rank 1
     may still be checking its inputs: rank 1 must not find OUT "occupied" and exit 2
     (it did, one launch in two, with nothing printed)."""
-    from model.train.cli import _check_inputs
+    from live.contract.cli import CliError
+    from model.train.cli import _check_inputs, build_parser
     from model.train.settings import TrainSettings
     from model.train.trainer import claim_out
-    from live.contract.cli import CliError
-    from model.train.cli import build_parser
 
     manifest, cache = data
     out = tmp_path / "out"
