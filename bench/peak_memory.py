@@ -202,7 +202,7 @@ def run(model_dir: str, plan_spec: str, windows: int, new_tokens: int, tensors: 
 
 def main(argv: list[str] | None = None) -> int:
     from bench.report import emit
-    from model.checkpoint.loading import check_checkpoint
+    from model.checkpoint.check import check_checkpoint
     from quant.plans import get_plan
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -182,7 +182,7 @@ def run_experiments(model_dir, plans, source, out, device: str = "cpu", max_wind
     from .plans import get_plan
     from .report import write_markdown, write_plot, write_scatter
 
-    from model.checkpoint.loading import check_checkpoint
+    from model.checkpoint.check import check_checkpoint
 
     plans = [get_plan(p) for p in plans]
     model_dir, out = check_checkpoint(model_dir), Path(out)
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     checked: list[Path] = []  # --out once it is known to be ours: the traceback log goes there
 
     def work() -> int:
-        from model.checkpoint.loading import check_checkpoint
+        from model.checkpoint.check import check_checkpoint
 
         from .plans import parse_plans
 

@@ -48,7 +48,7 @@ def estimate(preset: str | None, model_dir: str | None, plan_spec: str) -> dict:
 
     plan = get_plan(plan_spec)
     if model_dir:
-        from model.checkpoint.loading import check_checkpoint
+        from model.checkpoint.check import check_checkpoint
 
         check_checkpoint(model_dir, weights=False)
         result = estimate_checkpoint(model_dir, plan)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             raise CliError(err) from None
         if args.model:
-            from model.checkpoint.loading import check_checkpoint
+            from model.checkpoint.check import check_checkpoint
 
             check_checkpoint(args.model, weights=False)
         from .layout import PlacementError

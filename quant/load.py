@@ -175,8 +175,9 @@ def load_model(path: str | Path, plan: str | QuantPlan = "fp16", device: str = "
     missing checkpoint, PlanLoadError when the device cannot run the plan,
     `quant.layout.PlacementError` (a ValueError) for host embeddings with a tied head.
     """
+    from model.checkpoint.check import check_checkpoint
+    from model.checkpoint.loading import load
     from model.net.config import OmniEmotionConfig
-    from model.checkpoint.loading import check_checkpoint, load
 
     plan = get_plan(plan)
     path = check_checkpoint(path)

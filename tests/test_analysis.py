@@ -61,9 +61,18 @@ def test_bare_lists_and_marker_variants():
     assert parse_answer("The person looks quite sad and tired, perhaps after a long day.").labels == []
 
 
-def test_to_dict():
-    assert parse_answer("sad.", ["sad", "happy"]).to_dict() == {
-        "label": "sad", "labels": ["sad"], "explanation": ""}
+def test_labels_closed_once_the_list_has_a_label_and_its_end():
+    closed = {text: parse_answer(text).labels_closed for text in [
+        "Open-vocabulary labels: worried, tense. She",  # labels first, list ended: closed
+        "Open-vocabulary labels: worried, tense\n",
+        "She frowns. Open-vocabulary labels: worried.",
+        "Open-vocabulary labels: worried, ten",  # still growing
+        "Open-vocabulary labels: . She",  # ended, but no label
+        "Neutral.",  # a bare list has no marker: a stream may still go on to one
+    ]}
+    assert list(closed.values()) == [True, True, True, False, False, False]
+    p = parse_answer("Open-vocabulary labels: sad. Her voice drops.", ["sad", "happy"])
+    assert (p.label, p.labels, p.explanation, p.labels_closed) == ("sad", ["sad"], "Her voice drops.", True)
 
 
 def test_one_label_normaliser_for_parsing_and_scoring():

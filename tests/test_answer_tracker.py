@@ -14,7 +14,7 @@ from transformers import LogitsProcessorList
 
 import model.serve.generate as gen
 from model.checkpoint.loading import build_tiny
-from model.net.answers import ParsedAnswer, labels_complete, parse_answer
+from model.net.answers import ParsedAnswer, parse_answer
 from model.serve.analyser import OmniEmotionAnalyser
 from tests.test_stream_reuse import window
 
@@ -61,7 +61,7 @@ def reference(model, processor, batch: dict, stop_at_labels: bool) -> tuple[torc
                              pad_token_id=processor.tokenizer.pad_token_id)
     ids = out[0, batch["input_ids"].shape[1]:]
     for n in range(1, ids.numel() + 1):
-        if labels_complete(processor.decode(ids[:n]).strip()):
+        if parse_answer(processor.decode(ids[:n]).strip()).labels_closed:
             return (ids[:n] if stop_at_labels else ids), n
     return ids, None
 

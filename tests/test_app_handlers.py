@@ -295,7 +295,10 @@ def test_streamed_label_waits_for_the_closed_list_and_is_the_servers_parse(tiny)
     label, expl = refresh(s)[3:5]
     assert label == WAITING and expl == still_open  # no label from an open list: the text so far
     closed = "Open-vocabulary labels: happy. She"
-    s.view.partial = (closed, ParsedAnswer("joy", ["joy", "glad"], "She"))  # what the server parsed
+    s.view.partial = (closed, ParsedAnswer("joy", ["joy", "glad"], "She"))  # the parse says: not closed yet
+    label, expl = refresh(s)[3:5]  # the page goes by the parse, not by the text
+    assert expl == closed and not str(label).startswith("### joy")  # label: unchanged (a skip)
+    s.view.partial = (closed, ParsedAnswer("joy", ["joy", "glad"], "She", labels_closed=True))
     label, expl = refresh(s)[3:5]
     assert label.startswith("### joy") and "joy, glad" in label and "window 3" in label and expl == "She"
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,14 @@ def run(module: str, *args) -> subprocess.CompletedProcess:
     env.pop("OMNI_TRACEBACK", None)
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+
+
+def run_all(calls: dict) -> dict[str, subprocess.CompletedProcess]:
+    """`run(*args)` for each of ``calls`` (name → args), two at a time: each command
+    spends its seconds importing on one core, and nothing here depends on their order."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run, *args) for name, args in calls.items()}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def one_error(proc: subprocess.CompletedProcess, *names: str, code: int = EXIT_USAGE) -> str:
@@ -64,15 +73,15 @@ def assets(tmp_path_factory, tiny_checkpoint):
 def test_damaged_checkpoint_is_named_by_every_loading_cli(assets, tmp_path, which, file):
     ckpt = assets[which]
     named = str(ckpt / file)
-    procs = {
-        "infer": run("model.serve.infer", "--model", ckpt, "--video", assets["clip"]),
-        "predict": run("model.evaluate", "predict", "--model", ckpt, "--data", assets["manifest"],
-                       "--out", tmp_path / "pred.jsonl"),
-        "train": run("model.train", "--phase", "1", "--model", ckpt, "--data", assets["manifest"],
-                     "--out", tmp_path / "train"),
-        "experiments": run("quant.experiments", "--model", ckpt, "--source", assets["clip"],
-                           "--out", tmp_path / "qx"),
-    }
+    procs = run_all({
+        "infer": ("model.serve.infer", "--model", ckpt, "--video", assets["clip"]),
+        "predict": ("model.evaluate", "predict", "--model", ckpt, "--data", assets["manifest"],
+                    "--out", tmp_path / "pred.jsonl"),
+        "train": ("model.train", "--phase", "1", "--model", ckpt, "--data", assets["manifest"],
+                  "--out", tmp_path / "train"),
+        "experiments": ("quant.experiments", "--model", ckpt, "--source", assets["clip"],
+                        "--out", tmp_path / "qx"),
+    })
     for name, proc in procs.items():
         line = one_error(proc, named, "damaged")
         assert LOADED not in proc.stderr, name
@@ -87,14 +96,14 @@ def test_quant_plan_names_a_garbage_config(assets):
 
 # ---------------------------------------------------------------- --device cuda, no CUDA
 def test_device_cuda_without_cuda_is_a_usage_error(assets, tmp_path):
-    procs = [
-        run("model.serve.infer", "--model", assets["tiny"], "--video", assets["clip"], "--device", "cuda"),
-        run("model.evaluate", "predict", "--model", assets["tiny"], "--data", assets["manifest"],
-            "--out", tmp_path / "pred.jsonl", "--device", "cuda"),
-        run("quant.experiments", "--model", assets["tiny"], "--source", assets["clip"], "--out", tmp_path / "qx",
-            "--device", "cuda:0", "--plans", "nf4"),
-    ]
-    for proc in procs:
+    procs = run_all({
+        "infer": ("model.serve.infer", "--model", assets["tiny"], "--video", assets["clip"], "--device", "cuda"),
+        "predict": ("model.evaluate", "predict", "--model", assets["tiny"], "--data", assets["manifest"],
+                    "--out", tmp_path / "pred.jsonl", "--device", "cuda"),
+        "experiments": ("quant.experiments", "--model", assets["tiny"], "--source", assets["clip"],
+                        "--out", tmp_path / "qx", "--device", "cuda:0", "--plans", "nf4"),
+    })
+    for proc in procs.values():
         line = one_error(proc, "--device", "CUDA is not available")
         assert LOADED not in proc.stderr, line
 
@@ -102,19 +111,19 @@ def test_device_cuda_without_cuda_is_a_usage_error(assets, tmp_path):
 # ---------------------------------------------------------------- outputs
 def test_out_that_is_a_file_or_under_a_file_is_refused_before_loading(assets):
     a_file = assets["file"]
-    procs = {
-        "build": (run("model.checkpoint.build", "--preset", "tiny", "--out", a_file), "is a file"),
-        "train": (run("model.train", "--phase", "1", "--model", assets["tiny"], "--data", assets["manifest"],
-                      "--cache", assets["cache"], "--out", a_file / "run"), "cannot be created"),
-        "predict": (run("model.evaluate", "predict", "--model", assets["tiny"], "--data", assets["manifest"],
-                        "--out", a_file / "pred.jsonl"), "cannot be created"),
-        "experiments": (run("quant.experiments", "--model", assets["tiny"], "--source", assets["clip"],
-                            "--out", a_file), "is a file"),
-        "builders": (run("model.data.builders", "csv", assets["file"], assets["root"], "--out", assets["root"]),
-                     "is a folder"),
-    }
-    for name, (proc, why) in procs.items():
-        line = one_error(proc, "--out", why)
+    procs = run_all({
+        "build": ("model.checkpoint.build", "--preset", "tiny", "--out", a_file),
+        "train": ("model.train", "--phase", "1", "--model", assets["tiny"], "--data", assets["manifest"],
+                  "--cache", assets["cache"], "--out", a_file / "run"),
+        "predict": ("model.evaluate", "predict", "--model", assets["tiny"], "--data", assets["manifest"],
+                    "--out", a_file / "pred.jsonl"),
+        "experiments": ("quant.experiments", "--model", assets["tiny"], "--source", assets["clip"], "--out", a_file),
+        "builders": ("model.data.builders", "csv", assets["file"], assets["root"], "--out", assets["root"]),
+    })
+    whys = {"build": "is a file", "train": "cannot be created", "predict": "cannot be created",
+            "experiments": "is a file", "builders": "is a folder"}
+    for name, proc in procs.items():
+        line = one_error(proc, "--out", whys[name])
         assert LOADED not in proc.stderr, name
     assert a_file.read_text() == "not a folder"
 

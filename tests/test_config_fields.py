@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from live.contract.cli import EXIT_USAGE
-from model.checkpoint.loading import CheckpointDamaged, check_checkpoint, load
+from model.checkpoint.check import CheckpointDamaged, check_checkpoint
+from model.checkpoint.loading import load
 from model.net.config import OmniEmotionConfig, check_config_fields
 from model.net.presets import PRESETS, preset_config
 

@@ -4,7 +4,8 @@ nothing is imported):
 * every command line's ``main`` ends in ``return run_main(...)`` (``live.contract.cli``), and
   ``live/contract/cli.py``'s docstring lists exactly the command lines the product has;
 * module paths named in docstrings and comments of product code exist
-  (``live/x.py``, ``docs/x.md``, ``live.x.name``, ``python -m model.x``).
+  (``live/x.py``, ``docs/x.md``, ``live.x.name``, ``python -m model.x``);
+* relative links in README.md and docs/*.md point at files that exist.
 """
 from __future__ import annotations
 
@@ -150,6 +151,24 @@ def test_the_reference_check_can_fail():
     assert dotted_problem("quant.load_model", False, False) is None  # quant/__init__.py's __all__
     assert dotted_problem("model.net.config.LLAVA_OV_", False, True) is None
     assert not (ROOT / "model/tokens.py").exists() and PATH_RE.search("see `model/tokens.py`")
+
+
+LINK_RE = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")  # [text](target#anchor)
+
+
+def broken_links(md: Path) -> list[str]:
+    """Relative link targets of a Markdown file that do not exist."""
+    targets = [m.group(1) for m in LINK_RE.finditer(md.read_text())]
+    return [t for t in targets if "://" not in t and not t.startswith("mailto:") and not (md.parent / t).exists()]
+
+
+def test_links_in_readme_and_docs_exist(tmp_path):
+    bad = [f"{rel(md)}: {t}" for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+           for t in broken_links(md)]
+    assert not bad, "broken links:\n" + "\n".join(bad)
+    stale = tmp_path / "x.md"
+    stale.write_text("[cli](../live/cli.py) [ok](x.md#top) [web](https://example.org/a)")
+    assert broken_links(stale) == ["../live/cli.py"]
 
 
 MAX_MODULE_LINES = 500  # issue 19's bounds

@@ -19,7 +19,6 @@ from live.page.render import (draw_faces, image_html, label_markdown, model_bann
                               timeline_figure)
 from live.page.session import PageSession, Tabs
 from live.study_log import StudyLogError, short
-from model.net.answers import labels_complete
 
 STREAM_EVERY_S = 0.2  # s between webcam frames / mic chunks sent by the browser (~5/s)
 REFRESH_S = 0.5  # s between page refreshes of the live outputs
@@ -58,7 +57,7 @@ def refresh(session: PageSession):
     flight, (partial, parsed) = v.in_flight, v.partial  # read once: the analyser thread moves both
     if flight is not None and partial:
         text = partial
-        if labels_complete(partial):  # the label the moment its list closes (the server parsed it)
+        if parsed.labels_closed:  # the label the moment its list closes (the server parsed it)
             label, text = streaming_label_markdown(parsed.label, parsed.labels, flight[1]), parsed.explanation
     markers = session.study.markers.markers()
     timeline = (timeline_figure(v.records, markers=markers)

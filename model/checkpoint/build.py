@@ -46,27 +46,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from model.checkpoint import loading
-
     if args.describe:
-        counts = loading.describe(args.preset, fusion=args.fusion)
+        from model.checkpoint.loading import describe
+
+        counts = describe(args.preset, fusion=args.fusion)
         print(json.dumps(counts) if args.json else "\n".join(f"{k:>10}: {v:,}" for k, v in counts.items()))
         return 0
-    if not args.out:
-        ap.error("--out is required unless --describe")
-    check_out(args.out, args.overwrite)  # before minutes of downloading
-    if args.random and args.from_pretrained:
-        ap.error("--random and --from-pretrained exclude each other")
+    _check_args(ap, args)
+    from model.checkpoint import loading  # seconds of imports: after every check
+
     if args.random:
         loading.build_random(args.preset, args.out, dtype=DTYPES[args.dtype], seed=args.seed, fusion=args.fusion)
     elif args.from_pretrained:
-        if args.preset == "tiny" and not (args.base and args.audio):
-            ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
-        if args.face and not Path(args.face).is_file():
-            raise CliError(f"FaceXFormer checkpoint not found: {args.face}")
-        for flag, folder in (("--base", args.base), ("--audio", args.audio)):
-            if args.preset == "tiny" and not Path(folder).is_dir():
-                raise CliError(f"{flag} folder not found: {folder}")
         src = HUB_SOURCES.get(args.preset, {})
         model, processor = loading.compose_from_pretrained(
             args.preset,
@@ -77,15 +68,32 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             fusion=args.fusion,
         )
         loading.save(model, processor, args.out)
-    elif args.preset == "tiny":
-        loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
     else:
-        ap.error(f"--preset {args.preset}: give --random (random weights) or --from-pretrained, or --describe")
+        loading.build_tiny(args.out, seed=args.seed, fusion=args.fusion)
     if args.json:
         print(json.dumps({"out": args.out, "preset": args.preset, "random": bool(args.random or not args.from_pretrained)}))
     else:
         print(f"wrote {args.preset} checkpoint{' (random weights)' if args.random else ''} to {args.out}")
     return 0
+
+
+def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every usage error of a build, before anything loads or downloads."""
+    if not args.out:
+        ap.error("--out is required unless --describe")
+    check_out(args.out, args.overwrite)  # before minutes of downloading
+    if args.random and args.from_pretrained:
+        ap.error("--random and --from-pretrained exclude each other")
+    if not (args.random or args.from_pretrained or args.preset == "tiny"):
+        ap.error(f"--preset {args.preset}: give --random (random weights) or --from-pretrained, or --describe")
+    if args.from_pretrained:
+        if args.preset == "tiny" and not (args.base and args.audio):
+            ap.error("--preset tiny --from-pretrained needs --base and --audio folders")
+        if args.face and not Path(args.face).is_file():
+            raise CliError(f"FaceXFormer checkpoint not found: {args.face}")
+        for flag, folder in (("--base", args.base), ("--audio", args.audio)):
+            if args.preset == "tiny" and not Path(folder).is_dir():
+                raise CliError(f"{flag} folder not found: {folder}")
 
 
 if __name__ == "__main__":

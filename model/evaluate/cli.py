@@ -175,7 +175,7 @@ def _good_answers(ids, answers, malformed: list[str]):
 # ------------------------------------------------------------------------ commands
 def cmd_predict(args: argparse.Namespace) -> int:
     """Generate answers for a manifest, then parse labels from them."""
-    from model.checkpoint.loading import check_checkpoint
+    from model.checkpoint.check import check_checkpoint
 
     manifest = Path(args.data)
     model_dir = check_checkpoint(args.model)  # missing or damaged: exit 2 before any work

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from model.net.templates import ANSWER_FORMATS, OV_LABELS_MARKER, reasoning_answer
@@ -62,14 +62,15 @@ class ParsedAnswer:
     labels: open-vocabulary labels, lower-cased, de-duplicated, in order.
     explanation: the text before the label list, or after it when the answer opens with
         it (labels first); the whole text when there is no list.
+    labels_closed: the (partial) answer holds a closed label list: the marker, at least
+        one label, and the list's full stop or line break. Labels-first stopping and the
+        page's streaming label go by it.
     """
 
     label: str | None
     labels: list[str] = field(default_factory=list)
     explanation: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    labels_closed: bool = False
 
 
 def normalize_label(label: str) -> str:
@@ -115,26 +116,21 @@ def split_explanation(text: str) -> tuple[str, list[str]]:
     list (labels first), the text after it.
     Without a marker the labels are empty and the explanation is the whole text.
     """
+    return _split(text)[:2]
+
+
+def _split(text: str) -> tuple[str, list[str], bool]:
+    """(explanation, labels, labels_closed) of `split_explanation` and `ParsedAnswer`."""
     found = _label_list(text)
     if found is None:
-        return text.strip(), []
+        return text.strip(), [], False
     m, end = found
     if end is None:
-        return text[: m.start()].strip(), split_labels(text[m.end():])
+        return text[: m.start()].strip(), split_labels(text[m.end():]), False
     before = text[: m.start()].strip()
     explanation = before or text[end:].lstrip(".").strip()
-    return explanation, split_labels(text[m.end(): end])
-
-
-def labels_complete(text: str) -> bool:
-    """True once a (partial) answer holds a closed label list: the marker, at least one
-    label, and the list's full stop or line break. The labels-first stop criterion of
-    `model.serve.generate` asks this of the text generated so far."""
-    found = _label_list(text)
-    if found is None or found[1] is None:
-        return False
-    m, end = found
-    return bool(split_labels(text[m.end(): end]))
+    labels = split_labels(text[m.end(): end])
+    return explanation, labels, bool(labels)
 
 
 def reformat_answer(text: str, answer_format: str) -> str:
@@ -200,9 +196,10 @@ def parse_answer(text: str, options: Sequence[str] | None = None) -> ParsedAnswe
     """
     if not isinstance(text, str):
         raise ValueError(f"answer must be a string, got {type(text).__name__}")
-    explanation, labels = split_explanation(text)
+    explanation, labels, closed = _split(text)
     if not labels and _is_bare_list(text):
         # "Neutral." or "worried, tense" with no marker: the answer is the label list
+        # (never "closed": a streaming answer may still go on to its marker)
         labels, explanation = split_labels(text), ""
     if options is not None:
         label = None
@@ -212,8 +209,8 @@ def parse_answer(text: str, options: Sequence[str] | None = None) -> ParsedAnswe
                 break
         if label is None:
             label = match_option(explanation, options) if explanation else None
-        return ParsedAnswer(label, labels, explanation)
-    return ParsedAnswer(labels[0] if labels else None, labels, explanation)
+        return ParsedAnswer(label, labels, explanation, closed)
+    return ParsedAnswer(labels[0] if labels else None, labels, explanation, closed)
 
 
 def _is_bare_list(text: str) -> bool:

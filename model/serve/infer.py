@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from model.checkpoint.loading import check_checkpoint
+    from model.checkpoint.check import check_checkpoint
 
     started = time.perf_counter()
     model_dir = check_checkpoint(args.model)  # missing or damaged: exit 2, before any work

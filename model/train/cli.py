@@ -16,12 +16,16 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from live.contract.appendfile import OutputLocked
 from live.contract.cli import EXIT_USAGE, CliError, check_out, run_main
-from model.checkpoint.loading import Loader
 from model.train.launch_check import process_error
 from model.train.settings import TrainSettings
-from model.train.trainer import ERROR_LOG, TrainResult, check_data, claim_out, run_training
+
+if TYPE_CHECKING:  # the trainer (torch, the model code) loads after the inputs are checked
+    from model.checkpoint.loading import Loader
+    from model.train.trainer import TrainResult
 
 
 def train(*args, loader: Loader | None = None, lock: bool = True, **options) -> TrainResult:
@@ -47,6 +51,8 @@ def train(*args, loader: Loader | None = None, lock: bool = True, **options) -> 
         settings = TrainSettings(*args, **options)
     if settings.qlora and loader is None:
         raise ValueError("qlora needs a 4-bit loader (the CLI uses quant.load_model)")
+    from model.train.trainer import run_training
+
     return run_training(settings, loader, lock=lock)
 
 
@@ -111,7 +117,8 @@ def _check_inputs(s: TrainSettings) -> None:
     minutes later)."""
     import torch
 
-    from model.checkpoint.loading import check_checkpoint
+    from model.checkpoint.check import check_checkpoint
+    from model.train.trainer import check_data
 
     check_processes(dict(os.environ), torch.cuda.device_count() if torch.cuda.is_available() else 0)
     check_checkpoint(s.model_dir)
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             if rank != 0:  # every process finds the same; the main one reports it
                 raise SystemExit(EXIT_USAGE) from None
             raise
+        from model.train.trainer import claim_out
+
         lock = None
         if rank == 0:  # one writer per OUT: a second run on it is refused here, before loading
             try:
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained {result.steps} steps; model in {where}")
 
     def log() -> Path | None:
+        from model.train.trainer import ERROR_LOG
+
         return checked[0] / (ERROR_LOG if rank == 0 else f"errors-rank{rank}.log") if checked else None
 
     return run_main(work, log=log)

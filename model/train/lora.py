@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from model.net.modeling import PHASE_TRAINABLE
+if TYPE_CHECKING:  # torch and the model code load when a function runs: `python -m model.train`
+    import torch   # checks its inputs first (settings.py imports LoraSettings from here)
+    from torch import nn
 
 # Decoder projections LoRA adapts (Qwen2 names), only inside the language model.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -49,6 +50,8 @@ def target_regex() -> str:
 
 def non_llm_prefixes(phase: int) -> tuple[str, ...]:
     """The phase's trainable modules outside the LLM (they train in full under LoRA)."""
+    from model.net.modeling import PHASE_TRAINABLE
+
     return tuple(p for p in PHASE_TRAINABLE[phase] if p not in LLM_PREFIXES)
 
 
@@ -65,6 +68,10 @@ def apply_lora(model: nn.Module, phase: int, settings: LoraSettings | None) -> n
     Trainable parameters are cast to float32: a 4-bit loader may hand back bf16/fp16
     projectors, and Adam on half-precision master weights loses small updates.
     """
+    import torch
+
+    from model.net.modeling import PHASE_TRAINABLE
+
     model.requires_grad_(False)
     if settings is not None and any(p in LLM_PREFIXES for p in PHASE_TRAINABLE[phase]):
         from peft import LoraConfig, get_peft_model
@@ -117,6 +124,7 @@ def save_adapter(model: nn.Module, out: str | Path, state_dict: dict[str, torch.
 
 def load_trainable(model: nn.Module, path: str | Path) -> list[str]:
     """Load `trainable.safetensors` into a plain (non-peft) model; every key must exist."""
+    import torch
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
