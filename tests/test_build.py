@@ -23,6 +23,7 @@ from model.checkpoint.loading import compose_from_pretrained, load
 from model.net.presets import TINY_AUDIO, TINY_FACE, TINY_TEXT, TINY_VISION
 from model.net.processor import Clip
 from model.net.tokenizer import build_tiny_tokenizer
+from tests.parallel import two_at_a_time
 from tests.test_face_encoder import to_torchvision_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,8 @@ def test_build_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
 
 
 def test_describe_counts_published_sizes():
-    out = run_cli("--preset", "7b", "--describe", "--json")
+    runs = two_at_a_time(run_cli, {p: ("--preset", p, "--describe", "--json") for p in ("7b", "0.5b")})
+    out = runs["7b"]
     assert out.returncode == 0, out.stderr
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(counts) == {"llm", "vision", "audio", "face", "projectors", "total"}
@@ -50,7 +52,7 @@ def test_describe_counts_published_sizes():
     assert 3.9e8 < counts["vision"] < 4.1e8  # SigLIP-so400m, 26 layers
     assert 6.3e8 < counts["audio"] < 6.4e8  # Whisper-large-v3 encoder
     assert 8.6e7 < counts["face"] < 8.9e7  # Swin-B + fusion
-    small = json.loads(run_cli("--preset", "0.5b", "--describe", "--json").stdout.strip().splitlines()[-1])
+    small = json.loads(runs["0.5b"].stdout.strip().splitlines()[-1])
     assert 4.9e8 < small["llm"] < 5.0e8  # Qwen2-0.5B, tied embeddings
     assert small["vision"] == counts["vision"] and small["audio"] == counts["audio"]
 

@@ -7,13 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from live.contract.cli import EXIT_USAGE
 from tests.media import make_clip
+from tests.parallel import two_at_a_time
 from tests.test_train_data import make_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,11 +30,8 @@ def run(module: str, *args) -> subprocess.CompletedProcess:
 
 
 def run_all(calls: dict) -> dict[str, subprocess.CompletedProcess]:
-    """`run(*args)` for each of ``calls`` (name → args), two at a time: each command
-    spends its seconds importing on one core, and nothing here depends on their order."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run, *args) for name, args in calls.items()}
-        return {name: f.result() for name, f in futures.items()}
+    """`run(*args)` for each of ``calls`` (name → args), two at a time."""
+    return two_at_a_time(run, calls)
 
 
 def one_error(proc: subprocess.CompletedProcess, *names: str, code: int = EXIT_USAGE) -> str:
@@ -124,7 +121,7 @@ def test_out_that_is_a_file_or_under_a_file_is_refused_before_loading(assets):
             "experiments": "is a file", "builders": "is a folder"}
     for name, proc in procs.items():
         line = one_error(proc, "--out", whys[name])
-        assert LOADED not in proc.stderr, name
+        assert LOADED not in proc.stderr, f"{name}: {line}"
     assert a_file.read_text() == "not a folder"
 
 

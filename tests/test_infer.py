@@ -10,6 +10,7 @@ import pytest
 
 from model.checkpoint.loading import build_tiny
 from tests.media import make_clip
+from tests.parallel import two_at_a_time
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,11 @@ def test_infer_without_audio_says_so(assets):
     File tab do) and the output says audio was missing, in JSON and in plain text."""
     root, config = assets
     args = ["--model", str(root / "tiny"), "--video", str(root / "silent.mp4"), "--max-new-tokens", "2"]
-    out = infer(*args, "--json", "--no-faces")
+    runs = two_at_a_time(infer, {
+        "json": (*args, "--json", "--no-faces"), "text": (*args, "--no-faces"),
+        "no-audio": ("--model", str(root / "tiny"), "--video", str(root / "clip.mp4"), "--json", "--no-audio",
+                     "--no-faces", "--max-new-tokens", "2")})
+    out = runs["json"]
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["audio"] == "absent" and result["face"] == "absent"
@@ -73,13 +78,13 @@ def test_infer_without_audio_says_so(assets):
     assert "note: silent.mp4 has no audio" in out.stderr
     assert tiny_shape(config) == TINY_SHAPE
     assert result["tokens"]["audio"] == TINY_TOKENS["audio_absent"]
-    out = infer(*args, "--no-faces")  # plain text
+    out = runs["text"]  # plain text
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert "no audio (picture alone)" in last and "None" not in last, last
     # --no-audio leaves a present track out, and says so
-    out = infer("--model", str(root / "tiny"), "--video", str(root / "clip.mp4"), "--json", "--no-audio",
-                "--no-faces", "--max-new-tokens", "2")
+    out = runs["no-audio"]
+    assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["audio"] == "absent" and "--no-audio" in result["notes"][0]
 
