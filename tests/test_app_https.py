@@ -15,10 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from tests.media import clip_frames, make_clip, speak, write_wav, write_y4m
-from tests.test_app_server import APP_ARGS, CHROMIUM, START_TIMEOUT_S, free_port, stop, wait_for_line
+from tests.test_app_server import APP_ARGS, CHROMIUM, PAGE_STEP_MS, START_TIMEOUT_S, free_port, stop, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_TIMEOUT_S = 90
@@ -106,7 +105,7 @@ def test_participant_page_over_https_streams_and_shows_no_labels(tmp_path):
 def run_pages(browser, url: str, tmp: Path) -> None:
     part = browser.new_page(viewport={"width": 1200, "height": 1000})
     part.goto(url + "?view=participant", wait_until="load")
-    part.locator("#recording", has_text="Not recording").wait_for(timeout=30_000)
+    part.locator("#recording", has_text="Not recording").wait_for(timeout=PAGE_STEP_MS)
     assert part.evaluate("() => window.isSecureContext && location.protocol") == "https:"
     # no labels, explanation, timeline or mark box on a participant's page
     for elem in ("#label", "#explanation", "#timeline", "#mark_btn", "#overview", "#video", "#table"):
@@ -115,14 +114,14 @@ def run_pages(browser, url: str, tmp: Path) -> None:
     part.wait_for_timeout(500)
     assert not part.locator("#video").is_visible() and not part.locator("#file_timeline").is_visible()
     part.get_by_role("tab", name="Live").click()
-    part.get_by_text("Click to Access Webcam").click(timeout=30_000)
+    part.get_by_text("Click to Access Webcam").click(timeout=PAGE_STEP_MS)
     for elem in ("#webcam", "#mic"):
-        part.locator(f"{elem} button", has_text="Record").click(timeout=15_000)
-        part.locator(f"{elem} button", has_text="Stop").first.wait_for(timeout=15_000)
+        part.locator(f"{elem} button", has_text="Record").click(timeout=PAGE_STEP_MS)
+        part.locator(f"{elem} button", has_text="Stop").first.wait_for(timeout=PAGE_STEP_MS)
         part.wait_for_timeout(500)
     try:
         part.locator("#recording", has_text="✅ microphone").wait_for(timeout=BROWSER_TIMEOUT_S * 1000)
-        part.locator("#recording", has_text="✅ camera").wait_for(timeout=10_000)
+        part.locator("#recording", has_text="✅ camera").wait_for(timeout=PAGE_STEP_MS)
     except Exception:
         raise AssertionError(f"indicator: {part.locator('#recording').inner_text()!r}; app log:\n"
                              f"{(tmp / 'app.log').read_text()[-3000:]}") from None
@@ -130,13 +129,13 @@ def run_pages(browser, url: str, tmp: Path) -> None:
     # the researcher's page beside it: sees the participant's session, marks an event into it
     res = browser.new_page(viewport={"width": 1400, "height": 1200})
     res.goto(url, wait_until="load")
-    res.locator("#stats", has_text="frames/s in").wait_for(timeout=30_000)
+    res.locator("#stats", has_text="frames/s in").wait_for(timeout=PAGE_STEP_MS)
     res.get_by_text("All sessions, live").click()
-    res.locator("#overview", has_text="participant").wait_for(timeout=30_000)
+    res.locator("#overview", has_text="participant").wait_for(timeout=PAGE_STEP_MS)
     res.locator("#mark_event input, #mark_event textarea").first.fill("stim_A")
     res.keyboard.press("Alt+KeyM")
-    res.locator("#mark_status", has_text="marked stim_A").wait_for(timeout=30_000)
-    res.locator("#overview", has_text="stim_A").wait_for(timeout=30_000)
+    res.locator("#mark_status", has_text="marked stim_A").wait_for(timeout=PAGE_STEP_MS)
+    res.locator("#overview", has_text="stim_A").wait_for(timeout=PAGE_STEP_MS)
     assert not part.locator("#label").is_visible()  # still nothing of the analysis for the participant
     res.screenshot(path=str(tmp / "researcher.png"), full_page=True)
     part.screenshot(path=str(tmp / "participant.png"), full_page=True)

@@ -18,7 +18,8 @@ import pytest
 from live.page.hosting import STREAM_LEFTOVER_AGE_S, SWEEP_EVERY_S
 
 from tests.media import clip_frames, make_clip, speak, write_wav, write_y4m
-from tests.test_app_server import APP_ARGS, BROWSER_TIMEOUT_S, CHROMIUM, START_TIMEOUT_S, start_app, stop, wait_for_line
+from tests.test_app_server import (APP_ARGS, BROWSER_TIMEOUT_S, CHROMIUM, PAGE_STEP_MS, START_TIMEOUT_S, start_app, stop,
+                                   wait_for_line)
 
 MEDIA_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".wav", ".webm", ".mp3", ".ogg",
                   ".m4a", ".flac", ".mp4", ".mov", ".mkv", ".avi", ".npz", ".y4m"}
@@ -60,11 +61,11 @@ def browser_session(url: str, tmp: Path) -> dict:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(url, wait_until="load")
-            page.locator("#stats", has_text="frames/s in").wait_for(timeout=30_000)
-            page.get_by_text("Click to Access Webcam").click(timeout=30_000)
+            page.locator("#stats", has_text="frames/s in").wait_for(timeout=PAGE_STEP_MS)
+            page.get_by_text("Click to Access Webcam").click(timeout=PAGE_STEP_MS)
             for elem in ("#webcam", "#mic"):
-                page.locator(f"{elem} button", has_text="Record").click(timeout=15_000)
-                page.locator(f"{elem} button", has_text="Stop").first.wait_for(timeout=15_000)
+                page.locator(f"{elem} button", has_text="Record").click(timeout=PAGE_STEP_MS)
+                page.locator(f"{elem} button", has_text="Stop").first.wait_for(timeout=PAGE_STEP_MS)
                 page.wait_for_timeout(500)
             deadline = time.monotonic() + BROWSER_TIMEOUT_S
             while time.monotonic() < deadline:
@@ -76,11 +77,20 @@ def browser_session(url: str, tmp: Path) -> dict:
             else:
                 raise AssertionError(f"no window result / preview / audio within {BROWSER_TIMEOUT_S} s: {stats!r}")
             page.locator("#stop").click()
-            page.locator("#speech", has_text="stopped").wait_for(timeout=30_000)
-            page.wait_for_timeout(1500)  # what was in flight has arrived
+            page.locator("#speech", has_text="stopped").wait_for(timeout=PAGE_STEP_MS)
             frames = lambda: re.search(r"frames in / dropped at start\s+(\d+)",  # noqa: E731
                                        page.locator("#stats").inner_text()).group(1)
-            before = frames()
+            # what was in flight at Stop arrives (slowly on a loaded machine): the count
+            # settles, or the test fails here; then it must stay while the browser streams
+            before, deadline = frames(), time.monotonic() + PAGE_STEP_MS / 1000
+            while time.monotonic() < deadline:
+                page.wait_for_timeout(1500)
+                now = frames()
+                if now == before:
+                    break
+                before = now
+            else:
+                raise AssertionError(f"the frame count still grows {PAGE_STEP_MS} ms after Stop: {before}")
             page.wait_for_timeout(3000)  # the browser goes on streaming: nothing is counted
             return {"speech": page.locator("#speech").inner_text(), "frames_before": before,
                     "frames_after": frames(), "stats": page.locator("#stats").inner_text()}
@@ -164,16 +174,16 @@ def test_unticking_consent_on_the_page_withdraws_from_the_apps_own_log(tmp_path)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1300})
                 page.goto(url, wait_until="load")
-                page.locator("#stats", has_text="frames/s in").wait_for(timeout=30_000)
-                page.get_by_text("Click to Access Webcam").click(timeout=30_000)
-                page.locator("#webcam button", has_text="Record").click(timeout=15_000)
+                page.locator("#stats", has_text="frames/s in").wait_for(timeout=PAGE_STEP_MS)
+                page.get_by_text("Click to Access Webcam").click(timeout=PAGE_STEP_MS)
+                page.locator("#webcam button", has_text="Record").click(timeout=PAGE_STEP_MS)
                 deadline = time.monotonic() + BROWSER_TIMEOUT_S
                 while not list((study / "S1_media").glob("*.npz")):
                     assert time.monotonic() < deadline, "no media stored with consent"
                     time.sleep(0.5)
                 assert page.get_by_label(re.compile("consents to storing recordings")).is_checked()
                 page.get_by_label(re.compile("consents to storing recordings")).uncheck()
-                page.get_by_text("Consent withdrawn").first.wait_for(timeout=30_000)
+                page.get_by_text("Consent withdrawn").first.wait_for(timeout=PAGE_STEP_MS)
                 n = len(read_jsonl(study / "S1.jsonl"))
                 deadline = time.monotonic() + BROWSER_TIMEOUT_S
                 while len(read_jsonl(study / "S1.jsonl")) < n + 2:  # windows after the withdrawal

@@ -23,6 +23,9 @@ from tests.media import clip_frames, make_clip, speak, write_wav, write_y4m
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90  # s for the app to import torch/gradio and serve the page (2 cores)
 BROWSER_TIMEOUT_S = 60  # s for a face box, a window result and explanation text
+# ms for one page step (a click, a button or a line of text showing): a wait returns as
+# soon as it holds, so only a loaded machine (chromium + the app on 2 busy cores) waits long
+PAGE_STEP_MS = 120_000
 CHROMIUM = "/usr/bin/chromium"
 APP_ARGS = ["--model", "tiny", "--window", "2", "--hop", "1", "--max-new-tokens", "8"]
 
@@ -144,7 +147,7 @@ def open_study_form(page, url: str, participant: str, session: str) -> None:
     moment: a field filled while Gradio still mounts the accordion can be reset (seen
     under load: the participant id came back empty and the log was refused for it)."""
     page.goto(url, wait_until="load")
-    page.locator("#stats", has_text="frames/s in").wait_for(timeout=30_000)
+    page.locator("#stats", has_text="frames/s in").wait_for(timeout=PAGE_STEP_MS)
     page.get_by_text("Study log (opt-in)").click()
     fields = {"participant id": participant, "session id": session}
     for _ in range(3):
@@ -204,19 +207,19 @@ def test_real_browser_webcam_and_microphone(server, tmp_path):
             # click, not check(): the page unticks the box again as soon as it refuses, and
             # check() would fail if that reply came before its own look at the box
             page.get_by_label(re.compile("log this session")).click()
-            page.get_by_text("needs the participant's consent").first.wait_for(timeout=30_000)
+            page.get_by_text("needs the participant's consent").first.wait_for(timeout=PAGE_STEP_MS)
             page.wait_for_function("() => !document.querySelector('#log_on input:checked')",
-                                   timeout=30_000)  # refused: the box is unticked again
+                                   timeout=PAGE_STEP_MS)  # refused: the box is unticked again
             page.get_by_label(re.compile("consents to storing recordings")).check()
             page.get_by_label(re.compile("own emotion now")).click()
             page.get_by_role("option", name="sad", exact=True).click()
             page.get_by_label(re.compile("log this session")).check()
             wait_for_banner(page, "raw frames + audio ARE stored", tmp)
-            page.get_by_text("Click to Access Webcam").click(timeout=30_000)
+            page.get_by_text("Click to Access Webcam").click(timeout=PAGE_STEP_MS)
             # one at a time: a click while the other stream is still starting can be lost
             for elem in ("#webcam", "#mic"):
-                page.locator(f"{elem} button", has_text="Record").click(timeout=15_000)
-                page.locator(f"{elem} button", has_text="Stop").first.wait_for(timeout=15_000)
+                page.locator(f"{elem} button", has_text="Record").click(timeout=PAGE_STEP_MS)
+                page.locator(f"{elem} button", has_text="Stop").first.wait_for(timeout=PAGE_STEP_MS)
                 page.wait_for_timeout(500)
             deadline = time.monotonic() + BROWSER_TIMEOUT_S
             seen, first, plot0 = {}, {}, None
@@ -274,13 +277,13 @@ def test_study_log_belongs_to_the_tab_that_opened_it(server):
                 page.get_by_label(re.compile("log this session")).click()
                 if page is mine:
                     wait_for_banner(page, "Study logging is ON", tmp)
-            theirs.get_by_text("in use by another browser session").first.wait_for(timeout=30_000)
+            theirs.get_by_text("in use by another browser session").first.wait_for(timeout=PAGE_STEP_MS)
             theirs.wait_for_function("() => !document.querySelector('input[type=checkbox]:checked')",
-                                     timeout=30_000)  # their box is unticked again
+                                     timeout=PAGE_STEP_MS)  # their box is unticked again
             theirs.get_by_role("button", name="Export session CSV").click()
-            theirs.get_by_text("Study logging is off").first.wait_for(timeout=30_000)
+            theirs.get_by_text("Study logging is off").first.wait_for(timeout=PAGE_STEP_MS)
             mine.get_by_role("button", name="Export session CSV").click()
-            mine.locator("#csv_file a[href*='S40.csv']").first.wait_for(state="attached", timeout=30_000)
+            mine.locator("#csv_file a[href*='S40.csv']").first.wait_for(state="attached", timeout=PAGE_STEP_MS)
             assert "Study logging is ON" not in theirs.locator("#banner").inner_text()
         finally:
             browser.close()
