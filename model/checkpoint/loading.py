@@ -19,7 +19,6 @@ from transformers import AutoModel, AutoModelForImageTextToText
 from live.contract.cli import one_line, resolve_device
 
 from model.checkpoint.check import check_checkpoint
-
 from model.net.config import OmniEmotionConfig
 from model.net.face_encoder import FaceXFormerEncoder, load_facexformer_checkpoint
 from model.net.modeling import FaceVisualCrossAttention, OmniEmotionForConditionalGeneration, ProjectorMLP

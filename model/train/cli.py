@@ -15,7 +15,6 @@ import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from live.contract.appendfile import OutputLocked
